@@ -1,0 +1,348 @@
+//! Serialization: domain events, codecs (JSON, MessagePack) and upcasters for schema evolution.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{BoxError, CodecError, CodecOperation};
+use crate::event::{
+    EventData, EventType, Metadata, Payload, PayloadFormat, Recorded, RecordedEvent,
+};
+use crate::id::EventId;
+
+/// A typed domain event: serializable, with a stable type name.
+///
+/// The payload stored is exactly what `serde` produces for the value, so the event's own serde
+/// attributes decide its shape (`#[serde(tag = "type")]` keeps JSON payloads easy to query).
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use crossfold_core::DomainEvent;
+///
+/// #[derive(Serialize, Deserialize)]
+/// #[serde(tag = "type")]
+/// enum CartEvent {
+///     ItemAdded { sku: String, quantity: u32 },
+///     CheckedOut,
+/// }
+///
+/// impl DomainEvent for CartEvent {
+///     fn event_type(&self) -> &'static str {
+///         match self {
+///             CartEvent::ItemAdded { .. } => "ItemAdded",
+///             CartEvent::CheckedOut => "CheckedOut",
+///         }
+///     }
+/// }
+/// ```
+pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The stable name of this event's type, stored beside the payload.
+    fn event_type(&self) -> &'static str;
+
+    /// The version of this event type's current schema. Bump it when the shape changes and
+    /// register an [`Upcasters`] step from the old version.
+    fn schema_version(&self) -> u16 {
+        1
+    }
+}
+
+/// Turns values into payloads and back.
+///
+/// Decoding follows the payload's own [`PayloadFormat`], so one store can hold events written
+/// with different codecs.
+pub trait Codec: Send + Sync + 'static {
+    /// Encodes a value.
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Payload, BoxError>;
+
+    /// Decodes a payload.
+    fn decode<T: DeserializeOwned>(&self, payload: &Payload) -> Result<T, BoxError> {
+        decode_payload(payload)
+    }
+}
+
+/// Decodes a payload according to its format.
+pub fn decode_payload<T: DeserializeOwned>(payload: &Payload) -> Result<T, BoxError> {
+    match payload.format {
+        PayloadFormat::Json => Ok(serde_json::from_slice(&payload.bytes)?),
+        PayloadFormat::MessagePack => Ok(rmp_serde::from_slice(&payload.bytes)?),
+    }
+}
+
+/// The JSON codec (the default; the PostgreSQL store keeps JSON payloads as JSONB).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Json;
+
+impl Codec for Json {
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Payload, BoxError> {
+        Ok(Payload::json(serde_json::to_vec(value)?))
+    }
+}
+
+/// The MessagePack codec: compact binary payloads. Structs are encoded as maps (with field
+/// names), so adding optional fields stays compatible.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MessagePack;
+
+impl Codec for MessagePack {
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Payload, BoxError> {
+        Ok(Payload::message_pack(rmp_serde::to_vec_named(value)?))
+    }
+}
+
+type UpcastFn = dyn Fn(serde_json::Value) -> Result<serde_json::Value, BoxError> + Send + Sync;
+
+/// Steps that upgrade stored payloads of an old schema version to the next version, applied on
+/// read, so old events never need rewriting.
+///
+/// ```
+/// use crossfold_core::Upcasters;
+/// let mut upcasters = Upcasters::new();
+/// // Version 1 of "MoneyDeposited" stored whole units; version 2 stores cents.
+/// upcasters.register("MoneyDeposited", 1, |mut v| {
+///     let units = v["amount"].as_i64().ok_or("amount missing")?;
+///     v["amount"] = (units * 100).into();
+///     Ok(v)
+/// });
+/// ```
+#[derive(Clone, Default)]
+pub struct Upcasters {
+    steps: HashMap<String, HashMap<u16, Arc<UpcastFn>>>,
+}
+
+impl fmt::Debug for Upcasters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut keys: Vec<_> = self
+            .steps
+            .iter()
+            .flat_map(|(t, v)| v.keys().map(move |k| (t, k)))
+            .collect();
+        keys.sort();
+        f.debug_struct("Upcasters").field("steps", &keys).finish()
+    }
+}
+
+impl Upcasters {
+    /// No steps.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the step from `from_version` to `from_version + 1` for `event_type`.
+    /// A later registration for the same pair replaces the earlier one.
+    pub fn register<F>(&mut self, event_type: &str, from_version: u16, step: F) -> &mut Self
+    where
+        F: Fn(serde_json::Value) -> Result<serde_json::Value, BoxError> + Send + Sync + 'static,
+    {
+        self.steps
+            .entry(event_type.to_owned())
+            .or_default()
+            .insert(from_version, Arc::new(step));
+        self
+    }
+
+    /// Whether no step is registered.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    fn step(&self, event_type: &str, version: u16) -> Option<&Arc<UpcastFn>> {
+        self.steps.get(event_type)?.get(&version)
+    }
+
+    /// Decodes `raw` into a typed event, upcasting it first when steps exist for its type and
+    /// schema version.
+    pub fn decode<E: DomainEvent, C: Codec>(
+        &self,
+        codec: &C,
+        raw: &RecordedEvent,
+    ) -> Result<Recorded<E>, CodecError> {
+        let located = |op, e: BoxError| {
+            CodecError::new(op, raw.event_type.as_str(), e).at(
+                raw.event_id,
+                raw.stream_id.clone(),
+                raw.stream_version,
+            )
+        };
+        let event = match self.step(&raw.event_type, raw.schema_version) {
+            None => codec
+                .decode::<E>(&raw.payload)
+                .map_err(|e| located(CodecOperation::Decode, e))?,
+            Some(_) => {
+                let mut value: serde_json::Value =
+                    decode_payload(&raw.payload).map_err(|e| located(CodecOperation::Decode, e))?;
+                let mut version = raw.schema_version;
+                while let Some(step) = self.step(&raw.event_type, version) {
+                    value = step(value).map_err(|e| located(CodecOperation::Upcast, e))?;
+                    version = version.saturating_add(1);
+                }
+                serde_json::from_value(value)
+                    .map_err(|e| located(CodecOperation::Decode, Box::new(e)))?
+            }
+        };
+        Ok(Recorded {
+            event,
+            event_id: raw.event_id,
+            stream_id: raw.stream_id.clone(),
+            stream_version: raw.stream_version,
+            position: raw.position,
+            metadata: raw.metadata.clone(),
+        })
+    }
+}
+
+/// Encodes a typed event into an appendable [`EventData`].
+pub fn encode_event<E: DomainEvent, C: Codec>(
+    codec: &C,
+    event: &E,
+    event_id: EventId,
+    metadata: Arc<Metadata>,
+) -> Result<EventData, CodecError> {
+    let event_type = event.event_type();
+    let payload = codec.encode(event).map_err(|e| {
+        let mut err = CodecError::new(CodecOperation::Encode, event_type, e);
+        err.event_id = Some(event_id);
+        err
+    })?;
+    Ok(EventData {
+        event_id,
+        event_type: EventType::from_static(event_type),
+        schema_version: event.schema_version(),
+        payload,
+        metadata,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::StreamId;
+    use crate::version::{Position, StreamVersion};
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    enum Ev {
+        Deposited { amount: i64, note: Option<String> },
+        Closed,
+    }
+
+    impl DomainEvent for Ev {
+        fn event_type(&self) -> &'static str {
+            match self {
+                Ev::Deposited { .. } => "Deposited",
+                Ev::Closed => "Closed",
+            }
+        }
+        fn schema_version(&self) -> u16 {
+            2
+        }
+    }
+
+    fn record(data: EventData) -> RecordedEvent {
+        data.record(
+            StreamId::new("s").unwrap(),
+            StreamVersion::new(1),
+            Position::new(1, 1),
+        )
+    }
+
+    fn round_trip<C: Codec>(codec: C) {
+        let upcasters = Upcasters::new();
+        for ev in [
+            Ev::Deposited {
+                amount: -3,
+                note: Some("ünïcode".into()),
+            },
+            Ev::Closed,
+        ] {
+            let data =
+                encode_event(&codec, &ev, EventId::generate(), Arc::new(Metadata::now())).unwrap();
+            assert_eq!(data.schema_version, 2);
+            assert_eq!(&*data.event_type, ev.event_type());
+            let back: Recorded<Ev> = upcasters.decode(&codec, &record(data)).unwrap();
+            assert_eq!(back.event, ev);
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        round_trip(Json);
+    }
+
+    #[test]
+    fn message_pack_round_trip() {
+        round_trip(MessagePack);
+    }
+
+    #[test]
+    fn decoding_follows_the_payload_format() {
+        let data = encode_event(
+            &MessagePack,
+            &Ev::Closed,
+            EventId::generate(),
+            Arc::default(),
+        )
+        .unwrap();
+        let back: Recorded<Ev> = Upcasters::new().decode(&Json, &record(data)).unwrap();
+        assert_eq!(back.event, Ev::Closed);
+    }
+
+    #[test]
+    fn upcasters_chain_from_old_versions() {
+        let mut upcasters = Upcasters::new();
+        upcasters.register("Deposited", 0, |mut v| {
+            v["amount"] = v["units"].clone();
+            Ok(v)
+        });
+        upcasters.register("Deposited", 1, |mut v| {
+            v["note"] = serde_json::Value::Null;
+            Ok(v)
+        });
+        for codec_payload in [
+            Json.encode(&serde_json::json!({"type": "Deposited", "units": 5}))
+                .unwrap(),
+            MessagePack
+                .encode(&serde_json::json!({"type": "Deposited", "units": 5}))
+                .unwrap(),
+        ] {
+            let mut raw = record(EventData::new("Deposited", codec_payload));
+            raw.schema_version = 0;
+            let back: Recorded<Ev> = upcasters.decode(&Json, &raw).unwrap();
+            assert_eq!(
+                back.event,
+                Ev::Deposited {
+                    amount: 5,
+                    note: None
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn undecodable_payload_names_the_event() {
+        let raw = record(EventData::new(
+            "Deposited",
+            Payload::json(&b"{\"type\":\"Nope\"}"[..]),
+        ));
+        let err = Upcasters::new().decode::<Ev, _>(&Json, &raw).unwrap_err();
+        assert_eq!(err.operation, CodecOperation::Decode);
+        let text = err.to_string();
+        assert!(text.contains("Deposited") && text.contains("s@1"), "{text}");
+    }
+
+    #[test]
+    fn failing_upcaster_is_an_error_not_a_skip() {
+        let mut upcasters = Upcasters::new();
+        upcasters.register("Deposited", 1, |_| Err("cannot upgrade".into()));
+        let mut raw = record(EventData::new(
+            "Deposited",
+            Json.encode(&Ev::Closed).unwrap(),
+        ));
+        raw.schema_version = 1;
+        let err = upcasters.decode::<Ev, _>(&Json, &raw).unwrap_err();
+        assert_eq!(err.operation, CodecOperation::Upcast);
+    }
+}

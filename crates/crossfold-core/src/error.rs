@@ -1,0 +1,370 @@
+//! Errors. Each failure a caller must tell apart is its own variant; underlying errors are kept
+//! as `source`, never flattened into strings.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use crate::id::{EventId, StreamId};
+use crate::version::{ExpectedVersion, StreamVersion};
+
+/// A boxed error from a lower layer (a database driver, a serializer).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Input that a smart constructor refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct ValidationError {
+    /// What was being validated (`"stream_id"`, `"amount"`, ...).
+    pub field: Cow<'static, str>,
+    /// Why it was refused, in words a person can act on.
+    pub reason: String,
+}
+
+impl ValidationError {
+    /// A validation error for `field`.
+    pub fn new(field: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// One stream whose version did not meet the append's condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConflict {
+    /// The stream.
+    pub stream: StreamId,
+    /// What the append required.
+    pub expected: ExpectedVersion,
+    /// The stream's version when the append was attempted.
+    pub actual: StreamVersion,
+}
+
+impl fmt::Display for StreamConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (expected {}, actual version {})",
+            self.stream, self.expected, self.actual
+        )
+    }
+}
+
+fn list_conflicts(conflicts: &[StreamConflict]) -> String {
+    conflicts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether an event was being encoded or decoded when a codec failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecOperation {
+    /// Turning a typed event into a payload.
+    Encode,
+    /// Turning a stored payload into a typed event.
+    Decode,
+    /// Upgrading an old payload to a newer schema.
+    Upcast,
+}
+
+impl fmt::Display for CodecOperation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CodecOperation::Encode => "encode",
+            CodecOperation::Decode => "decode",
+            CodecOperation::Upcast => "upcast",
+        })
+    }
+}
+
+/// An event that could not be encoded, decoded or upcast. Names the event so it can be found.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {operation} event {event_type:?}{}", self.location())]
+pub struct CodecError {
+    /// What was being done.
+    pub operation: CodecOperation,
+    /// The event's type name.
+    pub event_type: String,
+    /// The event's id, when it has one.
+    pub event_id: Option<EventId>,
+    /// The stream and version of a stored event.
+    pub stream: Option<(StreamId, StreamVersion)>,
+    /// The serializer's error.
+    #[source]
+    pub source: BoxError,
+}
+
+impl CodecError {
+    /// A codec error about an event of type `event_type`.
+    pub fn new(
+        operation: CodecOperation,
+        event_type: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self {
+            operation,
+            event_type: event_type.into(),
+            event_id: None,
+            stream: None,
+            source: source.into(),
+        }
+    }
+
+    /// Adds where the event is stored.
+    pub fn at(mut self, event_id: EventId, stream: StreamId, version: StreamVersion) -> Self {
+        self.event_id = Some(event_id);
+        self.stream = Some((stream, version));
+        self
+    }
+
+    fn location(&self) -> String {
+        match (&self.event_id, &self.stream) {
+            (Some(id), Some((s, v))) => format!(" ({id} at {s}@{v})"),
+            (Some(id), None) => format!(" ({id})"),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A failure of an [`EventStore`](crate::EventStore) call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// One or more streams did not meet their expected version. Nothing was written.
+    #[error("version conflict on {}", list_conflicts(.0))]
+    Conflict(Vec<StreamConflict>),
+    /// An event with this id is already stored. Nothing was written.
+    #[error("event {0} is already stored")]
+    DuplicateEvent(EventId),
+    /// The request itself is malformed (for example a stream named twice). Nothing was written.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A stored event could not be read back.
+    #[error(transparent)]
+    Serialization(#[from] CodecError),
+    /// The store could not be reached, or the connection was lost. Retrying may succeed.
+    #[error("store unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The store aborted the operation because of concurrent work (a serialization failure or a
+    /// deadlock). Nothing was written; retrying may succeed.
+    #[error("store aborted the operation because of concurrent work")]
+    Contention(#[source] BoxError),
+    /// The store did not answer within its configured time limit.
+    #[error("store operation timed out")]
+    Timeout(#[source] BoxError),
+    /// The store failed in a way that retrying will not fix (for example a missing schema).
+    #[error("store failed")]
+    Backend(#[source] BoxError),
+}
+
+impl StoreError {
+    /// Whether this is a version conflict.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict(_))
+    }
+
+    /// Whether retrying the same operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Conflict(_)
+                | StoreError::Unavailable(_)
+                | StoreError::Contention(_)
+                | StoreError::Timeout(_)
+        )
+    }
+
+    /// The conflicting streams, if this is a conflict.
+    pub fn conflicts(&self) -> &[StreamConflict] {
+        match self {
+            StoreError::Conflict(c) => c,
+            _ => &[],
+        }
+    }
+}
+
+/// Why a command's `handle` refused to produce events. Never retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// A business rule was violated (insufficient funds, order already shipped, ...).
+    #[error("{rule}: {message}")]
+    Rejected {
+        /// A stable, machine-readable name of the rule (`"insufficient_funds"`).
+        rule: Cow<'static, str>,
+        /// A human-readable explanation.
+        message: String,
+    },
+    /// A stream the command needs does not exist.
+    #[error("stream {0} not found")]
+    StreamNotFound(StreamId),
+    /// The folded state is not one the command can act on (usually a bug or corrupt history).
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+    /// The command's input was invalid.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+}
+
+impl CommandError {
+    /// A business-rule rejection.
+    pub fn rejected(rule: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        CommandError::Rejected {
+            rule: rule.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why executing a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command's input was invalid. Nothing was written.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// The command refused: a business rule was violated. Nothing was written; not retried.
+    #[error("rejected by rule {rule}: {message}")]
+    Rejected {
+        /// The rule's stable name.
+        rule: Cow<'static, str>,
+        /// A human-readable explanation.
+        message: String,
+    },
+    /// Streams kept changing between read and append until the retry policy gave up.
+    /// Nothing was written.
+    #[error("version conflict after {attempts} attempts on {}", list_conflicts(.conflicts))]
+    Conflict {
+        /// The conflicts of the last attempt.
+        conflicts: Vec<StreamConflict>,
+        /// How many times the command ran.
+        attempts: u32,
+    },
+    /// The caller lacks the permission the command requires. Nothing was written.
+    #[error("not authorized: permission {permission:?} required")]
+    Unauthorized {
+        /// The missing permission.
+        permission: String,
+        /// Who asked, if known.
+        actor: Option<String>,
+    },
+    /// A stream the command needs does not exist. Nothing was written.
+    #[error("stream {0} not found")]
+    StreamNotFound(StreamId),
+    /// The folded state is not one the command can act on. Nothing was written.
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+    /// An event could not be encoded or a stored event could not be decoded.
+    #[error(transparent)]
+    Serialization(#[from] CodecError),
+    /// The store could not be reached or kept failing transiently. Nothing was written by the
+    /// failed attempt; retrying later may succeed.
+    #[error("store unavailable")]
+    Unavailable(#[source] StoreError),
+    /// The store refused the operation in a way that retrying will not fix.
+    #[error("store error")]
+    Store(#[source] StoreError),
+    /// The execution did not finish within its time limit. A timed-out append may or may not
+    /// have been committed; re-executing an idempotent command is always safe.
+    #[error("execution timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl Error {
+    /// Whether this is a version conflict.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+
+    /// Whether executing the command again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Conflict { .. } | Error::Unavailable(_) | Error::Timeout(_)
+        )
+    }
+
+    /// The business rule that refused the command, if that is what happened.
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Error::Rejected { rule, .. } => Some(rule),
+            _ => None,
+        }
+    }
+}
+
+impl From<CommandError> for Error {
+    fn from(value: CommandError) -> Self {
+        match value {
+            CommandError::Rejected { rule, message } => Error::Rejected { rule, message },
+            CommandError::StreamNotFound(s) => Error::StreamNotFound(s),
+            CommandError::InvalidState(s) => Error::InvalidState(s),
+            CommandError::Validation(v) => Error::Validation(v),
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    /// Conflicts become [`Error::Conflict`] with one attempt; transient failures become
+    /// [`Error::Unavailable`]; the rest [`Error::Store`].
+    fn from(value: StoreError) -> Self {
+        match value {
+            StoreError::Conflict(conflicts) => Error::Conflict {
+                conflicts,
+                attempts: 1,
+            },
+            StoreError::Serialization(e) => Error::Serialization(e),
+            e if e.is_transient() => Error::Unavailable(e),
+            e => Error::Store(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_message_names_every_stream() {
+        let err = StoreError::Conflict(vec![
+            StreamConflict {
+                stream: StreamId::new("a").unwrap(),
+                expected: ExpectedVersion::Exact(StreamVersion::new(2)),
+                actual: StreamVersion::new(3),
+            },
+            StreamConflict {
+                stream: StreamId::new("b").unwrap(),
+                expected: ExpectedVersion::NoStream,
+                actual: StreamVersion::new(1),
+            },
+        ]);
+        let text = err.to_string();
+        assert!(
+            text.contains("a (expected version 2, actual version 3)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("b (expected no stream, actual version 1)"),
+            "{text}"
+        );
+        assert!(err.is_conflict() && err.is_transient());
+    }
+
+    #[test]
+    fn classification() {
+        let unavailable = StoreError::Unavailable("connection refused".into());
+        assert!(unavailable.is_transient() && !unavailable.is_conflict());
+        assert!(!StoreError::Backend("no such table".into()).is_transient());
+        let e: Error = unavailable.into();
+        assert!(matches!(e, Error::Unavailable(_)) && e.is_transient());
+        let e: Error = StoreError::InvalidRequest("x".into()).into();
+        assert!(matches!(e, Error::Store(_)) && !e.is_transient());
+        let e: Error = CommandError::rejected("insufficient_funds", "balance 5 < 10").into();
+        assert_eq!(e.rule(), Some("insufficient_funds"));
+        assert!(!e.is_transient());
+    }
+}

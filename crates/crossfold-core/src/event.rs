@@ -1,0 +1,399 @@
+//! Event envelopes: what is appended, what is recorded, and the metadata every event carries.
+
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::id::{EventId, StreamId};
+use crate::version::{Position, StreamVersion};
+
+/// A point in time with microsecond precision (microseconds since the Unix epoch, UTC).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+
+    /// From microseconds since the Unix epoch.
+    pub const fn from_unix_micros(micros: i64) -> Self {
+        Self(micros)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub const fn unix_micros(self) -> i64 {
+        self.0
+    }
+
+    /// As a `SystemTime`.
+    pub fn to_system_time(self) -> SystemTime {
+        if self.0 >= 0 {
+            UNIX_EPOCH + Duration::from_micros(self.0 as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_micros(self.0.unsigned_abs())
+        }
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(value: SystemTime) -> Self {
+        match value.duration_since(UNIX_EPOCH) {
+            Ok(d) => Self(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            Err(e) => Self(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC, e.g. `2026-11-26T06:49:38.123456Z`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.div_euclid(1_000_000);
+        let micros = self.0.rem_euclid(1_000_000);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            rem / 3600,
+            (rem / 60) % 60,
+            rem % 60
+        )
+    }
+}
+
+/// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// What travels with every event besides its payload.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// When the event was created.
+    pub recorded_at: Timestamp,
+    /// The request or process this event belongs to; shared by everything it caused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// The message (command or event) that directly caused this event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// Who caused it (a user or service id), for auditing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Application-defined fields.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom: BTreeMap<String, serde_json::Value>,
+}
+
+impl Metadata {
+    /// Metadata stamped with the current time and nothing else.
+    pub fn now() -> Self {
+        Self {
+            recorded_at: Timestamp::now(),
+            ..Self::default()
+        }
+    }
+}
+
+/// An event type name, such as `"MoneyDeposited"`. Cheap to clone.
+#[derive(Clone)]
+pub struct EventType(EventTypeRepr);
+
+#[derive(Clone)]
+enum EventTypeRepr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl EventType {
+    /// A name known at compile time (no allocation).
+    pub const fn from_static(name: &'static str) -> Self {
+        Self(EventTypeRepr::Static(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            EventTypeRepr::Static(s) => s,
+            EventTypeRepr::Shared(s) => s,
+        }
+    }
+}
+
+impl From<&str> for EventType {
+    fn from(value: &str) -> Self {
+        Self(EventTypeRepr::Shared(Arc::from(value)))
+    }
+}
+
+impl From<String> for EventType {
+    fn from(value: String) -> Self {
+        Self(EventTypeRepr::Shared(Arc::from(value)))
+    }
+}
+
+impl Deref for EventType {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for EventType {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for EventType {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for EventType {}
+impl std::hash::Hash for EventType {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+impl PartialEq<str> for EventType {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+impl PartialEq<&str> for EventType {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+impl fmt::Debug for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a payload is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PayloadFormat {
+    /// UTF-8 JSON (stored as JSONB by the PostgreSQL store, so it stays queryable).
+    Json,
+    /// MessagePack (compact binary).
+    MessagePack,
+}
+
+/// An encoded event body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payload {
+    /// The encoding.
+    pub format: PayloadFormat,
+    /// The encoded bytes.
+    pub bytes: Bytes,
+}
+
+impl Payload {
+    /// A JSON payload.
+    pub fn json(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            format: PayloadFormat::Json,
+            bytes: bytes.into(),
+        }
+    }
+
+    /// A MessagePack payload.
+    pub fn message_pack(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            format: PayloadFormat::MessagePack,
+            bytes: bytes.into(),
+        }
+    }
+
+    /// Encoded size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// An event ready to be appended: encoded, with its id and metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventData {
+    /// The event's unique id.
+    pub event_id: EventId,
+    /// The event type name.
+    pub event_type: EventType,
+    /// The schema version of the payload's shape.
+    pub schema_version: u16,
+    /// The encoded event.
+    pub payload: Payload,
+    /// Metadata (shared by all events of one command).
+    pub metadata: Arc<Metadata>,
+}
+
+impl EventData {
+    /// An event with a fresh id, schema version 1 and metadata stamped now.
+    pub fn new(event_type: impl Into<EventType>, payload: Payload) -> Self {
+        Self {
+            event_id: EventId::generate(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            payload,
+            metadata: Arc::new(Metadata::now()),
+        }
+    }
+
+    /// The recorded form of this event once stored at `stream`/`version`/`position`.
+    pub fn record(
+        self,
+        stream_id: StreamId,
+        stream_version: StreamVersion,
+        position: Position,
+    ) -> RecordedEvent {
+        RecordedEvent {
+            event_id: self.event_id,
+            stream_id,
+            stream_version,
+            position,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            payload: self.payload,
+            metadata: self.metadata,
+        }
+    }
+}
+
+/// An event as stored: encoded, with its place in its stream and in the global log.
+///
+/// Cloning is cheap: names, payload and metadata are shared.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedEvent {
+    /// The event's unique id.
+    pub event_id: EventId,
+    /// The stream it belongs to.
+    pub stream_id: StreamId,
+    /// Its 1-based place in the stream.
+    pub stream_version: StreamVersion,
+    /// Its place in the global log.
+    pub position: Position,
+    /// The event type name.
+    pub event_type: EventType,
+    /// The schema version its payload was written with.
+    pub schema_version: u16,
+    /// The encoded event.
+    pub payload: Payload,
+    /// Metadata.
+    pub metadata: Arc<Metadata>,
+}
+
+impl RecordedEvent {
+    /// Approximate memory held by this event, for cache accounting.
+    pub fn approximate_size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.payload.len()
+            + self.stream_id.as_str().len()
+            + std::mem::size_of::<Metadata>()
+    }
+}
+
+/// A decoded event with its envelope: what a command's `apply` and a projection see.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded<E> {
+    /// The typed event.
+    pub event: E,
+    /// The event's unique id.
+    pub event_id: EventId,
+    /// The stream it belongs to.
+    pub stream_id: StreamId,
+    /// Its 1-based place in the stream.
+    pub stream_version: StreamVersion,
+    /// Its place in the global log.
+    pub position: Position,
+    /// Metadata.
+    pub metadata: Arc<Metadata>,
+}
+
+impl<E> Deref for Recorded<E> {
+    type Target = E;
+    fn deref(&self) -> &E {
+        &self.event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_formats_as_rfc3339() {
+        assert_eq!(
+            Timestamp::from_unix_micros(0).to_string(),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_micros(1_795_000_000_123_456).to_string(),
+            "2026-11-18T11:06:40.123456Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_micros(-1).to_string(),
+            "1969-12-31T23:59:59.999999Z"
+        );
+    }
+
+    #[test]
+    fn timestamp_system_time_round_trip() {
+        let t = Timestamp::now();
+        assert_eq!(Timestamp::from(t.to_system_time()), t);
+        let before = Timestamp::from_unix_micros(-5_000_000);
+        assert_eq!(Timestamp::from(before.to_system_time()), before);
+    }
+
+    #[test]
+    fn metadata_json_omits_empty_fields() {
+        let m = Metadata {
+            recorded_at: Timestamp::from_unix_micros(7),
+            ..Metadata::default()
+        };
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"recorded_at":7}"#);
+        let back: Metadata = serde_json::from_str(r#"{"recorded_at":7}"#).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn event_types_compare_by_name() {
+        assert_eq!(
+            EventType::from_static("A"),
+            EventType::from("A".to_string())
+        );
+        assert_eq!(EventType::from_static("A"), "A");
+    }
+}

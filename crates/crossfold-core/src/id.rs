@@ -1,0 +1,428 @@
+//! Stream and event identity.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+use crate::error::ValidationError;
+
+/// The name of an event stream: 1–255 bytes of UTF-8, no control characters, no leading or
+/// trailing whitespace.
+///
+/// Cloning is cheap (the name is shared), so commands and stores pass stream ids around freely.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(Arc<str>);
+
+impl StreamId {
+    /// The longest stream name accepted, in bytes.
+    pub const MAX_LEN: usize = 255;
+
+    /// Validates `name` and returns it as a stream id.
+    ///
+    /// Fails with a [`ValidationError`] naming the rule that was broken.
+    pub fn new(name: impl AsRef<str>) -> Result<Self, ValidationError> {
+        let name = name.as_ref();
+        Self::check(name)?;
+        Ok(Self(Arc::from(name)))
+    }
+
+    /// Builds `prefix-suffix`, validating the result (for example `account-42`).
+    pub fn compose(prefix: &str, suffix: impl fmt::Display) -> Result<Self, ValidationError> {
+        Self::new(format!("{prefix}-{suffix}"))
+    }
+
+    fn check(name: &str) -> Result<(), ValidationError> {
+        if name.is_empty() {
+            return Err(ValidationError::new("stream_id", "must not be empty"));
+        }
+        if name.len() > Self::MAX_LEN {
+            return Err(ValidationError::new(
+                "stream_id",
+                format!(
+                    "is {} bytes long; at most {} allowed",
+                    name.len(),
+                    Self::MAX_LEN
+                ),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                "stream_id",
+                "must not contain control characters",
+            ));
+        }
+        if name.trim() != name {
+            return Err(ValidationError::new(
+                "stream_id",
+                "must not start or end with whitespace",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The stream name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for StreamId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for StreamId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for StreamId {
+    type Error = ValidationError;
+    fn try_from(value: &str) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl TryFrom<String> for StreamId {
+    type Error = ValidationError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl Serialize for StreamId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        StreamId::new(&*name).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A globally unique event id: a UUIDv7, so ids sort by creation time.
+///
+/// Ids come from [`EventId::generate`] (monotonic within a process) or
+/// [`EventId::generate_after`], which also stays above a *causal floor*: the executor passes the
+/// highest id a command read, so an event written because of another event always sorts after it,
+/// even when clocks of different machines disagree.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "Uuid", into = "Uuid")]
+pub struct EventId(Uuid);
+
+/// Bits of a UUIDv7 below the 48-bit millisecond timestamp that we use as a counter:
+/// the 12 bits of `rand_a` and the 62 bits of `rand_b` (version and variant bits excluded).
+const COUNTER_BITS: u32 = 74;
+const COUNTER_MAX: u128 = (1 << COUNTER_BITS) - 1;
+
+/// Last id handed out in this process, as (unix milliseconds, 74-bit counter).
+static LAST_ID: Mutex<(u64, u128)> = Mutex::new((0, 0));
+
+impl EventId {
+    /// A new id, greater than every id generated before it in this process.
+    pub fn generate() -> Self {
+        Self::next_above(None)
+    }
+
+    /// A new id, greater than every id generated before it in this process **and** greater than
+    /// `floor` (the causal floor: the highest id the caller has seen).
+    pub fn generate_after(floor: EventId) -> Self {
+        Self::next_above(Some(floor))
+    }
+
+    fn next_above(floor: Option<EventId>) -> Self {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+            & 0xFFFF_FFFF_FFFF;
+        // A poisoned lock only means another thread panicked while holding plain integers;
+        // the value is still a valid "last id", so keep going.
+        let mut last = LAST_ID.lock().unwrap_or_else(|e| e.into_inner());
+        let next = successor(*last, floor.map(EventId::parts), now_ms);
+        *last = next;
+        Self::from_parts(next.0, next.1)
+    }
+
+    fn from_parts(ms: u64, counter: u128) -> Self {
+        let rand_a = ((counter >> 62) & 0xFFF) as u128;
+        let rand_b = counter & ((1u128 << 62) - 1);
+        let value =
+            ((ms as u128) << 80) | (0x7u128 << 76) | (rand_a << 64) | (0b10u128 << 62) | rand_b;
+        Self(Uuid::from_u128(value))
+    }
+
+    fn parts(self) -> (u64, u128) {
+        let value = self.0.as_u128();
+        let ms = (value >> 80) as u64;
+        let rand_a = (value >> 64) & 0xFFF;
+        let rand_b = value & ((1u128 << 62) - 1);
+        (ms, (rand_a << 62) | rand_b)
+    }
+
+    /// Accepts a UUID if it is a version 7 UUID.
+    pub fn from_uuid(uuid: Uuid) -> Result<Self, ValidationError> {
+        if uuid.get_version_num() == 7 {
+            Ok(Self(uuid))
+        } else {
+            Err(ValidationError::new(
+                "event_id",
+                format!("{uuid} is not a UUIDv7"),
+            ))
+        }
+    }
+
+    /// Parses the hyphenated text form of a UUIDv7.
+    pub fn parse(text: &str) -> Result<Self, ValidationError> {
+        let uuid =
+            Uuid::parse_str(text).map_err(|e| ValidationError::new("event_id", e.to_string()))?;
+        Self::from_uuid(uuid)
+    }
+
+    /// The id as a UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+
+    /// Milliseconds since the Unix epoch encoded in the id.
+    pub fn timestamp_millis(&self) -> u64 {
+        self.parts().0
+    }
+}
+
+/// The parts of the next id after `last` (and after `floor`, if given) at time `now_ms`.
+fn successor(last: (u64, u128), floor: Option<(u64, u128)>, now_ms: u64) -> (u64, u128) {
+    let base = match floor {
+        Some(floor) if floor > last => floor,
+        _ => last,
+    };
+    if now_ms > base.0 {
+        // A fresh millisecond: start the counter at a random point in its lower half, so ids
+        // from different processes rarely collide and there is room to count upwards.
+        (now_ms, random_counter() >> 1)
+    } else if base.1 < COUNTER_MAX {
+        (base.0, base.1 + 1)
+    } else {
+        (base.0 + 1, 0)
+    }
+}
+
+fn random_counter() -> u128 {
+    // UUIDv4 generation is the randomness source uuid already gives us.
+    Uuid::new_v4().as_u128() & COUNTER_MAX
+}
+
+impl TryFrom<Uuid> for EventId {
+    type Error = ValidationError;
+    fn try_from(value: Uuid) -> Result<Self, Self::Error> {
+        Self::from_uuid(value)
+    }
+}
+
+impl From<EventId> for Uuid {
+    fn from(value: EventId) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({})", self.0)
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A UUID tagged with the kind of thing it identifies, so that ids of different kinds cannot be
+/// mixed up: a `TypedId<Account>` is not accepted where a `TypedId<Order>` is expected.
+///
+/// ```
+/// use crossfold_core::TypedId;
+/// enum Account {}
+/// enum Order {}
+/// let account: TypedId<Account> = TypedId::new();
+/// let order: TypedId<Order> = TypedId::new();
+/// assert_ne!(account.as_uuid(), order.as_uuid());
+/// // let wrong: TypedId<Order> = account; // does not compile
+/// ```
+pub struct TypedId<T: ?Sized> {
+    uuid: Uuid,
+    _kind: PhantomData<fn() -> T>,
+}
+
+impl<T: ?Sized> TypedId<T> {
+    /// A new time-ordered (v7) id.
+    pub fn new() -> Self {
+        Self::from_uuid(EventId::generate().as_uuid())
+    }
+
+    /// Wraps an existing UUID.
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        Self {
+            uuid,
+            _kind: PhantomData,
+        }
+    }
+
+    /// Parses the text form of a UUID.
+    pub fn parse(text: &str) -> Result<Self, ValidationError> {
+        Uuid::parse_str(text)
+            .map(Self::from_uuid)
+            .map_err(|e| ValidationError::new("id", e.to_string()))
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.uuid
+    }
+}
+
+impl<T: ?Sized> Default for TypedId<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: ?Sized> Clone for TypedId<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: ?Sized> Copy for TypedId<T> {}
+impl<T: ?Sized> PartialEq for TypedId<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.uuid == other.uuid
+    }
+}
+impl<T: ?Sized> Eq for TypedId<T> {}
+impl<T: ?Sized> PartialOrd for TypedId<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T: ?Sized> Ord for TypedId<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.uuid.cmp(&other.uuid)
+    }
+}
+impl<T: ?Sized> std::hash::Hash for TypedId<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.uuid.hash(state)
+    }
+}
+impl<T: ?Sized> fmt::Debug for TypedId<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.uuid, f)
+    }
+}
+impl<T: ?Sized> fmt::Display for TypedId<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.uuid, f)
+    }
+}
+impl<T: ?Sized> Serialize for TypedId<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.uuid.serialize(serializer)
+    }
+}
+impl<'de, T: ?Sized> Deserialize<'de> for TypedId<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Uuid::deserialize(deserializer).map(Self::from_uuid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_id_rules() {
+        assert!(StreamId::new("account-1").is_ok());
+        assert!(StreamId::new("").is_err());
+        assert!(StreamId::new(" a").is_err());
+        assert!(StreamId::new("a ").is_err());
+        assert!(StreamId::new("a\nb").is_err());
+        assert!(StreamId::new("x".repeat(255)).is_ok());
+        assert!(StreamId::new("x".repeat(256)).is_err());
+        assert!(StreamId::new("é".repeat(128)).is_err(), "limit is in bytes");
+    }
+
+    #[test]
+    fn stream_id_deserialize_validates() {
+        let ok: StreamId = serde_json::from_str("\"a-1\"").unwrap();
+        assert_eq!(ok.as_str(), "a-1");
+        assert!(serde_json::from_str::<StreamId>("\"\"").is_err());
+    }
+
+    #[test]
+    fn event_ids_are_v7_and_strictly_increasing() {
+        let mut last = EventId::generate();
+        for _ in 0..10_000 {
+            let next = EventId::generate();
+            assert!(next > last);
+            assert_eq!(next.as_uuid().get_version_num(), 7);
+            last = next;
+        }
+    }
+
+    #[test]
+    fn causal_floor_from_the_future_is_respected() {
+        // An id from a machine whose clock runs an hour ahead.
+        let ahead = EventId::from_parts(EventId::generate().timestamp_millis() + 3_600_000, 5);
+        let next = EventId::generate_after(ahead);
+        assert!(next > ahead);
+        assert_eq!(next.timestamp_millis(), ahead.timestamp_millis());
+        assert!(EventId::generate() > next);
+    }
+
+    #[test]
+    fn parts_round_trip() {
+        for counter in [0, 1, COUNTER_MAX, 1 << 62, (1 << 62) - 1] {
+            let id = EventId::from_parts(1_700_000_000_000, counter);
+            assert_eq!(id.parts(), (1_700_000_000_000, counter));
+            assert!(EventId::from_uuid(id.as_uuid()).is_ok());
+        }
+    }
+
+    #[test]
+    fn counter_overflow_moves_to_next_millisecond() {
+        let next = successor((1000, COUNTER_MAX), None, 1000);
+        assert_eq!(next, (1001, 0));
+        let next = successor((1000, 7), Some((2000, 3)), 1500);
+        assert_eq!(next, (2000, 4), "the floor wins when it is ahead");
+        let next = successor((1000, 7), None, 1001);
+        assert_eq!(next.0, 1001);
+    }
+
+    #[test]
+    fn non_v7_uuid_is_rejected() {
+        assert!(EventId::from_uuid(Uuid::new_v4()).is_err());
+        assert!(EventId::parse("not a uuid").is_err());
+    }
+}

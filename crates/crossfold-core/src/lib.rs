@@ -1,0 +1,45 @@
+//! # crossfold-core
+//!
+//! The vocabulary of Crossfold: identities ([`StreamId`], [`EventId`], [`Position`]), versions
+//! and append conditions ([`StreamVersion`], [`ExpectedVersion`]), event envelopes
+//! ([`RecordedEvent`], [`Recorded`]), commands ([`Command`] and its write tokens), codecs
+//! ([`Json`], [`MessagePack`], [`Upcasters`]), the [`EventStore`] contract every store
+//! implements, and the errors of all of them.
+//!
+//! This crate does no I/O and depends on no async runtime; stores and the executor build on it.
+//!
+//! ```
+//! use crossfold_core::{ExpectedVersion, StreamId, StreamVersion};
+//!
+//! let account = StreamId::new("account-42")?;
+//! assert!(StreamId::new("").is_err());
+//! assert!(ExpectedVersion::Exact(StreamVersion::new(3)).is_met_by(StreamVersion::new(3)));
+//! assert!(!ExpectedVersion::NoStream.is_met_by(StreamVersion::new(1)));
+//! # let _ = account;
+//! # Ok::<(), crossfold_core::ValidationError>(())
+//! ```
+
+mod codec;
+mod command;
+mod error;
+mod event;
+mod id;
+mod store;
+mod subscription;
+mod version;
+
+pub use codec::{Codec, DomainEvent, Json, MessagePack, Upcasters, decode_payload, encode_event};
+pub use command::{Command, Emit, ReadSet, StreamRef, StreamSet, TokenSource};
+pub use error::{
+    BoxError, CodecError, CodecOperation, CommandError, Error, StoreError, StreamConflict,
+    ValidationError,
+};
+pub use event::{
+    EventData, EventType, Metadata, Payload, PayloadFormat, Recorded, RecordedEvent, Timestamp,
+};
+pub use id::{EventId, StreamId, TypedId};
+pub use store::{
+    AppendRequest, AppendStream, Appended, EventStore, LogFilter, StreamEvents, StreamRead,
+};
+pub use subscription::{Subscription, SubscriptionOptions};
+pub use version::{ExpectedVersion, Position, StreamVersion};
