@@ -1,0 +1,1003 @@
+//! `execute()`: read → fold → decide → append, with retries, caches and idempotency.
+
+use std::any::{Any, TypeId};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossfold_core::{
+    AppendRequest, AppendStream, Codec, Command, DomainEvent, Error, EventData, EventId,
+    EventStore, EventType, ExpectedVersion, Json, Metadata, ReadSet, Recorded, RecordedEvent,
+    StoreError, StreamConflict, StreamId, StreamRead, StreamVersion, Timestamp, Upcasters,
+    encode_event,
+};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::cache::ClockCache;
+use crate::context::{ActorPermissions, Authorizer, ExecutionContext};
+use crate::locks::StreamLocks;
+use crate::metrics::{CommandMetrics, MetricsRegistry, Outcome};
+use crate::retry::RetryPolicy;
+
+/// What a successful execution did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Executed {
+    /// The events written, in the order the command emitted them (empty if it decided that
+    /// nothing needed doing).
+    pub events: Vec<RecordedEvent>,
+    /// How many times the command ran (1 unless it met conflicts or transient failures).
+    pub attempts: u32,
+    /// Whether this is the outcome of an earlier execution with the same idempotency key,
+    /// returned without writing anything.
+    pub replayed: bool,
+}
+
+impl Executed {
+    /// The written events, decoded.
+    pub fn decode<E: DomainEvent>(&self) -> Result<Vec<Recorded<E>>, crossfold_core::CodecError> {
+        let upcasters = Upcasters::new();
+        self.events
+            .iter()
+            .map(|e| upcasters.decode(&Json, e))
+            .collect()
+    }
+}
+
+/// Configures an [`Executor`].
+pub struct ExecutorBuilder<S, C = Json> {
+    store: S,
+    codec: C,
+    upcasters: Upcasters,
+    retry: RetryPolicy,
+    timeout: Option<Duration>,
+    authorizer: Arc<dyn Authorizer>,
+    state_cache_bytes: usize,
+    event_cache_bytes: usize,
+    serialize_in_process: bool,
+    max_discovery_rounds: u32,
+}
+
+impl<S: EventStore, C: Codec> ExecutorBuilder<S, C> {
+    /// Uses another codec for the events the executor writes (reading follows each payload's
+    /// own format).
+    pub fn codec<C2: Codec>(self, codec: C2) -> ExecutorBuilder<S, C2> {
+        ExecutorBuilder {
+            store: self.store,
+            codec,
+            upcasters: self.upcasters,
+            retry: self.retry,
+            timeout: self.timeout,
+            authorizer: self.authorizer,
+            state_cache_bytes: self.state_cache_bytes,
+            event_cache_bytes: self.event_cache_bytes,
+            serialize_in_process: self.serialize_in_process,
+            max_discovery_rounds: self.max_discovery_rounds,
+        }
+    }
+
+    /// Upcasters applied to stored events before folding.
+    pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// The retry policy for conflicts and transient store errors.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// A default time limit for every execution (a context can override it).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The authorizer for commands that declare a required permission. Default:
+    /// [`ActorPermissions`].
+    pub fn authorizer(mut self, authorizer: impl Authorizer) -> Self {
+        self.authorizer = Arc::new(authorizer);
+        self
+    }
+
+    /// Memory for folded command states, in bytes (0 disables the cache). A command whose
+    /// declared streams were folded before starts from that state and reads nothing; the
+    /// append's version check catches anything it missed. Default 64 MiB. The weight of a
+    /// state is its inline size plus its stream ids; heap memory a state owns is not counted.
+    pub fn state_cache_bytes(mut self, bytes: usize) -> Self {
+        self.state_cache_bytes = bytes;
+        self
+    }
+
+    /// Memory for recently read or written stream events, in bytes (0 disables the cache).
+    /// Lets a command whose combination of streams is new fold without reading streams the
+    /// executor has seen before. Default 256 MiB.
+    pub fn event_cache_bytes(mut self, bytes: usize) -> Self {
+        self.event_cache_bytes = bytes;
+        self
+    }
+
+    /// Whether commands of this process that declare a common stream wait for each other
+    /// instead of racing to the store (default: true). The store's version check still decides
+    /// between processes.
+    pub fn serialize_in_process(mut self, on: bool) -> Self {
+        self.serialize_in_process = on;
+        self
+    }
+
+    /// How many rounds of stream discovery one execution may take (default 8).
+    pub fn max_discovery_rounds(mut self, rounds: u32) -> Self {
+        self.max_discovery_rounds = rounds;
+        self
+    }
+
+    /// Builds the executor.
+    pub fn build(self) -> Executor<S, C> {
+        Executor {
+            inner: Arc::new(Inner {
+                store: self.store,
+                codec: self.codec,
+                upcasters: self.upcasters,
+                retry: self.retry,
+                timeout: self.timeout,
+                authorizer: self.authorizer,
+                states: ClockCache::new(self.state_cache_bytes),
+                streams: ClockCache::new(self.event_cache_bytes),
+                locks: self.serialize_in_process.then(|| StreamLocks::new(4096)),
+                max_discovery_rounds: self.max_discovery_rounds,
+                metrics: MetricsRegistry::new(),
+            }),
+        }
+    }
+}
+
+/// Executes commands against a store. Cheap to clone; clones share caches.
+///
+/// See the crate documentation for an example.
+pub struct Executor<S, C = Json> {
+    inner: Arc<Inner<S, C>>,
+}
+
+impl<S, C> Clone for Executor<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<S, C> {
+    store: S,
+    codec: C,
+    upcasters: Upcasters,
+    retry: RetryPolicy,
+    timeout: Option<Duration>,
+    authorizer: Arc<dyn Authorizer>,
+    states: ClockCache<StateKey, StateEntry>,
+    streams: ClockCache<StreamId, CachedStream>,
+    locks: Option<StreamLocks>,
+    max_discovery_rounds: u32,
+    metrics: MetricsRegistry,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct StateKey {
+    command: TypeId,
+    streams: Box<[StreamId]>,
+}
+
+struct StateEntry {
+    state: Box<dyn Any + Send + Sync>,
+    /// Streams found by discovery when the state was folded, after the declared ones.
+    discovered: Vec<StreamId>,
+    /// Versions of the declared then discovered streams the state reflects.
+    versions: Vec<StreamVersion>,
+    floor: Option<EventId>,
+}
+
+struct CachedStream {
+    version: StreamVersion,
+    events: Vec<RecordedEvent>,
+}
+
+impl CachedStream {
+    fn weight(&self) -> usize {
+        64 + self
+            .events
+            .iter()
+            .map(RecordedEvent::approximate_size)
+            .sum::<usize>()
+    }
+}
+
+/// One execution's view: its read set, the versions its state reflects, and the state.
+struct Working<St> {
+    read_set: ReadSet,
+    versions: Vec<StreamVersion>,
+    state: St,
+    /// The highest event id folded: new events get ids above it.
+    floor: Option<EventId>,
+    /// Whether every version was confirmed by the store during this execution (rather than
+    /// taken from a cache or assumed).
+    verified: bool,
+    /// Whether the state may be cached for the next command on the same streams. Not when a
+    /// stream was assumed new: such a combination of streams is unlikely to come again.
+    cacheable: bool,
+}
+
+enum Refresh {
+    Unchanged,
+    Changed,
+    /// The view cannot be caught up incrementally; fold again from the store.
+    Rebuild,
+}
+
+enum Failure {
+    Conflict(Vec<StreamConflict>),
+    /// A refusal or no-op was decided on a state that turned out to be behind.
+    Stale {
+        rebuild: bool,
+    },
+    Replay(StreamId),
+    Transient(StoreError),
+    Fatal(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(value: Error) -> Self {
+        match value {
+            Error::Unavailable(error) => Failure::Transient(error),
+            other => Failure::Fatal(other),
+        }
+    }
+}
+
+const IDEMPOTENCY_PREFIX: &str = "$idempotency-";
+const IDEMPOTENCY_EVENT: &str = "$CommandCompleted";
+
+#[derive(Serialize, Deserialize)]
+struct IdempotencyRecord {
+    command: String,
+    writes: Vec<WrittenRange>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WrittenRange {
+    stream: StreamId,
+    first: StreamVersion,
+    count: u64,
+}
+
+impl<S: EventStore> Executor<S, Json> {
+    /// An executor with default settings: JSON codec, default retry policy, caches on,
+    /// in-process serialization on, no timeout.
+    pub fn new(store: S) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// Starts configuring an executor.
+    pub fn builder(store: S) -> ExecutorBuilder<S, Json> {
+        ExecutorBuilder {
+            store,
+            codec: Json,
+            upcasters: Upcasters::new(),
+            retry: RetryPolicy::default(),
+            timeout: None,
+            authorizer: Arc::new(ActorPermissions),
+            state_cache_bytes: 64 << 20,
+            event_cache_bytes: 256 << 20,
+            serialize_in_process: true,
+            max_discovery_rounds: 8,
+        }
+    }
+}
+
+impl<S: EventStore, C: Codec> Executor<S, C> {
+    /// The store commands run against.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// Bytes currently held by the state cache and the event cache.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        (self.inner.states.used(), self.inner.streams.used())
+    }
+
+    /// Forgets every cached state and stream (for example after restoring a database).
+    pub fn clear_caches(&self) {
+        self.inner.states.clear();
+        self.inner.streams.clear();
+    }
+
+    /// Executes `command` with an empty context.
+    pub async fn execute<Cmd: Command>(&self, command: Cmd) -> Result<Executed, Error> {
+        self.execute_with(command, &ExecutionContext::default())
+            .await
+    }
+
+    /// Executes `command`: authorizes it, reads and folds its streams (or starts from a cached
+    /// state), runs `handle`, and appends the events with the version of every stream read.
+    /// Conflicts and transient store errors are retried according to the retry policy;
+    /// business errors are returned at once. On any error nothing was written (a timeout is
+    /// the exception: the append may have committed; re-running an idempotent command is
+    /// safe).
+    pub async fn execute_with<Cmd: Command>(
+        &self,
+        command: Cmd,
+        context: &ExecutionContext,
+    ) -> Result<Executed, Error> {
+        let name = command.name();
+        let metrics = self.inner.metrics.command(name);
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        let span = tracing::debug_span!("crossfold.execute", command = name);
+        let timeout = context.timeout.or(self.inner.timeout);
+        let run = self
+            .run(&command, context, &metrics, &mut attempts)
+            .instrument(span.clone());
+        let result = match timeout {
+            Some(limit) => tokio::time::timeout(limit, run)
+                .await
+                .unwrap_or(Err(Error::Timeout(limit))),
+            None => run.await,
+        };
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(Error::Rejected { .. } | Error::Validation(_) | Error::StreamNotFound(_)) => {
+                Outcome::Rejected
+            }
+            Err(Error::Conflict { .. }) => Outcome::Conflict,
+            Err(Error::Unauthorized { .. }) => Outcome::Unauthorized,
+            Err(Error::Timeout(_)) => Outcome::Timeout,
+            Err(_) => Outcome::Error,
+        };
+        metrics.outcome(outcome).increment(1);
+        metrics.duration.record(started.elapsed().as_secs_f64());
+        metrics.attempts.record(f64::from(attempts));
+        if let Err(error) = &result {
+            span.in_scope(|| match outcome {
+                Outcome::Rejected | Outcome::Unauthorized => {
+                    tracing::debug!(%error, attempts, "command refused")
+                }
+                _ => tracing::warn!(%error, attempts, "command failed"),
+            });
+        }
+        result
+    }
+
+    async fn run<Cmd: Command>(
+        &self,
+        command: &Cmd,
+        context: &ExecutionContext,
+        metrics: &CommandMetrics,
+        attempts: &mut u32,
+    ) -> Result<Executed, Error> {
+        if let Some(permission) = command.required_permission() {
+            self.inner
+                .authorizer
+                .authorize(context.actor.as_ref(), command.name(), permission)
+                .map_err(|denied| Error::Unauthorized {
+                    permission: denied.permission,
+                    actor: context.actor.as_ref().map(|a| a.id.clone()),
+                })?;
+        }
+        let marker = match command.idempotency_key() {
+            Some(key) => Some(StreamId::new(format!("{IDEMPOTENCY_PREFIX}{key}"))?),
+            None => None,
+        };
+        let declared = ReadSet::of(command);
+        let _guards = match &self.inner.locks {
+            Some(locks) => locks.lock(declared.ids()).await,
+            None => Vec::new(),
+        };
+        let key = StateKey {
+            command: TypeId::of::<Cmd>(),
+            streams: declared.ids().into(),
+        };
+        let metadata = Arc::new(metadata(context));
+        let policy = self.inner.retry;
+        // `None` means "fold again from the store, trusting no cache" (after a failure that
+        // leaves our view in doubt); the first load may start from the caches.
+        let mut loaded = Some(self.load(command, declared.clone(), &key).await);
+        loop {
+            *attempts += 1;
+            let mut work = match loaded.take() {
+                Some(Ok(work)) => work,
+                Some(Err(error)) => return Err(error),
+                None => match self.load_full(command, declared.clone(), false).await {
+                    Ok(work) => work,
+                    Err(Error::Unavailable(error)) if *attempts < policy.max_attempts => {
+                        metrics.retries.increment(1);
+                        tracing::debug!(%error, attempt = *attempts, "store unavailable, retrying");
+                        tokio::time::sleep(policy.delay(*attempts)).await;
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                },
+            };
+            let failure = match self
+                .attempt(command, &mut work, &metadata, marker.as_ref(), *attempts)
+                .await
+            {
+                Ok(executed) => {
+                    self.keep_state(&key, work);
+                    return Ok(executed);
+                }
+                Err(failure) => failure,
+            };
+            match failure {
+                Failure::Fatal(error) => {
+                    if work.verified {
+                        self.keep_state(&key, work);
+                    }
+                    return Err(error);
+                }
+                Failure::Replay(marker) => return self.replay(&marker, *attempts).await,
+                Failure::Stale { rebuild } => {
+                    // The decision was made on a state that turned out to be behind; it has
+                    // been refreshed, so decide again (not a conflict: nothing was written).
+                    if *attempts >= policy.max_attempts {
+                        return Err(Error::InvalidState(
+                            "streams kept changing while a refusal was being confirmed".into(),
+                        ));
+                    }
+                    if !rebuild {
+                        loaded = Some(Ok(work));
+                    }
+                }
+                Failure::Conflict(conflicts) => {
+                    metrics.conflicts.increment(1);
+                    if *attempts >= policy.max_attempts {
+                        return Err(Error::Conflict {
+                            conflicts,
+                            attempts: *attempts,
+                        });
+                    }
+                    metrics.retries.increment(1);
+                    let contended = work.verified;
+                    match self.refresh(command, &mut work, Some(&conflicts)).await {
+                        Ok(Refresh::Changed | Refresh::Unchanged) => loaded = Some(Ok(work)),
+                        Ok(Refresh::Rebuild) => {}
+                        Err(error) if error.is_transient() => {}
+                        Err(error) => return Err(error),
+                    }
+                    // A conflict against a state we had just confirmed means another process
+                    // is writing the same streams: back off. A conflict against a cached or
+                    // assumed state only means the cache was behind: retry at once.
+                    if contended {
+                        tokio::time::sleep(policy.delay(*attempts)).await;
+                    }
+                }
+                Failure::Transient(error) => {
+                    if *attempts >= policy.max_attempts {
+                        return Err(Error::from(error));
+                    }
+                    metrics.retries.increment(1);
+                    tracing::debug!(%error, attempt = *attempts, "transient store error, retrying");
+                    // The append may or may not have committed: trust no cached stream of
+                    // this read set.
+                    for id in work.read_set.ids() {
+                        self.inner.streams.remove(id);
+                    }
+                    tokio::time::sleep(policy.delay(*attempts)).await;
+                }
+            }
+        }
+    }
+
+    /// One decide-and-append. On success `work` reflects the events written.
+    async fn attempt<Cmd: Command>(
+        &self,
+        command: &Cmd,
+        work: &mut Working<Cmd::State>,
+        metadata: &Arc<Metadata>,
+        marker: Option<&StreamId>,
+        attempts: u32,
+    ) -> Result<Executed, Failure> {
+        let decided = work.read_set.decide(command, &work.state);
+        let decided = match decided {
+            Ok(events) if !events.is_empty() => events,
+            refusal_or_nothing => {
+                // A refusal or a no-op made on a cached state must not stand if the state was
+                // behind: confirm the versions (reading any new events) before answering.
+                if !work.verified {
+                    match self.refresh(command, work, None).await? {
+                        Refresh::Unchanged => {}
+                        Refresh::Changed => return Err(Failure::Stale { rebuild: false }),
+                        Refresh::Rebuild => return Err(Failure::Stale { rebuild: true }),
+                    }
+                }
+                return match refusal_or_nothing {
+                    Err(error) => Err(Failure::Fatal(Error::from(error))),
+                    Ok(_) => Ok(Executed {
+                        events: Vec::new(),
+                        attempts,
+                        replayed: false,
+                    }),
+                };
+            }
+        };
+
+        // Encode, grouping events by stream for the request while remembering emit order.
+        let stream_count = work.read_set.ids().len();
+        let mut per_stream: Vec<Vec<EventData>> = vec![Vec::new(); stream_count];
+        let mut emitted: Vec<(usize, usize, Cmd::Event)> = Vec::with_capacity(decided.len());
+        let mut last_id = work.floor;
+        for (stream, event) in decided {
+            let id = match last_id {
+                Some(floor) => EventId::generate_after(floor),
+                None => EventId::generate(),
+            };
+            last_id = Some(id);
+            let data = encode_event(&self.inner.codec, &event, id, metadata.clone())
+                .map_err(|e| Failure::Fatal(e.into()))?;
+            emitted.push((stream, per_stream[stream].len(), event));
+            per_stream[stream].push(data);
+        }
+        let mut offsets = Vec::with_capacity(stream_count);
+        let mut request = AppendRequest {
+            streams: Vec::with_capacity(stream_count + 1),
+        };
+        let mut offset = 0;
+        for (i, id) in work.read_set.ids().iter().enumerate() {
+            offsets.push(offset);
+            offset += per_stream[i].len();
+            request.streams.push(AppendStream {
+                stream: id.clone(),
+                expected: ExpectedVersion::Exact(work.versions[i]),
+                events: per_stream[i].clone(),
+            });
+        }
+        if let Some(marker) = marker {
+            let record = IdempotencyRecord {
+                command: command.name().to_owned(),
+                writes: per_stream
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, events)| !events.is_empty())
+                    .map(|(i, events)| WrittenRange {
+                        stream: work.read_set.ids()[i].clone(),
+                        first: work.versions[i].next(),
+                        count: events.len() as u64,
+                    })
+                    .collect(),
+            };
+            let payload = Json
+                .encode(&record)
+                .map_err(|e| Failure::Fatal(Error::InvalidState(e.to_string())))?;
+            request.streams.push(AppendStream {
+                stream: marker.clone(),
+                expected: ExpectedVersion::NoStream,
+                events: vec![EventData {
+                    event_id: EventId::generate(),
+                    event_type: EventType::from_static(IDEMPOTENCY_EVENT),
+                    schema_version: 1,
+                    payload,
+                    metadata: metadata.clone(),
+                }],
+            });
+        }
+
+        let appended = match self.inner.store.append(request).await {
+            Ok(appended) => appended,
+            Err(StoreError::Conflict(conflicts)) => {
+                if let Some(marker) = marker
+                    && conflicts.iter().any(|c| &c.stream == marker)
+                {
+                    return Err(Failure::Replay(marker.clone()));
+                }
+                return Err(Failure::Conflict(conflicts));
+            }
+            Err(error) if error.is_transient() => return Err(Failure::Transient(error)),
+            Err(error) => return Err(Failure::Fatal(Error::from(error))),
+        };
+        if appended.positions.len() < offset || appended.versions.len() < stream_count {
+            return Err(Failure::Fatal(Error::InvalidState(
+                "store reported fewer positions or versions than were appended".into(),
+            )));
+        }
+
+        // Record what was written: versions, the events as stored, the new state.
+        let old_versions = std::mem::replace(
+            &mut work.versions,
+            appended.versions[..stream_count].to_vec(),
+        );
+        let mut written: Vec<Vec<RecordedEvent>> = vec![Vec::new(); stream_count];
+        for (i, events) in per_stream.into_iter().enumerate() {
+            let stream = &work.read_set.ids()[i];
+            for (k, data) in events.into_iter().enumerate() {
+                written[i].push(data.record(
+                    stream.clone(),
+                    old_versions[i].advance(k as u64 + 1),
+                    appended.positions[offsets[i] + k],
+                ));
+            }
+        }
+        let mut recorded = Vec::with_capacity(emitted.len());
+        for (stream, k, event) in emitted {
+            let raw = &written[stream][k];
+            Cmd::apply(
+                &mut work.state,
+                &Recorded {
+                    event,
+                    event_id: raw.event_id,
+                    stream_id: raw.stream_id.clone(),
+                    stream_version: raw.stream_version,
+                    position: raw.position,
+                    metadata: raw.metadata.clone(),
+                },
+            );
+            recorded.push(raw.clone());
+        }
+        work.floor = last_id.or(work.floor);
+        work.verified = true;
+        for (i, events) in written.into_iter().enumerate() {
+            if !events.is_empty() {
+                self.extend_cached_stream(&work.read_set.ids()[i], old_versions[i], events);
+            }
+        }
+        Ok(Executed {
+            events: recorded,
+            attempts,
+            replayed: false,
+        })
+    }
+
+    /// Starts from the cached state of the same command on the same streams, or folds.
+    async fn load<Cmd: Command>(
+        &self,
+        command: &Cmd,
+        declared: ReadSet,
+        key: &StateKey,
+    ) -> Result<Working<Cmd::State>, Error> {
+        if let Some(entry) = self.inner.states.take(key)
+            && let Ok(state) = entry.state.downcast::<Cmd::State>()
+        {
+            let mut read_set = declared.clone();
+            read_set.discover(entry.discovered);
+            if read_set.ids().len() == entry.versions.len() {
+                self.inner.metrics.cache().state_hit.increment(1);
+                let mut work = Working {
+                    read_set,
+                    versions: entry.versions,
+                    state: *state,
+                    floor: entry.floor,
+                    verified: false,
+                    cacheable: true,
+                };
+                let found = command.discover(&work.state);
+                if work.read_set.discover(found).is_empty() {
+                    return Ok(work);
+                }
+                work.cacheable = false;
+            }
+        }
+        self.inner.metrics.cache().state_miss.increment(1);
+        self.load_full(command, declared, true).await
+    }
+
+    /// Folds the read set from events: cached streams, streams assumed new, and one store read
+    /// for the rest; then discovers further streams until none are new.
+    async fn load_full<Cmd: Command>(
+        &self,
+        command: &Cmd,
+        mut read_set: ReadSet,
+        use_cache: bool,
+    ) -> Result<Working<Cmd::State>, Error> {
+        let mut streams: Vec<CachedStream> = Vec::new();
+        let mut verified = true;
+        let mut assumed = false;
+        let mut pending: Vec<StreamId> = read_set.ids().to_vec();
+        let mut rounds = 0;
+        loop {
+            let (from_cache, was_assumed) = self
+                .gather(command, &pending, use_cache, &mut streams)
+                .await?;
+            verified &= !from_cache;
+            assumed |= was_assumed;
+            let (state, floor) = self.fold::<Cmd>(&streams)?;
+            let found = command.discover(&state);
+            pending = read_set.discover(found);
+            if pending.is_empty() {
+                return Ok(Working {
+                    versions: streams.iter().map(|s| s.version).collect(),
+                    read_set,
+                    state,
+                    floor,
+                    verified,
+                    cacheable: !assumed,
+                });
+            }
+            rounds += 1;
+            if rounds > self.inner.max_discovery_rounds {
+                return Err(Error::InvalidState(format!(
+                    "command {} kept discovering new streams after {} rounds",
+                    command.name(),
+                    self.inner.max_discovery_rounds
+                )));
+            }
+        }
+    }
+
+    /// Appends the contents of `ids` to `out`, from the event cache, by assumption, or from
+    /// one store read. Returns whether any came from the cache, and whether any was assumed.
+    async fn gather<Cmd: Command>(
+        &self,
+        command: &Cmd,
+        ids: &[StreamId],
+        use_cache: bool,
+        out: &mut Vec<CachedStream>,
+    ) -> Result<(bool, bool), Error> {
+        let start = out.len();
+        let mut reads = Vec::new();
+        let mut from_cache = false;
+        let mut assumed = false;
+        for id in ids {
+            let cached = if use_cache {
+                self.inner.streams.with(id, |s| CachedStream {
+                    version: s.version,
+                    events: s.events.clone(),
+                })
+            } else {
+                None
+            };
+            match cached {
+                Some(stream) => {
+                    self.inner.metrics.cache().events_hit.increment(1);
+                    from_cache = true;
+                    out.push(stream);
+                }
+                None if use_cache && command.expects_new(id) => {
+                    assumed = true;
+                    out.push(CachedStream {
+                        version: StreamVersion::EMPTY,
+                        events: Vec::new(),
+                    });
+                }
+                None => {
+                    if use_cache {
+                        self.inner.metrics.cache().events_miss.increment(1);
+                    }
+                    reads.push(StreamRead::all(id.clone()));
+                    out.push(CachedStream {
+                        version: StreamVersion::EMPTY,
+                        events: Vec::new(),
+                    });
+                }
+            }
+        }
+        if !reads.is_empty() {
+            let read = self.inner.store.read_streams(&reads).await?;
+            if read.len() != reads.len() {
+                return Err(Error::InvalidState(
+                    "store returned a different number of streams than were read".into(),
+                ));
+            }
+            for stream in read {
+                let Some(slot) = ids
+                    .iter()
+                    .position(|id| *id == stream.stream)
+                    .map(|i| &mut out[start + i])
+                else {
+                    continue;
+                };
+                let fetched = CachedStream {
+                    version: stream.version,
+                    events: stream.events,
+                };
+                if self.inner.streams.is_enabled() && !fetched.version.is_empty() {
+                    let weight = fetched.weight();
+                    self.inner.streams.insert(
+                        stream.stream,
+                        CachedStream {
+                            version: fetched.version,
+                            events: fetched.events.clone(),
+                        },
+                        weight,
+                    );
+                }
+                *slot = fetched;
+            }
+        }
+        Ok((from_cache, assumed))
+    }
+
+    /// Merges the streams' events by event id and folds them.
+    fn fold<Cmd: Command>(
+        &self,
+        streams: &[CachedStream],
+    ) -> Result<(Cmd::State, Option<EventId>), Error> {
+        let mut merged: Vec<&RecordedEvent> = streams.iter().flat_map(|s| &s.events).collect();
+        merged.sort_by_key(|e| e.event_id);
+        let mut state = Cmd::State::default();
+        for raw in &merged {
+            let event = self
+                .inner
+                .upcasters
+                .decode::<Cmd::Event, C>(&self.inner.codec, raw)?;
+            Cmd::apply(&mut state, &event);
+        }
+        Ok((state, merged.last().map(|e| e.event_id)))
+    }
+
+    /// Reads what changed after the versions `work` reflects — for the conflicting streams,
+    /// or for all streams when `conflicts` is `None` — and folds it in.
+    async fn refresh<Cmd: Command>(
+        &self,
+        command: &Cmd,
+        work: &mut Working<Cmd::State>,
+        conflicts: Option<&[StreamConflict]>,
+    ) -> Result<Refresh, Error> {
+        let ids = work.read_set.ids();
+        let indices: Vec<usize> = match conflicts {
+            Some(conflicts) => {
+                let mut indices = Vec::with_capacity(conflicts.len());
+                for c in conflicts {
+                    match ids.iter().position(|id| *id == c.stream) {
+                        Some(i) if c.actual > work.versions[i] => indices.push(i),
+                        // Behind what we believed, or a stream we did not send: our view is
+                        // wrong somewhere; start over from the store.
+                        _ => return Ok(Refresh::Rebuild),
+                    }
+                }
+                indices
+            }
+            None => (0..ids.len()).collect(),
+        };
+        let reads: Vec<StreamRead> = indices
+            .iter()
+            .map(|&i| StreamRead::after(ids[i].clone(), work.versions[i]))
+            .collect();
+        let read = self.inner.store.read_streams(&reads).await?;
+        if read.len() != reads.len() {
+            return Err(Error::InvalidState(
+                "store returned a different number of streams than were read".into(),
+            ));
+        }
+        let mut tail: Vec<RecordedEvent> = Vec::new();
+        for (&i, stream) in indices.iter().zip(read) {
+            if stream.version < work.versions[i] {
+                return Ok(Refresh::Rebuild);
+            }
+            if stream.version != work.versions[i] {
+                self.extend_cached_stream(&ids[i], work.versions[i], stream.events.clone());
+                tail.extend(stream.events);
+                work.versions[i] = stream.version;
+            }
+        }
+        work.verified = true;
+        if tail.is_empty() {
+            return Ok(Refresh::Unchanged);
+        }
+        tail.sort_by_key(|e| e.event_id);
+        for raw in &tail {
+            let event = self
+                .inner
+                .upcasters
+                .decode::<Cmd::Event, C>(&self.inner.codec, raw)?;
+            Cmd::apply(&mut work.state, &event);
+        }
+        work.floor = work.floor.max(tail.last().map(|e| e.event_id));
+        let found = command.discover(&work.state);
+        if !work.read_set.clone().discover(found).is_empty() {
+            // Newly discovered streams must be merged into the fold in event-id order.
+            return Ok(Refresh::Rebuild);
+        }
+        Ok(Refresh::Changed)
+    }
+
+    /// Adds events written after `previous` to a cached stream, if the cache holds exactly
+    /// that version (or the stream was empty); otherwise drops the stale entry.
+    fn extend_cached_stream(
+        &self,
+        id: &StreamId,
+        previous: StreamVersion,
+        events: Vec<RecordedEvent>,
+    ) {
+        if !self.inner.streams.is_enabled() || events.is_empty() {
+            return;
+        }
+        let Some(last) = events.last().map(|e| e.stream_version) else {
+            return;
+        };
+        let updated = self.inner.streams.with(id, |cached| {
+            if cached.version == previous {
+                cached.events.extend(events.iter().cloned());
+                cached.version = last;
+                Some(cached.weight())
+            } else {
+                None
+            }
+        });
+        match updated {
+            Some(Some(weight)) => self.inner.streams.reweigh(id, weight),
+            Some(None) => self.inner.streams.remove(id),
+            None if previous.is_empty() => {
+                let stream = CachedStream {
+                    version: last,
+                    events,
+                };
+                let weight = stream.weight();
+                self.inner.streams.insert(id.clone(), stream, weight);
+            }
+            None => {}
+        }
+    }
+
+    fn keep_state<St: Send + Sync + 'static>(&self, key: &StateKey, work: Working<St>) {
+        if !work.cacheable || !self.inner.states.is_enabled() {
+            return;
+        }
+        let declared = key.streams.len();
+        let weight = std::mem::size_of::<St>()
+            + 96
+            + work
+                .read_set
+                .ids()
+                .iter()
+                .map(|s| 48 + s.as_str().len())
+                .sum::<usize>();
+        let entry = StateEntry {
+            discovered: work.read_set.ids()[declared.min(work.read_set.ids().len())..].to_vec(),
+            state: Box::new(work.state),
+            versions: work.versions,
+            floor: work.floor,
+        };
+        self.inner.states.insert(key.clone(), entry, weight);
+    }
+
+    /// Returns the outcome recorded by an earlier execution with the same idempotency key.
+    async fn replay(&self, marker: &StreamId, attempts: u32) -> Result<Executed, Error> {
+        let stream = self
+            .inner
+            .store
+            .read_stream(marker, StreamVersion::EMPTY, 1)
+            .await?;
+        let Some(first) = stream.events.first() else {
+            return Err(Error::InvalidState(format!(
+                "idempotency record {marker} conflicted but reads empty"
+            )));
+        };
+        let record: IdempotencyRecord =
+            crossfold_core::decode_payload(&first.payload).map_err(|e| {
+                Error::InvalidState(format!("unreadable idempotency record {marker}: {e}"))
+            })?;
+        let reads: Vec<StreamRead> = record
+            .writes
+            .iter()
+            .map(|w| StreamRead {
+                stream: w.stream.clone(),
+                after: StreamVersion::new(w.first.get().saturating_sub(1)),
+                limit: usize::try_from(w.count).unwrap_or(usize::MAX),
+            })
+            .collect();
+        let mut events: Vec<RecordedEvent> = self
+            .inner
+            .store
+            .read_streams(&reads)
+            .await?
+            .into_iter()
+            .flat_map(|s| s.events)
+            .collect();
+        events.sort_by_key(|e| e.event_id);
+        Ok(Executed {
+            events,
+            attempts,
+            replayed: true,
+        })
+    }
+}
+
+fn metadata(context: &ExecutionContext) -> Metadata {
+    Metadata {
+        recorded_at: Timestamp::now(),
+        correlation_id: Some(
+            context
+                .correlation_id
+                .unwrap_or_else(|| EventId::generate().as_uuid()),
+        ),
+        causation_id: context.causation_id,
+        actor: context.actor.as_ref().map(|a| a.id.clone()),
+        custom: context.custom.clone(),
+    }
+}

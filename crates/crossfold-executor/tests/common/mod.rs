@@ -1,0 +1,213 @@
+//! A small ledger domain shared by the executor's tests.
+#![allow(dead_code)]
+
+use crossfold_core::{
+    Command, CommandError, DomainEvent, Emit, EventStore, Json, Recorded, StreamId, StreamRef,
+    StreamVersion, Upcasters,
+};
+use serde::{Deserialize, Serialize};
+
+pub fn sid(name: &str) -> StreamId {
+    StreamId::new(name).unwrap()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Ledger {
+    Credited { amount: i64 },
+    Debited { amount: i64 },
+    Counted { seen: u64 },
+}
+
+impl DomainEvent for Ledger {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Ledger::Credited { .. } => "Credited",
+            Ledger::Debited { .. } => "Debited",
+            Ledger::Counted { .. } => "Counted",
+        }
+    }
+}
+
+/// Balances by stream.
+#[derive(Clone, Debug, Default)]
+pub struct Balances {
+    pub by_stream: Vec<(StreamId, i64)>,
+    pub events: u64,
+}
+
+impl Balances {
+    pub fn of(&self, stream: &StreamId) -> i64 {
+        self.by_stream
+            .iter()
+            .find(|(s, _)| s == stream)
+            .map_or(0, |(_, b)| *b)
+    }
+
+    pub fn fold(&mut self, event: &Recorded<Ledger>) {
+        self.events += 1;
+        let delta = match event.event {
+            Ledger::Credited { amount } => amount,
+            Ledger::Debited { amount } => -amount,
+            Ledger::Counted { .. } => 0,
+        };
+        match self
+            .by_stream
+            .iter_mut()
+            .find(|(s, _)| *s == event.stream_id)
+        {
+            Some((_, b)) => *b += delta,
+            None => self.by_stream.push((event.stream_id.clone(), delta)),
+        }
+    }
+}
+
+pub struct Credit {
+    pub account: StreamId,
+    pub amount: i64,
+}
+
+impl Command for Credit {
+    type Event = Ledger;
+    type State = Balances;
+    type Streams = StreamId;
+    fn streams(&self) -> StreamId {
+        self.account.clone()
+    }
+    fn apply(state: &mut Balances, event: &Recorded<Ledger>) {
+        state.fold(event);
+    }
+    fn handle<'x>(
+        &self,
+        _: &Balances,
+        account: StreamRef<'x>,
+        out: &mut Emit<'x, Ledger>,
+    ) -> Result<(), CommandError> {
+        out.append(
+            account,
+            Ledger::Credited {
+                amount: self.amount,
+            },
+        );
+        Ok(())
+    }
+}
+
+pub struct Debit {
+    pub account: StreamId,
+    pub amount: i64,
+}
+
+impl Command for Debit {
+    type Event = Ledger;
+    type State = Balances;
+    type Streams = StreamId;
+    fn streams(&self) -> StreamId {
+        self.account.clone()
+    }
+    fn apply(state: &mut Balances, event: &Recorded<Ledger>) {
+        state.fold(event);
+    }
+    fn handle<'x>(
+        &self,
+        state: &Balances,
+        account: StreamRef<'x>,
+        out: &mut Emit<'x, Ledger>,
+    ) -> Result<(), CommandError> {
+        let balance = state.of(&self.account);
+        if balance < self.amount {
+            return Err(CommandError::rejected(
+                "insufficient_funds",
+                format!("balance {balance} < {}", self.amount),
+            ));
+        }
+        out.append(
+            account,
+            Ledger::Debited {
+                amount: self.amount,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Moves money between two streams; refuses to overdraw.
+pub struct Move {
+    pub from: StreamId,
+    pub to: StreamId,
+    pub amount: i64,
+}
+
+impl Command for Move {
+    type Event = Ledger;
+    type State = Balances;
+    type Streams = [StreamId; 2];
+    fn streams(&self) -> [StreamId; 2] {
+        [self.from.clone(), self.to.clone()]
+    }
+    fn apply(state: &mut Balances, event: &Recorded<Ledger>) {
+        state.fold(event);
+    }
+    fn handle<'x>(
+        &self,
+        state: &Balances,
+        [from, to]: [StreamRef<'x>; 2],
+        out: &mut Emit<'x, Ledger>,
+    ) -> Result<(), CommandError> {
+        if state.of(&self.from) < self.amount {
+            return Err(CommandError::rejected("insufficient_funds", "not enough"));
+        }
+        out.append(
+            from,
+            Ledger::Debited {
+                amount: self.amount,
+            },
+        );
+        out.append(
+            to,
+            Ledger::Credited {
+                amount: self.amount,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Reads several streams and writes, to the first one only, how many events it saw in all.
+pub struct Count {
+    pub streams: Vec<StreamId>,
+}
+
+impl Command for Count {
+    type Event = Ledger;
+    type State = Balances;
+    type Streams = Vec<StreamId>;
+    fn streams(&self) -> Vec<StreamId> {
+        self.streams.clone()
+    }
+    fn apply(state: &mut Balances, event: &Recorded<Ledger>) {
+        state.fold(event);
+    }
+    fn handle<'x>(
+        &self,
+        state: &Balances,
+        streams: Vec<StreamRef<'x>>,
+        out: &mut Emit<'x, Ledger>,
+    ) -> Result<(), CommandError> {
+        out.append(streams[0], Ledger::Counted { seen: state.events });
+        Ok(())
+    }
+}
+
+/// Folds a stream straight from the store.
+pub async fn balance<S: EventStore>(store: &S, stream: &StreamId) -> i64 {
+    let read = store
+        .read_stream(stream, StreamVersion::EMPTY, usize::MAX)
+        .await
+        .unwrap();
+    let mut state = Balances::default();
+    for raw in &read.events {
+        state.fold(&Upcasters::new().decode(&Json, raw).unwrap());
+    }
+    state.of(stream)
+}

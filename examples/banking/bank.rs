@@ -1,0 +1,459 @@
+//! The bank domain: value types with smart constructors, events, and the commands that open
+//! accounts and move money. Each command folds only the streams it declares.
+
+use std::fmt;
+
+use crossfold::prelude::*;
+use crossfold::{TypedId, ValidationError};
+use serde::{Deserialize, Serialize};
+
+/// An amount of money in cents. Never negative: the type has no negative values, and
+/// subtraction that would go below zero is refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Money(u64);
+
+impl Money {
+    /// Zero.
+    pub const ZERO: Money = Money(0);
+
+    /// From a number of cents; negative amounts are refused.
+    pub fn from_cents(cents: i64) -> Result<Self, ValidationError> {
+        u64::try_from(cents)
+            .map(Money)
+            .map_err(|_| ValidationError::new("amount", format!("{cents} is negative")))
+    }
+
+    /// A positive amount (transfers and deposits of zero make no sense).
+    pub fn positive(cents: i64) -> Result<Self, ValidationError> {
+        match Self::from_cents(cents)? {
+            Money(0) => Err(ValidationError::new("amount", "must be more than zero")),
+            m => Ok(m),
+        }
+    }
+
+    /// The amount in cents.
+    pub fn cents(self) -> u64 {
+        self.0
+    }
+
+    /// `self + other`, or `None` on overflow.
+    pub fn checked_add(self, other: Money) -> Option<Money> {
+        self.0.checked_add(other.0).map(Money)
+    }
+
+    /// `self - other`, or `None` if that would be negative.
+    pub fn checked_sub(self, other: Money) -> Option<Money> {
+        self.0.checked_sub(other.0).map(Money)
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:02}", self.0 / 100, self.0 % 100)
+    }
+}
+
+/// An account number: 1–32 lowercase letters, digits or dashes. Not interchangeable with any
+/// other id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AccountId {
+    id: String,
+    /// Built once, when the id is validated, so commands never fail to name their streams.
+    stream: StreamId,
+}
+
+impl AccountId {
+    /// Validates an account number.
+    pub fn new(id: impl Into<String>) -> Result<Self, ValidationError> {
+        let id = id.into();
+        let ok = !id.is_empty()
+            && id.len() <= 32
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            let stream = StreamId::compose("account", &id)?;
+            Ok(AccountId { id, stream })
+        } else {
+            Err(ValidationError::new(
+                "account_id",
+                format!("{id:?} is not 1-32 lowercase letters, digits or dashes"),
+            ))
+        }
+    }
+
+    /// The account's stream.
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+}
+
+impl TryFrom<String> for AccountId {
+    type Error = ValidationError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        AccountId::new(value)
+    }
+}
+
+impl From<AccountId> for String {
+    fn from(value: AccountId) -> Self {
+        value.id
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+/// Marker for transfer ids.
+pub enum TransferTag {}
+/// A transfer's id: a UUID that cannot be confused with any other kind of id.
+pub type TransferId = TypedId<TransferTag>;
+
+/// Everything that happens in the bank.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum BankEvent {
+    /// An account was opened.
+    AccountOpened { account: AccountId, owner: String },
+    /// Money came in.
+    MoneyDeposited { account: AccountId, amount: Money },
+    /// Money went out.
+    MoneyWithdrawn { account: AccountId, amount: Money },
+    /// A transfer between two accounts completed (recorded on the transfer's own stream).
+    TransferCompleted {
+        transfer: TransferId,
+        from: AccountId,
+        to: AccountId,
+        amount: Money,
+    },
+}
+
+impl DomainEvent for BankEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            BankEvent::AccountOpened { .. } => "AccountOpened",
+            BankEvent::MoneyDeposited { .. } => "MoneyDeposited",
+            BankEvent::MoneyWithdrawn { .. } => "MoneyWithdrawn",
+            BankEvent::TransferCompleted { .. } => "TransferCompleted",
+        }
+    }
+}
+
+/// What a command knows about one account.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AccountView {
+    pub open: bool,
+    pub balance: Money,
+}
+
+/// The state every bank command folds: the accounts it read, and whether the transfer it read
+/// (if any) already happened.
+#[derive(Clone, Debug, Default)]
+pub struct Accounts {
+    accounts: Vec<(AccountId, AccountView)>,
+    pub transfer_completed: bool,
+}
+
+impl Accounts {
+    /// The view of `account` (closed and empty if no event mentioned it).
+    pub fn get(&self, account: &AccountId) -> AccountView {
+        self.accounts
+            .iter()
+            .find(|(id, _)| id == account)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    fn entry(&mut self, account: &AccountId) -> &mut AccountView {
+        match self.accounts.iter().position(|(id, _)| id == account) {
+            Some(i) => &mut self.accounts[i].1,
+            None => {
+                self.accounts.push((account.clone(), AccountView::default()));
+                let last = self.accounts.len() - 1;
+                &mut self.accounts[last].1
+            }
+        }
+    }
+
+    /// Folds one event.
+    pub fn apply(&mut self, event: &BankEvent) {
+        match event {
+            BankEvent::AccountOpened { account, .. } => self.entry(account).open = true,
+            BankEvent::MoneyDeposited { account, amount } => {
+                let view = self.entry(account);
+                view.balance = view.balance.checked_add(*amount).unwrap_or(view.balance);
+            }
+            BankEvent::MoneyWithdrawn { account, amount } => {
+                let view = self.entry(account);
+                view.balance = view.balance.checked_sub(*amount).unwrap_or(Money::ZERO);
+            }
+            BankEvent::TransferCompleted { .. } => self.transfer_completed = true,
+        }
+    }
+
+    fn require_open(&self, account: &AccountId) -> Result<AccountView, CommandError> {
+        let view = self.get(account);
+        if view.open {
+            Ok(view)
+        } else {
+            Err(CommandError::rejected(
+                "unknown_account",
+                format!("account {account} does not exist"),
+            ))
+        }
+    }
+}
+
+fn withdraw_from(view: &AccountView, account: &AccountId, amount: Money) -> Result<(), CommandError> {
+    match view.balance.checked_sub(amount) {
+        Some(_) => Ok(()),
+        None => Err(CommandError::rejected(
+            "insufficient_funds",
+            format!("account {account} holds {}, needs {amount}", view.balance),
+        )),
+    }
+}
+
+/// Opens an account, optionally with a first deposit.
+pub struct OpenAccount {
+    pub account: AccountId,
+    pub owner: String,
+    pub initial_deposit: Money,
+}
+
+impl Command for OpenAccount {
+    type Event = BankEvent;
+    type State = Accounts;
+    type Streams = StreamId;
+
+    fn streams(&self) -> StreamId {
+        self.account.stream().clone()
+    }
+
+    fn apply(state: &mut Accounts, event: &Recorded<BankEvent>) {
+        state.apply(event);
+    }
+
+    fn handle<'x>(
+        &self,
+        state: &Accounts,
+        account: StreamRef<'x>,
+        out: &mut Emit<'x, BankEvent>,
+    ) -> Result<(), CommandError> {
+        if state.get(&self.account).open {
+            return Err(CommandError::rejected(
+                "account_exists",
+                format!("account {} is already open", self.account),
+            ));
+        }
+        out.append(
+            account,
+            BankEvent::AccountOpened {
+                account: self.account.clone(),
+                owner: self.owner.clone(),
+            },
+        );
+        if self.initial_deposit > Money::ZERO {
+            out.append(
+                account,
+                BankEvent::MoneyDeposited {
+                    account: self.account.clone(),
+                    amount: self.initial_deposit,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn required_permission(&self) -> Option<&str> {
+        Some("accounts:open")
+    }
+}
+
+/// Puts money into an open account.
+pub struct Deposit {
+    pub account: AccountId,
+    pub amount: Money,
+}
+
+impl Command for Deposit {
+    type Event = BankEvent;
+    type State = Accounts;
+    type Streams = StreamId;
+
+    fn streams(&self) -> StreamId {
+        self.account.stream().clone()
+    }
+
+    fn apply(state: &mut Accounts, event: &Recorded<BankEvent>) {
+        state.apply(event);
+    }
+
+    fn handle<'x>(
+        &self,
+        state: &Accounts,
+        account: StreamRef<'x>,
+        out: &mut Emit<'x, BankEvent>,
+    ) -> Result<(), CommandError> {
+        state.require_open(&self.account)?;
+        out.append(
+            account,
+            BankEvent::MoneyDeposited {
+                account: self.account.clone(),
+                amount: self.amount,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Takes money out of an open account that holds enough.
+pub struct Withdraw {
+    pub account: AccountId,
+    pub amount: Money,
+}
+
+impl Command for Withdraw {
+    type Event = BankEvent;
+    type State = Accounts;
+    type Streams = StreamId;
+
+    fn streams(&self) -> StreamId {
+        self.account.stream().clone()
+    }
+
+    fn apply(state: &mut Accounts, event: &Recorded<BankEvent>) {
+        state.apply(event);
+    }
+
+    fn handle<'x>(
+        &self,
+        state: &Accounts,
+        account: StreamRef<'x>,
+        out: &mut Emit<'x, BankEvent>,
+    ) -> Result<(), CommandError> {
+        let view = state.require_open(&self.account)?;
+        withdraw_from(&view, &self.account, self.amount)?;
+        out.append(
+            account,
+            BankEvent::MoneyWithdrawn {
+                account: self.account.clone(),
+                amount: self.amount,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Moves money between two accounts. Reads and writes three streams atomically: both
+/// accounts and the transfer's own stream, which makes it idempotent on the transfer id.
+pub struct Transfer {
+    id: TransferId,
+    from: AccountId,
+    to: AccountId,
+    amount: Money,
+    stream: StreamId,
+}
+
+impl Transfer {
+    /// A transfer between two different accounts.
+    pub fn new(
+        id: TransferId,
+        from: AccountId,
+        to: AccountId,
+        amount: Money,
+    ) -> Result<Self, ValidationError> {
+        if from == to {
+            return Err(ValidationError::new(
+                "to",
+                "a transfer needs two different accounts",
+            ));
+        }
+        Ok(Self {
+            stream: StreamId::compose("transfer", id)?,
+            id,
+            from,
+            to,
+            amount,
+        })
+    }
+}
+
+impl Command for Transfer {
+    type Event = BankEvent;
+    type State = Accounts;
+    type Streams = [StreamId; 3];
+
+    fn streams(&self) -> [StreamId; 3] {
+        [
+            self.from.stream().clone(),
+            self.to.stream().clone(),
+            self.stream.clone(),
+        ]
+    }
+
+    fn apply(state: &mut Accounts, event: &Recorded<BankEvent>) {
+        state.apply(event);
+    }
+
+    fn handle<'x>(
+        &self,
+        state: &Accounts,
+        [from, to, transfer]: [StreamRef<'x>; 3],
+        out: &mut Emit<'x, BankEvent>,
+    ) -> Result<(), CommandError> {
+        if state.transfer_completed {
+            return Ok(()); // Already done: executing it again changes nothing.
+        }
+        let source = state.require_open(&self.from)?;
+        state.require_open(&self.to)?;
+        withdraw_from(&source, &self.from, self.amount)?;
+        out.append(
+            from,
+            BankEvent::MoneyWithdrawn {
+                account: self.from.clone(),
+                amount: self.amount,
+            },
+        );
+        out.append(
+            to,
+            BankEvent::MoneyDeposited {
+                account: self.to.clone(),
+                amount: self.amount,
+            },
+        );
+        out.append(
+            transfer,
+            BankEvent::TransferCompleted {
+                transfer: self.id,
+                from: self.from.clone(),
+                to: self.to.clone(),
+                amount: self.amount,
+            },
+        );
+        Ok(())
+    }
+
+    fn expects_new(&self, stream: &StreamId) -> bool {
+        *stream == self.stream
+    }
+}
+
+/// Reads an account's balance straight from its stream.
+pub async fn balance<S: EventStore>(store: &S, account: &AccountId) -> Result<AccountView, Error> {
+    let stream = store
+        .read_stream(account.stream(), StreamVersion::EMPTY, usize::MAX)
+        .await?;
+    let mut state = Accounts::default();
+    let upcasters = crossfold::Upcasters::new();
+    for raw in &stream.events {
+        let event: Recorded<BankEvent> = upcasters.decode(&crossfold::Json, raw)?;
+        state.apply(&event);
+    }
+    Ok(state.get(account))
+}
