@@ -1,0 +1,662 @@
+//! Given/when/then for commands: run a command's fold, discovery and decision on a history of
+//! events, without any store.
+
+use std::collections::HashMap;
+use std::fmt::{self, Debug, Write as _};
+use std::sync::Arc;
+
+use crossfold_core::{
+    Command, CommandError, DomainEvent, EventId, Metadata, Position, ReadSet, Recorded, StreamId,
+    StreamVersion,
+};
+
+/// How many times discovery may add streams before the test gives up on a command whose
+/// `discover` never settles.
+const MAX_DISCOVERY_ROUNDS: usize = 64;
+
+/// Something that names a stream: a [`StreamId`] or a reference to one.
+pub trait ToStreamId {
+    /// The stream id.
+    fn to_stream_id(&self) -> StreamId;
+}
+
+impl ToStreamId for StreamId {
+    fn to_stream_id(&self) -> StreamId {
+        self.clone()
+    }
+}
+
+impl ToStreamId for &StreamId {
+    fn to_stream_id(&self) -> StreamId {
+        (*self).clone()
+    }
+}
+
+/// Entry point of a given/when/then test.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # use crossfold_core::{Command, CommandError, DomainEvent, Emit, Recorded, StreamId, StreamRef};
+/// use crossfold_testkit::CommandTest;
+/// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// # enum CounterEvent { Incremented }
+/// # impl DomainEvent for CounterEvent {
+/// #     fn event_type(&self) -> &'static str { "Incremented" }
+/// # }
+/// # struct Increment { counter: StreamId, limit: u32 }
+/// # impl Command for Increment {
+/// #     type Event = CounterEvent;
+/// #     type State = u32;
+/// #     type Streams = StreamId;
+/// #     fn streams(&self) -> StreamId { self.counter.clone() }
+/// #     fn apply(count: &mut u32, _: &Recorded<CounterEvent>) { *count += 1; }
+/// #     fn handle<'x>(&self, count: &u32, counter: StreamRef<'x>, out: &mut Emit<'x, CounterEvent>)
+/// #         -> Result<(), CommandError> {
+/// #         if *count >= self.limit {
+/// #             return Err(CommandError::rejected("limit_reached", format!("already {count}")));
+/// #         }
+/// #         out.append(counter, CounterEvent::Incremented);
+/// #         Ok(())
+/// #     }
+/// # }
+/// let counter = StreamId::new("counter-1")?;
+///
+/// CommandTest::given([(&counter, CounterEvent::Incremented)])
+///     .when(Increment { counter: counter.clone(), limit: 2 })
+///     .then_expect([(&counter, CounterEvent::Incremented)]);
+///
+/// CommandTest::given([(&counter, CounterEvent::Incremented), (&counter, CounterEvent::Incremented)])
+///     .when(Increment { counter: counter.clone(), limit: 2 })
+///     .then_rejected("limit_reached");
+/// # Ok::<(), crossfold_core::ValidationError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CommandTest;
+
+impl CommandTest {
+    /// A history of events, in the order they happened, each with its stream.
+    pub fn given<E, S>(events: impl IntoIterator<Item = (S, E)>) -> Given<E>
+    where
+        E: DomainEvent,
+        S: ToStreamId,
+    {
+        Given::new().and_all(events)
+    }
+
+    /// An empty history.
+    pub fn given_nothing<E: DomainEvent>() -> Given<E> {
+        Given::new()
+    }
+}
+
+/// A history of events that a command will be run on.
+///
+/// Each event is recorded as a store would record it: a fresh, increasing [`EventId`], the next
+/// version of its stream, the next global position and metadata stamped now.
+pub struct Given<E> {
+    history: Vec<Recorded<E>>,
+    versions: HashMap<StreamId, StreamVersion>,
+}
+
+impl<E: Debug> Debug for Given<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Given")
+            .field("history", &self.history)
+            .finish()
+    }
+}
+
+impl<E: DomainEvent> Default for Given<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E: DomainEvent> Given<E> {
+    /// An empty history.
+    pub fn new() -> Self {
+        Self {
+            history: Vec::new(),
+            versions: HashMap::new(),
+        }
+    }
+
+    /// Adds an event to `stream`.
+    pub fn and(self, stream: impl ToStreamId, event: E) -> Self {
+        self.and_with_metadata(stream, event, Arc::new(Metadata::now()))
+    }
+
+    /// Adds events, in order.
+    pub fn and_all<S: ToStreamId>(mut self, events: impl IntoIterator<Item = (S, E)>) -> Self {
+        let metadata = Arc::new(Metadata::now());
+        for (stream, event) in events {
+            self = self.and_with_metadata(stream, event, metadata.clone());
+        }
+        self
+    }
+
+    /// Adds an event with the given metadata (for commands that look at actors or times).
+    pub fn and_with_metadata(
+        mut self,
+        stream: impl ToStreamId,
+        event: E,
+        metadata: Arc<Metadata>,
+    ) -> Self {
+        let stream_id = stream.to_stream_id();
+        let version = self
+            .versions
+            .entry(stream_id.clone())
+            .or_insert(StreamVersion::EMPTY);
+        *version = version.next();
+        let stream_version = *version;
+        let position = Position::new(self.history.len() as u64 + 1, 0);
+        // Ids are generated in history order, so history order is the order a command merges
+        // streams in.
+        self.history.push(Recorded {
+            event,
+            event_id: EventId::generate(),
+            stream_id,
+            stream_version,
+            position,
+            metadata,
+        });
+        self
+    }
+
+    /// The recorded history.
+    pub fn history(&self) -> &[Recorded<E>] {
+        &self.history
+    }
+
+    /// Runs `command` on the history as the executor would: folds the events of the streams it
+    /// reads (merged in event-id order), repeats discovery until it names no new stream
+    /// (refolding from scratch each round, since new streams interleave with the old), then
+    /// decides.
+    ///
+    /// Streams the command [`expects_new`](Command::expects_new) are folded too: against a
+    /// store the executor would skip reading them, conflict, and run again with their real
+    /// contents, which is the outcome shown here.
+    pub fn when<C: Command<Event = E>>(self, command: C) -> Then<C> {
+        let mut read_set = ReadSet::of(&command);
+        let mut rounds = 0;
+        let (state, discovery) = loop {
+            let state = fold::<C>(&self.history, read_set.ids());
+            let added = read_set.discover(command.discover(&state));
+            if added.is_empty() {
+                break (state, Ok(()));
+            }
+            rounds += 1;
+            if rounds > MAX_DISCOVERY_ROUNDS {
+                let message = format!(
+                    "command {} still discovered new streams after {MAX_DISCOVERY_ROUNDS} rounds (last: {added:?})",
+                    command.name()
+                );
+                break (state, Err(CommandError::InvalidState(message)));
+            }
+        };
+        let result = discovery
+            .and_then(|()| read_set.decide(&command, &state))
+            .map(|events| {
+                events
+                    .into_iter()
+                    .filter_map(|(i, e)| read_set.ids().get(i).map(|s| (s.clone(), e)))
+                    .collect()
+            });
+        Then {
+            read_set: read_set.ids().to_vec(),
+            command,
+            state,
+            result,
+            history: self.history,
+        }
+    }
+}
+
+fn fold<C: Command>(history: &[Recorded<C::Event>], streams: &[StreamId]) -> C::State {
+    let mut state = C::State::default();
+    for event in history.iter().filter(|e| streams.contains(&e.stream_id)) {
+        C::apply(&mut state, event);
+    }
+    state
+}
+
+/// The outcome of running a command in a test: assertions (which panic with a readable report
+/// on failure, pointing at the calling line) and accessors.
+pub struct Then<C: Command> {
+    command: C,
+    state: C::State,
+    read_set: Vec<StreamId>,
+    result: Result<Vec<(StreamId, C::Event)>, CommandError>,
+    history: Vec<Recorded<C::Event>>,
+}
+
+impl<C: Command> Debug for Then<C>
+where
+    C::Event: Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Then")
+            .field("command", &self.command.name())
+            .field("read_set", &self.read_set)
+            .field("result", &self.result)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Command> Then<C> {
+    /// The events decided, each with its stream, or the command's error.
+    pub fn result(&self) -> &Result<Vec<(StreamId, C::Event)>, CommandError> {
+        &self.result
+    }
+
+    /// The events decided, each with its stream; `None` if the command failed.
+    pub fn events(&self) -> Option<&[(StreamId, C::Event)]> {
+        self.result.as_deref().ok()
+    }
+
+    /// The command's error; `None` if it succeeded.
+    pub fn error(&self) -> Option<&CommandError> {
+        self.result.as_ref().err()
+    }
+
+    /// The state the command decided on.
+    pub fn state(&self) -> &C::State {
+        &self.state
+    }
+
+    /// Every stream the command read: declared first, then discovered.
+    pub fn read_set(&self) -> &[StreamId] {
+        &self.read_set
+    }
+
+    /// The command that ran.
+    pub fn command(&self) -> &C {
+        &self.command
+    }
+
+    /// The outcome, by value.
+    pub fn into_result(self) -> Result<Vec<(StreamId, C::Event)>, CommandError> {
+        self.result
+    }
+}
+
+impl<C: Command> Then<C>
+where
+    C::Event: Debug,
+{
+    /// Asserts that the command succeeded and decided exactly these events, in this order.
+    #[track_caller]
+    pub fn then_expect<S: ToStreamId>(
+        self,
+        expected: impl IntoIterator<Item = (S, C::Event)>,
+    ) -> Self
+    where
+        C::Event: PartialEq,
+    {
+        let expected: Vec<(StreamId, C::Event)> = expected
+            .into_iter()
+            .map(|(s, e)| (s.to_stream_id(), e))
+            .collect();
+        match &self.result {
+            Ok(actual) if *actual == expected => {}
+            Ok(actual) => self.fail(&format!(
+                "decided other events than expected\nexpected:{}\nactual:{}",
+                list(&expected),
+                list(actual)
+            )),
+            Err(e) => self.fail(&format!(
+                "failed, but events were expected\nexpected:{}\nerror: {e}",
+                list(&expected)
+            )),
+        }
+        self
+    }
+
+    /// Asserts that the command succeeded without deciding any event.
+    #[track_caller]
+    pub fn then_expect_nothing(self) -> Self {
+        match &self.result {
+            Ok(actual) if actual.is_empty() => {}
+            Ok(actual) => self.fail(&format!(
+                "decided events, but none were expected\nactual:{}",
+                list(actual)
+            )),
+            Err(e) => self.fail(&format!("failed, but success was expected\nerror: {e}")),
+        }
+        self
+    }
+
+    /// Asserts that the command was rejected by the business rule named `rule`.
+    #[track_caller]
+    pub fn then_rejected(self, rule: &str) -> Self {
+        match &self.result {
+            Err(CommandError::Rejected { rule: actual, .. }) if actual == rule => {}
+            Err(e) => self.fail(&format!(
+                "was expected to be rejected by rule {rule:?}, but failed otherwise\nerror: {e:?}"
+            )),
+            Ok(actual) => self.fail(&format!(
+                "was expected to be rejected by rule {rule:?}, but succeeded\nactual:{}",
+                list(actual)
+            )),
+        }
+        self
+    }
+
+    /// Asserts that the command failed with an error `check` accepts.
+    #[track_caller]
+    pub fn then_error(self, check: impl FnOnce(&CommandError) -> bool) -> Self {
+        match &self.result {
+            Err(e) if check(e) => {}
+            Err(e) => self.fail(&format!("failed with an unexpected error\nerror: {e:?}")),
+            Ok(actual) => self.fail(&format!(
+                "was expected to fail, but succeeded\nactual:{}",
+                list(actual)
+            )),
+        }
+        self
+    }
+
+    /// Asserts that the command read exactly these streams (declared, then discovered).
+    #[track_caller]
+    pub fn then_reads<S: ToStreamId>(self, streams: impl IntoIterator<Item = S>) -> Self {
+        let expected: Vec<StreamId> = streams.into_iter().map(|s| s.to_stream_id()).collect();
+        if expected != self.read_set {
+            self.fail(&format!(
+                "read other streams than expected\nexpected: {expected:?}\nactual:   {:?}",
+                self.read_set
+            ));
+        }
+        self
+    }
+
+    /// Asserts that the state the command decided on satisfies `check`.
+    #[track_caller]
+    pub fn then_state(self, check: impl FnOnce(&C::State) -> bool) -> Self {
+        if !check(&self.state) {
+            self.fail("decided on a state that failed the check");
+        }
+        self
+    }
+
+    #[track_caller]
+    #[allow(
+        clippy::panic,
+        reason = "a failed test assertion is reported by panicking"
+    )]
+    fn fail(&self, what: &str) -> ! {
+        let mut report = format!("command {} {what}", self.command.name());
+        let _ = write!(report, "\nread streams: {:?}", self.read_set);
+        let folded: Vec<&Recorded<C::Event>> = self
+            .history
+            .iter()
+            .filter(|e| self.read_set.contains(&e.stream_id))
+            .collect();
+        if folded.is_empty() {
+            report.push_str("\ngiven (folded): nothing");
+        } else {
+            report.push_str("\ngiven (folded):");
+            for e in folded {
+                let _ = write!(
+                    report,
+                    "\n  {}@{}: {:?}",
+                    e.stream_id, e.stream_version, e.event
+                );
+            }
+        }
+        panic!("{report}")
+    }
+}
+
+fn list<E: Debug>(events: &[(StreamId, E)]) -> String {
+    if events.is_empty() {
+        return " nothing".to_owned();
+    }
+    let mut out = String::new();
+    for (stream, event) in events {
+        let _ = write!(out, "\n  {stream}: {event:?}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossfold_core::{Emit, StreamRef};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Ev {
+        Opened,
+        Deposited(u32),
+        Withdrawn(u32),
+        Linked(String),
+    }
+    impl DomainEvent for Ev {
+        fn event_type(&self) -> &'static str {
+            match self {
+                Ev::Opened => "Opened",
+                Ev::Deposited(_) => "Deposited",
+                Ev::Withdrawn(_) => "Withdrawn",
+                Ev::Linked(_) => "Linked",
+            }
+        }
+    }
+
+    fn sid(s: &str) -> StreamId {
+        StreamId::new(s).unwrap()
+    }
+
+    #[derive(Clone, Default, Debug)]
+    struct Balances {
+        per_stream: HashMap<StreamId, i64>,
+        order: Vec<(StreamId, u64)>,
+        linked: Vec<StreamId>,
+    }
+
+    struct Transfer {
+        from: StreamId,
+        to: StreamId,
+        amount: u32,
+    }
+    impl Command for Transfer {
+        type Event = Ev;
+        type State = Balances;
+        type Streams = [StreamId; 2];
+        fn streams(&self) -> [StreamId; 2] {
+            [self.from.clone(), self.to.clone()]
+        }
+        fn apply(state: &mut Balances, e: &Recorded<Ev>) {
+            state
+                .order
+                .push((e.stream_id.clone(), e.stream_version.get()));
+            let b = state.per_stream.entry(e.stream_id.clone()).or_default();
+            match e.event {
+                Ev::Deposited(n) => *b += i64::from(n),
+                Ev::Withdrawn(n) => *b -= i64::from(n),
+                _ => {}
+            }
+        }
+        fn handle<'x>(
+            &self,
+            state: &Balances,
+            [from, to]: [StreamRef<'x>; 2],
+            out: &mut Emit<'x, Ev>,
+        ) -> Result<(), CommandError> {
+            let balance = state.per_stream.get(&self.from).copied().unwrap_or(0);
+            if balance < i64::from(self.amount) {
+                return Err(CommandError::rejected(
+                    "insufficient_funds",
+                    format!("{balance} < {}", self.amount),
+                ));
+            }
+            out.append(from, Ev::Withdrawn(self.amount));
+            out.append(to, Ev::Deposited(self.amount));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn decides_on_the_folded_history() {
+        let (a, b) = (sid("a"), sid("b"));
+        CommandTest::given([
+            (&a, Ev::Opened),
+            (&b, Ev::Opened),
+            (&a, Ev::Deposited(10)),
+            (&sid("unrelated"), Ev::Deposited(1000)),
+        ])
+        .when(Transfer {
+            from: a.clone(),
+            to: b.clone(),
+            amount: 7,
+        })
+        .then_expect([(&a, Ev::Withdrawn(7)), (&b, Ev::Deposited(7))])
+        .then_reads([&a, &b])
+        .then_state(|s| {
+            s.order == vec![(sid("a"), 1), (sid("b"), 1), (sid("a"), 2)]
+                && !s.per_stream.contains_key(&sid("unrelated"))
+        });
+    }
+
+    #[test]
+    fn reports_rejections() {
+        let (a, b) = (sid("a"), sid("b"));
+        let then = CommandTest::given([(&a, Ev::Deposited(3))])
+            .when(Transfer {
+                from: a.clone(),
+                to: b,
+                amount: 7,
+            })
+            .then_rejected("insufficient_funds")
+            .then_error(|e| e.to_string().contains("3 < 7"));
+        assert!(then.events().is_none());
+        assert!(then.error().is_some());
+    }
+
+    #[test]
+    fn mismatch_report_shows_both_sides_with_streams() {
+        let (a, b) = (sid("acct-a"), sid("acct-b"));
+        let outcome = std::panic::catch_unwind(|| {
+            CommandTest::given([(&a, Ev::Deposited(10))])
+                .when(Transfer {
+                    from: a.clone(),
+                    to: b.clone(),
+                    amount: 5,
+                })
+                .then_expect([(&a, Ev::Withdrawn(4))]);
+        });
+        let panic = outcome.unwrap_err();
+        let text = panic.downcast_ref::<String>().unwrap();
+        assert!(text.contains("expected:\n  acct-a: Withdrawn(4)"), "{text}");
+        assert!(
+            text.contains("actual:\n  acct-a: Withdrawn(5)\n  acct-b: Deposited(5)"),
+            "{text}"
+        );
+        assert!(text.contains("acct-a@1: Deposited(10)"), "{text}");
+    }
+
+    #[test]
+    fn wrong_rule_fails() {
+        let a = sid("a");
+        let outcome = std::panic::catch_unwind(|| {
+            CommandTest::given_nothing()
+                .when(Transfer {
+                    from: a.clone(),
+                    to: a.clone(),
+                    amount: 1,
+                })
+                .then_rejected("other_rule");
+        });
+        assert!(outcome.is_err());
+    }
+
+    /// Reads a hub stream that links to other streams, and those streams in turn.
+    struct FollowLinks {
+        hub: StreamId,
+    }
+    impl Command for FollowLinks {
+        type Event = Ev;
+        type State = Balances;
+        type Streams = StreamId;
+        fn streams(&self) -> StreamId {
+            self.hub.clone()
+        }
+        fn apply(state: &mut Balances, e: &Recorded<Ev>) {
+            if let Ev::Linked(name) = &e.event {
+                state.linked.push(sid(name));
+            }
+            Transfer::apply(state, e);
+        }
+        fn discover(&self, state: &Balances) -> Vec<StreamId> {
+            state.linked.clone()
+        }
+        fn handle<'x>(
+            &self,
+            state: &Balances,
+            _hub: StreamRef<'x>,
+            out: &mut Emit<'x, Ev>,
+        ) -> Result<(), CommandError> {
+            for linked in &state.linked {
+                let token = out
+                    .stream(linked)
+                    .ok_or_else(|| CommandError::InvalidState(format!("{linked} not read")))?;
+                let balance = state.per_stream.get(linked).copied().unwrap_or(0);
+                out.append(token, Ev::Withdrawn(balance as u32));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn discovery_runs_until_nothing_new() {
+        let (hub, x, y) = (sid("hub"), sid("x"), sid("y"));
+        CommandTest::given([
+            (&x, Ev::Deposited(5)),
+            (&hub, Ev::Linked("x".into())),
+            (&x, Ev::Linked("y".into())),
+            (&y, Ev::Deposited(2)),
+        ])
+        .when(FollowLinks { hub: hub.clone() })
+        .then_reads([&hub, &x, &y])
+        .then_expect([(&x, Ev::Withdrawn(5)), (&y, Ev::Withdrawn(2))]);
+    }
+
+    struct Endless;
+    impl Command for Endless {
+        type Event = Ev;
+        type State = ();
+        type Streams = ();
+        fn streams(&self) {}
+        fn apply(_: &mut (), _: &Recorded<Ev>) {}
+        fn discover(&self, _: &()) -> Vec<StreamId> {
+            vec![StreamId::new(format!("s-{}", EventId::generate())).unwrap()]
+        }
+        fn handle<'x>(&self, _: &(), _: (), _: &mut Emit<'x, Ev>) -> Result<(), CommandError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn endless_discovery_is_an_error_not_a_hang() {
+        CommandTest::given_nothing()
+            .when(Endless)
+            .then_error(|e| matches!(e, CommandError::InvalidState(m) if m.contains("discovered")));
+    }
+
+    #[test]
+    fn given_records_versions_per_stream_and_increasing_ids() {
+        let (a, b) = (sid("a"), sid("b"));
+        let given = CommandTest::given([(&a, Ev::Opened), (&b, Ev::Opened), (&a, Ev::Opened)]);
+        let h = given.history();
+        assert_eq!(
+            h.iter()
+                .map(|e| (e.stream_id.as_str(), e.stream_version.get(), e.position))
+                .collect::<Vec<_>>(),
+            vec![
+                ("a", 1, Position::new(1, 0)),
+                ("b", 1, Position::new(2, 0)),
+                ("a", 2, Position::new(3, 0))
+            ]
+        );
+        assert!(h.windows(2).all(|w| w[0].event_id < w[1].event_id));
+    }
+}
