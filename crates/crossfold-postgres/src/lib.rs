@@ -1,1 +1,69 @@
-//! placeholder
+//! # crossfold-postgres
+//!
+//! The PostgreSQL [`EventStore`](crossfold_core::EventStore) for Crossfold.
+//!
+//! * **Atomic multi-stream appends in one round trip.** An append — any number of streams and
+//!   events — is one call of a PL/pgSQL function taking arrays, through a prepared statement.
+//!   Stream rows are locked in sorted order (no deadlocks); streams that are only checked are
+//!   locked `FOR SHARE`, so commands that merely read the same stream do not serialize each
+//!   other. A failed condition writes nothing and names every conflicting stream.
+//! * **A commit-safe global log.** Each event carries its writing transaction's id (`xid8`) and
+//!   a sequence number; the log is ordered by that pair and shows only rows of transactions
+//!   below the oldest one still running, so a checkpoint never skips an event that commits
+//!   late. A long-open writing transaction therefore delays subscriptions; [`PgHealth`] reports
+//!   its age.
+//! * **Live subscriptions.** Subscribers are woken through `LISTEN`/`NOTIFY` — sent after the
+//!   append commits and coalesced, never inside the append transaction — with polling as the
+//!   fallback. The listener reconnects on its own; a lost notification is a delay, not a loss.
+//! * **Migrations** are the numbered SQL files of the repository's `migrations/` directory,
+//!   embedded in the crate and applied by [`PgEventStore::migrate`] under an advisory lock,
+//!   with checksums. Each store lives in its own schema, so one database can hold several.
+//! * **Errors are classified** for retrying: serialization failures and deadlocks are
+//!   `Contention`, statement timeouts `Timeout`, lost or refused connections `Unavailable`.
+//!
+//! ```no_run
+//! use crossfold_core::{AppendRequest, EventData, EventStore, ExpectedVersion, Payload, StreamId};
+//! use crossfold_postgres::{PgConfig, PgEventStore};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = PgConfig::from_url("postgres://postgres@127.0.0.1:5432/postgres?schema=bank")?;
+//! let store = PgEventStore::connect(config).await?;
+//! store.migrate().await?;
+//!
+//! let account = StreamId::new("account-42")?;
+//! let deposited = EventData::new("MoneyDeposited", Payload::json(&br#"{"amount":100}"#[..]));
+//! let appended = store
+//!     .append(AppendRequest::new().stream(account.clone(), ExpectedVersion::NoStream, vec![deposited]))
+//!     .await?;
+//! assert_eq!(appended.versions[0].get(), 1);
+//!
+//! let read = store.read_stream(&account, Default::default(), usize::MAX).await?;
+//! assert_eq!(read.events.len(), 1);
+//! println!("health: {:?}", store.health().await?);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! JSON payloads are stored as JSONB: they stay queryable, and they read back as the same JSON
+//! value but not necessarily the same bytes (JSONB normalizes whitespace and key order).
+//! MessagePack payloads are stored as bytes and read back unchanged.
+
+mod append;
+mod config;
+mod error;
+mod health;
+mod migrate;
+mod notify;
+mod read;
+mod sql;
+mod store;
+mod types;
+
+pub use config::{PgConfig, PgConfigError};
+pub use health::{PgHealth, PgPoolStatus};
+pub use migrate::{PgMigration, PgMigrationError, PgMigrationReport};
+pub use store::PgEventStore;
+
+/// The driver and pool this crate is built on, for configuring connections and TLS.
+pub use deadpool_postgres;
+pub use tokio_postgres;

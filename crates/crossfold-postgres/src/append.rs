@@ -1,0 +1,382 @@
+//! Encoding an append into the array arguments of the `append` function, and reading back its
+//! result or its refusal.
+
+use std::sync::Arc;
+
+use crossfold_core::{
+    AppendRequest, Appended, EventId, ExpectedVersion, Metadata, PayloadFormat, Position,
+    StoreError, StreamConflict, StreamVersion,
+};
+use serde::Deserialize;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::error::{CONFLICT, corrupt};
+use crate::read::get;
+use crate::types::{JsonbText, Xid8};
+
+/// `p_expected` codes besides exact versions.
+const ANY: i64 = -1;
+const STREAM_EXISTS: i64 = -2;
+
+/// The arrays of one call, borrowing the request's strings and payloads.
+pub(crate) struct Encoded<'a> {
+    streams: Vec<&'a str>,
+    expected: Vec<i64>,
+    counts: Vec<i32>,
+    event_stream: Vec<i32>,
+    event_offset: Vec<i32>,
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    json: Vec<Option<JsonbText<'a>>>,
+    bytes: Vec<Option<&'a [u8]>>,
+    /// Serialized metadata, held here so `metadata_params` can borrow it.
+    metadata: Vec<Vec<u8>>,
+    /// For each request stream, its place in the sorted (lock-order) arrays.
+    rank: Vec<usize>,
+}
+
+impl<'a> Encoded<'a> {
+    /// Encodes a validated request: streams sorted by id (the lock order every append uses),
+    /// events in request order, metadata sent once when all events share it.
+    pub(crate) fn new(request: &'a AppendRequest) -> Result<Self, StoreError> {
+        let n = request.streams.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_unstable_by(|&a, &b| {
+            request.streams[a]
+                .stream
+                .as_str()
+                .cmp(request.streams[b].stream.as_str())
+        });
+        let mut rank = vec![0; n];
+        for (sorted, &i) in order.iter().enumerate() {
+            rank[i] = sorted;
+        }
+
+        let mut streams = Vec::with_capacity(n);
+        let mut expected = Vec::with_capacity(n);
+        let mut counts = Vec::with_capacity(n);
+        for &i in &order {
+            let s = &request.streams[i];
+            streams.push(s.stream.as_str());
+            expected.push(encode_expected(s.expected)?);
+            counts.push(i32::try_from(s.events.len()).map_err(|_| too_many())?);
+        }
+
+        let total = request.event_count();
+        i32::try_from(total).map_err(|_| too_many())?;
+        let mut event_stream = Vec::with_capacity(total);
+        let mut event_offset = Vec::with_capacity(total);
+        let mut ids = Vec::with_capacity(total);
+        let mut types = Vec::with_capacity(total);
+        let mut schema_versions = Vec::with_capacity(total);
+        let mut json = Vec::with_capacity(total);
+        let mut bytes = Vec::with_capacity(total);
+        for (i, s) in request.streams.iter().enumerate() {
+            // Fits: the total was checked above, and ranks are below the stream count.
+            let idx = rank[i] as i32 + 1;
+            for (k, e) in s.events.iter().enumerate() {
+                event_stream.push(idx);
+                event_offset.push(k as i32 + 1);
+                ids.push(e.event_id.as_uuid());
+                types.push(e.event_type.as_str());
+                schema_versions.push(i32::from(e.schema_version));
+                match e.payload.format {
+                    PayloadFormat::Json => {
+                        json.push(Some(JsonbText(&e.payload.bytes)));
+                        bytes.push(None);
+                    }
+                    PayloadFormat::MessagePack => {
+                        json.push(None);
+                        bytes.push(Some(&e.payload.bytes[..]));
+                    }
+                }
+            }
+        }
+
+        Ok(Self {
+            streams,
+            expected,
+            counts,
+            event_stream,
+            event_offset,
+            ids,
+            types,
+            schema_versions,
+            json,
+            bytes,
+            metadata: encode_metadata(request)?,
+            rank,
+        })
+    }
+
+    /// The JSONB metadata arguments, borrowing this encoding.
+    pub(crate) fn metadata_params(&self) -> Vec<JsonbText<'_>> {
+        self.metadata.iter().map(|m| JsonbText(m)).collect()
+    }
+
+    /// The function's arguments in order; `metadata` comes from [`Self::metadata_params`].
+    pub(crate) fn params<'p>(
+        &'p self,
+        metadata: &'p Vec<JsonbText<'p>>,
+    ) -> [&'p (dyn ToSql + Sync); 11] {
+        [
+            &self.streams,
+            &self.expected,
+            &self.counts,
+            &self.event_stream,
+            &self.event_offset,
+            &self.ids,
+            &self.types,
+            &self.schema_versions,
+            &self.json,
+            &self.bytes,
+            metadata,
+        ]
+    }
+
+    /// Reads the function's result row: versions back into request order, one position per
+    /// event.
+    pub(crate) fn appended(&self, row: &Row) -> Result<Appended, StoreError> {
+        let transaction: Option<Xid8> = get(row, 0)?;
+        let versions: Vec<i64> = get(row, 1)?;
+        let sequences: Vec<i64> = get(row, 2)?;
+        if versions.len() != self.streams.len() || sequences.len() != self.ids.len() {
+            return Err(corrupt(format!(
+                "append returned {} versions and {} positions for {} streams and {} events",
+                versions.len(),
+                sequences.len(),
+                self.streams.len(),
+                self.ids.len()
+            )));
+        }
+        let versions = self
+            .rank
+            .iter()
+            .map(|&r| {
+                StreamVersion::try_from_i64(versions[r])
+                    .map_err(|e| corrupt(format!("append returned a bad version: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let positions = match transaction {
+            None if sequences.is_empty() => Vec::new(),
+            None => return Err(corrupt("append wrote events but returned no transaction")),
+            Some(tx) => sequences
+                .iter()
+                .map(|&s| {
+                    u64::try_from(s)
+                        .map(|s| Position::new(tx.0, s))
+                        .map_err(|_| corrupt(format!("append returned sequence {s}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        Ok(Appended {
+            versions,
+            positions,
+        })
+    }
+
+    /// The event ids of the request, to find which one was already stored.
+    pub(crate) fn event_ids(&self) -> &[Uuid] {
+        &self.ids
+    }
+}
+
+fn encode_expected(expected: ExpectedVersion) -> Result<i64, StoreError> {
+    match expected {
+        ExpectedVersion::Any => Ok(ANY),
+        ExpectedVersion::StreamExists => Ok(STREAM_EXISTS),
+        ExpectedVersion::NoStream => Ok(0),
+        ExpectedVersion::Exact(v) => i64::try_from(v.get()).map_err(|_| {
+            StoreError::InvalidRequest(format!("expected version {v} is out of range"))
+        }),
+    }
+}
+
+fn too_many() -> StoreError {
+    StoreError::InvalidRequest("too many events in one append".to_owned())
+}
+
+/// One metadata element when every event shares it (the common case: one command's events),
+/// otherwise one per event. Consecutive events with the same metadata are serialized once.
+fn encode_metadata(request: &AppendRequest) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut events = request.streams.iter().flat_map(|s| &s.events);
+    let Some(first) = events.next() else {
+        return Ok(Vec::new());
+    };
+    let same = |a: &Arc<Metadata>, b: &Arc<Metadata>| Arc::ptr_eq(a, b) || a == b;
+    if events.all(|e| same(&e.metadata, &first.metadata)) {
+        return Ok(vec![serialize(&first.metadata)?]);
+    }
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(request.event_count());
+    let mut previous: Option<&Arc<Metadata>> = None;
+    for e in request.streams.iter().flat_map(|s| &s.events) {
+        match (previous, out.last()) {
+            (Some(p), Some(last)) if same(p, &e.metadata) => {
+                let last = last.clone();
+                out.push(last);
+            }
+            _ => out.push(serialize(&e.metadata)?),
+        }
+        previous = Some(&e.metadata);
+    }
+    Ok(out)
+}
+
+fn serialize(metadata: &Metadata) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(metadata)
+        .map_err(|e| StoreError::InvalidRequest(format!("metadata cannot be serialized: {e}")))
+}
+
+#[derive(Deserialize)]
+struct ConflictRow {
+    stream: String,
+    actual: i64,
+}
+
+/// What a failed call of the append function means.
+pub(crate) enum Refusal {
+    /// An error the caller can act on.
+    Explained(StoreError),
+    /// One of the request's event ids is already stored, but the server did not say which.
+    DuplicateUnknown,
+    /// Not a refusal of the request: classify the driver error.
+    Other(tokio_postgres::Error),
+}
+
+/// Turns the append function's refusal into the error the caller can act on.
+pub(crate) fn refusal(error: tokio_postgres::Error, request: &AppendRequest) -> Refusal {
+    match explain(&error, request) {
+        Some(Ok(e)) => Refusal::Explained(e),
+        Some(Err(())) => Refusal::DuplicateUnknown,
+        None => Refusal::Other(error),
+    }
+}
+
+fn explain(
+    error: &tokio_postgres::Error,
+    request: &AppendRequest,
+) -> Option<Result<StoreError, ()>> {
+    let db = error.as_db_error()?;
+    match db.code().code() {
+        CONFLICT => Some(Ok(conflict(db.detail(), request))),
+        // unique_violation on the event id: the event is already stored.
+        "23505" if db.constraint() == Some("events_event_id_key") => Some(
+            db.detail()
+                .and_then(duplicate_id_in_detail)
+                .map(StoreError::DuplicateEvent)
+                .ok_or(()),
+        ),
+        // data_exception: a payload that is not valid JSON, a NUL in JSON text, ...
+        code if code.starts_with("22") => Some(Ok(StoreError::InvalidRequest(format!(
+            "the database refused an event: {}",
+            db.message()
+        )))),
+        _ => None,
+    }
+}
+
+/// The conflict the append function reported in its error's DETAIL, in request order.
+fn conflict(detail: Option<&str>, request: &AppendRequest) -> StoreError {
+    let rows: Vec<ConflictRow> = match detail.map(serde_json::from_str) {
+        Some(Ok(rows)) => rows,
+        _ => return corrupt(format!("unreadable conflict report {detail:?}")),
+    };
+    let mut conflicts = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Some((index, s)) = request
+            .streams
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.stream.as_str() == row.stream)
+        else {
+            return corrupt(format!(
+                "conflict reported on stream {:?} outside the request",
+                row.stream
+            ));
+        };
+        conflicts.push((
+            index,
+            StreamConflict {
+                stream: s.stream.clone(),
+                expected: s.expected,
+                actual: StreamVersion::new(u64::try_from(row.actual).unwrap_or(0)),
+            },
+        ));
+    }
+    conflicts.sort_by_key(|(i, _)| *i);
+    StoreError::Conflict(conflicts.into_iter().map(|(_, c)| c).collect())
+}
+
+/// `Key (event_id)=(0190...) already exists.` → the id.
+fn duplicate_id_in_detail(detail: &str) -> Option<EventId> {
+    let start = detail.find("=(")? + 2;
+    let end = start + detail[start..].find(')')?;
+    EventId::parse(&detail[start..end]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossfold_core::{EventData, Payload, StreamId};
+
+    fn sid(s: &str) -> StreamId {
+        StreamId::new(s).unwrap()
+    }
+
+    #[test]
+    fn streams_are_sorted_and_events_keep_request_order() {
+        let e = |t: &str| EventData::new(t, Payload::json(&b"{}"[..]));
+        let request = AppendRequest::new()
+            .stream(sid("b"), ExpectedVersion::Any, vec![e("B1"), e("B2")])
+            .check(sid("c"), ExpectedVersion::NoStream)
+            .stream(
+                sid("a"),
+                ExpectedVersion::Exact(StreamVersion::new(4)),
+                vec![e("A1")],
+            );
+        let enc = Encoded::new(&request).unwrap();
+        assert_eq!(enc.streams, ["a", "b", "c"]);
+        assert_eq!(enc.expected, [4, ANY, 0]);
+        assert_eq!(enc.counts, [1, 2, 0]);
+        assert_eq!(enc.types, ["B1", "B2", "A1"]);
+        assert_eq!(enc.event_stream, [2, 2, 1]);
+        assert_eq!(enc.event_offset, [1, 2, 1]);
+        assert_eq!(enc.rank, [1, 2, 0]);
+        // EventData::new stamps separate metadata per event, all equal within a millisecond
+        // or not: either way one element per distinct run.
+        assert!(!enc.metadata.is_empty() && enc.metadata.len() <= 3);
+    }
+
+    #[test]
+    fn shared_metadata_is_sent_once() {
+        let meta = Arc::new(Metadata::now());
+        let mut events = Vec::new();
+        for _ in 0..5 {
+            let mut e = EventData::new("E", Payload::message_pack(&b"\x80"[..]));
+            e.metadata = meta.clone();
+            events.push(e);
+        }
+        let request = AppendRequest::new().stream(sid("s"), ExpectedVersion::Any, events);
+        let enc = Encoded::new(&request).unwrap();
+        assert_eq!(enc.metadata.len(), 1);
+        assert!(enc.json.iter().all(Option::is_none));
+        assert!(enc.bytes.iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn duplicate_detail_is_parsed() {
+        let id = EventId::generate();
+        let detail = format!("Key (event_id)=({id}) already exists.");
+        assert_eq!(duplicate_id_in_detail(&detail), Some(id));
+        assert_eq!(duplicate_id_in_detail("something else"), None);
+    }
+
+    #[test]
+    fn out_of_range_expected_version_is_refused() {
+        assert!(encode_expected(ExpectedVersion::Exact(StreamVersion::new(u64::MAX))).is_err());
+        assert_eq!(encode_expected(ExpectedVersion::StreamExists).unwrap(), -2);
+    }
+}

@@ -1,0 +1,395 @@
+//! Connection, pool and store settings.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The longest schema name accepted: the LISTEN channel is derived from it and PostgreSQL
+/// identifiers stop at 63 bytes.
+const MAX_SCHEMA_LEN: usize = 48;
+
+/// How to reach PostgreSQL and how the store uses it.
+///
+/// Built from code ([`PgConfig::new`] plus setters) or from a URL ([`PgConfig::from_url`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use crossfold_postgres::PgConfig;
+///
+/// let config = PgConfig::from_url(
+///     "postgres://app@db.internal/app?schema=billing&pool_size=32&statement_timeout=5s",
+/// )?
+/// .wait_timeout(Duration::from_secs(2));
+/// assert_eq!(config.get_schema(), "billing");
+/// assert_eq!(config.get_pool_size(), 32);
+/// assert_eq!(config.get_statement_timeout(), Some(Duration::from_secs(5)));
+/// # Ok::<(), crossfold_postgres::PgConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct PgConfig {
+    pub(crate) pg: tokio_postgres::Config,
+    pub(crate) schema: String,
+    pub(crate) pool_size: usize,
+    pub(crate) wait_timeout: Option<Duration>,
+    pub(crate) create_timeout: Option<Duration>,
+    pub(crate) recycle_timeout: Option<Duration>,
+    pub(crate) statement_timeout: Option<Duration>,
+    pub(crate) notify_interval: Duration,
+    pub(crate) visibility_wait: Duration,
+    pub(crate) listen: bool,
+}
+
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // tokio_postgres::Config redacts the password in its own Debug.
+        f.debug_struct("PgConfig")
+            .field("pg", &self.pg)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("create_timeout", &self.create_timeout)
+            .field("recycle_timeout", &self.recycle_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("notify_interval", &self.notify_interval)
+            .field("visibility_wait", &self.visibility_wait)
+            .field("listen", &self.listen)
+            .finish()
+    }
+}
+
+impl PgConfig {
+    /// Settings for the server described by `pg`, with the defaults: schema `crossfold`, a pool
+    /// of 16 connections, 5 s to wait for or create a connection, no statement timeout,
+    /// notifications coalesced to one per 5 ms, reads waiting up to 250 ms for the visibility
+    /// horizon, listening on.
+    pub fn new(pg: tokio_postgres::Config) -> Self {
+        Self {
+            pg,
+            schema: "crossfold".to_owned(),
+            pool_size: 16,
+            wait_timeout: Some(Duration::from_secs(5)),
+            create_timeout: Some(Duration::from_secs(5)),
+            recycle_timeout: Some(Duration::from_secs(5)),
+            statement_timeout: None,
+            notify_interval: Duration::from_millis(5),
+            visibility_wait: Duration::from_millis(250),
+            listen: true,
+        }
+    }
+
+    /// Parses a connection URL (`postgres://user:password@host:port/database?...`) or a
+    /// `key=value` connection string.
+    ///
+    /// Besides the driver's own parameters, a URL may carry the store's settings as query
+    /// parameters: `schema`, `pool_size`, `pool_wait_timeout`, `pool_create_timeout`,
+    /// `pool_recycle_timeout`, `statement_timeout`, `notify_interval`, `visibility_wait` (durations as `250ms`,
+    /// `5s`, or a number of milliseconds).
+    pub fn from_url(url: &str) -> Result<Self, PgConfigError> {
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) if url.contains("://") => (base, query),
+            _ => (url, ""),
+        };
+        let mut driver_params = Vec::new();
+        let mut ours = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if OUR_PARAMS.contains(&key) {
+                ours.push((key, value));
+            } else {
+                driver_params.push(pair);
+            }
+        }
+        let driver_url = if driver_params.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", driver_params.join("&"))
+        };
+        let pg = tokio_postgres::Config::from_str(&driver_url).map_err(|e| PgConfigError {
+            message: "invalid connection string".to_owned(),
+            source: Some(e),
+        })?;
+        let mut config = Self::new(pg);
+        for (key, value) in ours {
+            config = config.apply_param(key, value)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_param(self, key: &str, value: &str) -> Result<Self, PgConfigError> {
+        Ok(match key {
+            "schema" => self.schema(value),
+            "pool_size" => self.pool_size(
+                value
+                    .parse()
+                    .map_err(|_| PgConfigError::invalid(key, value, "expected a number"))?,
+            ),
+            "pool_wait_timeout" => self.wait_timeout(parse_duration(key, value)?),
+            "pool_create_timeout" => self.create_timeout(parse_duration(key, value)?),
+            "pool_recycle_timeout" => self.recycle_timeout(parse_duration(key, value)?),
+            "statement_timeout" => self.statement_timeout(parse_duration(key, value)?),
+            "notify_interval" => self.notify_interval(parse_duration(key, value)?),
+            "visibility_wait" => self.visibility_wait(parse_duration(key, value)?),
+            _ => self,
+        })
+    }
+
+    /// The schema holding the store's tables. Several stores can share one database, each in
+    /// its own schema. Lowercase letters, digits and `_`, starting with a letter or `_`, at most
+    /// 48 bytes; checked when the store connects.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The most connections the pool opens (at least 1). The store also keeps one more,
+    /// dedicated connection for `LISTEN`.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long a call waits for a free pooled connection before failing with
+    /// `StoreError::Unavailable`.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = Some(timeout);
+        self
+    }
+
+    /// How long opening a new connection may take.
+    pub fn create_timeout(mut self, timeout: Duration) -> Self {
+        self.create_timeout = Some(timeout);
+        self
+    }
+
+    /// How long checking a returned connection may take.
+    pub fn recycle_timeout(mut self, timeout: Duration) -> Self {
+        self.recycle_timeout = Some(timeout);
+        self
+    }
+
+    /// The server-side `statement_timeout` of every pooled connection; a statement running
+    /// longer fails with `StoreError::Timeout` and writes nothing.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = Some(timeout);
+        self
+    }
+
+    /// The shortest interval between two `NOTIFY`s this process sends to wake subscribers of
+    /// other processes (appends in between are announced together).
+    pub fn notify_interval(mut self, interval: Duration) -> Self {
+        self.notify_interval = interval;
+        self
+    }
+
+    /// How long a read of the global log (and `head_position`) waits for events that have
+    /// committed but are not yet visible because an older transaction is still open.
+    ///
+    /// Within this limit a read sees every event committed before it started (read-your-writes);
+    /// beyond it, the read returns what is visible and the rest follows later (never lost).
+    /// Usually the older transaction is another append finishing within milliseconds.
+    pub fn visibility_wait(mut self, wait: Duration) -> Self {
+        self.visibility_wait = wait;
+        self
+    }
+
+    /// Whether to keep a `LISTEN` connection that wakes waiting subscribers as soon as another
+    /// process appends. Without it subscribers still see every event, by polling.
+    pub fn listen(mut self, listen: bool) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    /// The driver configuration, to adjust what the setters here do not cover.
+    pub fn driver_config_mut(&mut self) -> &mut tokio_postgres::Config {
+        &mut self.pg
+    }
+
+    /// The driver configuration.
+    pub fn get_driver_config(&self) -> &tokio_postgres::Config {
+        &self.pg
+    }
+
+    /// The schema name.
+    pub fn get_schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The pool size.
+    pub fn get_pool_size(&self) -> usize {
+        self.pool_size
+    }
+
+    /// The statement timeout, if any.
+    pub fn get_statement_timeout(&self) -> Option<Duration> {
+        self.statement_timeout
+    }
+
+    /// Checks the settings that cannot be checked by the setters.
+    pub fn validate(&self) -> Result<(), PgConfigError> {
+        validate_schema(&self.schema)
+    }
+
+    /// The driver configuration pooled connections use: the statement timeout and an
+    /// application name are sent in the startup packet, so they cost no round trip.
+    pub(crate) fn pool_driver_config(&self) -> tokio_postgres::Config {
+        let mut pg = self.pg.clone();
+        if pg.get_application_name().is_none() {
+            pg.application_name("crossfold");
+        }
+        if let Some(timeout) = self.statement_timeout {
+            let setting = format!("-c statement_timeout={}", timeout.as_millis().max(1));
+            let options = match pg.get_options() {
+                Some(existing) if !existing.is_empty() => format!("{existing} {setting}"),
+                _ => setting,
+            };
+            pg.options(options);
+        }
+        pg
+    }
+
+    /// The driver configuration of the `LISTEN` connection: keepalives find a silently dropped
+    /// connection within about a minute, so it is replaced instead of waiting forever.
+    pub(crate) fn listen_driver_config(&self) -> tokio_postgres::Config {
+        let mut pg = self.pg.clone();
+        if pg.get_application_name().is_none() {
+            pg.application_name("crossfold-listen");
+        }
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(self.create_timeout.unwrap_or(Duration::from_secs(5)));
+        }
+        pg.keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3);
+        pg
+    }
+}
+
+const OUR_PARAMS: &[&str] = &[
+    "schema",
+    "pool_size",
+    "pool_wait_timeout",
+    "pool_create_timeout",
+    "pool_recycle_timeout",
+    "statement_timeout",
+    "notify_interval",
+    "visibility_wait",
+];
+
+fn parse_duration(key: &str, value: &str) -> Result<Duration, PgConfigError> {
+    let bad = || PgConfigError::invalid(key, value, "expected a duration such as 250ms or 5s");
+    let (digits, unit_ms) = if let Some(ms) = value.strip_suffix("ms") {
+        (ms, 1)
+    } else if let Some(s) = value.strip_suffix('s') {
+        (s, 1000)
+    } else {
+        (value, 1)
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    Ok(Duration::from_millis(n.checked_mul(unit_ms).ok_or_else(bad)?))
+}
+
+pub(crate) fn validate_schema(schema: &str) -> Result<(), PgConfigError> {
+    let mut chars = schema.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if starts_well && rest_ok && schema.len() <= MAX_SCHEMA_LEN && !schema.starts_with("pg_") {
+        Ok(())
+    } else {
+        Err(PgConfigError::invalid(
+            "schema",
+            schema,
+            "expected lowercase letters, digits and _, starting with a letter or _, \
+             not starting with pg_, at most 48 bytes",
+        ))
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug)]
+pub struct PgConfigError {
+    message: String,
+    source: Option<tokio_postgres::Error>,
+}
+
+impl PgConfigError {
+    fn invalid(key: &str, value: &str, expected: &str) -> Self {
+        Self {
+            message: format!("invalid {key} {value:?}: {expected}"),
+            source: None,
+        }
+    }
+}
+
+impl fmt::Display for PgConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PgConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_carries_store_settings_and_driver_settings() {
+        let c = PgConfig::from_url(
+            "postgres://u:pw@localhost:5433/db?application_name=x&schema=s1&pool_size=3\
+             &pool_wait_timeout=250ms&statement_timeout=2s&notify_interval=7",
+        )
+        .unwrap();
+        assert_eq!(c.get_schema(), "s1");
+        assert_eq!(c.get_pool_size(), 3);
+        assert_eq!(c.wait_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(c.get_statement_timeout(), Some(Duration::from_secs(2)));
+        assert_eq!(c.notify_interval, Duration::from_millis(7));
+        assert_eq!(c.pg.get_application_name(), Some("x"));
+        assert_eq!(c.pg.get_dbname(), Some("db"));
+        assert_eq!(c.pg.get_ports(), &[5433]);
+    }
+
+    #[test]
+    fn key_value_strings_pass_through() {
+        let c = PgConfig::from_url("host=localhost user=postgres").unwrap();
+        assert_eq!(c.pg.get_user(), Some("postgres"));
+        assert_eq!(c.get_schema(), "crossfold");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(PgConfig::from_url("postgres://h/db?pool_size=many").is_err());
+        assert!(PgConfig::from_url("postgres://h/db?statement_timeout=soon").is_err());
+        assert!(PgConfig::from_url("postgres://h/db?schema=Bad-Name").is_err());
+        assert!(PgConfig::from_url("not a url at all ===").is_err());
+    }
+
+    #[test]
+    fn schema_names() {
+        assert!(validate_schema("crossfold").is_ok());
+        assert!(validate_schema("_x9").is_ok());
+        assert!(validate_schema("").is_err());
+        assert!(validate_schema("9x").is_err());
+        assert!(validate_schema("a\"b").is_err());
+        assert!(validate_schema("pg_x").is_err());
+        assert!(validate_schema(&"x".repeat(49)).is_err());
+    }
+
+    #[test]
+    fn statement_timeout_joins_existing_options() {
+        let mut c = PgConfig::from_url("postgres://h/db?options=-c%20work_mem%3D4MB").unwrap();
+        c = c.statement_timeout(Duration::from_millis(1500));
+        let pg = c.pool_driver_config();
+        let options = pg.get_options().unwrap();
+        assert!(options.ends_with("-c statement_timeout=1500"), "{options}");
+        assert_eq!(pg.get_application_name(), Some("crossfold"));
+    }
+}

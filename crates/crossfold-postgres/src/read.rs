@@ -1,0 +1,140 @@
+//! Turning event rows into [`RecordedEvent`]s without needless allocation: stream ids, event
+//! types and metadata repeat from row to row, so each is built once and shared.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossfold_core::{
+    EventId, EventType, Metadata, Payload, Position, RecordedEvent, StoreError, StreamId,
+    StreamVersion,
+};
+use tokio_postgres::Row;
+use tokio_postgres::types::FromSql;
+use uuid::Uuid;
+
+use crate::error::corrupt;
+use crate::types::{RawJsonb, Xid8};
+
+/// Remembers what the previous rows held, so repeats are shared instead of rebuilt.
+#[derive(Default)]
+pub(crate) struct Decoder {
+    stream: Option<StreamId>,
+    types: Vec<EventType>,
+    metadata: Option<(Vec<u8>, Arc<Metadata>)>,
+}
+
+/// How many distinct event types a decoder remembers; reads rarely mix more.
+const TYPE_CACHE: usize = 16;
+
+impl Decoder {
+    /// A decoder that already knows the stream being read.
+    pub(crate) fn for_stream(stream: StreamId) -> Self {
+        Self {
+            stream: Some(stream),
+            ..Self::default()
+        }
+    }
+
+    /// Decodes the event whose columns start at `at` (in `sql::EVENT_COLUMNS` order). Returns
+    /// `None` when the row carries no event (an outer join that matched nothing).
+    pub(crate) fn decode(
+        &mut self,
+        row: &Row,
+        at: usize,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        let Some(transaction) = get::<Option<Xid8>>(row, at)? else {
+            return Ok(None);
+        };
+        let sequence: i64 = get(row, at + 1)?;
+        let event_id: Uuid = get(row, at + 2)?;
+        let stream: &str = get(row, at + 3)?;
+        let version: i64 = get(row, at + 4)?;
+        let event_type: &str = get(row, at + 5)?;
+        let schema_version: i32 = get(row, at + 6)?;
+        let json: Option<RawJsonb<'_>> = get(row, at + 7)?;
+        let bytes: Option<&[u8]> = get(row, at + 8)?;
+        let metadata: RawJsonb<'_> = get(row, at + 9)?;
+
+        let event_id = EventId::from_uuid(event_id)
+            .map_err(|e| corrupt(format!("stored event id {event_id}: {e}")))?;
+        let stream_version = StreamVersion::try_from_i64(version)
+            .map_err(|e| corrupt(format!("event {event_id}: {e}")))?;
+        let sequence = u64::try_from(sequence)
+            .map_err(|_| corrupt(format!("event {event_id}: negative sequence {sequence}")))?;
+        let schema_version = u16::try_from(schema_version).map_err(|_| {
+            corrupt(format!(
+                "event {event_id}: schema version {schema_version} out of range"
+            ))
+        })?;
+        let payload = match (json, bytes) {
+            (Some(json), None) => Payload::json(Bytes::copy_from_slice(json.0)),
+            (None, Some(bytes)) => Payload::message_pack(Bytes::copy_from_slice(bytes)),
+            _ => {
+                return Err(corrupt(format!(
+                    "event {event_id}: exactly one payload column must be set"
+                )));
+            }
+        };
+        Ok(Some(RecordedEvent {
+            event_id,
+            stream_id: self.stream(stream)?,
+            stream_version,
+            position: Position::new(transaction.0, sequence),
+            event_type: self.event_type(event_type),
+            schema_version,
+            payload,
+            metadata: self.metadata(metadata.0, event_id)?,
+        }))
+    }
+
+    fn stream(&mut self, name: &str) -> Result<StreamId, StoreError> {
+        if let Some(s) = &self.stream
+            && s.as_str() == name
+        {
+            return Ok(s.clone());
+        }
+        let s = StreamId::new(name).map_err(|e| corrupt(format!("stored stream id: {e}")))?;
+        self.stream = Some(s.clone());
+        Ok(s)
+    }
+
+    fn event_type(&mut self, name: &str) -> EventType {
+        if let Some(t) = self.types.iter().find(|t| t.as_str() == name) {
+            return t.clone();
+        }
+        let t = EventType::from(name);
+        if self.types.len() < TYPE_CACHE {
+            self.types.push(t.clone());
+        }
+        t
+    }
+
+    fn metadata(&mut self, raw: &[u8], event_id: EventId) -> Result<Arc<Metadata>, StoreError> {
+        if let Some((last, metadata)) = &self.metadata
+            && last.as_slice() == raw
+        {
+            return Ok(metadata.clone());
+        }
+        let metadata: Arc<Metadata> = Arc::new(
+            serde_json::from_slice(raw)
+                .map_err(|e| corrupt(format!("metadata of event {event_id}: {e}")))?,
+        );
+        self.metadata = Some((raw.to_vec(), metadata.clone()));
+        Ok(metadata)
+    }
+}
+
+/// A column, with a driver error turned into a store error.
+pub(crate) fn get<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, StoreError> {
+    row.try_get(index)
+        .map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+/// A position from its two columns.
+pub(crate) fn position(row: &Row, at: usize) -> Result<Position, StoreError> {
+    let transaction: Xid8 = get(row, at)?;
+    let sequence: i64 = get(row, at + 1)?;
+    let sequence = u64::try_from(sequence)
+        .map_err(|_| corrupt(format!("negative sequence {sequence}")))?;
+    Ok(Position::new(transaction.0, sequence))
+}

@@ -1,0 +1,571 @@
+//! [`PgEventStore`]: the [`EventStore`] on PostgreSQL.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossfold_core::{
+    AppendRequest, Appended, EventStore, EventType, LogFilter, Position, RecordedEvent,
+    StoreError, StreamEvents, StreamId, StreamRead, StreamVersion,
+};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio::sync::watch;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Socket};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::append::{Encoded, Refusal, refusal};
+use crate::config::PgConfig;
+use crate::error::{classify, classify_pool, corrupt};
+use crate::health::{PgHealth, PgPoolStatus};
+use crate::migrate::{MIGRATIONS, PgMigration, PgMigrationError, PgMigrationReport, migrate};
+use crate::notify::{Notifier, spawn_listener, wake};
+use crate::read::{Decoder, get, position};
+use crate::sql::Sql;
+use crate::types::Xid8;
+
+/// The PostgreSQL event store.
+///
+/// Cheap to clone: clones share one connection pool, one `LISTEN` connection and one
+/// notifier. The background tasks stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct PgEventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    schema: String,
+    sql: Sql,
+    /// Bumped whenever events may have become readable (a local append or a notification).
+    wake: Arc<watch::Sender<u64>>,
+    notifier: Arc<Notifier>,
+    listener_connected: Arc<AtomicBool>,
+    listening: bool,
+    visibility_wait: Duration,
+    /// Dropping it stops the background tasks.
+    _shutdown: watch::Sender<()>,
+}
+
+impl std::fmt::Debug for PgEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEventStore")
+            .field("schema", &self.inner.schema)
+            .field("pool", &self.inner.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The longest pause between two looks at a log whose new events are committed but still
+/// behind the visibility horizon.
+const MAX_HORIZON_POLL: Duration = Duration::from_millis(25);
+
+impl PgEventStore {
+    /// Connects without TLS. See [`connect_with_tls`](Self::connect_with_tls).
+    pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
+        Self::connect_with_tls(config, NoTls).await
+    }
+
+    /// Builds the pool, checks that the server answers, and starts the `LISTEN` connection and
+    /// the notifier. `tls` is any tokio-postgres TLS connector (for example from
+    /// `postgres-native-tls` or `tokio-postgres-rustls`).
+    ///
+    /// Does not create or migrate the schema: call [`migrate`](Self::migrate) (usually once at
+    /// start-up). Fails with [`StoreError::InvalidRequest`] for an invalid configuration,
+    /// [`StoreError::Unavailable`] when the server cannot be reached, and
+    /// [`StoreError::Backend`] outside a Tokio runtime.
+    pub async fn connect_with_tls<T>(config: PgConfig, tls: T) -> Result<Self, StoreError>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + Sync,
+        T::TlsConnect: Send + Sync,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        config
+            .validate()
+            .map_err(|e| StoreError::InvalidRequest(e.to_string()))?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StoreError::Backend(
+                "PgEventStore needs a Tokio runtime for its background tasks".into(),
+            ));
+        }
+        let manager = Manager::from_config(
+            config.pool_driver_config(),
+            tls.clone(),
+            ManagerConfig {
+                // A broken connection is noticed by the driver (`is_closed`); checking each
+                // one with a query on every checkout would cost a round trip per call.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .wait_timeout(config.wait_timeout)
+            .create_timeout(config.create_timeout)
+            .recycle_timeout(config.recycle_timeout)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Backend(e.into()))?;
+        drop(pool.get().await.map_err(classify_pool)?);
+
+        let sql = Sql::new(&config.schema);
+        let (shutdown, shutdown_rx) = watch::channel(());
+        let wake_tx = Arc::new(watch::channel(0u64).0);
+        let listener_connected = Arc::new(AtomicBool::new(false));
+        if config.listen {
+            spawn_listener(
+                config.listen_driver_config(),
+                tls,
+                sql.channel.clone(),
+                wake_tx.clone(),
+                listener_connected.clone(),
+                shutdown_rx.clone(),
+            );
+        }
+        let notifier = Notifier::spawn(
+            pool.clone(),
+            sql.notify.clone(),
+            sql.channel.clone(),
+            config.notify_interval,
+            shutdown_rx,
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                schema: config.schema,
+                sql,
+                wake: wake_tx,
+                notifier,
+                listener_connected,
+                listening: config.listen,
+                visibility_wait: config.visibility_wait,
+                _shutdown: shutdown,
+            }),
+        })
+    }
+
+    /// Creates the schema if needed and applies the embedded migrations it lacks, in one
+    /// transaction under an advisory lock (processes migrating at once take turns). Refuses,
+    /// changing nothing, when the migrations recorded in the database differ from this build's.
+    pub async fn migrate(&self) -> Result<PgMigrationReport, PgMigrationError> {
+        migrate(&self.inner.pool, &self.inner.schema)
+            .instrument(tracing::info_span!("crossfold.migrate", schema = %self.inner.schema))
+            .await
+    }
+
+    /// The migrations this build embeds, in order.
+    pub fn migrations() -> &'static [PgMigration] {
+        MIGRATIONS
+    }
+
+    /// The schema holding this store's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The connection pool, for work that must share the store's connections (for example
+    /// a read model updated in the same database).
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Round-trips a trivial query and returns how long it took.
+    pub async fn ping(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        let client = self.client().await?;
+        client.simple_query("").await.map_err(classify)?;
+        Ok(start.elapsed())
+    }
+
+    /// The pool's current state.
+    pub fn pool_status(&self) -> PgPoolStatus {
+        PgPoolStatus::from(self.inner.pool.status())
+    }
+
+    /// Health: round-trip latency, pool state, whether the `LISTEN` connection is up, and the
+    /// age of the oldest open writing transaction in the cluster. Subscriptions only see events
+    /// of transactions that started writing before every open one, so a long-open transaction
+    /// delays (never loses) their delivery; alert on that age.
+    pub async fn health(&self) -> Result<PgHealth, StoreError> {
+        let start = Instant::now();
+        let client = self.client().await?;
+        // Only transactions holding a transaction id hold the horizon back. Other roles'
+        // sessions are visible only with pg_read_all_stats.
+        let statement = client
+            .prepare_cached(
+                "SELECT extract(epoch FROM now() - least( \
+                     (SELECT min(xact_start) FROM pg_stat_activity \
+                      WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()), \
+                     (SELECT min(prepared) FROM pg_prepared_xacts)))::float8",
+            )
+            .await
+            .map_err(classify)?;
+        let row = client.query_one(&statement, &[]).await.map_err(classify)?;
+        let latency = start.elapsed();
+        let age: Option<f64> = get(&row, 0)?;
+        Ok(PgHealth {
+            latency,
+            pool: self.pool_status(),
+            listener_connected: !self.inner.listening
+                || self.inner.listener_connected.load(Ordering::Relaxed),
+            oldest_transaction_age: age
+                .filter(|s| s.is_finite())
+                .map(|s| Duration::from_secs_f64(s.max(0.0))),
+        })
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.inner.pool.get().await.map_err(classify_pool)
+    }
+
+    async fn run_append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
+        request.validate()?;
+        if request.streams.is_empty() {
+            return Ok(Appended::default());
+        }
+        let encoded = Encoded::new(&request)?;
+        let metadata = encoded.metadata_params();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.append)
+            .await
+            .map_err(classify)?;
+        match client
+            .query_one(&statement, &encoded.params(&metadata))
+            .await
+        {
+            Ok(row) => {
+                drop(client);
+                let appended = encoded.appended(&row)?;
+                if !appended.positions.is_empty() {
+                    wake(&self.inner.wake);
+                    self.inner.notifier.poke();
+                }
+                Ok(appended)
+            }
+            Err(e) => match refusal(e, &request) {
+                Refusal::Explained(e) => Err(e),
+                Refusal::Other(e) => Err(classify(e)),
+                Refusal::DuplicateUnknown => {
+                    Err(self.find_duplicate(&client, encoded.event_ids()).await)
+                }
+            },
+        }
+    }
+
+    /// Which of `ids` is stored, when the server's error did not say.
+    async fn find_duplicate(&self, client: &Object, ids: &[Uuid]) -> StoreError {
+        let found = async {
+            let statement = client
+                .prepare_cached(&self.inner.sql.existing_event)
+                .await?;
+            client.query_opt(&statement, &[&ids]).await
+        }
+        .await;
+        match found {
+            Ok(Some(row)) => match get::<Uuid>(&row, 0).map(crossfold_core::EventId::from_uuid) {
+                Ok(Ok(id)) => StoreError::DuplicateEvent(id),
+                _ => corrupt("a duplicate event id could not be read back"),
+            },
+            Ok(None) => corrupt("an event id was reported as duplicate but is not stored"),
+            Err(e) => classify(e),
+        }
+    }
+
+    async fn run_read_streams(&self, reads: &[StreamRead]) -> Result<Vec<StreamEvents>, StoreError> {
+        match reads {
+            [] => Ok(Vec::new()),
+            [one] => Ok(vec![self.read_one(one).await?]),
+            _ => self.read_many(reads).await,
+        }
+    }
+
+    async fn read_one(&self, read: &StreamRead) -> Result<StreamEvents, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.read_one)
+            .await
+            .map_err(classify)?;
+        let after = version_param(read.after)?;
+        let limit = limit_param(read.limit);
+        let rows = client
+            .query(&statement, &[&read.stream.as_str(), &after, &limit])
+            .await
+            .map_err(classify)?;
+        drop(client);
+        let mut decoder = Decoder::for_stream(read.stream.clone());
+        let mut version = StreamVersion::EMPTY;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            version = stream_version(row, 0)?;
+            if let Some(event) = decoder.decode(row, 1)? {
+                events.push(event);
+            }
+        }
+        Ok(StreamEvents {
+            stream: read.stream.clone(),
+            version,
+            events,
+        })
+    }
+
+    async fn read_many(&self, reads: &[StreamRead]) -> Result<Vec<StreamEvents>, StoreError> {
+        let streams: Vec<&str> = reads.iter().map(|r| r.stream.as_str()).collect();
+        let afters = reads
+            .iter()
+            .map(|r| version_param(r.after))
+            .collect::<Result<Vec<_>, _>>()?;
+        let limits: Vec<i64> = reads.iter().map(|r| limit_param(r.limit)).collect();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.read_many)
+            .await
+            .map_err(classify)?;
+        let rows = client
+            .query(&statement, &[&streams, &afters, &limits])
+            .await
+            .map_err(classify)?;
+        drop(client);
+        let mut out: Vec<StreamEvents> = reads
+            .iter()
+            .map(|r| StreamEvents {
+                stream: r.stream.clone(),
+                version: StreamVersion::EMPTY,
+                events: Vec::new(),
+            })
+            .collect();
+        let mut decoder = Decoder::default();
+        for row in &rows {
+            let ord: i64 = get(row, 0)?;
+            let slot = usize::try_from(ord)
+                .ok()
+                .and_then(|o| o.checked_sub(1))
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| corrupt(format!("read returned stream number {ord}")))?;
+            slot.version = stream_version(row, 1)?;
+            if let Some(event) = decoder.decode(row, 2)? {
+                slot.events.push(event);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn run_read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &LogFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (commit, sequence) = position_params(after);
+        let limit_param = limit_param(limit);
+        let streams: Option<Vec<&str>> = filter
+            .streams
+            .as_ref()
+            .map(|s| s.iter().map(StreamId::as_str).collect());
+        let types: Option<Vec<&str>> = filter
+            .event_types
+            .as_ref()
+            .map(|t| t.iter().map(EventType::as_str).collect());
+        let sql = &self.inner.sql;
+        let (text, params): (&str, Vec<&(dyn ToSql + Sync)>) = match (&streams, &types) {
+            (None, None) => (&sql.read_all, vec![&commit, &sequence, &limit_param]),
+            (Some(s), None) => (
+                &sql.read_all_streams,
+                vec![&commit, &sequence, &limit_param, s],
+            ),
+            (None, Some(t)) => (
+                &sql.read_all_types,
+                vec![&commit, &sequence, &limit_param, t],
+            ),
+            (Some(s), Some(t)) => (
+                &sql.read_all_streams_types,
+                vec![&commit, &sequence, &limit_param, s, t],
+            ),
+        };
+        let mut visibility = VisibilityWait::new(self.inner.visibility_wait);
+        loop {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(text).await.map_err(classify)?;
+            let rows = client.query(&statement, &params).await.map_err(classify)?;
+            drop(client);
+            let mut pending = false;
+            let mut decoder = Decoder::default();
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                pending |= get::<bool>(row, 0)?;
+                if let Some(event) = decoder.decode(row, 1)? {
+                    events.push(event);
+                }
+            }
+            if events.len() < limit && pending && visibility.pause().await {
+                continue;
+            }
+            // The lateral join keeps the inner ORDER BY; sorting an ordered batch is a
+            // single pass, and keeps the order a guarantee rather than a plan detail.
+            if !events.is_sorted_by_key(|e| e.position) {
+                events.sort_by_key(|e| e.position);
+            }
+            return Ok(events);
+        }
+    }
+
+    async fn run_head(&self) -> Result<Position, StoreError> {
+        let mut visibility = VisibilityWait::new(self.inner.visibility_wait);
+        loop {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(&self.inner.sql.head)
+                .await
+                .map_err(classify)?;
+            let row = client.query_one(&statement, &[]).await.map_err(classify)?;
+            drop(client);
+            let pending: bool = get(&row, 0)?;
+            if pending && visibility.pause().await {
+                continue;
+            }
+            return match get::<Option<Xid8>>(&row, 1)? {
+                Some(_) => position(&row, 1),
+                None => Ok(Position::START),
+            };
+        }
+    }
+
+    /// Whether events after `after` are visible, and whether any are committed at all.
+    async fn probe(&self, after: Position) -> Result<(bool, bool), StoreError> {
+        let (commit, sequence) = position_params(after);
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.probe)
+            .await
+            .map_err(classify)?;
+        let row = client
+            .query_one(&statement, &[&commit, &sequence])
+            .await
+            .map_err(classify)?;
+        Ok((get(&row, 0)?, get(&row, 1)?))
+    }
+
+    async fn run_wait(&self, after: Position, timeout: Duration) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Subscribed before looking, so a wake-up between the look and the wait is not lost.
+        let mut woken = self.inner.wake.subscribe();
+        let mut horizon_poll = Duration::from_millis(1);
+        loop {
+            let (visible, committed) = self.probe(after).await?;
+            if visible {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            if committed {
+                // Committed, but an older transaction is still open somewhere: the horizon
+                // usually passes within a millisecond or two, unless that transaction is long.
+                tokio::time::sleep(horizon_poll.min(deadline - now)).await;
+                horizon_poll = (horizon_poll * 2).min(MAX_HORIZON_POLL);
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, woken.changed()).await {
+                Ok(Ok(())) => {
+                    woken.borrow_and_update();
+                }
+                Ok(Err(_)) | Err(_) => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Bounded waiting for committed events to pass the visibility horizon: a read then sees what
+/// committed before it started (read-your-writes), unless an older transaction stays open
+/// longer than the limit, in which case the read returns what is visible.
+struct VisibilityWait {
+    deadline: tokio::time::Instant,
+    pause: Duration,
+}
+
+impl VisibilityWait {
+    fn new(limit: Duration) -> Self {
+        Self {
+            deadline: tokio::time::Instant::now() + limit,
+            pause: Duration::from_millis(1),
+        }
+    }
+
+    /// Sleeps before the next look; `false` once the time is up.
+    async fn pause(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.pause.min(self.deadline - now)).await;
+        self.pause = (self.pause * 2).min(MAX_HORIZON_POLL);
+        true
+    }
+}
+
+/// A stream version column.
+fn stream_version(row: &tokio_postgres::Row, at: usize) -> Result<StreamVersion, StoreError> {
+    let v: i64 = get(row, at)?;
+    StreamVersion::try_from_i64(v).map_err(|e| corrupt(format!("stream version: {e}")))
+}
+
+fn version_param(v: StreamVersion) -> Result<i64, StoreError> {
+    i64::try_from(v.get())
+        .map_err(|_| StoreError::InvalidRequest(format!("stream version {v} is out of range")))
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// A position as the `(xid8, bigint)` pair it is compared with. Sequences above `i64::MAX` do
+/// not exist, so clamping keeps "after" meaning "after everything".
+fn position_params(p: Position) -> (Xid8, i64) {
+    (
+        Xid8(p.commit()),
+        i64::try_from(p.sequence()).unwrap_or(i64::MAX),
+    )
+}
+
+impl EventStore for PgEventStore {
+    async fn read_streams(&self, reads: &[StreamRead]) -> Result<Vec<StreamEvents>, StoreError> {
+        let span = tracing::debug_span!("crossfold.read_streams", streams = reads.len());
+        self.run_read_streams(reads).instrument(span).await
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
+        let span = tracing::debug_span!(
+            "crossfold.append",
+            streams = request.streams.len(),
+            events = request.event_count()
+        );
+        self.run_append(request).instrument(span).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &LogFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let span = tracing::debug_span!("crossfold.read_all", %after, limit);
+        self.run_read_all(after, limit, filter).instrument(span).await
+    }
+
+    async fn head_position(&self) -> Result<Position, StoreError> {
+        self.run_head()
+            .instrument(tracing::debug_span!("crossfold.head_position"))
+            .await
+    }
+
+    async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<(), StoreError> {
+        let span = tracing::debug_span!("crossfold.wait_for_events", %after);
+        self.run_wait(after, timeout).instrument(span).await
+    }
+}

@@ -1,0 +1,114 @@
+//! Wire types that avoid work on the hot path: `xid8` as a plain number, and JSONB moved as the
+//! raw text PostgreSQL's binary format wraps (a version byte, then JSON), so neither side of an
+//! append or read builds a `serde_json::Value`.
+
+use std::error::Error;
+
+use bytes::{BufMut, BytesMut};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+
+type BoxError = Box<dyn Error + Sync + Send>;
+
+/// The only binary JSONB format version PostgreSQL has.
+const JSONB_VERSION: u8 = 1;
+
+/// A transaction id (`xid8`): the commit-order half of a position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Xid8(pub(crate) u64);
+
+impl<'a> FromSql<'a> for Xid8 {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        let bytes: [u8; 8] = raw
+            .try_into()
+            .map_err(|_| format!("xid8 of {} bytes", raw.len()))?;
+        Ok(Xid8(u64::from_be_bytes(bytes)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::XID8
+    }
+}
+
+impl ToSql for Xid8 {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        out.put_u64(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::XID8
+    }
+
+    to_sql_checked!();
+}
+
+/// JSON text to be stored as JSONB, sent without parsing it on this side.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct JsonbText<'a>(pub(crate) &'a [u8]);
+
+impl ToSql for JsonbText<'_> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        out.reserve(1 + self.0.len());
+        out.put_u8(JSONB_VERSION);
+        out.put_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+
+    to_sql_checked!();
+}
+
+/// A JSONB value read as its JSON text, borrowed from the row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawJsonb<'a>(pub(crate) &'a [u8]);
+
+impl<'a> FromSql<'a> for RawJsonb<'a> {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        if *ty == Type::JSON {
+            return Ok(RawJsonb(raw));
+        }
+        match raw.split_first() {
+            Some((&JSONB_VERSION, text)) => Ok(RawJsonb(text)),
+            Some((version, _)) => Err(format!("unsupported JSONB format version {version}").into()),
+            None => Err("empty JSONB value".into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB || *ty == Type::JSON
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xid8_round_trip() {
+        let mut out = BytesMut::new();
+        Xid8(0x0102_0304_0506_0708)
+            .to_sql(&Type::XID8, &mut out)
+            .unwrap();
+        assert_eq!(
+            Xid8::from_sql(&Type::XID8, &out).unwrap(),
+            Xid8(0x0102_0304_0506_0708)
+        );
+        assert!(Xid8::from_sql(&Type::XID8, &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn jsonb_carries_a_version_byte() {
+        let mut out = BytesMut::new();
+        JsonbText(br#"{"a": 1}"#)
+            .to_sql(&Type::JSONB, &mut out)
+            .unwrap();
+        assert_eq!(out[0], 1);
+        let back = RawJsonb::from_sql(&Type::JSONB, &out).unwrap();
+        assert_eq!(back.0, br#"{"a": 1}"#);
+        assert!(RawJsonb::from_sql(&Type::JSONB, &[2, b'1']).is_err());
+        assert!(RawJsonb::from_sql(&Type::JSONB, &[]).is_err());
+    }
+}

@@ -1,0 +1,353 @@
+//! Appending: every expected-version case, atomic multi-stream appends, conflicts that name
+//! every stream and write nothing, duplicates, large batches, both payload formats.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{events, fresh_store, json_event, sid};
+use crossfold_core::{
+    AppendRequest, EventData, EventStore, ExpectedVersion, LogFilter, Metadata, Payload,
+    Position, StoreError, StreamVersion,
+};
+
+fn v(n: u64) -> StreamVersion {
+    StreamVersion::new(n)
+}
+
+#[tokio::test]
+async fn expected_version_cases() {
+    let store = fresh_store().await;
+    let a = sid("a");
+    let one = |t| vec![json_event(t, "{}")];
+
+    // NoStream on an absent stream creates it.
+    let r = store
+        .append(AppendRequest::new().stream(a.clone(), ExpectedVersion::NoStream, one("E1")))
+        .await
+        .unwrap();
+    assert_eq!(r.versions, [v(1)]);
+    assert_eq!(r.positions.len(), 1);
+
+    // NoStream on an existing stream conflicts.
+    let err = store
+        .append(AppendRequest::new().stream(a.clone(), ExpectedVersion::NoStream, one("E")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.conflicts().len(), 1);
+    assert_eq!(err.conflicts()[0].actual, v(1));
+    assert_eq!(err.conflicts()[0].expected, ExpectedVersion::NoStream);
+
+    // Exact: right and wrong.
+    store
+        .append(AppendRequest::new().stream(
+            a.clone(),
+            ExpectedVersion::Exact(v(1)),
+            one("E2"),
+        ))
+        .await
+        .unwrap();
+    let err = store
+        .append(AppendRequest::new().stream(a.clone(), ExpectedVersion::Exact(v(1)), one("E")))
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict());
+    assert_eq!(err.conflicts()[0].actual, v(2));
+
+    // StreamExists: on an existing and on an absent stream.
+    let r = store
+        .append(AppendRequest::new().stream(
+            a.clone(),
+            ExpectedVersion::StreamExists,
+            one("E3"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.versions, [v(3)]);
+    let err = store
+        .append(AppendRequest::new().stream(sid("b"), ExpectedVersion::StreamExists, one("E")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.conflicts()[0].actual, v(0));
+
+    // Exact on an absent stream.
+    let err = store
+        .append(AppendRequest::new().stream(
+            sid("b"),
+            ExpectedVersion::Exact(v(2)),
+            one("E"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.conflicts()[0].actual, v(0));
+    // Exact(0) is NoStream.
+    store
+        .append(AppendRequest::new().stream(
+            sid("b"),
+            ExpectedVersion::Exact(v(0)),
+            one("B1"),
+        ))
+        .await
+        .unwrap();
+
+    // Any: always.
+    let r = store
+        .append(AppendRequest::new().stream(a.clone(), ExpectedVersion::Any, one("E4")))
+        .await
+        .unwrap();
+    assert_eq!(r.versions, [v(4)]);
+    let r = store
+        .append(AppendRequest::new().stream(sid("c"), ExpectedVersion::Any, one("C1")))
+        .await
+        .unwrap();
+    assert_eq!(r.versions, [v(1)]);
+
+    let read = store.read_stream(&a, v(0), usize::MAX).await.unwrap();
+    assert_eq!(read.version, v(4));
+    let types: Vec<_> = read.events.iter().map(|e| e.event_type.to_string()).collect();
+    assert_eq!(types, ["E1", "E2", "E3", "E4"]);
+    let versions: Vec<_> = read.events.iter().map(|e| e.stream_version.get()).collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn multi_stream_append_is_atomic_and_reports_every_conflict() {
+    let store = fresh_store().await;
+    let (a, b, c, d) = (sid("acc-a"), sid("acc-b"), sid("acc-c"), sid("acc-d"));
+    store
+        .append(
+            AppendRequest::new()
+                .stream(a.clone(), ExpectedVersion::NoStream, events("A", 2))
+                .stream(b.clone(), ExpectedVersion::NoStream, events("B", 1)),
+        )
+        .await
+        .unwrap();
+    let head = store.head_position().await.unwrap();
+
+    // c would be fine; a, b and d are wrong. Nothing may be written, all three named.
+    let err = store
+        .append(
+            AppendRequest::new()
+                .stream(c.clone(), ExpectedVersion::NoStream, events("C", 3))
+                .stream(b.clone(), ExpectedVersion::Exact(v(5)), events("B", 1))
+                .check(d.clone(), ExpectedVersion::StreamExists)
+                .stream(a.clone(), ExpectedVersion::Exact(v(1)), events("A", 1)),
+        )
+        .await
+        .unwrap_err();
+    let StoreError::Conflict(conflicts) = &err else {
+        panic!("{err:?}")
+    };
+    let named: Vec<_> = conflicts
+        .iter()
+        .map(|c| (c.stream.as_str(), c.expected, c.actual.get()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("acc-b", ExpectedVersion::Exact(v(5)), 1),
+            ("acc-d", ExpectedVersion::StreamExists, 0),
+            ("acc-a", ExpectedVersion::Exact(v(1)), 2),
+        ]
+    );
+    assert!(!store.stream_exists(&c).await.unwrap());
+    assert_eq!(store.head_position().await.unwrap(), head);
+    assert_eq!(
+        store
+            .read_all(Position::START, 100, &LogFilter::all())
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // The same request with the right versions: versions in request order, positions in
+    // request order (streams, then events) and ascending.
+    let r = store
+        .append(
+            AppendRequest::new()
+                .stream(c.clone(), ExpectedVersion::NoStream, events("C", 3))
+                .stream(b.clone(), ExpectedVersion::Exact(v(1)), events("B", 1))
+                .check(d.clone(), ExpectedVersion::NoStream)
+                .stream(a.clone(), ExpectedVersion::Exact(v(2)), events("A", 1)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.versions, [v(3), v(2), v(0), v(3)]);
+    assert_eq!(r.positions.len(), 5);
+    assert!(r.positions.windows(2).all(|w| w[0] < w[1]));
+    assert!(r.positions.iter().all(|p| p.commit() == r.positions[0].commit()));
+
+    let log = store
+        .read_all(head, 100, &LogFilter::all())
+        .await
+        .unwrap();
+    let got: Vec<_> = log
+        .iter()
+        .map(|e| (e.stream_id.to_string(), e.stream_version.get(), e.position))
+        .collect();
+    let want: Vec<_> = [("acc-c", 1), ("acc-c", 2), ("acc-c", 3), ("acc-b", 2), ("acc-a", 3)]
+        .iter()
+        .zip(&r.positions)
+        .map(|((s, n), p)| (s.to_string(), *n, *p))
+        .collect();
+    assert_eq!(got, want);
+    // A checked-only absent stream stays absent.
+    assert_eq!(store.stream_version(&d).await.unwrap(), v(0));
+}
+
+#[tokio::test]
+async fn check_only_streams_are_checked() {
+    let store = fresh_store().await;
+    let (a, w) = (sid("read-a"), sid("write-w"));
+    store
+        .append(AppendRequest::new().stream(a.clone(), ExpectedVersion::Any, events("A", 2)))
+        .await
+        .unwrap();
+    let err = store
+        .append(
+            AppendRequest::new()
+                .check(a.clone(), ExpectedVersion::Exact(v(1)))
+                .stream(w.clone(), ExpectedVersion::Any, events("W", 1)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.conflicts()[0].stream, a);
+    assert!(!store.stream_exists(&w).await.unwrap());
+    let r = store
+        .append(
+            AppendRequest::new()
+                .check(a.clone(), ExpectedVersion::Exact(v(2)))
+                .check(sid("absent"), ExpectedVersion::NoStream)
+                .check(sid("whatever"), ExpectedVersion::Any)
+                .stream(w.clone(), ExpectedVersion::Any, events("W", 1)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.versions, [v(2), v(0), v(0), v(1)]);
+    // Only checks, no events: still checked, nothing written.
+    let r = store
+        .append(AppendRequest::new().check(a.clone(), ExpectedVersion::Exact(v(2))))
+        .await
+        .unwrap();
+    assert_eq!(r.versions, [v(2)]);
+    assert!(r.positions.is_empty());
+    assert!(
+        store
+            .append(AppendRequest::new().check(a.clone(), ExpectedVersion::NoStream))
+            .await
+            .unwrap_err()
+            .is_conflict()
+    );
+}
+
+#[tokio::test]
+async fn duplicate_event_id_is_refused() {
+    let store = fresh_store().await;
+    let e = json_event("E", "{}");
+    store
+        .append(AppendRequest::new().stream(sid("a"), ExpectedVersion::Any, vec![e.clone()]))
+        .await
+        .unwrap();
+    let err = store
+        .append(AppendRequest::new().stream(sid("b"), ExpectedVersion::Any, vec![e.clone()]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateEvent(id) if id == e.event_id), "{err:?}");
+    assert!(!store.stream_exists(&sid("b")).await.unwrap());
+    // Within one request the request itself is invalid.
+    let err = store
+        .append(AppendRequest::new().stream(
+            sid("c"),
+            ExpectedVersion::Any,
+            vec![e.clone(), e.clone()],
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidRequest(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn payloads_and_metadata_round_trip() {
+    let store = fresh_store().await;
+    let mut meta = Metadata::now();
+    meta.actor = Some("user-7".into());
+    meta.correlation_id = Some(uuid::Uuid::now_v7());
+    meta.custom.insert("tenant".into(), serde_json::json!({"id": 3}));
+    let meta = Arc::new(meta);
+    let mut json = EventData::new("J", Payload::json(&br#"{"b":[1,2],"a":"x\u00e9"}"#[..]));
+    json.metadata = meta.clone();
+    json.schema_version = 3;
+    let mut pack = EventData::new("M", Payload::message_pack(vec![0x82, 0xa1, 0x61, 0x01, 0xc0]));
+    pack.metadata = Arc::new(Metadata::now());
+    pack.schema_version = 65535;
+    store
+        .append(AppendRequest::new().stream(
+            sid("p"),
+            ExpectedVersion::NoStream,
+            vec![json.clone(), pack.clone()],
+        ))
+        .await
+        .unwrap();
+    let read = store.read_stream(&sid("p"), v(0), 10).await.unwrap();
+    let [j, m] = &read.events[..] else {
+        panic!("{read:?}")
+    };
+    assert_eq!(j.event_id, json.event_id);
+    assert_eq!(j.schema_version, 3);
+    assert_eq!(*j.metadata, *meta);
+    let stored: serde_json::Value = serde_json::from_slice(&j.payload.bytes).unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&json.payload.bytes).unwrap();
+    assert_eq!(stored, sent);
+    assert_eq!(m.payload, pack.payload);
+    assert_eq!(m.schema_version, 65535);
+    assert_eq!(*m.metadata, *pack.metadata);
+
+    // Invalid JSON is refused as an invalid request, and nothing is written.
+    let bad = EventData::new("J", Payload::json(&b"{not json"[..]));
+    let err = store
+        .append(AppendRequest::new().stream(sid("p"), ExpectedVersion::Any, vec![bad]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidRequest(_)), "{err:?}");
+    assert_eq!(store.stream_version(&sid("p")).await.unwrap(), v(2));
+}
+
+#[tokio::test]
+async fn large_appends_work() {
+    let store = fresh_store().await;
+    let mut request = AppendRequest::new();
+    for s in 0..5 {
+        request = request.stream(
+            sid(&format!("big-{s}")),
+            ExpectedVersion::NoStream,
+            events("Item", 1000),
+        );
+    }
+    let r = store.append(request).await.unwrap();
+    assert_eq!(r.versions, [v(1000); 5]);
+    assert_eq!(r.positions.len(), 5000);
+    assert!(r.positions.windows(2).all(|w| w[0] < w[1]));
+    let read = store.read_stream(&sid("big-3"), v(990), 100).await.unwrap();
+    assert_eq!(read.version, v(1000));
+    assert_eq!(read.events.len(), 10);
+    assert_eq!(read.events[0].stream_version, v(991));
+    let all = store
+        .read_all(Position::START, 10_000, &LogFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 5000);
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        r.positions
+    );
+}
+
+#[tokio::test]
+async fn empty_request_is_a_no_op() {
+    let store = fresh_store().await;
+    let r = store.append(AppendRequest::new()).await.unwrap();
+    assert!(r.versions.is_empty() && r.positions.is_empty());
+    assert_eq!(store.head_position().await.unwrap(), Position::START);
+}
