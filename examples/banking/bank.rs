@@ -11,21 +11,21 @@ use serde::{Deserialize, Serialize};
 /// subtraction that would go below zero is refused.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Money(u64);
+pub(crate) struct Money(u64);
 
 impl Money {
     /// Zero.
-    pub const ZERO: Money = Money(0);
+    pub(crate) const ZERO: Money = Money(0);
 
     /// From a number of cents; negative amounts are refused.
-    pub fn from_cents(cents: i64) -> Result<Self, ValidationError> {
+    pub(crate) fn from_cents(cents: i64) -> Result<Self, ValidationError> {
         u64::try_from(cents)
             .map(Money)
             .map_err(|_| ValidationError::new("amount", format!("{cents} is negative")))
     }
 
     /// A positive amount (transfers and deposits of zero make no sense).
-    pub fn positive(cents: i64) -> Result<Self, ValidationError> {
+    pub(crate) fn positive(cents: i64) -> Result<Self, ValidationError> {
         match Self::from_cents(cents)? {
             Money(0) => Err(ValidationError::new("amount", "must be more than zero")),
             m => Ok(m),
@@ -33,24 +33,25 @@ impl Money {
     }
 
     /// The amount in cents.
-    pub fn cents(self) -> u64 {
+    #[allow(dead_code)] // used by the tests that include this module
+    pub(crate) fn cents(self) -> u64 {
         self.0
     }
 
     /// `self + other`, or `None` on overflow.
-    pub fn checked_add(self, other: Money) -> Option<Money> {
+    pub(crate) fn checked_add(self, other: Money) -> Option<Money> {
         self.0.checked_add(other.0).map(Money)
     }
 
     /// `self - other`, or `None` if that would be negative.
-    pub fn checked_sub(self, other: Money) -> Option<Money> {
+    pub(crate) fn checked_sub(self, other: Money) -> Option<Money> {
         self.0.checked_sub(other.0).map(Money)
     }
 }
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:02}", self.0 / 100, self.0 % 100)
+        f.pad(&format!("{}.{:02}", self.0 / 100, self.0 % 100))
     }
 }
 
@@ -58,7 +59,7 @@ impl fmt::Display for Money {
 /// other id.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct AccountId {
+pub(crate) struct AccountId {
     id: String,
     /// Built once, when the id is validated, so commands never fail to name their streams.
     stream: StreamId,
@@ -66,7 +67,7 @@ pub struct AccountId {
 
 impl AccountId {
     /// Validates an account number.
-    pub fn new(id: impl Into<String>) -> Result<Self, ValidationError> {
+    pub(crate) fn new(id: impl Into<String>) -> Result<Self, ValidationError> {
         let id = id.into();
         let ok = !id.is_empty()
             && id.len() <= 32
@@ -85,7 +86,7 @@ impl AccountId {
     }
 
     /// The account's stream.
-    pub fn stream(&self) -> &StreamId {
+    pub(crate) fn stream(&self) -> &StreamId {
         &self.stream
     }
 }
@@ -105,19 +106,19 @@ impl From<AccountId> for String {
 
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.id)
+        f.pad(&self.id)
     }
 }
 
 /// Marker for transfer ids.
-pub enum TransferTag {}
+pub(crate) enum TransferTag {}
 /// A transfer's id: a UUID that cannot be confused with any other kind of id.
-pub type TransferId = TypedId<TransferTag>;
+pub(crate) type TransferId = TypedId<TransferTag>;
 
 /// Everything that happens in the bank.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
-pub enum BankEvent {
+pub(crate) enum BankEvent {
     /// An account was opened.
     AccountOpened { account: AccountId, owner: String },
     /// Money came in.
@@ -146,22 +147,22 @@ impl DomainEvent for BankEvent {
 
 /// What a command knows about one account.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct AccountView {
-    pub open: bool,
-    pub balance: Money,
+pub(crate) struct AccountView {
+    pub(crate) open: bool,
+    pub(crate) balance: Money,
 }
 
 /// The state every bank command folds: the accounts it read, and whether the transfer it read
 /// (if any) already happened.
 #[derive(Clone, Debug, Default)]
-pub struct Accounts {
+pub(crate) struct Accounts {
     accounts: Vec<(AccountId, AccountView)>,
-    pub transfer_completed: bool,
+    pub(crate) transfer_completed: bool,
 }
 
 impl Accounts {
     /// The view of `account` (closed and empty if no event mentioned it).
-    pub fn get(&self, account: &AccountId) -> AccountView {
+    pub(crate) fn get(&self, account: &AccountId) -> AccountView {
         self.accounts
             .iter()
             .find(|(id, _)| id == account)
@@ -173,7 +174,8 @@ impl Accounts {
         match self.accounts.iter().position(|(id, _)| id == account) {
             Some(i) => &mut self.accounts[i].1,
             None => {
-                self.accounts.push((account.clone(), AccountView::default()));
+                self.accounts
+                    .push((account.clone(), AccountView::default()));
                 let last = self.accounts.len() - 1;
                 &mut self.accounts[last].1
             }
@@ -181,7 +183,7 @@ impl Accounts {
     }
 
     /// Folds one event.
-    pub fn apply(&mut self, event: &BankEvent) {
+    pub(crate) fn apply(&mut self, event: &BankEvent) {
         match event {
             BankEvent::AccountOpened { account, .. } => self.entry(account).open = true,
             BankEvent::MoneyDeposited { account, amount } => {
@@ -209,7 +211,11 @@ impl Accounts {
     }
 }
 
-fn withdraw_from(view: &AccountView, account: &AccountId, amount: Money) -> Result<(), CommandError> {
+fn withdraw_from(
+    view: &AccountView,
+    account: &AccountId,
+    amount: Money,
+) -> Result<(), CommandError> {
     match view.balance.checked_sub(amount) {
         Some(_) => Ok(()),
         None => Err(CommandError::rejected(
@@ -220,10 +226,10 @@ fn withdraw_from(view: &AccountView, account: &AccountId, amount: Money) -> Resu
 }
 
 /// Opens an account, optionally with a first deposit.
-pub struct OpenAccount {
-    pub account: AccountId,
-    pub owner: String,
-    pub initial_deposit: Money,
+pub(crate) struct OpenAccount {
+    pub(crate) account: AccountId,
+    pub(crate) owner: String,
+    pub(crate) initial_deposit: Money,
 }
 
 impl Command for OpenAccount {
@@ -276,9 +282,9 @@ impl Command for OpenAccount {
 }
 
 /// Puts money into an open account.
-pub struct Deposit {
-    pub account: AccountId,
-    pub amount: Money,
+pub(crate) struct Deposit {
+    pub(crate) account: AccountId,
+    pub(crate) amount: Money,
 }
 
 impl Command for Deposit {
@@ -313,9 +319,9 @@ impl Command for Deposit {
 }
 
 /// Takes money out of an open account that holds enough.
-pub struct Withdraw {
-    pub account: AccountId,
-    pub amount: Money,
+pub(crate) struct Withdraw {
+    pub(crate) account: AccountId,
+    pub(crate) amount: Money,
 }
 
 impl Command for Withdraw {
@@ -352,7 +358,7 @@ impl Command for Withdraw {
 
 /// Moves money between two accounts. Reads and writes three streams atomically: both
 /// accounts and the transfer's own stream, which makes it idempotent on the transfer id.
-pub struct Transfer {
+pub(crate) struct Transfer {
     id: TransferId,
     from: AccountId,
     to: AccountId,
@@ -362,7 +368,7 @@ pub struct Transfer {
 
 impl Transfer {
     /// A transfer between two different accounts.
-    pub fn new(
+    pub(crate) fn new(
         id: TransferId,
         from: AccountId,
         to: AccountId,
@@ -445,7 +451,10 @@ impl Command for Transfer {
 }
 
 /// Reads an account's balance straight from its stream.
-pub async fn balance<S: EventStore>(store: &S, account: &AccountId) -> Result<AccountView, Error> {
+pub(crate) async fn balance<S: EventStore>(
+    store: &S,
+    account: &AccountId,
+) -> Result<AccountView, Error> {
     let stream = store
         .read_stream(account.stream(), StreamVersion::EMPTY, usize::MAX)
         .await?;

@@ -19,7 +19,11 @@ fn show(what: &str, result: &Result<Executed, Error>) {
     match result {
         Ok(done) if done.events.is_empty() => println!("  {what}: nothing to do"),
         Ok(done) => {
-            println!("  {what}: wrote {} event(s) in {} attempt(s)", done.events.len(), done.attempts);
+            println!(
+                "  {what}: wrote {} event(s) in {} attempt(s)",
+                done.events.len(),
+                done.attempts
+            );
             for e in &done.events {
                 println!("      {}", describe(e));
             }
@@ -47,7 +51,8 @@ async fn main() -> Result<(), Failure> {
 
 async fn run<S: EventStore + 'static>(store: S) -> Result<(), Failure> {
     let executor = Executor::new(store);
-    let teller = ExecutionContext::new().actor(Actor::new("teller-7").with_permission("accounts:open"));
+    let teller =
+        ExecutionContext::new().actor(Actor::new("teller-7").with_permission("accounts:open"));
 
     let alice = AccountId::new("alice")?;
     let bob = AccountId::new("bob")?;
@@ -60,47 +65,96 @@ async fn run<S: EventStore + 'static>(store: S) -> Result<(), Failure> {
             owner: owner.into(),
             initial_deposit: Money::from_cents(cents)?,
         };
-        show(&format!("open {account}"), &executor.execute_with(open, &teller).await);
+        show(
+            &format!("open {account}"),
+            &executor.execute_with(open, &teller).await,
+        );
     }
     let anonymous = OpenAccount {
         account: AccountId::new("mallory")?,
         owner: "Mallory".into(),
         initial_deposit: Money::ZERO,
     };
-    show("open mallory without permission", &executor.execute(anonymous).await);
+    show(
+        "open mallory without permission",
+        &executor.execute(anonymous).await,
+    );
 
     println!("\nDeposits and withdrawals (one stream each):");
     show(
         "deposit 50.00 to bob",
-        &executor.execute(Deposit { account: bob.clone(), amount: Money::positive(50_00)? }).await,
+        &executor
+            .execute(Deposit {
+                account: bob.clone(),
+                amount: Money::positive(50_00)?,
+            })
+            .await,
     );
     show(
         "withdraw 30.00 from alice",
-        &executor.execute(Withdraw { account: alice.clone(), amount: Money::positive(30_00)? }).await,
+        &executor
+            .execute(Withdraw {
+                account: alice.clone(),
+                amount: Money::positive(30_00)?,
+            })
+            .await,
     );
     show(
         "withdraw 500.00 from alice",
-        &executor.execute(Withdraw { account: alice.clone(), amount: Money::positive(500_00)? }).await,
+        &executor
+            .execute(Withdraw {
+                account: alice.clone(),
+                amount: Money::positive(500_00)?,
+            })
+            .await,
     );
 
     println!("\nTransfers (three streams, one atomic append):");
     let id = TransferId::new();
-    let transfer = || Transfer::new(id, alice.clone(), bob.clone(), Money::positive(25_00).unwrap_or_default());
-    show("transfer 25.00 alice -> bob", &executor.execute(transfer()?).await);
-    show("the same transfer again", &executor.execute(transfer()?).await);
+    let transfer = || {
+        Transfer::new(
+            id,
+            alice.clone(),
+            bob.clone(),
+            Money::positive(25_00).unwrap_or_default(),
+        )
+    };
+    show(
+        "transfer 25.00 alice -> bob",
+        &executor.execute(transfer()?).await,
+    );
+    show(
+        "the same transfer again",
+        &executor.execute(transfer()?).await,
+    );
     show(
         "transfer 1000.00 alice -> bob",
         &executor
-            .execute(Transfer::new(TransferId::new(), alice.clone(), bob.clone(), Money::positive(1000_00)?)?)
+            .execute(Transfer::new(
+                TransferId::new(),
+                alice.clone(),
+                bob.clone(),
+                Money::positive(1000_00)?,
+            )?)
             .await,
     );
     show(
         "transfer 1.00 alice -> nobody",
         &executor
-            .execute(Transfer::new(TransferId::new(), alice.clone(), nobody.clone(), Money::positive(1_00)?)?)
+            .execute(Transfer::new(
+                TransferId::new(),
+                alice.clone(),
+                nobody.clone(),
+                Money::positive(1_00)?,
+            )?)
             .await,
     );
-    match Transfer::new(TransferId::new(), alice.clone(), alice.clone(), Money::positive(1_00)?) {
+    match Transfer::new(
+        TransferId::new(),
+        alice.clone(),
+        alice.clone(),
+        Money::positive(1_00)?,
+    ) {
         Ok(_) => println!("  transfer alice -> alice: accepted?!"),
         Err(e) => println!("  transfer alice -> alice: invalid before it is a command — {e}"),
     }
@@ -109,15 +163,20 @@ async fn run<S: EventStore + 'static>(store: S) -> Result<(), Failure> {
     let mut total = Money::ZERO;
     for account in [&alice, &bob] {
         let view = bank::balance(executor.store(), account).await?;
-        println!("  {account:<6} {:>8}", view.balance.to_string());
+        println!("  {account:<6} {:>8}", view.balance);
         total = total.checked_add(view.balance).unwrap_or(total);
     }
-    println!("  total  {:>8}  (120.00 opened + 50.00 deposited - 30.00 withdrawn)", total.to_string());
+    println!("  total  {total:>8}  (120.00 opened + 50.00 deposited - 30.00 withdrawn)");
 
     println!("\nType-state: only a confirmed order can ship.");
     let draft = order::Order::draft("order-1").add_line("sku-42", 2);
     // draft.ship("DHL");  // does not compile: no method `ship` on `Order<Draft>`
     let shipped = draft.confirm()?.ship("DHL");
-    println!("  {} with {} line(s) shipped by {}", shipped.id, shipped.lines.len(), shipped.carrier.unwrap_or_default());
+    println!(
+        "  {} with {} line(s) shipped by {}",
+        shipped.id,
+        shipped.lines.len(),
+        shipped.carrier.unwrap_or_default()
+    );
     Ok(())
 }

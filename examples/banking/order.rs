@@ -1,23 +1,34 @@
 //! Type-state: an order's lifecycle in its type. Only a confirmed order has a `ship` method, so
 //! shipping a draft is a compile error, not a runtime check.
 
+use std::fmt;
 use std::marker::PhantomData;
 
-use crossfold::ValidationError;
-
 /// Being put together; lines can be added.
-pub enum Draft {}
+pub(crate) enum Draft {}
 /// Confirmed by the customer; can be shipped.
-pub enum Confirmed {}
+pub(crate) enum Confirmed {}
 /// On its way.
-pub enum Shipped {}
+pub(crate) enum Shipped {}
+
+/// Refusal to confirm an order without lines.
+#[derive(Debug)]
+pub(crate) struct EmptyOrder;
+
+impl fmt::Display for EmptyOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an order needs at least one line")
+    }
+}
+
+impl std::error::Error for EmptyOrder {}
 
 /// An order in state `S`.
 #[derive(Debug)]
-pub struct Order<S> {
-    pub id: String,
-    pub lines: Vec<(String, u32)>,
-    pub carrier: Option<String>,
+pub(crate) struct Order<S> {
+    pub(crate) id: String,
+    pub(crate) lines: Vec<(String, u32)>,
+    pub(crate) carrier: Option<String>,
     _state: PhantomData<S>,
 }
 
@@ -34,7 +45,7 @@ impl<S> Order<S> {
 
 impl Order<Draft> {
     /// An empty draft.
-    pub fn draft(id: impl Into<String>) -> Self {
+    pub(crate) fn draft(id: impl Into<String>) -> Self {
         Order {
             id: id.into(),
             lines: Vec::new(),
@@ -44,15 +55,15 @@ impl Order<Draft> {
     }
 
     /// Adds a line.
-    pub fn add_line(mut self, sku: impl Into<String>, quantity: u32) -> Self {
+    pub(crate) fn add_line(mut self, sku: impl Into<String>, quantity: u32) -> Self {
         self.lines.push((sku.into(), quantity));
         self
     }
 
     /// Confirms the order; an order without lines cannot be confirmed.
-    pub fn confirm(self) -> Result<Order<Confirmed>, ValidationError> {
+    pub(crate) fn confirm(self) -> Result<Order<Confirmed>, EmptyOrder> {
         if self.lines.is_empty() {
-            return Err(ValidationError::new("lines", "an order needs at least one line"));
+            return Err(EmptyOrder);
         }
         Ok(self.into_state())
     }
@@ -60,7 +71,7 @@ impl Order<Draft> {
 
 impl Order<Confirmed> {
     /// Hands the order to a carrier.
-    pub fn ship(mut self, carrier: impl Into<String>) -> Order<Shipped> {
+    pub(crate) fn ship(mut self, carrier: impl Into<String>) -> Order<Shipped> {
         self.carrier = Some(carrier.into());
         self.into_state()
     }

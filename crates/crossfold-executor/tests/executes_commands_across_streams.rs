@@ -1,3 +1,4 @@
+//! Executing commands: atomic multi-stream appends, metadata from the context, causal ids.
 mod common;
 
 use common::*;

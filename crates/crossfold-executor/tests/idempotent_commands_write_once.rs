@@ -1,3 +1,4 @@
+//! Commands with an idempotency key write once, however often and however concurrently they run.
 mod common;
 
 use common::*;

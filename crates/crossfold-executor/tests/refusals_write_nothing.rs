@@ -1,3 +1,4 @@
+//! Refusals (business rules, authorization, invalid input) are never retried and write nothing.
 mod common;
 
 use common::*;

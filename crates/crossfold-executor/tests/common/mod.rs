@@ -7,13 +7,13 @@ use crossfold_core::{
 };
 use serde::{Deserialize, Serialize};
 
-pub fn sid(name: &str) -> StreamId {
+pub(crate) fn sid(name: &str) -> StreamId {
     StreamId::new(name).unwrap()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
-pub enum Ledger {
+pub(crate) enum Ledger {
     Credited { amount: i64 },
     Debited { amount: i64 },
     Counted { seen: u64 },
@@ -31,20 +31,20 @@ impl DomainEvent for Ledger {
 
 /// Balances by stream.
 #[derive(Clone, Debug, Default)]
-pub struct Balances {
-    pub by_stream: Vec<(StreamId, i64)>,
-    pub events: u64,
+pub(crate) struct Balances {
+    pub(crate) by_stream: Vec<(StreamId, i64)>,
+    pub(crate) events: u64,
 }
 
 impl Balances {
-    pub fn of(&self, stream: &StreamId) -> i64 {
+    pub(crate) fn of(&self, stream: &StreamId) -> i64 {
         self.by_stream
             .iter()
             .find(|(s, _)| s == stream)
             .map_or(0, |(_, b)| *b)
     }
 
-    pub fn fold(&mut self, event: &Recorded<Ledger>) {
+    pub(crate) fn fold(&mut self, event: &Recorded<Ledger>) {
         self.events += 1;
         let delta = match event.event {
             Ledger::Credited { amount } => amount,
@@ -62,9 +62,9 @@ impl Balances {
     }
 }
 
-pub struct Credit {
-    pub account: StreamId,
-    pub amount: i64,
+pub(crate) struct Credit {
+    pub(crate) account: StreamId,
+    pub(crate) amount: i64,
 }
 
 impl Command for Credit {
@@ -93,9 +93,9 @@ impl Command for Credit {
     }
 }
 
-pub struct Debit {
-    pub account: StreamId,
-    pub amount: i64,
+pub(crate) struct Debit {
+    pub(crate) account: StreamId,
+    pub(crate) amount: i64,
 }
 
 impl Command for Debit {
@@ -132,10 +132,10 @@ impl Command for Debit {
 }
 
 /// Moves money between two streams; refuses to overdraw.
-pub struct Move {
-    pub from: StreamId,
-    pub to: StreamId,
-    pub amount: i64,
+pub(crate) struct Move {
+    pub(crate) from: StreamId,
+    pub(crate) to: StreamId,
+    pub(crate) amount: i64,
 }
 
 impl Command for Move {
@@ -174,8 +174,8 @@ impl Command for Move {
 }
 
 /// Reads several streams and writes, to the first one only, how many events it saw in all.
-pub struct Count {
-    pub streams: Vec<StreamId>,
+pub(crate) struct Count {
+    pub(crate) streams: Vec<StreamId>,
 }
 
 impl Command for Count {
@@ -200,7 +200,7 @@ impl Command for Count {
 }
 
 /// Folds a stream straight from the store.
-pub async fn balance<S: EventStore>(store: &S, stream: &StreamId) -> i64 {
+pub(crate) async fn balance<S: EventStore>(store: &S, stream: &StreamId) -> i64 {
     let read = store
         .read_stream(stream, StreamVersion::EMPTY, usize::MAX)
         .await

@@ -1,6 +1,6 @@
 // The banking example's orders carry their lifecycle in their type: a draft has no `ship`.
 #[allow(dead_code)]
-#[path = "../../examples/banking/order.rs"]
+#[path = "../../../../examples/banking/order.rs"]
 mod order;
 
 fn main() {

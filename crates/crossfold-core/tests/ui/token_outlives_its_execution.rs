@@ -1,5 +1,5 @@
 // A stream token is branded with the lifetime of one execution: it cannot be kept for later.
-use crossfold::prelude::*;
+use crossfold_core::{Command, CommandError, DomainEvent, Emit, Recorded, StreamId, StreamRef};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 

@@ -1,6 +1,6 @@
 // A command may only append through the tokens the executor hands out for its declared
 // streams; a raw `StreamId` is not accepted.
-use crossfold::prelude::*;
+use crossfold_core::{Command, CommandError, DomainEvent, Emit, Recorded, StreamId, StreamRef};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
