@@ -1,5 +1,6 @@
 //! Any interleaving of concurrent transfers conserves the total money, never drives a balance
 //! negative, and leaves every stream's versions gap-free.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #[path = "../examples/banking/bank.rs"]
 #[allow(dead_code)]
 mod bank;
@@ -100,7 +101,7 @@ async fn run(plans: Vec<Vec<(usize, usize, i64)>>, executors: usize) {
         .await
         .unwrap();
     let mut ids: HashSet<EventId> = HashSet::new();
-    let mut balances = vec![0i64; ACCOUNTS];
+    let mut balances = [0i64; ACCOUNTS];
     for event in &log {
         assert!(
             ids.insert(event.event_id),

@@ -6,6 +6,9 @@
 //! idempotent on its transfer id. Ends with a type-state example: only a confirmed order can
 //! be shipped.
 
+// Amounts are written as dollars_cents: 100_00 is 100.00.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 mod bank;
 mod order;
 

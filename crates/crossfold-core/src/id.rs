@@ -167,7 +167,7 @@ impl EventId {
     }
 
     fn from_parts(ms: u64, counter: u128) -> Self {
-        let rand_a = ((counter >> 62) & 0xFFF) as u128;
+        let rand_a = (counter >> 62) & 0xFFF;
         let rand_b = counter & ((1u128 << 62) - 1);
         let value =
             ((ms as u128) << 80) | (0x7u128 << 76) | (rand_a << 64) | (0b10u128 << 62) | rand_b;

@@ -1,5 +1,6 @@
 //! What must not compile: writing to a stream the command did not declare, and shipping an
 //! order that is still a draft.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[test]
 fn type_rules_are_enforced_by_the_compiler() {

@@ -146,10 +146,10 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         };
         let old = std::mem::replace(&mut slot.weight, weight);
         shard.used = shard.used - old + weight;
-        if weight > budget {
-            if let Some(old) = shard.map.remove(key) {
-                shard.used -= old.weight;
-            }
+        if weight > budget
+            && let Some(old) = shard.map.remove(key)
+        {
+            shard.used -= old.weight;
         }
         shard.evict(budget);
     }

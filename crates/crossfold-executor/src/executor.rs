@@ -401,19 +401,20 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         let mut loaded = Some(self.load(command, declared.clone(), &key).await);
         loop {
             *attempts += 1;
-            let mut work = match loaded.take() {
-                Some(Ok(work)) => work,
-                Some(Err(error)) => return Err(error),
-                None => match self.load_full(command, declared.clone(), false).await {
-                    Ok(work) => work,
-                    Err(Error::Unavailable(error)) if *attempts < policy.max_attempts => {
-                        metrics.retries.increment(1);
-                        tracing::debug!(%error, attempt = *attempts, "store unavailable, retrying");
-                        tokio::time::sleep(policy.delay(*attempts)).await;
-                        continue;
-                    }
-                    Err(error) => return Err(error),
-                },
+            let fresh = match loaded.take() {
+                Some(Ok(work)) => Ok(work),
+                Some(Err(error)) => Err(error),
+                None => self.load_full(command, declared.clone(), false).await,
+            };
+            let mut work = match fresh {
+                Ok(work) => work,
+                Err(Error::Unavailable(error)) if *attempts < policy.max_attempts => {
+                    metrics.retries.increment(1);
+                    tracing::debug!(%error, attempt = *attempts, "store unavailable, retrying");
+                    tokio::time::sleep(policy.delay(*attempts)).await;
+                    continue;
+                }
+                Err(error) => return Err(error),
             };
             let failure = match self
                 .attempt(command, &mut work, &metadata, marker.as_ref(), *attempts)

@@ -1,4 +1,5 @@
 //! Executing commands: atomic multi-stream appends, metadata from the context, causal ids.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 
 use common::*;

@@ -1,4 +1,5 @@
 //! Commands with an idempotency key write once, however often and however concurrently they run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 
 use common::*;

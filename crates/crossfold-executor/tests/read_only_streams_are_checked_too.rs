@@ -1,5 +1,6 @@
 //! A command that only reads a stream still fails (and retries) if that stream changed before
 //! its append; the retry sees the change.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 
 use std::sync::Arc;

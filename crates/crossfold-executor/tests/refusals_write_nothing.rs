@@ -1,4 +1,5 @@
 //! Refusals (business rules, authorization, invalid input) are never retried and write nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 
 use common::*;
