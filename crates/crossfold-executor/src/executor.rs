@@ -27,6 +27,8 @@ pub struct Executed {
     pub events: Vec<RecordedEvent>,
     /// How many times the command ran (1 unless it met conflicts or transient failures).
     pub attempts: u32,
+    /// How many of those attempts ended in a version conflict.
+    pub conflicts: u32,
     /// Whether this is the outcome of an earlier execution with the same idempotency key,
     /// returned without writing anything.
     pub replayed: bool,
@@ -399,6 +401,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         // `None` means "fold again from the store, trusting no cache" (after a failure that
         // leaves our view in doubt); the first load may start from the caches.
         let mut loaded = Some(self.load(command, declared.clone(), &key).await);
+        let mut conflicts = 0u32;
         loop {
             *attempts += 1;
             let fresh = match loaded.take() {
@@ -420,7 +423,8 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                 .attempt(command, &mut work, &metadata, marker.as_ref(), *attempts)
                 .await
             {
-                Ok(executed) => {
+                Ok(mut executed) => {
+                    executed.conflicts = conflicts;
                     self.keep_state(&key, work);
                     return Ok(executed);
                 }
@@ -433,7 +437,11 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                     }
                     return Err(error);
                 }
-                Failure::Replay(marker) => return self.replay(&marker, *attempts).await,
+                Failure::Replay(marker) => {
+                    let mut replayed = self.replay(&marker, *attempts).await?;
+                    replayed.conflicts = conflicts;
+                    return Ok(replayed);
+                }
                 Failure::Stale { rebuild } => {
                     // The decision was made on a state that turned out to be behind; it has
                     // been refreshed, so decide again (not a conflict: nothing was written).
@@ -446,17 +454,18 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                         loaded = Some(Ok(work));
                     }
                 }
-                Failure::Conflict(conflicts) => {
+                Failure::Conflict(found) => {
+                    conflicts += 1;
                     metrics.conflicts.increment(1);
                     if *attempts >= policy.max_attempts {
                         return Err(Error::Conflict {
-                            conflicts,
+                            conflicts: found,
                             attempts: *attempts,
                         });
                     }
                     metrics.retries.increment(1);
                     let contended = work.verified;
-                    match self.refresh(command, &mut work, Some(&conflicts)).await {
+                    match self.refresh(command, &mut work, Some(&found)).await {
                         Ok(Refresh::Changed | Refresh::Unchanged) => loaded = Some(Ok(work)),
                         Ok(Refresh::Rebuild) => {}
                         Err(error) if error.is_transient() => {}
@@ -513,6 +522,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                     Ok(_) => Ok(Executed {
                         events: Vec::new(),
                         attempts,
+                        conflicts: 0,
                         replayed: false,
                     }),
                 };
@@ -640,6 +650,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         Ok(Executed {
             events: recorded,
             attempts,
+            conflicts: 0,
             replayed: false,
         })
     }
@@ -984,6 +995,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         Ok(Executed {
             events,
             attempts,
+            conflicts: 0,
             replayed: true,
         })
     }

@@ -77,6 +77,7 @@ async fn a_change_to_a_stream_only_read_forces_a_retry_that_sees_it() {
         .await
         .unwrap();
     assert_eq!(done.attempts, 2, "the first append must conflict on b");
+    assert_eq!(done.conflicts, 1);
     let written = done.decode::<Ledger>().unwrap();
     assert_eq!(written.len(), 1);
     assert_eq!(written[0].stream_id, sid("a"));
