@@ -287,7 +287,9 @@ fn parse_duration(key: &str, value: &str) -> Result<Duration, PgConfigError> {
         (value, 1)
     };
     let n: u64 = digits.parse().map_err(|_| bad())?;
-    Ok(Duration::from_millis(n.checked_mul(unit_ms).ok_or_else(bad)?))
+    Ok(Duration::from_millis(
+        n.checked_mul(unit_ms).ok_or_else(bad)?,
+    ))
 }
 
 pub(crate) fn validate_schema(schema: &str) -> Result<(), PgConfigError> {

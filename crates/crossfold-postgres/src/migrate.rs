@@ -145,6 +145,24 @@ pub(crate) async fn migrate(
 ) -> Result<PgMigrationReport, PgMigrationError> {
     let mut client = pool.get().await.map_err(classify_pool)?;
     let tx = client.transaction().await?;
+    match apply(&tx, schema).await {
+        Ok(report) => {
+            tx.commit().await?;
+            Ok(report)
+        }
+        Err(e) => {
+            // Rolled back before returning, so the refusal has changed nothing and holds no
+            // locks by the time the caller sees it.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn apply(
+    tx: &deadpool_postgres::Transaction<'_>,
+    schema: &str,
+) -> Result<PgMigrationReport, PgMigrationError> {
     // Keyed by schema, so stores in different schemas migrate independently.
     tx.execute(
         "SELECT pg_advisory_xact_lock(1129465926, hashtext($1))",
@@ -253,7 +271,6 @@ pub(crate) async fn migrate(
         report.applied.push(migration.version);
         report.version = migration.version;
     }
-    tx.commit().await?;
     Ok(report)
 }
 
@@ -276,9 +293,13 @@ mod tests {
             .collect();
         assert_eq!(files, expected);
         for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version as usize, i + 1, "migrations are numbered 1, 2, ...");
-            let on_disk = std::fs::read_to_string(format!("{dir}/{:04}_{}.sql", m.version, m.name))
-                .unwrap();
+            assert_eq!(
+                m.version as usize,
+                i + 1,
+                "migrations are numbered 1, 2, ..."
+            );
+            let on_disk =
+                std::fs::read_to_string(format!("{dir}/{:04}_{}.sql", m.version, m.name)).unwrap();
             assert_eq!(on_disk, m.sql);
         }
     }

@@ -134,7 +134,7 @@ pub(crate) fn get<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, S
 pub(crate) fn position(row: &Row, at: usize) -> Result<Position, StoreError> {
     let transaction: Xid8 = get(row, at)?;
     let sequence: i64 = get(row, at + 1)?;
-    let sequence = u64::try_from(sequence)
-        .map_err(|_| corrupt(format!("negative sequence {sequence}")))?;
+    let sequence =
+        u64::try_from(sequence).map_err(|_| corrupt(format!("negative sequence {sequence}")))?;
     Ok(Position::new(transaction.0, sequence))
 }

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossfold_core::{
-    AppendRequest, Appended, EventStore, EventType, LogFilter, Position, RecordedEvent,
-    StoreError, StreamEvents, StreamId, StreamRead, StreamVersion,
+    AppendRequest, Appended, EventStore, EventType, LogFilter, Position, RecordedEvent, StoreError,
+    StreamEvents, StreamId, StreamRead, StreamVersion,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::watch;
@@ -274,7 +274,10 @@ impl PgEventStore {
         }
     }
 
-    async fn run_read_streams(&self, reads: &[StreamRead]) -> Result<Vec<StreamEvents>, StoreError> {
+    async fn run_read_streams(
+        &self,
+        reads: &[StreamRead],
+    ) -> Result<Vec<StreamEvents>, StoreError> {
         match reads {
             [] => Ok(Vec::new()),
             [one] => Ok(vec![self.read_one(one).await?]),
@@ -555,7 +558,9 @@ impl EventStore for PgEventStore {
         filter: &LogFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let span = tracing::debug_span!("crossfold.read_all", %after, limit);
-        self.run_read_all(after, limit, filter).instrument(span).await
+        self.run_read_all(after, limit, filter)
+            .instrument(span)
+            .await
     }
 
     async fn head_position(&self) -> Result<Position, StoreError> {

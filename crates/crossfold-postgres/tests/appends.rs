@@ -8,15 +8,15 @@ use std::sync::Arc;
 
 use common::{events, fresh_store, json_event, sid};
 use crossfold_core::{
-    AppendRequest, EventData, EventStore, ExpectedVersion, LogFilter, Metadata, Payload,
-    Position, StoreError, StreamVersion,
+    AppendRequest, EventData, EventStore, ExpectedVersion, LogFilter, Metadata, Payload, Position,
+    StoreError, StreamVersion,
 };
 
 fn v(n: u64) -> StreamVersion {
     StreamVersion::new(n)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expected_version_cases() {
     let store = fresh_store().await;
     let a = sid("a");
@@ -41,11 +41,7 @@ async fn expected_version_cases() {
 
     // Exact: right and wrong.
     store
-        .append(AppendRequest::new().stream(
-            a.clone(),
-            ExpectedVersion::Exact(v(1)),
-            one("E2"),
-        ))
+        .append(AppendRequest::new().stream(a.clone(), ExpectedVersion::Exact(v(1)), one("E2")))
         .await
         .unwrap();
     let err = store
@@ -57,11 +53,7 @@ async fn expected_version_cases() {
 
     // StreamExists: on an existing and on an absent stream.
     let r = store
-        .append(AppendRequest::new().stream(
-            a.clone(),
-            ExpectedVersion::StreamExists,
-            one("E3"),
-        ))
+        .append(AppendRequest::new().stream(a.clone(), ExpectedVersion::StreamExists, one("E3")))
         .await
         .unwrap();
     assert_eq!(r.versions, [v(3)]);
@@ -73,21 +65,13 @@ async fn expected_version_cases() {
 
     // Exact on an absent stream.
     let err = store
-        .append(AppendRequest::new().stream(
-            sid("b"),
-            ExpectedVersion::Exact(v(2)),
-            one("E"),
-        ))
+        .append(AppendRequest::new().stream(sid("b"), ExpectedVersion::Exact(v(2)), one("E")))
         .await
         .unwrap_err();
     assert_eq!(err.conflicts()[0].actual, v(0));
     // Exact(0) is NoStream.
     store
-        .append(AppendRequest::new().stream(
-            sid("b"),
-            ExpectedVersion::Exact(v(0)),
-            one("B1"),
-        ))
+        .append(AppendRequest::new().stream(sid("b"), ExpectedVersion::Exact(v(0)), one("B1")))
         .await
         .unwrap();
 
@@ -105,13 +89,17 @@ async fn expected_version_cases() {
 
     let read = store.read_stream(&a, v(0), usize::MAX).await.unwrap();
     assert_eq!(read.version, v(4));
-    let types: Vec<_> = read.events.iter().map(|e| e.event_type.to_string()).collect();
+    let types: Vec<_> = read
+        .events
+        .iter()
+        .map(|e| e.event_type.to_string())
+        .collect();
     assert_eq!(types, ["E1", "E2", "E3", "E4"]);
     let versions: Vec<_> = read.events.iter().map(|e| e.stream_version.get()).collect();
     assert_eq!(versions, [1, 2, 3, 4]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_stream_append_is_atomic_and_reports_every_conflict() {
     let store = fresh_store().await;
     let (a, b, c, d) = (sid("acc-a"), sid("acc-b"), sid("acc-c"), sid("acc-d"));
@@ -177,27 +165,34 @@ async fn multi_stream_append_is_atomic_and_reports_every_conflict() {
     assert_eq!(r.versions, [v(3), v(2), v(0), v(3)]);
     assert_eq!(r.positions.len(), 5);
     assert!(r.positions.windows(2).all(|w| w[0] < w[1]));
-    assert!(r.positions.iter().all(|p| p.commit() == r.positions[0].commit()));
+    assert!(
+        r.positions
+            .iter()
+            .all(|p| p.commit() == r.positions[0].commit())
+    );
 
-    let log = store
-        .read_all(head, 100, &LogFilter::all())
-        .await
-        .unwrap();
+    let log = store.read_all(head, 100, &LogFilter::all()).await.unwrap();
     let got: Vec<_> = log
         .iter()
         .map(|e| (e.stream_id.to_string(), e.stream_version.get(), e.position))
         .collect();
-    let want: Vec<_> = [("acc-c", 1), ("acc-c", 2), ("acc-c", 3), ("acc-b", 2), ("acc-a", 3)]
-        .iter()
-        .zip(&r.positions)
-        .map(|((s, n), p)| (s.to_string(), *n, *p))
-        .collect();
+    let want: Vec<_> = [
+        ("acc-c", 1),
+        ("acc-c", 2),
+        ("acc-c", 3),
+        ("acc-b", 2),
+        ("acc-a", 3),
+    ]
+    .iter()
+    .zip(&r.positions)
+    .map(|((s, n), p)| (s.to_string(), *n, *p))
+    .collect();
     assert_eq!(got, want);
     // A checked-only absent stream stays absent.
     assert_eq!(store.stream_version(&d).await.unwrap(), v(0));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_only_streams_are_checked() {
     let store = fresh_store().await;
     let (a, w) = (sid("read-a"), sid("write-w"));
@@ -242,7 +237,7 @@ async fn check_only_streams_are_checked() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_event_id_is_refused() {
     let store = fresh_store().await;
     let e = json_event("E", "{}");
@@ -254,7 +249,10 @@ async fn duplicate_event_id_is_refused() {
         .append(AppendRequest::new().stream(sid("b"), ExpectedVersion::Any, vec![e.clone()]))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::DuplicateEvent(id) if id == e.event_id), "{err:?}");
+    assert!(
+        matches!(err, StoreError::DuplicateEvent(id) if id == e.event_id),
+        "{err:?}"
+    );
     assert!(!store.stream_exists(&sid("b")).await.unwrap());
     // Within one request the request itself is invalid.
     let err = store
@@ -268,18 +266,22 @@ async fn duplicate_event_id_is_refused() {
     assert!(matches!(err, StoreError::InvalidRequest(_)), "{err:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payloads_and_metadata_round_trip() {
     let store = fresh_store().await;
     let mut meta = Metadata::now();
     meta.actor = Some("user-7".into());
     meta.correlation_id = Some(uuid::Uuid::now_v7());
-    meta.custom.insert("tenant".into(), serde_json::json!({"id": 3}));
+    meta.custom
+        .insert("tenant".into(), serde_json::json!({"id": 3}));
     let meta = Arc::new(meta);
     let mut json = EventData::new("J", Payload::json(&br#"{"b":[1,2],"a":"x\u00e9"}"#[..]));
     json.metadata = meta.clone();
     json.schema_version = 3;
-    let mut pack = EventData::new("M", Payload::message_pack(vec![0x82, 0xa1, 0x61, 0x01, 0xc0]));
+    let mut pack = EventData::new(
+        "M",
+        Payload::message_pack(vec![0x82, 0xa1, 0x61, 0x01, 0xc0]),
+    );
     pack.metadata = Arc::new(Metadata::now());
     pack.schema_version = 65535;
     store
@@ -314,7 +316,7 @@ async fn payloads_and_metadata_round_trip() {
     assert_eq!(store.stream_version(&sid("p")).await.unwrap(), v(2));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_appends_work() {
     let store = fresh_store().await;
     let mut request = AppendRequest::new();
@@ -344,7 +346,7 @@ async fn large_appends_work() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_request_is_a_no_op() {
     let store = fresh_store().await;
     let r = store.append(AppendRequest::new()).await.unwrap();

@@ -1,6 +1,12 @@
 //! Shared helpers: every test gets a store in a fresh schema of the server named by
 //! `DATABASE_URL`, dropped again when the store is dropped.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -114,8 +120,11 @@ impl Drop for SchemaGuard {
     fn drop(&mut self) {
         let schema = self.0.clone();
         // Drop runs inside the test's runtime, which cannot be blocked on; a short-lived
-        // thread with its own runtime does the cleanup.
-        let _ = std::thread::spawn(move || {
+        // thread with its own runtime does the cleanup. On a multi-thread runtime the other
+        // workers keep driving the store's connections meanwhile (a connection with unsent
+        // work could otherwise hold a lock the DROP waits for); on a current-thread runtime
+        // the cleanup is left to finish on its own.
+        let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -130,8 +139,18 @@ impl Drop for SchemaGuard {
                         .await;
                 }
             });
-        })
-        .join();
+        });
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| {
+                    let _ = cleanup.join();
+                });
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let _ = cleanup.join();
+            }
+        }
     }
 }
 
