@@ -23,6 +23,7 @@ mod codec;
 mod command;
 mod error;
 mod event;
+mod health;
 mod id;
 mod store;
 mod subscription;
@@ -37,6 +38,7 @@ pub use error::{
 pub use event::{
     EventData, EventType, Metadata, Payload, PayloadFormat, Recorded, RecordedEvent, Timestamp,
 };
+pub use health::{HealthCheck, HealthReport, HealthStatus};
 pub use id::{EventId, StreamId, TypedId};
 pub use store::{
     AppendRequest, AppendStream, Appended, EventStore, LogFilter, StreamEvents, StreamRead,
