@@ -120,7 +120,7 @@ impl<'a> Encoded<'a> {
     /// The function's arguments in order; `metadata` comes from [`Self::metadata_params`].
     pub(crate) fn params<'p>(
         &'p self,
-        metadata: &'p Vec<JsonbText<'p>>,
+        metadata: &'p (dyn ToSql + Sync),
     ) -> [&'p (dyn ToSql + Sync); 11] {
         [
             &self.streams,

@@ -78,3 +78,75 @@ impl std::error::Error for NotMigrated {
 pub(crate) fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Backend(what.into().into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real driver errors with the given SQLSTATEs, raised by the server.
+    async fn raised(codes: &[&str]) -> Vec<tokio_postgres::Error> {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot reach PostgreSQL at {url} ({e}); set DATABASE_URL to a server")
+            });
+        tokio::spawn(connection);
+        let mut out = Vec::new();
+        for code in codes {
+            let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '{code}'; END $$");
+            out.push(client.batch_execute(&sql).await.unwrap_err());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn sqlstates_are_classified_for_retrying() {
+        let codes = [
+            "40001", "40P01", "57014", "55P03", "57P01", "08006", "53300", "42P01", "23514",
+            "XX000",
+        ];
+        let kinds: Vec<&str> = raised(&codes)
+            .await
+            .into_iter()
+            .map(|e| match classify(e) {
+                StoreError::Contention(_) => "contention",
+                StoreError::Timeout(_) => "timeout",
+                StoreError::Unavailable(_) => "unavailable",
+                StoreError::Backend(_) => "backend",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "contention",
+                "contention",
+                "timeout",
+                "timeout",
+                "unavailable",
+                "unavailable",
+                "unavailable",
+                "backend",
+                "backend",
+                "backend"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_driver_error_is_kept_as_source() {
+        let e = classify(raised(&["40001"]).await.remove(0));
+        let source = std::error::Error::source(&e).unwrap();
+        let driver = source.downcast_ref::<tokio_postgres::Error>().unwrap();
+        assert_eq!(driver.code().unwrap().code(), "40001");
+        let missing = classify(raised(&["42P01"]).await.remove(0));
+        assert!(
+            std::error::Error::source(&missing)
+                .unwrap()
+                .to_string()
+                .contains("migrate()")
+        );
+    }
+}
