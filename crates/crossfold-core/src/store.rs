@@ -117,29 +117,42 @@ impl AppendRequest {
     /// Checks the request's shape: no stream named twice, no event id used twice. Stores call
     /// this before touching storage.
     pub fn validate(&self) -> Result<(), StoreError> {
-        let mut streams = HashSet::with_capacity(self.streams.len());
-        for s in &self.streams {
-            if !streams.insert(&s.stream) {
-                return Err(StoreError::InvalidRequest(format!(
-                    "stream {} appears twice in one append",
-                    s.stream
-                )));
-            }
+        if let Some(stream) = first_duplicate(self.streams.iter().map(|s| &s.stream)) {
+            return Err(StoreError::InvalidRequest(format!(
+                "stream {stream} appears twice in one append"
+            )));
         }
-        let count = self.event_count();
-        if count > 1 {
-            let mut ids = HashSet::with_capacity(count);
-            for e in self.streams.iter().flat_map(|s| &s.events) {
-                if !ids.insert(e.event_id) {
-                    return Err(StoreError::InvalidRequest(format!(
-                        "event id {} appears twice in one append",
-                        e.event_id
-                    )));
-                }
-            }
+        let ids = self
+            .streams
+            .iter()
+            .flat_map(|s| s.events.iter().map(|e| e.event_id));
+        if let Some(id) = first_duplicate(ids) {
+            return Err(StoreError::InvalidRequest(format!(
+                "event id {id} appears twice in one append"
+            )));
         }
         Ok(())
     }
+}
+
+/// The first value that occurs twice. Small requests (the common case) are compared pairwise
+/// on the stack, which costs less than building a set.
+fn first_duplicate<T: Eq + std::hash::Hash + Copy>(
+    items: impl Iterator<Item = T> + Clone,
+) -> Option<T> {
+    const SMALL: usize = 16;
+    if items.clone().nth(SMALL).is_none() {
+        let mut seen: [Option<T>; SMALL] = [None; SMALL];
+        for (i, item) in items.enumerate() {
+            if seen[..i].contains(&Some(item)) {
+                return Some(item);
+            }
+            seen[i] = Some(item);
+        }
+        return None;
+    }
+    let mut seen = HashSet::new();
+    items.into_iter().find(|a| !seen.insert(*a))
 }
 
 /// What a successful append wrote.

@@ -200,15 +200,35 @@ struct StateEntry {
 struct CachedStream {
     version: StreamVersion,
     events: Vec<RecordedEvent>,
+    /// Approximate memory held, kept up to date as events are added.
+    weight: usize,
 }
 
 impl CachedStream {
-    fn weight(&self) -> usize {
-        64 + self
-            .events
+    fn new(version: StreamVersion, events: Vec<RecordedEvent>) -> Self {
+        let weight = 64
+            + events
+                .iter()
+                .map(RecordedEvent::approximate_size)
+                .sum::<usize>();
+        Self {
+            version,
+            events,
+            weight,
+        }
+    }
+
+    fn empty() -> Self {
+        Self::new(StreamVersion::EMPTY, Vec::new())
+    }
+
+    fn extend(&mut self, version: StreamVersion, events: &[RecordedEvent]) {
+        self.weight += events
             .iter()
             .map(RecordedEvent::approximate_size)
-            .sum::<usize>()
+            .sum::<usize>();
+        self.events.extend_from_slice(events);
+        self.version = version;
     }
 }
 
@@ -746,10 +766,9 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         let mut assumed = false;
         for id in ids {
             let cached = if use_cache {
-                self.inner.streams.with(id, |s| CachedStream {
-                    version: s.version,
-                    events: s.events.clone(),
-                })
+                self.inner
+                    .streams
+                    .with(id, |s| CachedStream::new(s.version, s.events.clone()))
             } else {
                 None
             };
@@ -761,20 +780,14 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                 }
                 None if use_cache && command.expects_new(id) => {
                     assumed = true;
-                    out.push(CachedStream {
-                        version: StreamVersion::EMPTY,
-                        events: Vec::new(),
-                    });
+                    out.push(CachedStream::empty());
                 }
                 None => {
                     if use_cache {
                         self.inner.metrics.cache().events_miss.increment(1);
                     }
                     reads.push(StreamRead::all(id.clone()));
-                    out.push(CachedStream {
-                        version: StreamVersion::EMPTY,
-                        events: Vec::new(),
-                    });
+                    out.push(CachedStream::empty());
                 }
             }
         }
@@ -793,18 +806,12 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                 else {
                     continue;
                 };
-                let fetched = CachedStream {
-                    version: stream.version,
-                    events: stream.events,
-                };
+                let fetched = CachedStream::new(stream.version, stream.events);
                 if self.inner.streams.is_enabled() && !fetched.version.is_empty() {
-                    let weight = fetched.weight();
+                    let weight = fetched.weight;
                     self.inner.streams.insert(
                         stream.stream,
-                        CachedStream {
-                            version: fetched.version,
-                            events: fetched.events.clone(),
-                        },
+                        CachedStream::new(fetched.version, fetched.events.clone()),
                         weight,
                     );
                 }
@@ -914,9 +921,8 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         };
         let updated = self.inner.streams.with(id, |cached| {
             if cached.version == previous {
-                cached.events.extend(events.iter().cloned());
-                cached.version = last;
-                Some(cached.weight())
+                cached.extend(last, &events);
+                Some(cached.weight)
             } else {
                 None
             }
@@ -925,11 +931,8 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             Some(Some(weight)) => self.inner.streams.reweigh(id, weight),
             Some(None) => self.inner.streams.remove(id),
             None if previous.is_empty() => {
-                let stream = CachedStream {
-                    version: last,
-                    events,
-                };
-                let weight = stream.weight();
+                let stream = CachedStream::new(last, events);
+                let weight = stream.weight;
                 self.inner.streams.insert(id.clone(), stream, weight);
             }
             None => {}
