@@ -62,6 +62,10 @@ pub use crossfold_executor::{
 pub use crossfold_memory as memory;
 #[cfg(feature = "memory")]
 pub use crossfold_memory::MemoryStore;
+#[cfg(feature = "monitoring")]
+pub use crossfold_monitoring as monitoring;
+#[cfg(feature = "postgres")]
+pub use crossfold_postgres as postgres;
 
 /// The names most programs need: `use crossfold::prelude::*;`.
 pub mod prelude {
