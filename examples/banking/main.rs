@@ -1,4 +1,6 @@
 //! Run with: `cargo run --example banking`
+//! On PostgreSQL: `cargo run --example banking --features postgres -- --postgres [URL]`
+//! (URL defaults to `DATABASE_URL`, then `postgres://postgres@127.0.0.1:5432/postgres`).
 //!
 //! Opens accounts, deposits, withdraws and transfers money on the in-memory store, showing
 //! what each command wrote and what each refusal looks like: a transfer is one command that
@@ -47,9 +49,43 @@ fn describe(e: &RecordedEvent) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
-    let store = MemoryStore::new();
-    println!("Crossfold banking example (in-memory store)\n");
-    run(store).await
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        None => {
+            println!("Crossfold banking example (in-memory store)\n");
+            run(MemoryStore::new()).await
+        }
+        Some("--postgres") => postgres(args.next()).await,
+        Some(other) => Err(format!("unknown argument {other:?}; try --postgres [URL]").into()),
+    }
+}
+
+/// The same commands on PostgreSQL, in a schema of their own that is reset first (so the
+/// example can run again) and kept afterwards for you to look at.
+#[cfg(feature = "postgres")]
+async fn postgres(url: Option<String>) -> Result<(), Failure> {
+    use crossfold::postgres::{PgConfig, PgEventStore};
+    const SCHEMA: &str = "crossfold_banking_example";
+    let url = url
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let store = PgEventStore::connect(PgConfig::from_url(&url)?.schema(SCHEMA)).await?;
+    store
+        .pool()
+        .get()
+        .await?
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+        .await?;
+    store.migrate().await?;
+    println!("Crossfold banking example (PostgreSQL, schema {SCHEMA})\n");
+    run(store).await?;
+    println!("\nThe events are in schema {SCHEMA}; it is reset the next time the example runs.");
+    Ok(())
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(_url: Option<String>) -> Result<(), Failure> {
+    Err("this build has no PostgreSQL support: run with `--features postgres`".into())
 }
 
 async fn run<S: EventStore + 'static>(store: S) -> Result<(), Failure> {
