@@ -1,9 +1,11 @@
 -- Crossfold event store: streams, events, and the append function.
 --
 -- Names are unqualified: `migrate()` runs this file with `search_path` set to the store's schema,
--- so one database can hold several stores. Functions pin that schema with
--- `SET search_path FROM CURRENT`, because they are called from sessions whose search_path is
--- the caller's.
+-- so one database can hold several stores (by hand: `SET search_path TO myschema;` first).
+-- The append functions are called from sessions whose search_path is the caller's, so their
+-- bodies name the schema explicitly: they are created through format() with current_schema().
+-- (A `SET search_path` clause on the function would do the same at a measured ~13 us per call,
+-- a fifth of the whole function's cost.)
 --
 -- Ordering rule (why `transaction_id` exists): a sequence number is not commit order — a
 -- transaction can take sequence 10 and commit after 11 has been read. Readers of the global log
@@ -53,7 +55,7 @@ CREATE TABLE events (
 --       ORDER BY transaction_id, sequence LIMIT $3
 --   -> Index Scan using events_log_idx
 --        (Index Cond: ROW(transaction_id, sequence) > ROW($1, $2) AND transaction_id < ...)
--- and the head (ORDER BY ... DESC LIMIT 1) is an Index Scan Backward on the same index.
+-- and the head (ORDER BY ... DESC LIMIT 1) is an Index Only Scan Backward on the same index.
 -- A stream filter is served by events_pkey (stream_id = ANY) or by this index with a filter,
 -- whichever the planner estimates cheaper; an event-type filter scans this index from the
 -- position (subscriptions move their cursor to the head after each read, so each row is
@@ -105,7 +107,12 @@ CREATE TRIGGER events_no_truncate
 -- ([{"stream": ..., "actual": ...}]), which rolls back the whole statement.
 -- Returns the transaction id (NULL if nothing was written), each stream's version after the
 -- append (in p_streams order) and each event's sequence (in request order).
-CREATE FUNCTION append(
+--
+-- (Inside the format() string, %1$I is the schema and %% a literal percent sign.)
+DO $migration$
+BEGIN
+EXECUTE format($function$
+CREATE FUNCTION %1$I.append(
     p_streams         text[],
     p_expected        bigint[],
     p_counts          integer[],
@@ -122,7 +129,6 @@ CREATE FUNCTION append(
     OUT sequences      bigint[]
 )
 LANGUAGE plpgsql
-SET search_path FROM CURRENT
 AS $$
 DECLARE
     n           integer := coalesce(array_length(p_streams, 1), 0);
@@ -132,6 +138,7 @@ DECLARE
     c           integer;
     v           bigint;
     attempts    integer;
+    failed      boolean := false;
     base        bigint[] := array_fill(0::bigint, ARRAY[n]);
     conflicts   jsonb := '[]';
 BEGIN
@@ -147,12 +154,13 @@ BEGIN
         c := p_counts[i];
         attempts := 0;
 
-        IF jsonb_array_length(conflicts) > 0 OR (c = 0 AND e = -1) THEN
+        IF failed OR (c = 0 AND e = -1) THEN
             -- Nothing to lock: the append is failing anyway, or the stream is unconditioned.
-            SELECT st.version INTO v FROM streams st WHERE st.stream_id = s;
+            SELECT st.version INTO v FROM %1$I.streams st WHERE st.stream_id = s;
             v := coalesce(v, 0);
             IF NOT (e = -1 OR (e = -2 AND v > 0) OR v = e) THEN
                 conflicts := conflicts || jsonb_build_object('stream', s, 'actual', v);
+                failed := true;
             END IF;
             base[i] := v;
             CONTINUE;
@@ -162,12 +170,12 @@ BEGIN
             attempts := attempts + 1;
             IF attempts > 5 THEN
                 -- Rows are never deleted, so this cannot loop for long; refuse to spin anyway.
-                RAISE EXCEPTION 'stream % kept changing while being locked', s
+                RAISE EXCEPTION 'stream %% kept changing while being locked', s
                     USING ERRCODE = 'serialization_failure';
             END IF;
 
             IF c > 0 THEN
-                UPDATE streams st SET version = st.version + c, updated_at = now()
+                UPDATE %1$I.streams st SET version = st.version + c, updated_at = now()
                     WHERE st.stream_id = s
                       AND (e = -1 OR (e = -2 AND st.version > 0) OR st.version = e)
                     RETURNING st.version - c INTO v;
@@ -175,9 +183,9 @@ BEGIN
                     base[i] := v;
                     EXIT;
                 END IF;
-                SELECT st.version INTO v FROM streams st WHERE st.stream_id = s;
+                SELECT st.version INTO v FROM %1$I.streams st WHERE st.stream_id = s;
             ELSE
-                SELECT st.version INTO v FROM streams st WHERE st.stream_id = s FOR SHARE;
+                SELECT st.version INTO v FROM %1$I.streams st WHERE st.stream_id = s FOR SHARE;
             END IF;
 
             IF FOUND THEN
@@ -190,6 +198,7 @@ BEGIN
                     CONTINUE;
                 END IF;
                 conflicts := conflicts || jsonb_build_object('stream', s, 'actual', v);
+                failed := true;
                 base[i] := v;
                 EXIT;
             END IF;
@@ -197,9 +206,10 @@ BEGIN
             -- No row: the stream is absent.
             IF NOT (e = -1 OR e = 0) THEN
                 conflicts := conflicts || jsonb_build_object('stream', s, 'actual', 0);
+                failed := true;
                 EXIT;
             END IF;
-            INSERT INTO streams (stream_id, version) VALUES (s, c) ON CONFLICT DO NOTHING;
+            INSERT INTO %1$I.streams (stream_id, version) VALUES (s, c) ON CONFLICT DO NOTHING;
             IF FOUND THEN
                 base[i] := 0;
                 EXIT;
@@ -208,7 +218,7 @@ BEGIN
         END LOOP;
     END LOOP;
 
-    IF jsonb_array_length(conflicts) > 0 THEN
+    IF failed THEN
         RAISE EXCEPTION 'version conflict'
             USING ERRCODE = 'CF001', DETAIL = conflicts::text;
     END IF;
@@ -226,8 +236,8 @@ BEGIN
 
     -- Rows go in in request order, so the identity hands out ascending sequences in that order.
     WITH inserted AS (
-        INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version,
-                            payload_json, payload_bytes, metadata)
+        INSERT INTO %1$I.events (event_id, stream_id, stream_version, event_type, schema_version,
+                                 payload_json, payload_bytes, metadata)
         SELECT u.event_id, p_streams[u.idx], base[u.idx] + u.off, u.event_type, u.schema_version,
                u.payload_json, u.payload_bytes, coalesce(u.metadata, p_metadata[1])
         FROM unnest(p_event_stream, p_event_offset, p_event_ids, p_event_types, p_schema_versions,
@@ -235,9 +245,93 @@ BEGIN
              WITH ORDINALITY AS u(idx, off, event_id, event_type, schema_version,
                                   payload_json, payload_bytes, metadata, ord)
         ORDER BY u.ord
-        RETURNING events.sequence
+        RETURNING %1$I.events.sequence
     )
     SELECT array_agg(inserted.sequence ORDER BY inserted.sequence) INTO sequences FROM inserted;
     transaction_id := pg_current_xact_id();
 END
-$$;
+$$
+$function$, current_schema());
+
+-- The common case — events for one stream, nothing else checked — without the general
+-- function's loop and bookkeeping: one conditional UPDATE (or, for a stream expected not to
+-- exist, one INSERT) and one INSERT of the events. Anything else (a stream to create that the
+-- caller did not expect to be new, a version-0 row, a failed condition) is handed to `append`,
+-- which decides and reports it, in the same transaction; nothing has been written by then.
+EXECUTE format($function$
+CREATE FUNCTION %1$I.append_one(
+    p_stream          text,
+    p_expected        bigint,
+    p_event_ids       uuid[],
+    p_event_types     text[],
+    p_schema_versions integer[],
+    p_payload_json    jsonb[],
+    p_payload_bytes   bytea[],
+    p_metadata        jsonb[],
+    OUT transaction_id xid8,
+    OUT version        bigint,
+    OUT sequences      bigint[]
+)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    n     integer := cardinality(p_event_ids);
+    base  bigint;
+BEGIN
+    IF p_expected = 0 THEN
+        INSERT INTO %1$I.streams (stream_id, version) VALUES (p_stream, n)
+            ON CONFLICT DO NOTHING;
+        IF FOUND THEN
+            base := 0;
+        END IF;
+    ELSE
+        UPDATE %1$I.streams st SET version = st.version + n, updated_at = now()
+            WHERE st.stream_id = p_stream
+              AND (p_expected = -1 OR (p_expected = -2 AND st.version > 0)
+                   OR st.version = p_expected)
+            RETURNING st.version - n INTO base;
+    END IF;
+
+    IF base IS NULL THEN
+        SELECT a.transaction_id, a.versions[1], a.sequences
+            INTO transaction_id, version, sequences
+            FROM %1$I.append(ARRAY[p_stream], ARRAY[p_expected], ARRAY[n],
+                             array_fill(1, ARRAY[n]),
+                             ARRAY(SELECT generate_series(1, n)),
+                             p_event_ids, p_event_types, p_schema_versions,
+                             p_payload_json, p_payload_bytes, p_metadata) a;
+        RETURN;
+    END IF;
+
+    IF n = 1 THEN
+        -- One event (the commonest command): a plain INSERT is cheaper than unnest and a CTE.
+        INSERT INTO %1$I.events (event_id, stream_id, stream_version, event_type, schema_version,
+                                 payload_json, payload_bytes, metadata)
+        VALUES (p_event_ids[1], p_stream, base + 1, p_event_types[1], p_schema_versions[1],
+                p_payload_json[1], p_payload_bytes[1], p_metadata[1])
+        RETURNING ARRAY[%1$I.events.sequence] INTO sequences;
+        version := base + 1;
+        transaction_id := pg_current_xact_id();
+        RETURN;
+    END IF;
+
+    WITH inserted AS (
+        INSERT INTO %1$I.events (event_id, stream_id, stream_version, event_type, schema_version,
+                                 payload_json, payload_bytes, metadata)
+        SELECT u.event_id, p_stream, base + u.ord, u.event_type, u.schema_version,
+               u.payload_json, u.payload_bytes, coalesce(u.metadata, p_metadata[1])
+        FROM unnest(p_event_ids, p_event_types, p_schema_versions, p_payload_json,
+                    p_payload_bytes, p_metadata)
+             WITH ORDINALITY AS u(event_id, event_type, schema_version, payload_json,
+                                  payload_bytes, metadata, ord)
+        ORDER BY u.ord
+        RETURNING %1$I.events.sequence
+    )
+    SELECT array_agg(inserted.sequence ORDER BY inserted.sequence) INTO sequences FROM inserted;
+    version := base + n;
+    transaction_id := pg_current_xact_id();
+END
+$$
+$function$, current_schema());
+END
+$migration$;

@@ -137,11 +137,36 @@ impl<'a> Encoded<'a> {
         ]
     }
 
-    /// Reads the function's result row: versions back into request order, one position per
-    /// event.
-    pub(crate) fn appended(&self, row: &Row) -> Result<Appended, StoreError> {
+    /// The arguments of `append_one` when the request is events for one stream and nothing
+    /// else (`None` otherwise): the commonest append, which has a cheaper function.
+    pub(crate) fn single_params<'p>(
+        &'p self,
+        metadata: &'p (dyn ToSql + Sync),
+    ) -> Option<[&'p (dyn ToSql + Sync); 8]> {
+        match (&self.streams[..], &self.expected[..]) {
+            ([stream], [expected]) if !self.ids.is_empty() => Some([
+                stream,
+                expected,
+                &self.ids,
+                &self.types,
+                &self.schema_versions,
+                &self.json,
+                &self.bytes,
+                metadata,
+            ]),
+            _ => None,
+        }
+    }
+
+    /// Reads the result row of `append` (`single` false) or `append_one` (`single` true):
+    /// versions back into request order, one position per event.
+    pub(crate) fn appended(&self, row: &Row, single: bool) -> Result<Appended, StoreError> {
         let transaction: Option<Xid8> = get(row, 0)?;
-        let versions: Vec<i64> = get(row, 1)?;
+        let versions: Vec<i64> = if single {
+            vec![get(row, 1)?]
+        } else {
+            get(row, 1)?
+        };
         let sequences: Vec<i64> = get(row, 2)?;
         if versions.len() != self.streams.len() || sequences.len() != self.ids.len() {
             return Err(corrupt(format!(

@@ -11,6 +11,8 @@ const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())";
 #[derive(Debug)]
 pub(crate) struct Sql {
     pub(crate) append: String,
+    pub(crate) append_one: String,
+    pub(crate) read_stream: String,
     pub(crate) read_one: String,
     pub(crate) read_many: String,
     pub(crate) read_all: String,
@@ -47,6 +49,16 @@ impl Sql {
             append: format!(
                 "SELECT transaction_id, versions, sequences \
                  FROM {schema}.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ),
+            append_one: format!(
+                "SELECT transaction_id, version, sequences \
+                 FROM {schema}.append_one($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
+            // A whole stream: as lean as a read can be. Versions are gap-free, so the stream's
+            // version is the last event's (0 when there is none).
+            read_stream: format!(
+                "SELECT {EVENT_COLUMNS} FROM {schema}.events \
+                 WHERE stream_id = $1 ORDER BY stream_version"
             ),
             // One stream: its version and its events in one statement. The version comes from
             // the streams row because the events alone cannot tell it when a limit cuts them

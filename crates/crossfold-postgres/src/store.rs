@@ -228,17 +228,28 @@ impl PgEventStore {
         let encoded = Encoded::new(&request)?;
         let metadata = encoded.metadata_params();
         let client = self.client().await?;
+        let single = encoded.single_params(&metadata);
+        let sql = &self.inner.sql;
         let statement = client
-            .prepare_cached(&self.inner.sql.append)
+            .prepare_cached(if single.is_some() {
+                &sql.append_one
+            } else {
+                &sql.append
+            })
             .await
             .map_err(classify)?;
-        match client
-            .query_one(&statement, &encoded.params(&metadata))
-            .await
-        {
+        let result = match &single {
+            Some(params) => client.query_one(&statement, params).await,
+            None => {
+                client
+                    .query_one(&statement, &encoded.params(&metadata))
+                    .await
+            }
+        };
+        match result {
             Ok(row) => {
                 drop(client);
-                let appended = encoded.appended(&row)?;
+                let appended = encoded.appended(&row, single.is_some())?;
                 if !appended.positions.is_empty() {
                     wake(&self.inner.wake);
                     self.inner.notifier.poke();
@@ -286,26 +297,42 @@ impl PgEventStore {
     }
 
     async fn read_one(&self, read: &StreamRead) -> Result<StreamEvents, StoreError> {
+        let whole = read.after.is_empty() && read.limit == usize::MAX;
         let client = self.client().await?;
+        let sql = &self.inner.sql;
         let statement = client
-            .prepare_cached(&self.inner.sql.read_one)
+            .prepare_cached(if whole {
+                &sql.read_stream
+            } else {
+                &sql.read_one
+            })
             .await
             .map_err(classify)?;
-        let after = version_param(read.after)?;
-        let limit = limit_param(read.limit);
-        let rows = client
-            .query(&statement, &[&read.stream.as_str(), &after, &limit])
-            .await
-            .map_err(classify)?;
+        let (after, limit) = (version_param(read.after)?, limit_param(read.limit));
+        let stream = read.stream.as_str();
+        let rows = if whole {
+            client.query(&statement, &[&stream]).await
+        } else {
+            client.query(&statement, &[&stream, &after, &limit]).await
+        }
+        .map_err(classify)?;
         drop(client);
         let mut decoder = Decoder::for_stream(read.stream.clone());
         let mut version = StreamVersion::EMPTY;
         let mut events = Vec::with_capacity(rows.len());
+        let at = if whole { 0 } else { 1 };
         for row in &rows {
-            version = stream_version(row, 0)?;
-            if let Some(event) = decoder.decode(row, 1)? {
+            if !whole {
+                version = stream_version(row, 0)?;
+            }
+            if let Some(event) = decoder.decode(row, at)? {
                 events.push(event);
             }
+        }
+        if whole {
+            version = events
+                .last()
+                .map_or(StreamVersion::EMPTY, |e| e.stream_version);
         }
         Ok(StreamEvents {
             stream: read.stream.clone(),
