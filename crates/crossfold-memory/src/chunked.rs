@@ -11,16 +11,23 @@ const CHUNK_BITS: u32 = 10;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
 /// An append-only sequence with O(1) push (no large copies) and O(1) indexing.
+///
+/// The first chunk lives inline, so the many short sequences (most streams) cost one
+/// indirection to reach, like a plain `Vec`.
 #[derive(Debug)]
 pub(crate) struct ChunkedVec<T> {
-    chunks: Vec<Vec<T>>,
+    /// Entries `0..CHUNK`. Grows like a `Vec` so that short sequences stay small.
+    first: Vec<T>,
+    /// Entries from `CHUNK` on, `CHUNK` per chunk, each allocated whole so it never moves.
+    rest: Vec<Vec<T>>,
     len: usize,
 }
 
 impl<T> Default for ChunkedVec<T> {
     fn default() -> Self {
         Self {
-            chunks: Vec::new(),
+            first: Vec::new(),
+            rest: Vec::new(),
             len: 0,
         }
     }
@@ -34,43 +41,43 @@ impl<T> ChunkedVec<T> {
 
     /// Appends one entry.
     pub(crate) fn push(&mut self, value: T) {
-        match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < CHUNK => chunk.push(value),
-            _ => {
-                // The first chunk grows like a `Vec` so that short streams stay small; later
-                // chunks are allocated whole so they never move.
-                let mut chunk = if self.chunks.is_empty() {
-                    Vec::new()
-                } else {
-                    Vec::with_capacity(CHUNK)
-                };
-                chunk.push(value);
-                self.chunks.push(chunk);
+        if self.len < CHUNK {
+            self.first.push(value);
+        } else {
+            match self.rest.last_mut() {
+                Some(chunk) if chunk.len() < CHUNK => chunk.push(value),
+                _ => {
+                    let mut chunk = Vec::with_capacity(CHUNK);
+                    chunk.push(value);
+                    self.rest.push(chunk);
+                }
             }
         }
         self.len += 1;
     }
 
+    fn chunk(&self, index: usize) -> Option<&[T]> {
+        match index {
+            0 => Some(&self.first),
+            n => self.rest.get(n - 1).map(Vec::as_slice),
+        }
+    }
+
     /// The entry at `index`.
     pub(crate) fn get(&self, index: usize) -> Option<&T> {
-        self.chunks
-            .get(index >> CHUNK_BITS)?
-            .get(index & (CHUNK - 1))
+        self.chunk(index >> CHUNK_BITS)?.get(index & (CHUNK - 1))
     }
 
     /// The entries from `start` on, in order.
     pub(crate) fn iter_from(&self, start: usize) -> impl Iterator<Item = &T> {
-        let first = start >> CHUNK_BITS;
+        let first_chunk = start >> CHUNK_BITS;
         let offset = start & (CHUNK - 1);
-        self.chunks
-            .get(first..)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-            .flat_map(move |(i, chunk)| {
-                let skip = if i == 0 { offset } else { 0 };
-                chunk.get(skip..).unwrap_or_default()
-            })
+        (first_chunk..=self.rest.len()).flat_map(move |c| {
+            let skip = if c == first_chunk { offset } else { 0 };
+            self.chunk(c)
+                .and_then(|chunk| chunk.get(skip..))
+                .unwrap_or_default()
+        })
     }
 
     /// The index of the first entry for which `before` is false, assuming `before` holds for a
@@ -113,12 +120,14 @@ mod tests {
     #[test]
     fn later_chunks_never_reallocate() {
         let mut v = filled(CHUNK + 1);
-        let before = v.chunks[1].as_ptr();
+        let before = v.rest[0].as_ptr();
         for i in 0..CHUNK - 1 {
             v.push(i);
         }
-        assert_eq!(v.chunks[1].as_ptr(), before);
-        assert_eq!(v.chunks.len(), 2);
+        assert_eq!(v.rest[0].as_ptr(), before);
+        assert_eq!(v.rest.len(), 1);
+        v.push(0);
+        assert_eq!(v.rest.len(), 2);
     }
 
     #[test]

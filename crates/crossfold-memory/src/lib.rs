@@ -45,7 +45,9 @@
 )]
 
 mod chunked;
+mod ids;
 mod log;
+mod padded;
 mod store;
 mod streams;
 

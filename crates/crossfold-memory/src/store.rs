@@ -6,13 +6,14 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use crossfold_core::{
-    AppendRequest, Appended, EventId, EventStore, LogFilter, Position, RecordedEvent, StoreError,
+    AppendRequest, Appended, EventStore, LogFilter, Position, RecordedEvent, StoreError,
     StreamConflict, StreamEvents, StreamId, StreamRead, StreamVersion,
 };
 use tokio::sync::Notify;
 
-use crate::log::{Log, position_of_seq};
-use crate::streams::{self, Streams};
+use crate::ids::EventIds;
+use crate::log::{Batch, Log, position_of_seq};
+use crate::streams::{self, StreamEntry, Streams};
 
 /// An event store held in memory: the embedded default, and the store to test against.
 ///
@@ -29,9 +30,15 @@ use crate::streams::{self, Streams};
 ///   fills in later.
 ///
 /// Cloning is cheap and every clone shares the same events. It is safe to use from many tasks
-/// at once: appends lock only the shards of the streams they touch, and the global log only
-/// long enough to number and push their events. Reading a stream costs what it returns; so does
-/// reading the log, by stream or by type, thanks to indexes.
+/// at once: appends lock only the shards of the streams they touch (in a fixed order, so they
+/// never deadlock), and the global log only long enough to publish one pointer per append. No
+/// lock is held across an `.await`. An append costs the same however many events and streams
+/// the store holds; reading a stream costs what it returns, and so does reading the log,
+/// filtered by stream or by type, thanks to indexes. A multi-stream read is a snapshot.
+///
+/// Events are kept until the store is dropped, so memory grows with the number of events
+/// (a few hundred bytes each besides their payloads). Subscribers pull, so the store buffers
+/// nothing per subscriber.
 ///
 /// [`wait_for_events`](EventStore::wait_for_events) needs a Tokio runtime with its timer
 /// enabled, like any Tokio timeout.
@@ -43,6 +50,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     streams: Streams,
+    ids: EventIds,
     log: RwLock<Log>,
     /// The global sequence number of the last visible event (0: none).
     head: AtomicU64,
@@ -87,12 +95,6 @@ impl MemoryStore {
     /// for tests and diagnostics rather than hot paths.
     pub fn stream_count(&self) -> usize {
         self.inner.streams.count()
-    }
-
-    /// The position of a stored event, or `None` if no event has this id: lets a consumer that
-    /// remembers event ids resume a subscription from the matching position.
-    pub fn position_of(&self, event_id: EventId) -> Option<Position> {
-        self.log().seq_of(&event_id).map(position_of_seq)
     }
 
     fn log(&self) -> RwLockReadGuard<'_, Log> {
@@ -167,53 +169,56 @@ impl MemoryStore {
             });
         }
 
-        // Build the records before taking the log lock, so that it is held only to number them.
         let mut records = Vec::with_capacity(count);
+        let mut ids = Vec::with_capacity(count);
         for (s, version) in request.streams.into_iter().zip(versions.iter_mut()) {
             for data in s.events {
                 *version = version.next();
+                ids.push(data.event_id);
+                // Positions are only known under the log lock; readers fill them in.
                 records.push(data.record(s.stream.clone(), *version, Position::START));
             }
         }
-        let mut for_log = records.clone();
+        if let Err(stored) = self.inner.ids.insert_all(&ids) {
+            return Err(StoreError::DuplicateEvent(stored));
+        }
+        // From here on nothing can fail: the append is decided.
+        let batch: Batch = Batch::from(records);
 
         let first_seq = {
             let mut log = self.log_mut();
-            if let Some(stored) = log.find_stored(records.iter().map(|r| &r.event_id)) {
-                return Err(StoreError::DuplicateEvent(stored));
-            }
-            let first_seq = log.len() as u64 + 1;
-            for (seq, record) in (first_seq..).zip(for_log.drain(..)) {
-                log.push(RecordedEvent {
-                    position: position_of_seq(seq),
-                    ..record
-                });
-            }
+            let first_seq = log.push(batch.clone());
             // Published while the log is still locked, so the head only ever moves forward and
             // never past an event that is not in the log.
-            self.inner
-                .head
-                .store(first_seq + count as u64 - 1, Ordering::SeqCst);
+            self.inner.head.store(log.len(), Ordering::SeqCst);
             first_seq
         };
 
         // The stream shards are still locked, so no reader can see the new head's events missing
         // from their streams.
-        let mut positions = Vec::with_capacity(count);
-        for (seq, mut record) in (first_seq..).zip(records) {
-            record.position = position_of_seq(seq);
-            positions.push(record.position);
-            if let Some(shard) = locked.shard_mut(&record.stream_id) {
-                match shard.get_mut(&record.stream_id) {
-                    Some(stream) => stream.push(record),
+        let mut offset = 0;
+        while let Some(first) = batch.get(offset) {
+            let stream_id = &first.stream_id;
+            let run = batch[offset..]
+                .iter()
+                .take_while(|e| e.stream_id == *stream_id)
+                .count();
+            if let Some(shard) = locked.shard_mut(stream_id) {
+                let push_run = |stream: &mut streams::Stream| {
+                    for i in offset..offset + run {
+                        stream.push(StreamEntry::new(batch.clone(), i, first_seq + i as u64));
+                    }
+                };
+                match shard.get_mut(stream_id) {
+                    Some(stream) => push_run(stream),
                     None => {
                         let mut stream = streams::Stream::default();
-                        let id = record.stream_id.clone();
-                        stream.push(record);
-                        shard.insert(id, stream);
+                        push_run(&mut stream);
+                        shard.insert(stream_id.clone(), stream);
                     }
                 }
             }
+            offset += run;
         }
         drop(locked);
 
@@ -222,7 +227,9 @@ impl MemoryStore {
         }
         Ok(Appended {
             versions,
-            positions,
+            positions: (first_seq..first_seq + count as u64)
+                .map(position_of_seq)
+                .collect(),
         })
     }
 
@@ -236,8 +243,16 @@ impl MemoryStore {
             return Vec::new();
         }
         match (&filter.streams, &filter.event_types) {
-            (None, None) => self.log().read(after, limit),
-            (None, Some(types)) => self.log().read_types(after, limit, types),
+            // The batches are cut out under the read lock and copied out after it, so
+            // readers hold up writers only for a few pointer copies.
+            (None, None) => {
+                let slices = self.log().read(after, limit);
+                slices.into_events()
+            }
+            (None, Some(types)) => {
+                let slices = self.log().read_types(after, limit, types);
+                slices.into_events()
+            }
             (Some(streams), _) => self.read_log_of_streams(after, limit, streams, filter),
         }
     }
@@ -265,15 +280,15 @@ impl MemoryStore {
             let Some(stream) = shard.get(id) else {
                 continue;
             };
-            let start = stream.partition_point(|e| e.position <= after);
+            let start = stream.partition_point(|e| e.position() <= after);
             let before = out.len();
             out.extend(
                 stream
                     .iter_from(start)
-                    .take_while(|e| e.position <= head)
-                    .filter(|e| filter.matches(e))
+                    .take_while(|e| e.position() <= head)
+                    .filter(|e| e.unpositioned().is_some_and(|u| filter.matches(u)))
                     .take(limit)
-                    .cloned(),
+                    .filter_map(StreamEntry::event),
             );
             if out.len() > before {
                 merged += 1;
@@ -349,5 +364,159 @@ impl EventStore for MemoryStore {
         Ok(streams::version(
             self.inner.streams.lock_one(stream).get(stream),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossfold_core::{EventData, ExpectedVersion, Payload};
+
+    fn sid(s: &str) -> StreamId {
+        StreamId::new(s).unwrap()
+    }
+
+    fn one() -> Vec<EventData> {
+        vec![EventData::new("E", Payload::json("{}"))]
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn counts_events_and_streams() {
+        runtime().block_on(async {
+            let store = MemoryStore::new();
+            assert!(store.is_empty());
+            store
+                .append(
+                    AppendRequest::new()
+                        .stream(sid("a"), ExpectedVersion::Any, one())
+                        .stream(sid("b"), ExpectedVersion::Any, one())
+                        .check(sid("c"), ExpectedVersion::Any),
+                )
+                .await
+                .unwrap();
+            assert_eq!(store.len(), 2);
+            assert_eq!(store.stream_count(), 2, "a checked stream is not created");
+            assert_eq!(store.clone().len(), 2, "clones share the events");
+        });
+    }
+
+    #[test]
+    fn waiting_wakes_on_append_and_leaves_no_waiter_behind() {
+        runtime().block_on(async {
+            let store = MemoryStore::new();
+            let waiter = tokio::spawn({
+                let store = store.clone();
+                async move {
+                    store
+                        .wait_for_events(Position::START, Duration::from_secs(3600))
+                        .await
+                }
+            });
+            while store.inner.waiters.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+            store
+                .append(AppendRequest::new().stream(sid("a"), ExpectedVersion::Any, one()))
+                .await
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(20), waiter)
+                .await
+                .expect("the append must wake the waiter")
+                .unwrap()
+                .unwrap();
+            assert_eq!(store.inner.waiters.load(Ordering::SeqCst), 0);
+
+            let head = store.head_position().await.unwrap();
+            store
+                .wait_for_events(head, Duration::from_millis(10))
+                .await
+                .unwrap();
+            assert_eq!(store.inner.waiters.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    #[test]
+    fn multi_stream_reads_are_snapshots() {
+        runtime().block_on(async {
+            let store = MemoryStore::new();
+            let (a, b) = (sid("snapshot-a"), sid("snapshot-b"));
+            assert_ne!(streams::shard_of(&a), streams::shard_of(&b));
+            let writer = tokio::spawn({
+                let (store, a, b) = (store.clone(), a.clone(), b.clone());
+                async move {
+                    for _ in 0..2_000 {
+                        store
+                            .append(
+                                AppendRequest::new()
+                                    .stream(a.clone(), ExpectedVersion::Any, one())
+                                    .stream(b.clone(), ExpectedVersion::Any, one()),
+                            )
+                            .await
+                            .unwrap();
+                    }
+                }
+            });
+            let reads = [StreamRead::version_only(a), StreamRead::version_only(b)];
+            while !writer.is_finished() {
+                let read = store.read_streams(&reads).await.unwrap();
+                assert_eq!(read[0].version, read[1].version, "a torn read");
+                tokio::task::yield_now().await;
+            }
+            writer.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn stream_filtered_log_reads_never_skip_an_event() {
+        runtime().block_on(async {
+            let store = MemoryStore::new();
+            let streams: Vec<StreamId> = (0..4).map(|i| sid(&format!("tail-{i}"))).collect();
+            let filter = LogFilter::streams(streams[..3].iter().cloned());
+            let mut writers = Vec::new();
+            for w in 0..2 {
+                let (store, streams) = (store.clone(), streams.clone());
+                writers.push(tokio::spawn(async move {
+                    for i in 0..1_000 {
+                        let s = streams[(w + i) % streams.len()].clone();
+                        store
+                            .append(AppendRequest::new().stream(s, ExpectedVersion::Any, one()))
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+            // Tail the filtered log like a subscription does, while the writers write.
+            let mut seen = Vec::new();
+            let mut after = Position::START;
+            loop {
+                let done = writers.iter().all(|w| w.is_finished());
+                let page = store.read_all(after, 7, &filter).await.unwrap();
+                if let Some(last) = page.last() {
+                    after = last.position;
+                }
+                seen.extend(page.into_iter().map(|e| e.event_id));
+                if done && store.read_all(after, 1, &filter).await.unwrap().is_empty() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            let all: Vec<_> = store
+                .read_all(Position::START, usize::MAX, &filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event_id)
+                .collect();
+            assert_eq!(seen, all);
+            assert_eq!(all.len(), 1_500);
+        });
     }
 }

@@ -9,15 +9,52 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crossfold_core::{RecordedEvent, StreamId, StreamVersion};
+use crossfold_core::{Position, RecordedEvent, StreamId, StreamVersion};
 
 use crate::chunked::ChunkedVec;
+use crate::log::{Batch, materialize, position_of_seq};
+use crate::padded::Padded;
 
 /// Number of shards (a power of two).
 const SHARDS: usize = 64;
 
+/// One event of a stream: where it is in the log's batches, and its sequence number.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamEntry {
+    batch: Batch,
+    offset: u32,
+    seq: u64,
+}
+
+impl StreamEntry {
+    /// The event at `offset` of `batch`, published with sequence number `seq`.
+    pub(crate) fn new(batch: Batch, offset: usize, seq: u64) -> Self {
+        Self {
+            batch,
+            offset: offset as u32,
+            seq,
+        }
+    }
+
+    /// The event's position.
+    pub(crate) fn position(&self) -> Position {
+        position_of_seq(self.seq)
+    }
+
+    /// The event as stored, without its position.
+    pub(crate) fn unpositioned(&self) -> Option<&RecordedEvent> {
+        self.batch.get(self.offset as usize)
+    }
+
+    /// The event, with its position.
+    pub(crate) fn event(&self) -> Option<RecordedEvent> {
+        let offset = self.offset as usize;
+        materialize(&self.batch, offset, self.seq - offset as u64)
+    }
+}
+
 /// One stream's events, in version order: the event at index `i` has version `i + 1`.
-pub(crate) type Stream = ChunkedVec<RecordedEvent>;
+pub(crate) type Stream = ChunkedVec<StreamEntry>;
 
 /// The streams of one shard.
 pub(crate) type Shard = HashMap<StreamId, Stream>;
@@ -25,13 +62,15 @@ pub(crate) type Shard = HashMap<StreamId, Stream>;
 /// Every stream, sharded by a hash of its name.
 #[derive(Debug)]
 pub(crate) struct Streams {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Padded<Mutex<Shard>>]>,
 }
 
 impl Default for Streams {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Padded(Mutex::new(HashMap::new())))
+                .collect(),
         }
     }
 }
@@ -52,18 +91,26 @@ impl Streams {
         // Nothing panics while a shard is locked, and a poisoned lock would still hold
         // consistent maps (every update is a single push), so poisoning is ignored.
         self.shards[shard]
+            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Locks the shards of `streams` (each once, in ascending order) for one operation.
-    pub(crate) fn lock_all<'s>(&self, streams: impl Iterator<Item = &'s StreamId>) -> Locked<'_> {
+    pub(crate) fn lock_all<'s, I>(&self, streams: I) -> Locked<'_>
+    where
+        I: Iterator<Item = &'s StreamId> + Clone,
+    {
+        let mut shards = streams.clone().map(shard_of);
+        let first = shards.next().unwrap_or(0);
+        if shards.all(|s| s == first) {
+            // The common case of one stream (or one shard) takes no allocation.
+            return Locked::One(first, self.lock(first));
+        }
         let mut indices: Vec<usize> = streams.map(shard_of).collect();
         indices.sort_unstable();
         indices.dedup();
-        Locked {
-            guards: indices.into_iter().map(|i| (i, self.lock(i))).collect(),
-        }
+        Locked::Many(indices.into_iter().map(|i| (i, self.lock(i))).collect())
     }
 
     /// Locks the shard of one stream.
@@ -78,25 +125,34 @@ impl Streams {
 }
 
 /// Shards locked for one operation.
-pub(crate) struct Locked<'a> {
-    guards: Vec<(usize, MutexGuard<'a, Shard>)>,
+pub(crate) enum Locked<'a> {
+    One(usize, MutexGuard<'a, Shard>),
+    Many(Vec<(usize, MutexGuard<'a, Shard>)>),
 }
 
 impl Locked<'_> {
-    fn position(&self, stream: &StreamId) -> Option<usize> {
-        let shard = shard_of(stream);
-        self.guards.binary_search_by_key(&shard, |(i, _)| *i).ok()
-    }
-
-    /// A locked stream (`None` if it holds no events).
+    /// A locked stream (`None` if it holds no events, or if its shard is not locked).
     pub(crate) fn get(&self, stream: &StreamId) -> Option<&Stream> {
-        self.guards.get(self.position(stream)?)?.1.get(stream)
+        let shard = shard_of(stream);
+        match self {
+            Locked::One(i, guard) => (*i == shard).then_some(guard)?.get(stream),
+            Locked::Many(guards) => {
+                let at = guards.binary_search_by_key(&shard, |(i, _)| *i).ok()?;
+                guards.get(at)?.1.get(stream)
+            }
+        }
     }
 
     /// The locked shard holding `stream`.
     pub(crate) fn shard_mut(&mut self, stream: &StreamId) -> Option<&mut Shard> {
-        let position = self.position(stream)?;
-        self.guards.get_mut(position).map(|(_, guard)| &mut **guard)
+        let shard = shard_of(stream);
+        match self {
+            Locked::One(i, guard) => (*i == shard).then_some(&mut **guard),
+            Locked::Many(guards) => {
+                let at = guards.binary_search_by_key(&shard, |(i, _)| *i).ok()?;
+                guards.get_mut(at).map(|(_, guard)| &mut **guard)
+            }
+        }
     }
 }
 
@@ -117,7 +173,12 @@ pub(crate) fn read(
     let start = usize::try_from(after.get()).unwrap_or(usize::MAX);
     let count = stream.len().saturating_sub(start).min(limit);
     let mut out = Vec::with_capacity(count);
-    out.extend(stream.iter_from(start).take(count).cloned());
+    out.extend(
+        stream
+            .iter_from(start)
+            .take(count)
+            .filter_map(StreamEntry::event),
+    );
     out
 }
 
@@ -140,12 +201,19 @@ mod tests {
     #[test]
     fn locks_each_shard_once() {
         let streams = Streams::default();
-        let a = sid("a");
-        // Same stream twice must not deadlock.
+        let (a, b) = (sid("a"), sid("b"));
+        // The same stream twice must not deadlock.
         let locked = streams.lock_all([&a, &a].into_iter());
-        assert_eq!(locked.guards.len(), 1);
+        assert!(matches!(locked, Locked::One(..)));
         assert!(locked.get(&a).is_none());
-        assert!(locked.get(&sid("not-locked-maybe")).is_none());
+        drop(locked);
+        assert_ne!(shard_of(&a), shard_of(&b));
+        let mut locked = streams.lock_all([&b, &a, &b].into_iter());
+        match &locked {
+            Locked::Many(guards) => assert_eq!(guards.len(), 2),
+            Locked::One(..) => panic!("two shards expected"),
+        }
+        assert!(locked.shard_mut(&a).is_some() && locked.shard_mut(&b).is_some());
     }
 
     #[test]

@@ -127,14 +127,43 @@ async fn version_of<S: EventStore>(store: &S, stream: &StreamId) -> StreamVersio
     store.stream_version(stream).await.unwrap()
 }
 
+/// One `read_all` call, checked for what every answer must satisfy: at most `limit` events,
+/// all after `after`, in strictly increasing positions, all passing the filter. (Checking that
+/// pages advance also keeps a broken store from looping a paging test forever.)
+async fn read_page<S: EventStore>(
+    store: &S,
+    after: Position,
+    limit: usize,
+    filter: &LogFilter,
+) -> Vec<RecordedEvent> {
+    let page = store.read_all(after, limit, filter).await.unwrap();
+    assert!(
+        page.len() <= limit,
+        "read_all after {after} with limit {limit} returned {} events",
+        page.len()
+    );
+    if let Some(first) = page.first() {
+        assert!(
+            first.position > after,
+            "read_all after {after} returned an event at {}",
+            first.position
+        );
+    }
+    assert_strictly_increasing(page.iter().map(|e| e.position), "read_all");
+    if let Some(e) = page.iter().find(|e| !filter.matches(e)) {
+        panic!(
+            "read_all with {filter:?} returned {} of {} ({})",
+            e.event_id, e.stream_id, e.event_type
+        );
+    }
+    page
+}
+
 async fn whole_log<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
     let mut all = Vec::new();
     let mut after = Position::START;
     loop {
-        let page = store
-            .read_all(after, 1000, &LogFilter::all())
-            .await
-            .unwrap();
+        let page = read_page(store, after, 1000, &LogFilter::all()).await;
         let Some(last) = page.last() else {
             return all;
         };
@@ -296,17 +325,13 @@ pub async fn absent_stream_reads_as_empty<S: EventStore>(store: S) {
 
     assert_eq!(store.head_position().await.unwrap(), Position::START);
     assert!(
-        store
-            .read_all(Position::START, 100, &LogFilter::all())
+        read_page(&store, Position::START, 100, &LogFilter::all())
             .await
-            .unwrap()
             .is_empty()
     );
     assert!(
-        store
-            .read_all(Position::START, 100, &LogFilter::streams([absent]))
+        read_page(&store, Position::START, 100, &LogFilter::streams([absent]))
             .await
-            .unwrap()
             .is_empty()
     );
 }
@@ -440,10 +465,7 @@ pub async fn multi_stream_append_is_atomic<S: EventStore>(store: S) {
     assert_eq!(ids(&read(&store, &c).await), data_ids(&ec));
     assert_eq!(version_of(&store, &checked).await, v(1));
 
-    let after = store
-        .read_all(head_before, 100, &LogFilter::all())
-        .await
-        .unwrap();
+    let after = read_page(&store, head_before, 100, &LogFilter::all()).await;
     let expected: Vec<EventId> = [&ea, &eb, &ec]
         .into_iter()
         .flat_map(|e| data_ids(e))
@@ -884,17 +906,14 @@ pub async fn read_all_paginates<S: EventStore>(store: S) {
         expected.extend(data_ids(&batch));
         write(&store, stream, batch).await;
     }
-    let all = store
-        .read_all(Position::START, usize::MAX, &LogFilter::all())
-        .await
-        .unwrap();
+    let all = read_page(&store, Position::START, usize::MAX, &LogFilter::all()).await;
     assert_eq!(ids(&all), expected);
     assert_strictly_increasing(all.iter().map(|e| e.position), "read_all");
 
     let mut paged = Vec::new();
     let mut after = Position::START;
     loop {
-        let page = store.read_all(after, 3, &LogFilter::all()).await.unwrap();
+        let page = read_page(&store, after, 3, &LogFilter::all()).await;
         assert!(page.len() <= 3, "limit 3 returned {}", page.len());
         let Some(last) = page.last() else { break };
         after = last.position;
@@ -902,25 +921,18 @@ pub async fn read_all_paginates<S: EventStore>(store: S) {
     }
     assert_eq!(ids(&paged), expected);
 
-    let tail = store
-        .read_all(all[3].position, 100, &LogFilter::all())
-        .await
-        .unwrap();
+    let tail = read_page(&store, all[3].position, 100, &LogFilter::all()).await;
     assert_eq!(ids(&tail), expected[4..]);
     let head = store.head_position().await.unwrap();
     assert_eq!(head, all[6].position);
     assert!(
-        store
-            .read_all(head, 100, &LogFilter::all())
+        read_page(&store, head, 100, &LogFilter::all())
             .await
-            .unwrap()
             .is_empty()
     );
     assert!(
-        store
-            .read_all(Position::START, 0, &LogFilter::all())
+        read_page(&store, Position::START, 0, &LogFilter::all())
             .await
-            .unwrap()
             .is_empty()
     );
 }
@@ -970,20 +982,14 @@ pub async fn read_all_filters_by_stream_and_type<S: EventStore>(store: S) {
         (LogFilter::event_types(["Nope"]), vec![]),
     ];
     for (filter, expected) in cases {
-        let got = store
-            .read_all(Position::START, usize::MAX, &filter)
-            .await
-            .unwrap();
+        let got = read_page(&store, Position::START, usize::MAX, &filter).await;
         assert_eq!(ids(&got), expected, "filter {filter:?}");
-        assert!(got.iter().all(|e| filter.matches(e)));
-        assert_strictly_increasing(got.iter().map(|e| e.position), "filtered read_all");
 
         // Paging through the filtered log, two at a time, finds the same events.
         let mut paged = Vec::new();
         let mut after = Position::START;
         loop {
-            let page = store.read_all(after, 2, &filter).await.unwrap();
-            assert!(page.len() <= 2);
+            let page = read_page(&store, after, 2, &filter).await;
             let Some(last) = page.last() else { break };
             after = last.position;
             paged.extend(ids(&page));

@@ -145,6 +145,11 @@ impl StoreModel {
                 .read_all(after, 500, &LogFilter::all())
                 .await
                 .map_err(|e| format!("read_all failed: {e}"))?;
+            if page.first().is_some_and(|e| e.position <= after) {
+                return Err(format!(
+                    "read_all after {after} returned an event at or before it"
+                ));
+            }
             let Some(last) = page.last() else { break };
             after = last.position;
             log.extend(page);
