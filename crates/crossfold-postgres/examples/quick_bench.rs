@@ -65,6 +65,9 @@ async fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    // Optional second argument: run only the workloads whose names contain it.
+    let only = std::env::args().nth(2).unwrap_or_default();
+    let wanted = |name: &str| name.contains(only.as_str());
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let schema = format!("cf_quick_bench_{:08x}", fastrand::u32(..));
@@ -90,85 +93,93 @@ async fn main() {
     }
 
     let (s, m) = (store.clone(), meta.clone());
-    run("single", seconds, move |mut rng| {
-        let (s, m) = (s.clone(), m.clone());
-        async move {
-            let a = account(rng.u64(1..=ACCOUNTS));
-            s.append(AppendRequest::new().stream(
-                a,
-                ExpectedVersion::Any,
-                vec![event("MoneyDeposited", &m)],
-            ))
-            .await
-            .unwrap();
-            1
-        }
-    })
-    .await;
-
-    let (s, m) = (store.clone(), meta.clone());
-    run("transfer", seconds, move |mut rng| {
-        let (s, m) = (s.clone(), m.clone());
-        async move {
-            let a = rng.u64(1..=ACCOUNTS);
-            let b = (a % ACCOUNTS) + 1;
-            let transfer = StreamId::new(format!("transfer-{}", uuid::Uuid::now_v7())).unwrap();
-            s.append(
-                AppendRequest::new()
-                    .stream(
-                        account(a),
-                        ExpectedVersion::Any,
-                        vec![event("MoneyWithdrawn", &m)],
-                    )
-                    .stream(
-                        account(b),
-                        ExpectedVersion::Any,
-                        vec![event("MoneyDeposited", &m)],
-                    )
-                    .stream(
-                        transfer,
-                        ExpectedVersion::NoStream,
-                        vec![event("TransferCompleted", &m)],
-                    ),
-            )
-            .await
-            .unwrap();
-            1
-        }
-    })
-    .await;
-
-    let (s, m) = (store.clone(), meta.clone());
-    run("batch", seconds, move |_| {
-        let (s, m) = (s.clone(), m.clone());
-        async move {
-            let stream = StreamId::new(format!("batch-{}", uuid::Uuid::now_v7())).unwrap();
-            s.append(AppendRequest::new().stream(
-                stream,
-                ExpectedVersion::NoStream,
-                (0..100).map(|_| event("ItemAdded", &m)).collect(),
-            ))
-            .await
-            .unwrap();
-            1
-        }
-    })
-    .await;
-
-    let s = store.clone();
-    run("read", seconds, move |mut rng| {
-        let s = s.clone();
-        async move {
-            let a = account(rng.u64(1..=ACCOUNTS));
-            let read = s
-                .read_stream(&a, StreamVersion::EMPTY, usize::MAX)
+    if wanted("single") {
+        run("single", seconds, move |mut rng| {
+            let (s, m) = (s.clone(), m.clone());
+            async move {
+                let a = account(rng.u64(1..=ACCOUNTS));
+                s.append(AppendRequest::new().stream(
+                    a,
+                    ExpectedVersion::Any,
+                    vec![event("MoneyDeposited", &m)],
+                ))
                 .await
                 .unwrap();
-            assert!(read.events.len() >= 10);
-            1
-        }
-    })
-    .await;
+                1
+            }
+        })
+        .await;
+    }
+
+    let (s, m) = (store.clone(), meta.clone());
+    if wanted("transfer") {
+        run("transfer", seconds, move |mut rng| {
+            let (s, m) = (s.clone(), m.clone());
+            async move {
+                let a = rng.u64(1..=ACCOUNTS);
+                let b = (a % ACCOUNTS) + 1;
+                let transfer = StreamId::new(format!("transfer-{}", uuid::Uuid::now_v7())).unwrap();
+                s.append(
+                    AppendRequest::new()
+                        .stream(
+                            account(a),
+                            ExpectedVersion::Any,
+                            vec![event("MoneyWithdrawn", &m)],
+                        )
+                        .stream(
+                            account(b),
+                            ExpectedVersion::Any,
+                            vec![event("MoneyDeposited", &m)],
+                        )
+                        .stream(
+                            transfer,
+                            ExpectedVersion::NoStream,
+                            vec![event("TransferCompleted", &m)],
+                        ),
+                )
+                .await
+                .unwrap();
+                1
+            }
+        })
+        .await;
+    }
+
+    let (s, m) = (store.clone(), meta.clone());
+    if wanted("batch") {
+        run("batch", seconds, move |_| {
+            let (s, m) = (s.clone(), m.clone());
+            async move {
+                let stream = StreamId::new(format!("batch-{}", uuid::Uuid::now_v7())).unwrap();
+                s.append(AppendRequest::new().stream(
+                    stream,
+                    ExpectedVersion::NoStream,
+                    (0..100).map(|_| event("ItemAdded", &m)).collect(),
+                ))
+                .await
+                .unwrap();
+                1
+            }
+        })
+        .await;
+    }
+
+    let s = store.clone();
+    if wanted("read") {
+        run("read", seconds, move |mut rng| {
+            let s = s.clone();
+            async move {
+                let a = account(rng.u64(1..=ACCOUNTS));
+                let read = s
+                    .read_stream(&a, StreamVersion::EMPTY, usize::MAX)
+                    .await
+                    .unwrap();
+                assert!(read.events.len() >= 10);
+                1
+            }
+        })
+        .await;
+    }
 
     let client = store.pool().get().await.unwrap();
     client
