@@ -1,5 +1,5 @@
-//! [proptest] strategies for Crossfold's types, and a runner that checks a random sequence of
-//! appends against the reference [`StoreModel`].
+//! [proptest](mod@proptest) strategies for Crossfold's types, and a runner that checks a random
+//! sequence of appends against the reference [`StoreModel`].
 //!
 //! Generated [`EventData`] get fresh ids from [`EventId::generate`] each time a value is built,
 //! so every generated event is distinct from every other; everything else follows proptest's
