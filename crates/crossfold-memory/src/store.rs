@@ -1,5 +1,6 @@
 //! The in-memory store.
 
+use std::fmt;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -42,12 +43,21 @@ use crate::streams::{self, StreamEntry, Streams};
 ///
 /// [`wait_for_events`](EventStore::wait_for_events) needs a Tokio runtime with its timer
 /// enabled, like any Tokio timeout.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+impl fmt::Debug for MemoryStore {
+    /// Shows the number of events, not the events: a store can hold millions.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("events", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 struct Inner {
     streams: Streams,
     ids: EventIds,
@@ -405,6 +415,7 @@ mod tests {
             assert_eq!(store.len(), 2);
             assert_eq!(store.stream_count(), 2, "a checked stream is not created");
             assert_eq!(store.clone().len(), 2, "clones share the events");
+            assert_eq!(format!("{store:?}"), "MemoryStore { events: 2, .. }");
         });
     }
 
