@@ -3,9 +3,11 @@
 //! A quick throughput check of the PostgreSQL store's hot paths, 16 operations in flight, to
 //! compare with the hand-written SQL of the project's `pg-floor` scripts on the same server:
 //! single-stream append, 3-stream append (two accounts and a new transfer stream), a 100-event
-//! batch into a fresh stream, and a one-stream read of about ten events. The project's load
-//! harness is the real benchmark; this is for checking a change quickly. It works in its own
-//! schema of `DATABASE_URL` (default: the local server) and drops it afterwards.
+//! batch into a fresh stream, a one-stream read of about ten events, and live delivery latency
+//! to a subscriber in another store (pass a second argument to run only the workloads whose
+//! names contain it). The project's load harness is the real benchmark; this is for checking a
+//! change quickly. It works in its own schema of `DATABASE_URL` (default: the local server)
+//! and drops it afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -57,6 +59,73 @@ where
     }
     let rate = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
     println!("{name:<10} {rate:>10.0}/s");
+}
+
+/// Commit-to-delivery latency: a subscriber on a second store (standing for another process,
+/// so wake-ups travel through NOTIFY/LISTEN) follows appends made at a moderate rate by
+/// several tasks; latency is measured from just before each append to delivery.
+async fn live(store: &Arc<PgEventStore>, url: &str, schema: &str, seconds: u64) {
+    use crossfold_core::{SubscriptionOptions, Timestamp};
+    let reader =
+        PgEventStore::connect(PgConfig::from_url(url).unwrap().schema(schema).pool_size(2))
+            .await
+            .unwrap();
+    let head = reader.head_position().await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for t in 0..4u64 {
+        let (store, stop) = (store.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let stream = StreamId::new(format!("live-{t}")).unwrap();
+            let mut append_micros = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let e = EventData::new("Live", Payload::json(&b"{}"[..]));
+                let start = Instant::now();
+                store
+                    .append(AppendRequest::new().stream(
+                        stream.clone(),
+                        ExpectedVersion::Any,
+                        vec![e],
+                    ))
+                    .await
+                    .unwrap();
+                append_micros.push(start.elapsed().as_micros() as u64);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            append_micros
+        }));
+    }
+    let mut subscription = reader.subscribe(SubscriptionOptions::all().from(head));
+    let mut latencies = Vec::new();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        let Ok(event) = tokio::time::timeout(Duration::from_secs(1), subscription.next()).await
+        else {
+            continue;
+        };
+        let event = event.unwrap();
+        let micros = Timestamp::now().unix_micros() - event.metadata.recorded_at.unix_micros();
+        latencies.push(micros.max(0) as u64);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut appends = Vec::new();
+    for w in writers {
+        appends.extend(w.await.unwrap());
+    }
+    appends.sort_unstable();
+    println!(
+        "live       the appends themselves: p50 {:.1} ms, p99 {:.1} ms",
+        appends[appends.len() / 2] as f64 / 1000.0,
+        appends[appends.len() * 99 / 100] as f64 / 1000.0
+    );
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    println!(
+        "live       {} events, append-to-delivery p50 {:.1} ms, p99 {:.1} ms",
+        latencies.len(),
+        at(0.5) as f64 / 1000.0,
+        at(0.99) as f64 / 1000.0
+    );
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -179,6 +248,10 @@ async fn main() {
             }
         })
         .await;
+    }
+
+    if wanted("live") {
+        live(&store, &url, &schema, seconds).await;
     }
 
     let client = store.pool().get().await.unwrap();

@@ -423,16 +423,18 @@ impl PgEventStore {
             let statement = client.prepare_cached(text).await.map_err(classify)?;
             let rows = client.query(&statement, &params).await.map_err(classify)?;
             drop(client);
-            let mut pending = false;
             let mut decoder = Decoder::default();
             let mut events = Vec::with_capacity(rows.len());
             for row in &rows {
-                pending |= get::<bool>(row, 0)?;
-                if let Some(event) = decoder.decode(row, 1)? {
+                if let Some(event) = decoder.decode(row, 2)? {
                     events.push(event);
                 }
             }
-            if events.len() < limit && pending && visibility.pause().await {
+            if events.len() < limit
+                && let Some(row) = rows.first()
+                && visibility.must_wait(row)?
+                && visibility.pause().await
+            {
                 continue;
             }
             // The lateral join keeps the inner ORDER BY; sorting an ordered batch is a
@@ -454,12 +456,11 @@ impl PgEventStore {
                 .map_err(classify)?;
             let row = client.query_one(&statement, &[]).await.map_err(classify)?;
             drop(client);
-            let pending: bool = get(&row, 0)?;
-            if pending && visibility.pause().await {
+            if visibility.must_wait(&row)? && visibility.pause().await {
                 continue;
             }
-            return match get::<Option<Xid8>>(&row, 1)? {
-                Some(_) => position(&row, 1),
+            return match get::<Option<Xid8>>(&row, 2)? {
+                Some(_) => position(&row, 2),
                 None => Ok(Position::START),
             };
         }
@@ -474,10 +475,13 @@ impl PgEventStore {
             .await
             .map_err(classify)?;
         let row = client
-            .query_one(&statement, &[&commit, &sequence])
+            .query_opt(&statement, &[&commit, &sequence])
             .await
             .map_err(classify)?;
-        Ok((get(&row, 0)?, get(&row, 1)?))
+        match row {
+            Some(row) => Ok((get(&row, 0)?, true)),
+            None => Ok((false, false)),
+        }
     }
 
     async fn run_wait(&self, after: Position, timeout: Duration) -> Result<(), StoreError> {
@@ -511,12 +515,17 @@ impl PgEventStore {
     }
 }
 
-/// Bounded waiting for committed events to pass the visibility horizon: a read then sees what
-/// committed before it started (read-your-writes), unless an older transaction stays open
-/// longer than the limit, in which case the read returns what is visible.
+/// Bounded waiting for committed events to pass the visibility horizon, so a read sees what
+/// committed before it started (read-your-writes). It waits only for the transactions that
+/// were already running when the read started (the newest committed-but-invisible transaction
+/// the first look found), never for later commits, so steady traffic cannot keep it waiting;
+/// and at most `limit`, after which the read returns what is visible and the rest follows
+/// later (never lost).
 struct VisibilityWait {
     deadline: tokio::time::Instant,
     pause: Duration,
+    /// The newest transaction whose committed events the first look could not see yet.
+    target: Option<Option<Xid8>>,
 }
 
 impl VisibilityWait {
@@ -524,7 +533,18 @@ impl VisibilityWait {
         Self {
             deadline: tokio::time::Instant::now() + limit,
             pause: Duration::from_millis(1),
+            target: None,
         }
+    }
+
+    /// Whether the events committed before the first look are still not all visible, from a
+    /// row whose first two columns are the horizon and the newest pending transaction.
+    fn must_wait(&mut self, row: &tokio_postgres::Row) -> Result<bool, StoreError> {
+        let horizon: Xid8 = get(row, 0)?;
+        if self.target.is_none() {
+            self.target = Some(get::<Option<Xid8>>(row, 1)?);
+        }
+        Ok(matches!(self.target, Some(Some(target)) if horizon <= target))
     }
 
     /// Sleeps before the next look; `false` once the time is up.
