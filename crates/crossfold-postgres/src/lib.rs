@@ -7,11 +7,15 @@
 //!   Stream rows are locked in sorted order (no deadlocks); streams that are only checked are
 //!   locked `FOR SHARE`, so commands that merely read the same stream do not serialize each
 //!   other. A failed condition writes nothing and names every conflicting stream.
+//!   The commonest append — events for one stream, nothing else checked — has a leaner
+//!   function of its own.
 //! * **A commit-safe global log.** Each event carries its writing transaction's id (`xid8`) and
 //!   a sequence number; the log is ordered by that pair and shows only rows of transactions
 //!   below the oldest one still running, so a checkpoint never skips an event that commits
 //!   late. A long-open writing transaction therefore delays subscriptions; [`PgHealth`] reports
-//!   its age.
+//!   its age. A read of the log waits briefly (up to [`PgConfig::visibility_wait`]) for
+//!   transactions that were already running when it started, so it sees everything committed
+//!   before it (read-your-writes).
 //! * **Live subscriptions.** Subscribers are woken through `LISTEN`/`NOTIFY` — sent after the
 //!   append commits and coalesced, never inside the append transaction — with polling as the
 //!   fallback. The listener reconnects on its own; a lost notification is a delay, not a loss.
@@ -43,6 +47,15 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Connections: a `deadpool-postgres` pool (size and timeouts in [`PgConfig`], also settable
+//! from the connection URL) with statements prepared once per connection, plus one dedicated
+//! `LISTEN` connection. TLS is the application's choice: pass any tokio-postgres TLS connector
+//! to [`PgEventStore::connect_with_tls`].
+//!
+//! The crate's tests run against a real server named by `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), each in a schema of its own; without a
+//! reachable server they fail and say so.
 //!
 //! JSON payloads are stored as JSONB: they stay queryable, and they read back as the same JSON
 //! value but not necessarily the same bytes (JSONB normalizes whitespace and key order).
