@@ -103,6 +103,9 @@ fn store_paths(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the by-hand baseline knows of each account: its folded state and version.
+type Known = HashMap<StreamId, (<Deposit as Command>::State, StreamVersion)>;
+
 fn executor_overhead(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("executor");
@@ -163,8 +166,7 @@ fn executor_overhead(c: &mut Criterion) {
     // kept here (as the executor's cache keeps them), then decide, encode and append with the
     // expected version. The difference to `execute/deposit` is the executor's overhead.
     let hand_store = MemoryStore::new();
-    let known: Rc<RefCell<HashMap<StreamId, (<Deposit as Command>::State, StreamVersion)>>> =
-        Rc::default();
+    let known: Rc<RefCell<Known>> = Rc::default();
     rt.block_on(async {
         let opener = Executor::new(hand_store.clone());
         for a in &accounts {

@@ -198,6 +198,20 @@ impl Accounts {
         }
     }
 
+    /// Combines a part folded from one stream: each event only changes its own account (or the
+    /// transfer's own flag), so parts simply add up.
+    pub(crate) fn merge(&mut self, part: &Accounts) {
+        self.transfer_completed |= part.transfer_completed;
+        for (account, view) in &part.accounts {
+            let entry = self.entry(account);
+            entry.open |= view.open;
+            entry.balance = entry
+                .balance
+                .checked_add(view.balance)
+                .unwrap_or(entry.balance);
+        }
+    }
+
     fn require_open(&self, account: &AccountId) -> Result<AccountView, CommandError> {
         let view = self.get(account);
         if view.open {
@@ -241,8 +255,14 @@ impl Command for OpenAccount {
         self.account.stream().clone()
     }
 
+    const PER_STREAM: bool = true;
+
     fn apply(state: &mut Accounts, event: &Recorded<BankEvent>) {
         state.apply(event);
+    }
+
+    fn merge(state: &mut Accounts, part: &Accounts) {
+        state.merge(part);
     }
 
     fn handle<'x>(
@@ -296,8 +316,14 @@ impl Command for Deposit {
         self.account.stream().clone()
     }
 
+    const PER_STREAM: bool = true;
+
     fn apply(state: &mut Accounts, event: &Recorded<BankEvent>) {
         state.apply(event);
+    }
+
+    fn merge(state: &mut Accounts, part: &Accounts) {
+        state.merge(part);
     }
 
     fn handle<'x>(
@@ -333,8 +359,14 @@ impl Command for Withdraw {
         self.account.stream().clone()
     }
 
+    const PER_STREAM: bool = true;
+
     fn apply(state: &mut Accounts, event: &Recorded<BankEvent>) {
         state.apply(event);
+    }
+
+    fn merge(state: &mut Accounts, part: &Accounts) {
+        state.merge(part);
     }
 
     fn handle<'x>(
@@ -403,8 +435,14 @@ impl Command for Transfer {
         ]
     }
 
+    const PER_STREAM: bool = true;
+
     fn apply(state: &mut Accounts, event: &Recorded<BankEvent>) {
         state.apply(event);
+    }
+
+    fn merge(state: &mut Accounts, part: &Accounts) {
+        state.merge(part);
     }
 
     fn handle<'x>(

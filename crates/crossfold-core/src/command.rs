@@ -82,6 +82,21 @@ pub trait Command: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Declares that the state is a union of independent per-stream parts: every event changes
+    /// only the part that belongs to its own stream, so folding each stream alone and
+    /// [`merge`](Self::merge)-ing the results gives the same state as folding the merged
+    /// events. The executor then caches one folded part per stream and combines parts, instead
+    /// of refolding whole histories for every new combination of streams (a transfer between
+    /// two accounts that never met before costs no read). `CommandTest` in the testkit checks
+    /// the claim on every scenario it runs.
+    const PER_STREAM: bool = false;
+
+    /// Merges `part` — the state folded from one stream's events alone — into `state`. Only
+    /// called when [`PER_STREAM`](Self::PER_STREAM) is true.
+    fn merge(state: &mut Self::State, part: &Self::State) {
+        let _ = (state, part);
+    }
+
     /// The permission the caller must hold, checked by the executor's authorizer.
     fn required_permission(&self) -> Option<&str> {
         None

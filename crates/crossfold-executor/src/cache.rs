@@ -98,11 +98,30 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
     /// Inserts or replaces a value of `weight` bytes, evicting others to stay within budget.
     /// A value heavier than a whole shard's budget is not cached.
     pub(crate) fn insert(&self, key: K, value: V, weight: usize) {
+        self.insert_unless(key, value, weight, |_| false);
+    }
+
+    /// Like [`insert`](Self::insert), but keeps the cached value if `keep_existing` says so.
+    pub(crate) fn insert_unless(
+        &self,
+        key: K,
+        value: V,
+        weight: usize,
+        keep_existing: impl FnOnce(&V) -> bool,
+    ) {
         if !self.is_enabled() {
             return;
         }
         let budget = self.budget_per_shard;
         let mut shard = self.shard(&key);
+        if shard
+            .map
+            .get(&key)
+            .and_then(|slot| slot.value.as_ref())
+            .is_some_and(keep_existing)
+        {
+            return;
+        }
         if weight > budget {
             if let Some(old) = shard.map.remove(&key) {
                 shard.used -= old.weight;

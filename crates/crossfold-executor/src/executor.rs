@@ -1,6 +1,5 @@
 //! `execute()`: read → fold → decide → append, with retries, caches and idempotency.
 
-use std::any::{Any, TypeId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use crate::context::{ActorPermissions, Authorizer, ExecutionContext};
 use crate::locks::StreamLocks;
 use crate::metrics::{CommandMetrics, MetricsRegistry, Outcome};
 use crate::retry::RetryPolicy;
+use crate::view::{CachedStream, Refresh, StateEntry, StateKey, Working};
 
 /// What a successful execution did.
 #[derive(Clone, Debug, PartialEq)]
@@ -157,7 +157,7 @@ impl<S: EventStore, C: Codec> ExecutorBuilder<S, C> {
 ///
 /// See the crate documentation for an example.
 pub struct Executor<S, C = Json> {
-    inner: Arc<Inner<S, C>>,
+    pub(crate) inner: Arc<Inner<S, C>>,
 }
 
 impl<S, C> Clone for Executor<S, C> {
@@ -168,90 +168,18 @@ impl<S, C> Clone for Executor<S, C> {
     }
 }
 
-struct Inner<S, C> {
-    store: S,
-    codec: C,
-    upcasters: Upcasters,
-    retry: RetryPolicy,
-    timeout: Option<Duration>,
-    authorizer: Arc<dyn Authorizer>,
-    states: ClockCache<StateKey, StateEntry>,
-    streams: ClockCache<StreamId, CachedStream>,
-    locks: Option<StreamLocks>,
-    max_discovery_rounds: u32,
-    metrics: MetricsRegistry,
-}
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct StateKey {
-    command: TypeId,
-    streams: Box<[StreamId]>,
-}
-
-struct StateEntry {
-    state: Box<dyn Any + Send + Sync>,
-    /// Streams found by discovery when the state was folded, after the declared ones.
-    discovered: Vec<StreamId>,
-    /// Versions of the declared then discovered streams the state reflects.
-    versions: Vec<StreamVersion>,
-    floor: Option<EventId>,
-}
-
-struct CachedStream {
-    version: StreamVersion,
-    events: Vec<RecordedEvent>,
-    /// Approximate memory held, kept up to date as events are added.
-    weight: usize,
-}
-
-impl CachedStream {
-    fn new(version: StreamVersion, events: Vec<RecordedEvent>) -> Self {
-        let weight = 64
-            + events
-                .iter()
-                .map(RecordedEvent::approximate_size)
-                .sum::<usize>();
-        Self {
-            version,
-            events,
-            weight,
-        }
-    }
-
-    fn empty() -> Self {
-        Self::new(StreamVersion::EMPTY, Vec::new())
-    }
-
-    fn extend(&mut self, version: StreamVersion, events: &[RecordedEvent]) {
-        self.weight += events
-            .iter()
-            .map(RecordedEvent::approximate_size)
-            .sum::<usize>();
-        self.events.extend_from_slice(events);
-        self.version = version;
-    }
-}
-
-/// One execution's view: its read set, the versions its state reflects, and the state.
-struct Working<St> {
-    read_set: ReadSet,
-    versions: Vec<StreamVersion>,
-    state: St,
-    /// The highest event id folded: new events get ids above it.
-    floor: Option<EventId>,
-    /// Whether every version was confirmed by the store during this execution (rather than
-    /// taken from a cache or assumed).
-    verified: bool,
-    /// Whether the state may be cached for the next command on the same streams. Not when a
-    /// stream was assumed new: such a combination of streams is unlikely to come again.
-    cacheable: bool,
-}
-
-enum Refresh {
-    Unchanged,
-    Changed,
-    /// The view cannot be caught up incrementally; fold again from the store.
-    Rebuild,
+pub(crate) struct Inner<S, C> {
+    pub(crate) store: S,
+    pub(crate) codec: C,
+    pub(crate) upcasters: Upcasters,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) authorizer: Arc<dyn Authorizer>,
+    pub(crate) states: ClockCache<StateKey, StateEntry>,
+    pub(crate) streams: ClockCache<StreamId, CachedStream>,
+    pub(crate) locks: Option<StreamLocks>,
+    pub(crate) max_discovery_rounds: u32,
+    pub(crate) metrics: MetricsRegistry,
 }
 
 enum Failure {
@@ -412,22 +340,18 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             Some(locks) => locks.lock(declared.ids()).await,
             None => Vec::new(),
         };
-        let key = StateKey {
-            command: TypeId::of::<Cmd>(),
-            streams: declared.ids().into(),
-        };
         let metadata = Arc::new(metadata(context));
         let policy = self.inner.retry;
         // `None` means "fold again from the store, trusting no cache" (after a failure that
         // leaves our view in doubt); the first load may start from the caches.
-        let mut loaded = Some(self.load(command, declared.clone(), &key).await);
+        let mut loaded = Some(self.load(command, &declared, true).await);
         let mut conflicts = 0u32;
         loop {
             *attempts += 1;
             let fresh = match loaded.take() {
                 Some(Ok(work)) => Ok(work),
                 Some(Err(error)) => Err(error),
-                None => self.load_full(command, declared.clone(), false).await,
+                None => self.load(command, &declared, false).await,
             };
             let mut work = match fresh {
                 Ok(work) => work,
@@ -445,16 +369,14 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             {
                 Ok(mut executed) => {
                     executed.conflicts = conflicts;
-                    self.keep_state(&key, work);
+                    self.keep::<Cmd>(&declared, work);
                     return Ok(executed);
                 }
                 Err(failure) => failure,
             };
             match failure {
                 Failure::Fatal(error) => {
-                    if work.verified {
-                        self.keep_state(&key, work);
-                    }
+                    self.keep::<Cmd>(&declared, work);
                     return Err(error);
                 }
                 Failure::Replay(marker) => {
@@ -647,24 +569,30 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         let mut recorded = Vec::with_capacity(emitted.len());
         for (stream, k, event) in emitted {
             let raw = &written[stream][k];
-            Cmd::apply(
-                &mut work.state,
-                &Recorded {
-                    event,
-                    event_id: raw.event_id,
-                    stream_id: raw.stream_id.clone(),
-                    stream_version: raw.stream_version,
-                    position: raw.position,
-                    metadata: raw.metadata.clone(),
-                },
-            );
+            let event = Recorded {
+                event,
+                event_id: raw.event_id,
+                stream_id: raw.stream_id.clone(),
+                stream_version: raw.stream_version,
+                position: raw.position,
+                metadata: raw.metadata.clone(),
+            };
+            match work.parts.as_mut() {
+                Some(parts) => {
+                    Cmd::apply(&mut parts[stream].state, &event);
+                    parts[stream].floor = Some(raw.event_id);
+                }
+                None => Cmd::apply(&mut work.state, &event),
+            }
             recorded.push(raw.clone());
         }
         work.floor = last_id.or(work.floor);
         work.verified = true;
-        for (i, events) in written.into_iter().enumerate() {
-            if !events.is_empty() {
-                self.extend_cached_stream(&work.read_set.ids()[i], old_versions[i], events);
+        if work.parts.is_none() {
+            for (i, events) in written.into_iter().enumerate() {
+                if !events.is_empty() {
+                    self.extend_cached_stream(&work.read_set.ids()[i], old_versions[i], events);
+                }
             }
         }
         Ok(Executed {
@@ -673,292 +601,6 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             conflicts: 0,
             replayed: false,
         })
-    }
-
-    /// Starts from the cached state of the same command on the same streams, or folds.
-    async fn load<Cmd: Command>(
-        &self,
-        command: &Cmd,
-        declared: ReadSet,
-        key: &StateKey,
-    ) -> Result<Working<Cmd::State>, Error> {
-        if let Some(entry) = self.inner.states.take(key)
-            && let Ok(state) = entry.state.downcast::<Cmd::State>()
-        {
-            let mut read_set = declared.clone();
-            read_set.discover(entry.discovered);
-            if read_set.ids().len() == entry.versions.len() {
-                self.inner.metrics.cache().state_hit.increment(1);
-                let mut work = Working {
-                    read_set,
-                    versions: entry.versions,
-                    state: *state,
-                    floor: entry.floor,
-                    verified: false,
-                    cacheable: true,
-                };
-                let found = command.discover(&work.state);
-                if work.read_set.discover(found).is_empty() {
-                    return Ok(work);
-                }
-                work.cacheable = false;
-            }
-        }
-        self.inner.metrics.cache().state_miss.increment(1);
-        self.load_full(command, declared, true).await
-    }
-
-    /// Folds the read set from events: cached streams, streams assumed new, and one store read
-    /// for the rest; then discovers further streams until none are new.
-    async fn load_full<Cmd: Command>(
-        &self,
-        command: &Cmd,
-        mut read_set: ReadSet,
-        use_cache: bool,
-    ) -> Result<Working<Cmd::State>, Error> {
-        let mut streams: Vec<CachedStream> = Vec::new();
-        let mut verified = true;
-        let mut assumed = false;
-        let mut pending: Vec<StreamId> = read_set.ids().to_vec();
-        let mut rounds = 0;
-        loop {
-            let (from_cache, was_assumed) = self
-                .gather(command, &pending, use_cache, &mut streams)
-                .await?;
-            verified &= !from_cache;
-            assumed |= was_assumed;
-            let (state, floor) = self.fold::<Cmd>(&streams)?;
-            let found = command.discover(&state);
-            pending = read_set.discover(found);
-            if pending.is_empty() {
-                return Ok(Working {
-                    versions: streams.iter().map(|s| s.version).collect(),
-                    read_set,
-                    state,
-                    floor,
-                    verified,
-                    cacheable: !assumed,
-                });
-            }
-            rounds += 1;
-            if rounds > self.inner.max_discovery_rounds {
-                return Err(Error::InvalidState(format!(
-                    "command {} kept discovering new streams after {} rounds",
-                    command.name(),
-                    self.inner.max_discovery_rounds
-                )));
-            }
-        }
-    }
-
-    /// Appends the contents of `ids` to `out`, from the event cache, by assumption, or from
-    /// one store read. Returns whether any came from the cache, and whether any was assumed.
-    async fn gather<Cmd: Command>(
-        &self,
-        command: &Cmd,
-        ids: &[StreamId],
-        use_cache: bool,
-        out: &mut Vec<CachedStream>,
-    ) -> Result<(bool, bool), Error> {
-        let start = out.len();
-        let mut reads = Vec::new();
-        let mut from_cache = false;
-        let mut assumed = false;
-        for id in ids {
-            let cached = if use_cache {
-                self.inner
-                    .streams
-                    .with(id, |s| CachedStream::new(s.version, s.events.clone()))
-            } else {
-                None
-            };
-            match cached {
-                Some(stream) => {
-                    self.inner.metrics.cache().events_hit.increment(1);
-                    from_cache = true;
-                    out.push(stream);
-                }
-                None if use_cache && command.expects_new(id) => {
-                    assumed = true;
-                    out.push(CachedStream::empty());
-                }
-                None => {
-                    if use_cache {
-                        self.inner.metrics.cache().events_miss.increment(1);
-                    }
-                    reads.push(StreamRead::all(id.clone()));
-                    out.push(CachedStream::empty());
-                }
-            }
-        }
-        if !reads.is_empty() {
-            let read = self.inner.store.read_streams(&reads).await?;
-            if read.len() != reads.len() {
-                return Err(Error::InvalidState(
-                    "store returned a different number of streams than were read".into(),
-                ));
-            }
-            for stream in read {
-                let Some(slot) = ids
-                    .iter()
-                    .position(|id| *id == stream.stream)
-                    .map(|i| &mut out[start + i])
-                else {
-                    continue;
-                };
-                let fetched = CachedStream::new(stream.version, stream.events);
-                if self.inner.streams.is_enabled() && !fetched.version.is_empty() {
-                    let weight = fetched.weight;
-                    self.inner.streams.insert(
-                        stream.stream,
-                        CachedStream::new(fetched.version, fetched.events.clone()),
-                        weight,
-                    );
-                }
-                *slot = fetched;
-            }
-        }
-        Ok((from_cache, assumed))
-    }
-
-    /// Merges the streams' events by event id and folds them.
-    fn fold<Cmd: Command>(
-        &self,
-        streams: &[CachedStream],
-    ) -> Result<(Cmd::State, Option<EventId>), Error> {
-        let mut merged: Vec<&RecordedEvent> = streams.iter().flat_map(|s| &s.events).collect();
-        merged.sort_by_key(|e| e.event_id);
-        let mut state = Cmd::State::default();
-        for raw in &merged {
-            let event = self
-                .inner
-                .upcasters
-                .decode::<Cmd::Event, C>(&self.inner.codec, raw)?;
-            Cmd::apply(&mut state, &event);
-        }
-        Ok((state, merged.last().map(|e| e.event_id)))
-    }
-
-    /// Reads what changed after the versions `work` reflects — for the conflicting streams,
-    /// or for all streams when `conflicts` is `None` — and folds it in.
-    async fn refresh<Cmd: Command>(
-        &self,
-        command: &Cmd,
-        work: &mut Working<Cmd::State>,
-        conflicts: Option<&[StreamConflict]>,
-    ) -> Result<Refresh, Error> {
-        let ids = work.read_set.ids();
-        let indices: Vec<usize> = match conflicts {
-            Some(conflicts) => {
-                let mut indices = Vec::with_capacity(conflicts.len());
-                for c in conflicts {
-                    match ids.iter().position(|id| *id == c.stream) {
-                        Some(i) if c.actual > work.versions[i] => indices.push(i),
-                        // Behind what we believed, or a stream we did not send: our view is
-                        // wrong somewhere; start over from the store.
-                        _ => return Ok(Refresh::Rebuild),
-                    }
-                }
-                indices
-            }
-            None => (0..ids.len()).collect(),
-        };
-        let reads: Vec<StreamRead> = indices
-            .iter()
-            .map(|&i| StreamRead::after(ids[i].clone(), work.versions[i]))
-            .collect();
-        let read = self.inner.store.read_streams(&reads).await?;
-        if read.len() != reads.len() {
-            return Err(Error::InvalidState(
-                "store returned a different number of streams than were read".into(),
-            ));
-        }
-        let mut tail: Vec<RecordedEvent> = Vec::new();
-        for (&i, stream) in indices.iter().zip(read) {
-            if stream.version < work.versions[i] {
-                return Ok(Refresh::Rebuild);
-            }
-            if stream.version != work.versions[i] {
-                self.extend_cached_stream(&ids[i], work.versions[i], stream.events.clone());
-                tail.extend(stream.events);
-                work.versions[i] = stream.version;
-            }
-        }
-        work.verified = true;
-        if tail.is_empty() {
-            return Ok(Refresh::Unchanged);
-        }
-        tail.sort_by_key(|e| e.event_id);
-        for raw in &tail {
-            let event = self
-                .inner
-                .upcasters
-                .decode::<Cmd::Event, C>(&self.inner.codec, raw)?;
-            Cmd::apply(&mut work.state, &event);
-        }
-        work.floor = work.floor.max(tail.last().map(|e| e.event_id));
-        let found = command.discover(&work.state);
-        if !work.read_set.clone().discover(found).is_empty() {
-            // Newly discovered streams must be merged into the fold in event-id order.
-            return Ok(Refresh::Rebuild);
-        }
-        Ok(Refresh::Changed)
-    }
-
-    /// Adds events written after `previous` to a cached stream, if the cache holds exactly
-    /// that version (or the stream was empty); otherwise drops the stale entry.
-    fn extend_cached_stream(
-        &self,
-        id: &StreamId,
-        previous: StreamVersion,
-        events: Vec<RecordedEvent>,
-    ) {
-        if !self.inner.streams.is_enabled() || events.is_empty() {
-            return;
-        }
-        let Some(last) = events.last().map(|e| e.stream_version) else {
-            return;
-        };
-        let updated = self.inner.streams.with(id, |cached| {
-            if cached.version == previous {
-                cached.extend(last, &events);
-                Some(cached.weight)
-            } else {
-                None
-            }
-        });
-        match updated {
-            Some(Some(weight)) => self.inner.streams.reweigh(id, weight),
-            Some(None) => self.inner.streams.remove(id),
-            None if previous.is_empty() => {
-                let stream = CachedStream::new(last, events);
-                let weight = stream.weight;
-                self.inner.streams.insert(id.clone(), stream, weight);
-            }
-            None => {}
-        }
-    }
-
-    fn keep_state<St: Send + Sync + 'static>(&self, key: &StateKey, work: Working<St>) {
-        if !work.cacheable || !self.inner.states.is_enabled() {
-            return;
-        }
-        let declared = key.streams.len();
-        let weight = std::mem::size_of::<St>()
-            + 96
-            + work
-                .read_set
-                .ids()
-                .iter()
-                .map(|s| 48 + s.as_str().len())
-                .sum::<usize>();
-        let entry = StateEntry {
-            discovered: work.read_set.ids()[declared.min(work.read_set.ids().len())..].to_vec(),
-            state: Box::new(work.state),
-            versions: work.versions,
-            floor: work.floor,
-        };
-        self.inner.states.insert(key.clone(), entry, weight);
     }
 
     /// Returns the outcome recorded by an earlier execution with the same idempotency key.

@@ -54,6 +54,7 @@ mod executor;
 mod locks;
 mod metrics;
 mod retry;
+mod view;
 
 pub use context::{Actor, ActorPermissions, Authorizer, Denied, ExecutionContext};
 pub use executor::{Executed, Executor, ExecutorBuilder};

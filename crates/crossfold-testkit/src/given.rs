@@ -176,6 +176,7 @@ impl<E: DomainEvent> Given<E> {
     /// Streams the command [`expects_new`](Command::expects_new) are folded too: against a
     /// store the executor would skip reading them, conflict, and run again with their real
     /// contents, which is the outcome shown here.
+    #[track_caller]
     pub fn when<C: Command<Event = E>>(self, command: C) -> Then<C> {
         let mut read_set = ReadSet::of(&command);
         let mut rounds = 0;
@@ -202,6 +203,9 @@ impl<E: DomainEvent> Given<E> {
                     .filter_map(|(i, e)| read_set.ids().get(i).map(|s| (s.clone(), e)))
                     .collect()
             });
+        if C::PER_STREAM {
+            check_per_stream_claim(&command, &self.history, &read_set, &result);
+        }
         Then {
             read_set: read_set.ids().to_vec(),
             command,
@@ -210,6 +214,51 @@ impl<E: DomainEvent> Given<E> {
             history: self.history,
         }
     }
+}
+
+/// A command that declares `PER_STREAM` promises that merging states folded from each stream
+/// alone equals folding the merged events. The executor relies on it; check it here, where a
+/// broken promise is cheap to find: both ways must decide the same.
+#[track_caller]
+fn check_per_stream_claim<C: Command>(
+    command: &C,
+    history: &[Recorded<C::Event>],
+    read_set: &ReadSet,
+    merged_result: &Result<Vec<(StreamId, C::Event)>, CommandError>,
+) {
+    let mut state = C::State::default();
+    for stream in read_set.ids() {
+        C::merge(
+            &mut state,
+            &fold::<C>(history, std::slice::from_ref(stream)),
+        );
+    }
+    let parts_result: Result<Vec<(StreamId, C::Event)>, CommandError> =
+        read_set.decide(command, &state).map(|events| {
+            events
+                .into_iter()
+                .filter_map(|(i, e)| read_set.ids().get(i).map(|s| (s.clone(), e)))
+                .collect()
+        });
+    let show = |r: &Result<Vec<(StreamId, C::Event)>, CommandError>| match r {
+        Ok(events) => serde_json::to_string(
+            &events
+                .iter()
+                .map(|(s, e)| (s.as_str(), e))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or_else(|e| format!("<unserializable: {e}>")),
+        Err(e) => format!("error: {e}"),
+    };
+    let (merged, parts) = (show(merged_result), show(&parts_result));
+    assert!(
+        merged == parts,
+        "{} declares PER_STREAM, but its state is not a merge of per-stream parts:\n  \
+         folding the merged events decides: {merged}\n  \
+         merging per-stream folds decides:  {parts}\n\
+         Fix `merge`, or remove `PER_STREAM` (the executor would decide on the second).",
+        command.name()
+    );
 }
 
 fn fold<C: Command>(history: &[Recorded<C::Event>], streams: &[StreamId]) -> C::State {
@@ -658,5 +707,53 @@ mod tests {
             ]
         );
         assert!(h.windows(2).all(|w| w[0].event_id < w[1].event_id));
+    }
+
+    /// Counts events across its streams; claims PER_STREAM with a correct or a broken merge.
+    struct Tally<const CORRECT: bool> {
+        streams: [StreamId; 2],
+    }
+    impl<const CORRECT: bool> Command for Tally<CORRECT> {
+        type Event = Ev;
+        type State = u32;
+        type Streams = [StreamId; 2];
+        const PER_STREAM: bool = true;
+        fn streams(&self) -> [StreamId; 2] {
+            self.streams.clone()
+        }
+        fn apply(count: &mut u32, _: &Recorded<Ev>) {
+            *count += 1;
+        }
+        fn merge(count: &mut u32, part: &u32) {
+            // The broken variant forgets to add: a state that is not a merge of its parts.
+            *count = if CORRECT { *count + part } else { *part };
+        }
+        fn handle<'x>(
+            &self,
+            count: &u32,
+            [a, _]: [StreamRef<'x>; 2],
+            out: &mut Emit<'x, Ev>,
+        ) -> Result<(), CommandError> {
+            out.append(a, Ev::Deposited(*count));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_correct_per_stream_claim_passes() {
+        let (a, b) = (sid("a"), sid("b"));
+        CommandTest::given([(&a, Ev::Opened), (&b, Ev::Opened), (&b, Ev::Deposited(1))])
+            .when(Tally::<true> {
+                streams: [a.clone(), b],
+            })
+            .then_expect([(&a, Ev::Deposited(3))]);
+    }
+
+    #[test]
+    #[should_panic(expected = "not a merge of per-stream parts")]
+    fn a_broken_per_stream_claim_is_caught() {
+        let (a, b) = (sid("a"), sid("b"));
+        CommandTest::given([(&a, Ev::Opened), (&b, Ev::Opened), (&b, Ev::Deposited(1))])
+            .when(Tally::<false> { streams: [a, b] });
     }
 }

@@ -44,6 +44,17 @@ impl Balances {
             .map_or(0, |(_, b)| *b)
     }
 
+    /// Balances are per stream, so parts folded from single streams simply add up.
+    pub(crate) fn merge(&mut self, part: &Balances) {
+        self.events += part.events;
+        for (stream, balance) in &part.by_stream {
+            match self.by_stream.iter_mut().find(|(s, _)| s == stream) {
+                Some((_, b)) => *b += balance,
+                None => self.by_stream.push((stream.clone(), *balance)),
+            }
+        }
+    }
+
     pub(crate) fn fold(&mut self, event: &Recorded<Ledger>) {
         self.events += 1;
         let delta = match event.event {
@@ -210,4 +221,40 @@ pub(crate) async fn balance<S: EventStore>(store: &S, stream: &StreamId) -> i64 
         state.fold(&Upcasters::new().decode(&Json, raw).unwrap());
     }
     state.of(stream)
+}
+
+/// Runs a ledger command with per-stream state caching.
+pub(crate) struct PerStream<C>(pub(crate) C);
+
+impl<C: Command<Event = Ledger, State = Balances>> Command for PerStream<C> {
+    type Event = Ledger;
+    type State = Balances;
+    type Streams = C::Streams;
+    const PER_STREAM: bool = true;
+    fn streams(&self) -> C::Streams {
+        self.0.streams()
+    }
+    fn apply(state: &mut Balances, event: &Recorded<Ledger>) {
+        C::apply(state, event)
+    }
+    fn merge(state: &mut Balances, part: &Balances) {
+        state.merge(part)
+    }
+    fn handle<'x>(
+        &self,
+        state: &Balances,
+        streams: <C::Streams as crossfold_core::StreamSet>::Tokens<'x>,
+        out: &mut Emit<'x, Ledger>,
+    ) -> Result<(), CommandError> {
+        self.0.handle(state, streams, out)
+    }
+    fn discover(&self, state: &Balances) -> Vec<StreamId> {
+        self.0.discover(state)
+    }
+    fn expects_new(&self, stream: &StreamId) -> bool {
+        self.0.expects_new(stream)
+    }
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
 }

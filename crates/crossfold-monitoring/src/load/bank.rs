@@ -86,6 +86,17 @@ impl Balances {
         }
     }
 
+    /// Parts folded from single streams combine by union: each event touches only its stream.
+    fn merge(&mut self, part: &Balances) {
+        self.completed |= part.completed;
+        for (stream, balance) in &part.accounts {
+            match self.accounts.iter_mut().find(|(s, _)| s == stream) {
+                Some((_, b)) => *b += balance,
+                None => self.accounts.push((stream.clone(), *balance)),
+            }
+        }
+    }
+
     fn balance(&self, stream: &StreamId) -> Option<i64> {
         self.accounts
             .iter()
@@ -116,8 +127,14 @@ impl Command for Open {
         self.account.clone()
     }
 
+    const PER_STREAM: bool = true;
+
     fn apply(state: &mut Balances, event: &Recorded<BankEvent>) {
         state.fold(event);
+    }
+
+    fn merge(state: &mut Balances, part: &Balances) {
+        state.merge(part);
     }
 
     fn handle<'x>(
@@ -160,8 +177,14 @@ impl Command for Deposit {
         self.account.clone()
     }
 
+    const PER_STREAM: bool = true;
+
     fn apply(state: &mut Balances, event: &Recorded<BankEvent>) {
         state.fold(event);
+    }
+
+    fn merge(state: &mut Balances, part: &Balances) {
+        state.merge(part);
     }
 
     fn handle<'x>(
@@ -202,8 +225,14 @@ impl Command for Transfer {
         [self.from.clone(), self.to.clone(), self.transfer.clone()]
     }
 
+    const PER_STREAM: bool = true;
+
     fn apply(state: &mut Balances, event: &Recorded<BankEvent>) {
         state.fold(event);
+    }
+
+    fn merge(state: &mut Balances, part: &Balances) {
+        state.merge(part);
     }
 
     fn handle<'x>(
@@ -260,8 +289,14 @@ impl Command for Split {
         ]
     }
 
+    const PER_STREAM: bool = true;
+
     fn apply(state: &mut Balances, event: &Recorded<BankEvent>) {
         state.fold(event);
+    }
+
+    fn merge(state: &mut Balances, part: &Balances) {
+        state.merge(part);
     }
 
     fn handle<'x>(
