@@ -3,21 +3,20 @@
 //! Sharded with a lock per shard, so that checking ids never takes a lock every writer shares,
 //! and so that growing the set rehashes only one shard's ids at a time.
 
-use std::collections::HashSet;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
+use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crossfold_core::EventId;
 
 use crate::padded::Padded;
 
-/// Number of shards (a power of two).
 const SHARDS: usize = 64;
 
-type IdSet = HashSet<EventId, IdHasher>;
+/// Ordered, not hashed: event ids are UUIDv7s that mostly arrive in increasing order, so
+/// inserts and look-ups stay at the right edge of the tree, in cache, however large the set
+/// grows — where a hash set would take a cache miss per id and stall on every resize.
+type IdSet = BTreeSet<EventId>;
 
-/// Every stored event id.
 #[derive(Debug)]
 pub(crate) struct EventIds {
     shards: Box<[Padded<Mutex<IdSet>>]>,
@@ -25,81 +24,11 @@ pub(crate) struct EventIds {
 
 impl Default for EventIds {
     fn default() -> Self {
-        let hasher = IdHasher::default();
         Self {
             shards: (0..SHARDS)
-                .map(|_| Padded(Mutex::new(HashSet::with_hasher(hasher))))
+                .map(|_| Padded(Mutex::new(BTreeSet::new())))
                 .collect(),
         }
-    }
-}
-
-/// Hashes event ids with one multiplication instead of SipHash: an id is already 16 bytes of
-/// mostly random bits, and this set is touched by every append. The per-store random key keeps
-/// colliding ids from being precomputed.
-#[derive(Clone, Copy, Debug)]
-struct IdHasher {
-    key: u64,
-}
-
-impl Default for IdHasher {
-    fn default() -> Self {
-        Self {
-            key: RandomState::new().hash_one(0u8) | 1,
-        }
-    }
-}
-
-impl BuildHasher for IdHasher {
-    type Hasher = FoldHasher;
-    fn build_hasher(&self) -> FoldHasher {
-        FoldHasher {
-            key: self.key,
-            state: 0,
-        }
-    }
-}
-
-/// Folds every word written into a multiply-xorshift state.
-struct FoldHasher {
-    key: u64,
-    state: u64,
-}
-
-impl FoldHasher {
-    fn mix(&mut self, word: u64) {
-        let product =
-            u128::from(self.state ^ word ^ self.key) * u128::from(0x9E37_79B9_7F4A_7C15u64);
-        self.state = (product as u64) ^ ((product >> 64) as u64);
-    }
-}
-
-impl Hasher for FoldHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.mix(value);
-    }
-
-    fn write_usize(&mut self, value: usize) {
-        self.mix(value as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.state
     }
 }
 

@@ -104,6 +104,8 @@ pub struct LoadReport {
     pub first_5s_rate: f64,
     /// Operations per second over the last five measured seconds.
     pub last_5s_rate: f64,
+    /// Operations completed in each measured second.
+    pub per_second: Vec<u64>,
     /// The data check.
     pub verification: Verification,
 }
@@ -166,6 +168,7 @@ impl LoadReport {
             first_error: m.first_error,
             first_5s_rate: rate(&whole[..window]),
             last_5s_rate: rate(&whole[whole.len() - window..]),
+            per_second: whole.to_vec(),
             verification,
         }
     }
