@@ -5,8 +5,9 @@
 //! so a stale entry costs a conflict and a re-read, never a wrong write.
 
 use std::borrow::Borrow;
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+
+use foldhash::fast::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Mutex, MutexGuard};
 
@@ -19,7 +20,7 @@ pub(crate) struct ClockCache<K, V> {
 }
 
 struct Shard<K, V> {
-    map: HashMap<K, Slot<V>>,
+    map: HashMap<K, Slot<V>, RandomState>,
     /// Keys in insertion order for the clock hand. May hold keys already removed from `map`;
     /// those are skipped (and the ring is compacted when they pile up).
     ring: VecDeque<K>,
@@ -38,7 +39,7 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    map: HashMap::new(),
+                    map: HashMap::default(),
                     ring: VecDeque::new(),
                     used: 0,
                 })
@@ -47,7 +48,7 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         Self {
             shards,
             budget_per_shard: budget / SHARDS,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 

@@ -446,7 +446,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         marker: Option<&StreamId>,
         attempts: u32,
     ) -> Result<Executed, Failure> {
-        let decided = work.read_set.decide(command, &work.state);
+        let decided = work.read_set.decide(command, work.decision_state());
         let decided = match decided {
             Ok(events) if !events.is_empty() => events,
             refusal_or_nothing => {

@@ -5,8 +5,9 @@
 //! wasted round trip into a short wait; the store's version check stays the arbiter between
 //! processes.
 
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 
 use crossfold_core::StreamId;
 use tokio::sync::{Mutex, MutexGuard};
@@ -22,7 +23,7 @@ impl StreamLocks {
     pub(crate) fn new(stripes: usize) -> Self {
         Self {
             stripes: (0..stripes.max(1)).map(|_| Mutex::new(())).collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 

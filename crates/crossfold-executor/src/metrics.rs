@@ -127,14 +127,14 @@ impl CacheMetrics {
 /// Handles are resolved against the recorder installed when they are first used, so install
 /// the recorder before executing commands.
 pub(crate) struct MetricsRegistry {
-    commands: RwLock<HashMap<&'static str, Arc<CommandMetrics>>>,
+    commands: RwLock<HashMap<&'static str, Arc<CommandMetrics>, foldhash::fast::RandomState>>,
     cache: OnceLock<CacheMetrics>,
 }
 
 impl MetricsRegistry {
     pub(crate) fn new() -> Self {
         Self {
-            commands: RwLock::new(HashMap::new()),
+            commands: RwLock::new(HashMap::default()),
             cache: OnceLock::new(),
         }
     }

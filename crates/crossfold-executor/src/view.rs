@@ -115,15 +115,27 @@ impl<St: Default> Working<St> {
         }
     }
 
+    /// The state to decide on: the merged state, or the only part of a one-stream command
+    /// (which needs no merging).
+    pub(crate) fn decision_state(&self) -> &St {
+        match &self.parts {
+            Some(parts) if parts.len() == 1 => &parts[0].state,
+            _ => &self.state,
+        }
+    }
+
     /// Rebuilds the state from the parts (per-stream commands only).
     pub(crate) fn merge_parts<Cmd: Command<State = St>>(&mut self) {
         if let Some(parts) = &self.parts {
+            self.floor = parts.iter().filter_map(|p| p.floor).max();
+            if parts.len() == 1 {
+                return;
+            }
             let mut state = St::default();
             for part in parts {
                 Cmd::merge(&mut state, &part.state);
             }
             self.state = state;
-            self.floor = parts.iter().filter_map(|p| p.floor).max();
         }
     }
 }
@@ -210,7 +222,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             self.add_parts(command, &mut work, &pending, use_cache)
                 .await?;
             work.merge_parts::<Cmd>();
-            pending = read_set.discover(command.discover(&work.state));
+            pending = read_set.discover(command.discover(work.decision_state()));
             if pending.is_empty() {
                 work.read_set = read_set;
                 return Ok(work);
@@ -503,7 +515,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         let found = work
             .read_set
             .clone()
-            .discover(command.discover(&work.state));
+            .discover(command.discover(work.decision_state()));
         if !found.is_empty() {
             if work.parts.is_none() {
                 // Newly discovered streams must be merged into the fold in event-id order.

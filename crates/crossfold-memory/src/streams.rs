@@ -57,7 +57,7 @@ impl StreamEntry {
 pub(crate) type Stream = ChunkedVec<StreamEntry>;
 
 /// The streams of one shard.
-pub(crate) type Shard = HashMap<StreamId, Stream>;
+pub(crate) type Shard = HashMap<StreamId, Stream, foldhash::fast::RandomState>;
 
 /// Every stream, sharded by a hash of its name.
 #[derive(Debug)]
@@ -69,20 +69,18 @@ impl Default for Streams {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS)
-                .map(|_| Padded(Mutex::new(HashMap::new())))
+                .map(|_| Padded(Mutex::new(HashMap::default())))
                 .collect(),
         }
     }
 }
 
-/// The shard of a stream. Only spreads lock traffic, so a fast hash is enough: a crafted set
-/// of names could at worst make streams share a lock, while the maps inside keep std's
-/// randomized hashing.
+/// The shard of a stream. Only spreads lock traffic, so a fixed fast hash is enough: a crafted
+/// set of names could at worst make streams share a lock, while the maps inside use randomly
+/// seeded hashing.
 pub(crate) fn shard_of(stream: &StreamId) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in stream.as_str().bytes() {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::with_seed(0x5eed).hash_one(stream.as_str());
     (hash ^ (hash >> 32)) as usize & (SHARDS - 1)
 }
 
