@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use bank::{AccountId, Money, OpenAccount, Transfer, TransferId};
 use crossfold::prelude::*;
 use crossfold::{Actor, EventId, LogFilter, Position, RetryPolicy};
+use crossfold_testkit::concurrent::{command_sequences, execute_concurrently};
 use proptest::prelude::*;
 
 const ACCOUNTS: usize = 4;
@@ -19,7 +20,7 @@ const OPENING_BALANCE: i64 = 100;
 fn plans() -> impl Strategy<Value = Vec<Vec<(usize, usize, i64)>>> {
     let transfer = (0..ACCOUNTS, 1..ACCOUNTS, 1..80i64)
         .prop_map(|(from, offset, amount)| (from, (from + offset) % ACCOUNTS, amount));
-    prop::collection::vec(prop::collection::vec(transfer, 1..25), 2..8)
+    command_sequences(transfer, 2..8, 1..25)
 }
 
 fn account(i: usize) -> AccountId {
@@ -47,28 +48,32 @@ async fn run(plans: Vec<Vec<(usize, usize, i64)>>, executors: usize) {
         executors[0].execute_with(open, &opener).await.unwrap();
     }
 
-    let mut tasks = Vec::new();
-    for (n, plan) in plans.into_iter().enumerate() {
-        let executor = executors[n % executors.len()].clone();
-        tasks.push(tokio::spawn(async move {
-            for (from, to, amount) in plan {
-                let transfer = Transfer::new(
-                    TransferId::new(),
-                    account(from),
-                    account(to),
-                    Money::positive(amount).unwrap(),
-                )
-                .unwrap();
-                match executor.execute(transfer).await {
-                    Ok(_) => {}
-                    Err(e) if e.rule() == Some("insufficient_funds") => {}
-                    Err(e) => panic!("transfer failed: {e}"),
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
+    let sequences: Vec<Vec<Transfer>> = plans
+        .into_iter()
+        .map(|plan| {
+            plan.into_iter()
+                .map(|(from, to, amount)| {
+                    Transfer::new(
+                        TransferId::new(),
+                        account(from),
+                        account(to),
+                        Money::positive(amount).unwrap(),
+                    )
+                    .unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    for outcome in execute_concurrently(&executors, sequences)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        match outcome {
+            Ok(_) => {}
+            Err(e) if e.rule() == Some("insufficient_funds") => {}
+            Err(e) => panic!("transfer failed: {e}"),
+        }
     }
 
     let mut total = 0u64;

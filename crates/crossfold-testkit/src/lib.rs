@@ -8,6 +8,8 @@
 //!   behaviour of [`EventStore`](crossfold_core::EventStore), run against any store.
 //! * **proptest strategies** ([`strategies`]) for stream ids, events and append sequences, with
 //!   a reference [`model`] of a store to check random sequences against.
+//! * **Concurrent execution** ([`concurrent`]): run command sequences from many tasks through
+//!   real executors, with strategies for the sequences.
 //! * **Fault injection** ([`FaultyStore`]): wraps any store and fails, delays or conflicts on
 //!   chosen calls, for chaos tests of the executor.
 //!
@@ -72,6 +74,7 @@
     )
 )]
 
+pub mod concurrent;
 pub mod contract;
 mod faulty;
 mod given;
