@@ -182,14 +182,7 @@ impl Upcasters {
                     .map_err(|e| located(CodecOperation::Decode, Box::new(e)))?
             }
         };
-        Ok(Recorded {
-            event,
-            event_id: raw.event_id,
-            stream_id: raw.stream_id.clone(),
-            stream_version: raw.stream_version,
-            position: raw.position,
-            metadata: raw.metadata.clone(),
-        })
+        Ok(Recorded::new(event, raw))
     }
 }
 

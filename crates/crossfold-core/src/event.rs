@@ -342,6 +342,20 @@ pub struct Recorded<E> {
     pub metadata: Arc<Metadata>,
 }
 
+impl<E> Recorded<E> {
+    /// A typed event with the envelope of `raw` (its stored form).
+    pub fn new(event: E, raw: &RecordedEvent) -> Self {
+        Self {
+            event,
+            event_id: raw.event_id,
+            stream_id: raw.stream_id.clone(),
+            stream_version: raw.stream_version,
+            position: raw.position,
+            metadata: raw.metadata.clone(),
+        }
+    }
+}
+
 impl<E> Deref for Recorded<E> {
     type Target = E;
     fn deref(&self) -> &E {

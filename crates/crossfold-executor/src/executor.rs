@@ -569,14 +569,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         let mut recorded = Vec::with_capacity(emitted.len());
         for (stream, k, event) in emitted {
             let raw = &written[stream][k];
-            let event = Recorded {
-                event,
-                event_id: raw.event_id,
-                stream_id: raw.stream_id.clone(),
-                stream_version: raw.stream_version,
-                position: raw.position,
-                metadata: raw.metadata.clone(),
-            };
+            let event = Recorded::new(event, raw);
             match work.parts.as_mut() {
                 Some(parts) => {
                     Cmd::apply(&mut parts[stream].state, &event);
