@@ -336,8 +336,14 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             None => None,
         };
         let declared = ReadSet::of(command);
+        // A stream the command expects to be new (named after a fresh id) is not shared with
+        // other commands of this process; locking it would only add false collisions.
         let _guards = match &self.inner.locks {
-            Some(locks) => locks.lock(declared.ids()).await,
+            Some(locks) => {
+                locks
+                    .lock(declared.ids().iter().filter(|id| !command.expects_new(id)))
+                    .await
+            }
             None => Vec::new(),
         };
         let metadata = Arc::new(metadata(context));

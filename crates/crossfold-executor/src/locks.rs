@@ -29,10 +29,13 @@ impl StreamLocks {
 
     /// Locks the stripes of `streams`, in ascending stripe order so that two commands can
     /// never wait for each other in a cycle.
-    pub(crate) async fn lock(&self, streams: &[StreamId]) -> Vec<MutexGuard<'_, ()>> {
+    pub(crate) async fn lock<'s>(
+        &self,
+        streams: impl IntoIterator<Item = &'s StreamId>,
+    ) -> Vec<MutexGuard<'_, ()>> {
         let n = self.stripes.len();
         let mut indices: Vec<usize> = streams
-            .iter()
+            .into_iter()
             .map(|s| (self.hasher.hash_one(s.as_str()) as usize) % n)
             .collect();
         indices.sort_unstable();
