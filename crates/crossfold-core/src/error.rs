@@ -185,6 +185,39 @@ impl StoreError {
             _ => &[],
         }
     }
+
+    /// Every value [`kind`](Self::kind) returns, in variant order.
+    pub const KINDS: [&'static str; 8] = [
+        "conflict",
+        "duplicate",
+        "invalid_request",
+        "serialization",
+        "unavailable",
+        "contention",
+        "timeout",
+        "backend",
+    ];
+
+    /// The variant as a short snake_case name, one of [`KINDS`](Self::KINDS): the `kind` label
+    /// of [`STORE_ERRORS_TOTAL`](crate::STORE_ERRORS_TOTAL), stable across releases.
+    pub fn kind(&self) -> &'static str {
+        Self::KINDS[self.kind_index()]
+    }
+
+    /// The place of [`kind`](Self::kind) in [`KINDS`](Self::KINDS), for stores that keep one
+    /// metric handle per kind in an array.
+    pub fn kind_index(&self) -> usize {
+        match self {
+            StoreError::Conflict(_) => 0,
+            StoreError::DuplicateEvent(_) => 1,
+            StoreError::InvalidRequest(_) => 2,
+            StoreError::Serialization(_) => 3,
+            StoreError::Unavailable(_) => 4,
+            StoreError::Contention(_) => 5,
+            StoreError::Timeout(_) => 6,
+            StoreError::Backend(_) => 7,
+        }
+    }
 }
 
 /// Why a command's `handle` refused to produce events. Never retried.
@@ -366,5 +399,21 @@ mod tests {
         let e: Error = CommandError::rejected("insufficient_funds", "balance 5 < 10").into();
         assert_eq!(e.rule(), Some("insufficient_funds"));
         assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn kinds_name_each_variant_once() {
+        let errors = [
+            StoreError::Conflict(Vec::new()),
+            StoreError::DuplicateEvent(EventId::generate()),
+            StoreError::InvalidRequest("x".into()),
+            StoreError::Serialization(CodecError::new(CodecOperation::Decode, "E", "bad")),
+            StoreError::Unavailable("x".into()),
+            StoreError::Contention("x".into()),
+            StoreError::Timeout("x".into()),
+            StoreError::Backend("x".into()),
+        ];
+        let kinds: Vec<&str> = errors.iter().map(StoreError::kind).collect();
+        assert_eq!(kinds, StoreError::KINDS);
     }
 }

@@ -4,7 +4,8 @@
 //! and append conditions ([`StreamVersion`], [`ExpectedVersion`]), event envelopes
 //! ([`RecordedEvent`], [`Recorded`]), commands ([`Command`] and its write tokens), codecs
 //! ([`Json`], [`MessagePack`], [`Upcasters`]), the [`EventStore`] contract every store
-//! implements, and the errors of all of them.
+//! implements, the errors of all of them, health checks ([`HealthCheck`]) and the names of the
+//! metrics every store records ([`STORE_METRICS`]).
 //!
 //! This crate does no I/O and depends on no async runtime; stores and the executor build on it.
 //!
@@ -25,6 +26,7 @@ mod error;
 mod event;
 mod health;
 mod id;
+mod metrics;
 mod store;
 mod subscription;
 mod version;
@@ -40,6 +42,10 @@ pub use event::{
 };
 pub use health::{HealthCheck, HealthReport, HealthStatus};
 pub use id::{EventId, StreamId, TypedId};
+pub use metrics::{
+    MetricDescription, MetricKind, STORE_APPENDED_EVENTS_TOTAL, STORE_ERRORS_TOTAL, STORE_METRICS,
+    STORE_OPERATION_DURATION_SECONDS, StoreOperation,
+};
 pub use store::{
     AppendRequest, AppendStream, Appended, EventStore, LogFilter, StreamEvents, StreamRead,
 };
