@@ -36,6 +36,7 @@ pub struct PgConfig {
     pub(crate) statement_timeout: Option<Duration>,
     pub(crate) notify_interval: Duration,
     pub(crate) visibility_wait: Duration,
+    pub(crate) long_transaction_threshold: Duration,
     pub(crate) listen: bool,
 }
 
@@ -52,6 +53,10 @@ impl fmt::Debug for PgConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("notify_interval", &self.notify_interval)
             .field("visibility_wait", &self.visibility_wait)
+            .field(
+                "long_transaction_threshold",
+                &self.long_transaction_threshold,
+            )
             .field("listen", &self.listen)
             .finish()
     }
@@ -61,7 +66,7 @@ impl PgConfig {
     /// Settings for the server described by `pg`, with the defaults: schema `crossfold`, a pool
     /// of 16 connections, 5 s to wait for or create a connection, no statement timeout,
     /// notifications coalesced to one per 5 ms, reads waiting up to 250 ms for the visibility
-    /// horizon, listening on.
+    /// horizon, listening on, health degraded by a writing transaction open longer than 30 s.
     pub fn new(pg: tokio_postgres::Config) -> Self {
         Self {
             pg,
@@ -73,6 +78,7 @@ impl PgConfig {
             statement_timeout: None,
             notify_interval: Duration::from_millis(5),
             visibility_wait: Duration::from_millis(250),
+            long_transaction_threshold: Duration::from_secs(30),
             listen: true,
         }
     }
@@ -82,8 +88,8 @@ impl PgConfig {
     ///
     /// Besides the driver's own parameters, a URL may carry the store's settings as query
     /// parameters: `schema`, `pool_size`, `pool_wait_timeout`, `pool_create_timeout`,
-    /// `pool_recycle_timeout`, `statement_timeout`, `notify_interval`, `visibility_wait` (durations as `250ms`,
-    /// `5s`, or a number of milliseconds).
+    /// `pool_recycle_timeout`, `statement_timeout`, `notify_interval`, `visibility_wait`,
+    /// `long_transaction_threshold` (durations as `250ms`, `5s`, or a number of milliseconds).
     pub fn from_url(url: &str) -> Result<Self, PgConfigError> {
         let (base, query) = match url.split_once('?') {
             Some((base, query)) if url.contains("://") => (base, query),
@@ -130,6 +136,9 @@ impl PgConfig {
             "statement_timeout" => self.statement_timeout(parse_duration(key, value)?),
             "notify_interval" => self.notify_interval(parse_duration(key, value)?),
             "visibility_wait" => self.visibility_wait(parse_duration(key, value)?),
+            "long_transaction_threshold" => {
+                self.long_transaction_threshold(parse_duration(key, value)?)
+            }
             _ => self,
         })
     }
@@ -193,6 +202,17 @@ impl PgConfig {
         self
     }
 
+    /// How long a writing transaction may stay open before the store's
+    /// [`HealthCheck`](crossfold_core::HealthCheck) reports
+    /// [`Degraded`](crossfold_core::HealthStatus::Degraded).
+    ///
+    /// Any writing transaction in the cluster counts, not only this store's: subscriptions see
+    /// no event committed after such a transaction started until it ends, so it delays them.
+    pub fn long_transaction_threshold(mut self, threshold: Duration) -> Self {
+        self.long_transaction_threshold = threshold;
+        self
+    }
+
     /// Whether to keep a `LISTEN` connection that wakes waiting subscribers as soon as another
     /// process appends. Without it subscribers still see every event, by polling.
     pub fn listen(mut self, listen: bool) -> Self {
@@ -223,6 +243,11 @@ impl PgConfig {
     /// The statement timeout, if any.
     pub fn get_statement_timeout(&self) -> Option<Duration> {
         self.statement_timeout
+    }
+
+    /// The age beyond which an open writing transaction degrades health.
+    pub fn get_long_transaction_threshold(&self) -> Duration {
+        self.long_transaction_threshold
     }
 
     /// Checks the settings that cannot be checked by the setters.
@@ -275,6 +300,7 @@ const OUR_PARAMS: &[&str] = &[
     "statement_timeout",
     "notify_interval",
     "visibility_wait",
+    "long_transaction_threshold",
 ];
 
 fn parse_duration(key: &str, value: &str) -> Result<Duration, PgConfigError> {
@@ -346,7 +372,8 @@ mod tests {
     fn url_carries_store_settings_and_driver_settings() {
         let c = PgConfig::from_url(
             "postgres://u:pw@localhost:5433/db?application_name=x&schema=s1&pool_size=3\
-             &pool_wait_timeout=250ms&statement_timeout=2s&notify_interval=7",
+             &pool_wait_timeout=250ms&statement_timeout=2s&notify_interval=7\
+             &long_transaction_threshold=90s",
         )
         .unwrap();
         assert_eq!(c.get_schema(), "s1");
@@ -354,6 +381,7 @@ mod tests {
         assert_eq!(c.wait_timeout, Some(Duration::from_millis(250)));
         assert_eq!(c.get_statement_timeout(), Some(Duration::from_secs(2)));
         assert_eq!(c.notify_interval, Duration::from_millis(7));
+        assert_eq!(c.get_long_transaction_threshold(), Duration::from_secs(90));
         assert_eq!(c.pg.get_application_name(), Some("x"));
         assert_eq!(c.pg.get_dbname(), Some("db"));
         assert_eq!(c.pg.get_ports(), &[5433]);

@@ -24,6 +24,14 @@
 //!   with checksums. Each store lives in its own schema, so one database can hold several.
 //! * **Errors are classified** for retrying: serialization failures and deadlocks are
 //!   `Contention`, statement timeouts `Timeout`, lost or refused connections `Unavailable`.
+//! * **Observable.** Every call records the common store metrics
+//!   ([`crossfold_core::STORE_METRICS`], label `store="postgres"`), and the pool and the oldest
+//!   open transaction are gauges ([`POOL_CONNECTIONS`], [`OLDEST_TRANSACTION_AGE_SECONDS`]).
+//!   Recording is a no-op until the application installs a `metrics` recorder; install it
+//!   before the store's first call, then call [`describe_metrics`] for help texts. The store is
+//!   a [`HealthCheck`](crossfold_core::HealthCheck): unhealthy when the server does not answer,
+//!   degraded when the pool is exhausted or a writing transaction has been open longer than
+//!   [`PgConfig::long_transaction_threshold`].
 //!
 //! ```no_run
 //! use crossfold_core::{AppendRequest, EventData, EventStore, ExpectedVersion, Payload, StreamId};
@@ -65,6 +73,7 @@ mod append;
 mod config;
 mod error;
 mod health;
+mod metrics;
 mod migrate;
 mod notify;
 mod read;
@@ -74,6 +83,7 @@ mod types;
 
 pub use config::{PgConfig, PgConfigError};
 pub use health::{PgHealth, PgPoolStatus};
+pub use metrics::{OLDEST_TRANSACTION_AGE_SECONDS, POOL_CONNECTIONS, describe_metrics};
 pub use migrate::{PgMigration, PgMigrationError, PgMigrationReport};
 pub use store::PgEventStore;
 

@@ -1,12 +1,12 @@
 //! [`PgEventStore`]: the [`EventStore`] on PostgreSQL.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossfold_core::{
     AppendRequest, Appended, EventStore, EventType, LogFilter, Position, RecordedEvent, StoreError,
-    StreamEvents, StreamId, StreamRead, StreamVersion,
+    StoreOperation, StreamEvents, StreamId, StreamRead, StreamVersion,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::watch;
@@ -20,6 +20,7 @@ use crate::append::{Encoded, Refusal, refusal};
 use crate::config::PgConfig;
 use crate::error::{classify, classify_pool, corrupt};
 use crate::health::{PgHealth, PgPoolStatus};
+use crate::metrics::StoreMetrics;
 use crate::migrate::{MIGRATIONS, PgMigration, PgMigrationError, PgMigrationReport, migrate};
 use crate::notify::{Notifier, spawn_listener, wake};
 use crate::read::{Decoder, get, position};
@@ -45,6 +46,10 @@ struct Inner {
     listener_connected: Arc<AtomicBool>,
     listening: bool,
     visibility_wait: Duration,
+    long_transaction_threshold: Duration,
+    /// Resolved at the first call rather than at connect, so a recorder installed in between
+    /// still receives them.
+    metrics: OnceLock<StoreMetrics>,
     /// Dropping it stops the background tasks.
     _shutdown: watch::Sender<()>,
 }
@@ -141,6 +146,8 @@ impl PgEventStore {
                 listener_connected,
                 listening: config.listen,
                 visibility_wait: config.visibility_wait,
+                long_transaction_threshold: config.long_transaction_threshold,
+                metrics: OnceLock::new(),
                 _shutdown: shutdown,
             }),
         })
@@ -188,7 +195,26 @@ impl PgEventStore {
     /// age of the oldest open writing transaction in the cluster. Subscriptions only see events
     /// of transactions that started writing before every open one, so a long-open transaction
     /// delays (never loses) their delivery; alert on that age.
+    ///
+    /// Also sets the gauges [`POOL_CONNECTIONS`](crate::POOL_CONNECTIONS) and
+    /// [`OLDEST_TRANSACTION_AGE_SECONDS`](crate::OLDEST_TRANSACTION_AGE_SECONDS). The store's
+    /// [`HealthCheck`](crossfold_core::HealthCheck) turns the result into a status.
     pub async fn health(&self) -> Result<PgHealth, StoreError> {
+        let result = self.query_health().await;
+        match &result {
+            Ok(health) => self.metrics().health(health),
+            Err(_) => self.metrics().pool(self.pool_status()),
+        }
+        result
+    }
+
+    /// The age beyond which an open writing transaction degrades health
+    /// ([`PgConfig::long_transaction_threshold`]).
+    pub fn long_transaction_threshold(&self) -> Duration {
+        self.inner.long_transaction_threshold
+    }
+
+    async fn query_health(&self) -> Result<PgHealth, StoreError> {
         let start = Instant::now();
         let client = self.client().await?;
         // Only transactions holding a transaction id hold the horizon back. Other roles'
@@ -204,6 +230,8 @@ impl PgEventStore {
             .map_err(classify)?;
         let row = client.query_one(&statement, &[]).await.map_err(classify)?;
         let latency = start.elapsed();
+        // Returned first, so the pool state does not count the health check's own connection.
+        drop(client);
         let age: Option<f64> = get(&row, 0)?;
         Ok(PgHealth {
             latency,
@@ -214,6 +242,25 @@ impl PgEventStore {
                 .filter(|s| s.is_finite())
                 .map(|s| Duration::from_secs_f64(s.max(0.0))),
         })
+    }
+
+    fn metrics(&self) -> &StoreMetrics {
+        self.inner
+            .metrics
+            .get_or_init(|| StoreMetrics::new(&self.inner.schema))
+    }
+
+    /// Times a call and counts its failure.
+    async fn timed<T>(
+        &self,
+        operation: StoreOperation,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics()
+            .record(operation, started, Instant::now(), &result);
+        result
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -586,7 +633,11 @@ fn position_params(p: Position) -> (Xid8, i64) {
 impl EventStore for PgEventStore {
     async fn read_streams(&self, reads: &[StreamRead]) -> Result<Vec<StreamEvents>, StoreError> {
         let span = tracing::debug_span!("crossfold.read_streams", streams = reads.len());
-        self.run_read_streams(reads).instrument(span).await
+        self.timed(
+            StoreOperation::ReadStreams,
+            self.run_read_streams(reads).instrument(span),
+        )
+        .await
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
@@ -595,7 +646,17 @@ impl EventStore for PgEventStore {
             streams = request.streams.len(),
             events = request.event_count()
         );
-        self.run_append(request).instrument(span).await
+        let started = Instant::now();
+        let result = self.run_append(request).instrument(span).await;
+        let finished = Instant::now();
+        let metrics = self.metrics();
+        metrics.record(StoreOperation::Append, started, finished, &result);
+        if let Ok(appended) = &result
+            && metrics.appended(appended.positions.len(), finished)
+        {
+            metrics.pool(self.pool_status());
+        }
+        result
     }
 
     async fn read_all(
@@ -605,19 +666,28 @@ impl EventStore for PgEventStore {
         filter: &LogFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let span = tracing::debug_span!("crossfold.read_all", %after, limit);
-        self.run_read_all(after, limit, filter)
-            .instrument(span)
-            .await
+        self.timed(
+            StoreOperation::ReadAll,
+            self.run_read_all(after, limit, filter).instrument(span),
+        )
+        .await
     }
 
     async fn head_position(&self) -> Result<Position, StoreError> {
-        self.run_head()
-            .instrument(tracing::debug_span!("crossfold.head_position"))
-            .await
+        self.timed(
+            StoreOperation::HeadPosition,
+            self.run_head()
+                .instrument(tracing::debug_span!("crossfold.head_position")),
+        )
+        .await
     }
 
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<(), StoreError> {
         let span = tracing::debug_span!("crossfold.wait_for_events", %after);
-        self.run_wait(after, timeout).instrument(span).await
+        self.timed(
+            StoreOperation::Wait,
+            self.run_wait(after, timeout).instrument(span),
+        )
+        .await
     }
 }

@@ -1,0 +1,190 @@
+//! The store's health check against a real server: healthy when all is well, degraded by a
+//! writing transaction held open past the threshold (it delays subscriptions) or by an
+//! exhausted pool, unhealthy once the server can no longer be reached.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use common::{database_url, fresh_store_with, raw_client};
+use crossfold_core::{HealthCheck, HealthReport, HealthStatus};
+use crossfold_postgres::{PgConfig, PgEventStore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+fn message(report: &HealthReport) -> &str {
+    report.message.as_deref().unwrap_or_default()
+}
+
+async fn listener_up(store: &PgEventStore) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.health().await.unwrap().listener_connected {
+        assert!(
+            Instant::now() < deadline,
+            "the LISTEN connection never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_working_store_is_healthy() {
+    // Any writing transaction in the cluster counts, and other tests share it: a high
+    // threshold keeps their transactions from deciding this test.
+    let store = fresh_store_with(|c| {
+        c.pool_size(3)
+            .long_transaction_threshold(Duration::from_secs(3600))
+    })
+    .await;
+    listener_up(&store).await;
+    let report = store.check_health().await;
+    assert_eq!(report.status, HealthStatus::Healthy, "{report:?}");
+    assert_eq!(report.message, None);
+    assert_eq!(report.details["pool_max_size"], 3);
+    assert_eq!(report.details["pool_waiting"], 0);
+    assert_eq!(report.details["listener_connected"], true);
+    assert_eq!(report.details["schema"], store.schema());
+    assert!(report.details["latency_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        report.details["long_transaction_threshold_seconds"]
+            .as_f64()
+            .unwrap(),
+        3600.0
+    );
+    assert!(
+        report
+            .details
+            .contains_key("oldest_transaction_age_seconds")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_held_open_past_the_threshold_degrades_health() {
+    let threshold = Duration::from_millis(200);
+    let store = fresh_store_with(|c| c.long_transaction_threshold(threshold)).await;
+    assert_eq!(store.long_transaction_threshold(), threshold);
+
+    let mut raw = raw_client().await;
+    let tx = raw.transaction().await.unwrap();
+    // Only a transaction that holds a transaction id (one that wrote, or asked for one) holds
+    // the visibility horizon back.
+    tx.query_one("SELECT pg_current_xact_id()", &[])
+        .await
+        .unwrap();
+    tokio::time::sleep(threshold * 3).await;
+
+    let report = store.check_health().await;
+    tx.rollback().await.unwrap();
+    assert_eq!(report.status, HealthStatus::Degraded, "{report:?}");
+    assert!(
+        message(&report).contains("writing transaction has been open"),
+        "{report:?}"
+    );
+    let age = report.details["oldest_transaction_age_seconds"]
+        .as_f64()
+        .unwrap();
+    assert!(age >= threshold.as_secs_f64() * 2.0, "{age}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_degrades_health() {
+    let store = fresh_store_with(|c| {
+        c.pool_size(1)
+            .wait_timeout(Duration::from_millis(200))
+            .long_transaction_threshold(Duration::from_secs(3600))
+    })
+    .await;
+    let held = store.pool().get().await.unwrap();
+    let report = store.check_health().await;
+    assert_eq!(report.status, HealthStatus::Degraded, "{report:?}");
+    assert!(message(&report).contains("pool exhausted"), "{report:?}");
+    assert_eq!(report.details["pool_size"], 1);
+    assert_eq!(report.details["pool_available"], 0);
+    drop(held);
+    assert_ne!(
+        store.check_health().await.status,
+        HealthStatus::Unhealthy,
+        "a freed connection serves the check again"
+    );
+}
+
+/// A TCP proxy to the test server that can be cut, making the server unreachable to a store
+/// that connected through it.
+struct Proxy {
+    port: u16,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let pg = tokio_postgres::Config::from_str(&database_url()).unwrap();
+        let host = match pg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let target = format!("{host}:{}", pg.get_ports().first().copied().unwrap_or(5432));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            // Owned by the task, so cutting the proxy also drops every open connection.
+            let mut connections = JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { port, task }
+    }
+
+    /// The test server's settings, reached through the proxy.
+    fn config(&self) -> PgConfig {
+        let pg = tokio_postgres::Config::from_str(&database_url()).unwrap();
+        let user = pg.get_user().unwrap_or("postgres");
+        let dbname = pg.get_dbname().unwrap_or(user);
+        let mut config = PgConfig::from_url(&format!(
+            "postgres://{user}@127.0.0.1:{}/{dbname}",
+            self.port
+        ))
+        .unwrap()
+        .pool_size(2)
+        .wait_timeout(Duration::from_secs(1))
+        .create_timeout(Duration::from_secs(1));
+        if let Some(password) = pg.get_password() {
+            config.driver_config_mut().password(password);
+        }
+        config
+    }
+
+    async fn cut(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_be_reached_is_unhealthy() {
+    let proxy = Proxy::start().await;
+    // Never migrated: a health check needs no schema, so there is nothing to clean up.
+    let store = PgEventStore::connect(proxy.config()).await.unwrap();
+    assert_ne!(store.check_health().await.status, HealthStatus::Unhealthy);
+
+    proxy.cut().await;
+    // The cut connections close asynchronously; the pool notices on its next checkout.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let report = store.check_health().await;
+        if report.status == HealthStatus::Unhealthy || Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(report.status, HealthStatus::Unhealthy, "{report:?}");
+    assert!(message(&report).contains("did not answer"), "{report:?}");
+    assert_eq!(report.details["error_kind"], "unavailable", "{report:?}");
+}
