@@ -4,11 +4,11 @@ use std::fmt;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossfold_core::{
-    AppendRequest, Appended, EventStore, LogFilter, Position, RecordedEvent, StoreError,
-    StreamConflict, StreamEvents, StreamId, StreamRead, StreamVersion,
+    AppendRequest, Appended, EventStore, HealthCheck, HealthReport, LogFilter, Position,
+    RecordedEvent, StoreError, StreamConflict, StreamEvents, StreamId, StreamRead, StreamVersion,
 };
 use tokio::sync::Notify;
 
@@ -377,6 +377,25 @@ impl EventStore for MemoryStore {
     }
 }
 
+/// Always healthy: there is no connection to lose and no transaction to wait for. Details:
+/// `store` (`"memory"`), `events`, `streams` and `waiting_subscribers`. Counting streams locks
+/// every shard in turn, so the check suits a health endpoint, not a hot loop.
+impl HealthCheck for MemoryStore {
+    async fn check_health(&self) -> HealthReport {
+        let started = Instant::now();
+        let mut report = HealthReport::healthy("event_store")
+            .detail("store", "memory")
+            .detail("events", self.len())
+            .detail("streams", self.stream_count())
+            .detail(
+                "waiting_subscribers",
+                self.inner.waiters.load(Ordering::Relaxed),
+            );
+        report.checked_in = started.elapsed();
+        report
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +435,39 @@ mod tests {
             assert_eq!(store.stream_count(), 2, "a checked stream is not created");
             assert_eq!(store.clone().len(), 2, "clones share the events");
             assert_eq!(format!("{store:?}"), "MemoryStore { events: 2, .. }");
+        });
+    }
+
+    #[test]
+    fn health_reports_events_streams_and_waiters() {
+        runtime().block_on(async {
+            let store = MemoryStore::new();
+            store
+                .append(
+                    AppendRequest::new()
+                        .stream(sid("a"), ExpectedVersion::Any, one())
+                        .stream(sid("b"), ExpectedVersion::Any, [one(), one()].concat()),
+                )
+                .await
+                .unwrap();
+            let waiter = tokio::spawn({
+                let store = store.clone();
+                async move {
+                    let head = store.head_position().await.unwrap();
+                    store.wait_for_events(head, Duration::from_secs(3600)).await
+                }
+            });
+            while store.inner.waiters.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+            let report = store.check_health().await;
+            assert_eq!(report.status, crossfold_core::HealthStatus::Healthy);
+            assert_eq!(report.message, None);
+            assert_eq!(report.details["store"], "memory");
+            assert_eq!(report.details["events"], 3);
+            assert_eq!(report.details["streams"], 2);
+            assert_eq!(report.details["waiting_subscribers"], 1);
+            waiter.abort();
         });
     }
 
