@@ -139,7 +139,11 @@ async fn main() -> ExitCode {
     };
     let prometheus = if args.prometheus {
         match crossfold_monitoring::install_prometheus() {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                // The monitoring crate describes only the metrics every store records.
+                crossfold_postgres::describe_metrics();
+                Some(handle)
+            }
             Err(e) => {
                 eprintln!("crossfold-bench: cannot install the Prometheus recorder: {e}");
                 return ExitCode::FAILURE;

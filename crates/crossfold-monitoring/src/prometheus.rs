@@ -1,5 +1,7 @@
 //! Exporting the metrics Crossfold records in the Prometheus text format.
 
+use crossfold_core::{MetricDescription, MetricKind, STORE_METRICS};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: from 50 µs (an in-memory
@@ -12,18 +14,87 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Buckets for attempt counts.
 pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0];
 
-/// Installs a global Prometheus recorder with Crossfold's buckets and describes the
-/// executor's metrics. Serve [`PrometheusHandle::render`] from your application's `/metrics`
-/// endpoint. Install it before executing commands: metric handles bind to the recorder that
-/// is installed when they are first used.
+/// Installs a global Prometheus recorder with Crossfold's buckets and describes the executor's
+/// metrics and the metrics every store records ([`crossfold_core::STORE_METRICS`]). Serve
+/// [`PrometheusHandle::render`] from your application's `/metrics` endpoint.
+///
+/// Install it before executing commands or calling a store: metric handles bind to the
+/// recorder that is installed when they are first used. This crate does not depend on the
+/// stores, so a store's own metrics are described by that store: with PostgreSQL, call
+/// `crossfold_postgres::describe_metrics()` after this.
 pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
-    let handle = PrometheusBuilder::new()
+    let handle = builder()?.install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn builder() -> Result<PrometheusBuilder, BuildError> {
+    PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(
             Matcher::Full(crossfold_executor::COMMAND_ATTEMPTS.into()),
             ATTEMPT_BUCKETS,
-        )?
-        .install_recorder()?;
+        )
+}
+
+/// Describes everything this crate can see to the recorder in scope.
+fn describe() {
     crossfold_executor::describe_metrics();
-    Ok(handle)
+    for m in &STORE_METRICS {
+        describe_one(m);
+    }
+}
+
+fn describe_one(m: &MetricDescription) {
+    let unit = m.unit.and_then(Unit::from_string);
+    match (m.kind, unit) {
+        (MetricKind::Counter, Some(unit)) => describe_counter!(m.name, unit, m.help),
+        (MetricKind::Gauge, Some(unit)) => describe_gauge!(m.name, unit, m.help),
+        (MetricKind::Histogram, Some(unit)) => describe_histogram!(m.name, unit, m.help),
+        (MetricKind::Counter, None) => describe_counter!(m.name, m.help),
+        (MetricKind::Gauge, None) => describe_gauge!(m.name, m.help),
+        (MetricKind::Histogram, None) => describe_histogram!(m.name, m.help),
+        // A kind added to the core later: left undescribed rather than misdescribed.
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossfold_core::{STORE_ERRORS_TOTAL, STORE_OPERATION_DURATION_SECONDS};
+
+    #[test]
+    fn store_metrics_are_described_and_bucketed() -> Result<(), BuildError> {
+        let recorder = builder()?.build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            metrics::histogram!(
+                STORE_OPERATION_DURATION_SECONDS,
+                "store" => "memory",
+                "operation" => "append"
+            )
+            .record(0.000_3);
+            metrics::counter!(
+                STORE_ERRORS_TOTAL,
+                "store" => "memory",
+                "operation" => "append",
+                "kind" => "conflict"
+            )
+            .increment(1);
+        });
+        let text = handle.render();
+        for line in [
+            "# HELP crossfold_store_operation_duration_seconds Wall time of event store calls",
+            "# TYPE crossfold_store_operation_duration_seconds histogram",
+            "crossfold_store_operation_duration_seconds_bucket\
+             {store=\"memory\",operation=\"append\",le=\"0.0005\"} 1",
+            "# HELP crossfold_store_errors_total Failed event store calls",
+            r#"crossfold_store_errors_total{store="memory",operation="append",kind="conflict"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        Ok(())
+    }
 }
