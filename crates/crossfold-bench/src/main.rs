@@ -33,6 +33,8 @@ OPTIONS:
     --compare-floor           also run hand-written SQL with pgbench on the same server
     --floor-seconds SECS      seconds per floor script (default: 15)
     --prometheus              install a Prometheus recorder (measures the metrics overhead)
+    --no-serialize            let commands on the same streams race to the store instead of
+                              queuing in-process
     --quiet                   no progress line
     -h, --help                this text
 
@@ -53,6 +55,7 @@ struct Args {
     compare_floor: bool,
     floor_seconds: u64,
     prometheus: bool,
+    serialize: bool,
     quiet: bool,
 }
 
@@ -72,6 +75,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         compare_floor: false,
         floor_seconds: 15,
         prometheus: false,
+        serialize: true,
         quiet: false,
     };
     let mut parser = lexopt::Parser::from_env();
@@ -104,6 +108,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             Long("compare-floor") => args.compare_floor = true,
             Long("floor-seconds") => args.floor_seconds = number(&text(parser.value())?)?,
             Long("prometheus") => args.prometheus = true,
+            Long("no-serialize") => args.serialize = false,
             Long("quiet") => args.quiet = true,
             Short('h') | Long("help") => return Ok(None),
             other => return Err(other.unexpected().to_string()),
@@ -164,6 +169,7 @@ async fn main() -> ExitCode {
             options.accounts = args.accounts;
             options.progress = !args.quiet;
             options.store_name = args.store.clone();
+            options.serialize_in_process = args.serialize;
             eprintln!(
                 "{} ({}), {} in flight",
                 workload.id(),

@@ -280,10 +280,11 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         let metrics = self.inner.metrics.command(name);
         let started = Instant::now();
         let mut attempts = 0u32;
+        let mut waited = false;
         let span = tracing::debug_span!("crossfold.execute", command = name);
         let timeout = context.timeout.or(self.inner.timeout);
         let run = self
-            .run(&command, context, &metrics, &mut attempts)
+            .run(&command, context, &metrics, &mut attempts, &mut waited)
             .instrument(span.clone());
         let result = match timeout {
             Some(limit) => tokio::time::timeout(limit, run)
@@ -291,6 +292,12 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                 .unwrap_or(Err(Error::Timeout(limit))),
             None => run.await,
         };
+        if waited {
+            // Waking the next waiter puts it in this worker's LIFO slot, which other workers
+            // cannot steal from; without a yield, commands queued on the same streams gather
+            // on one worker while the others idle. Yielding lets the runtime spread them.
+            tokio::task::yield_now().await;
+        }
         let outcome = match &result {
             Ok(_) => Outcome::Success,
             Err(Error::Rejected { .. } | Error::Validation(_) | Error::StreamNotFound(_)) => {
@@ -321,6 +328,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         context: &ExecutionContext,
         metrics: &CommandMetrics,
         attempts: &mut u32,
+        waited: &mut bool,
     ) -> Result<Executed, Error> {
         if let Some(permission) = command.required_permission() {
             self.inner
@@ -341,7 +349,10 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         let _guards = match &self.inner.locks {
             Some(locks) => {
                 locks
-                    .lock(declared.ids().iter().filter(|id| !command.expects_new(id)))
+                    .lock(
+                        declared.ids().iter().filter(|id| !command.expects_new(id)),
+                        waited,
+                    )
                     .await
             }
             None => Vec::new(),

@@ -6,23 +6,71 @@
 //! processes.
 
 use std::hash::BuildHasher;
-
-use foldhash::fast::RandomState;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossfold_core::StreamId;
-use tokio::sync::{Mutex, MutexGuard};
+use foldhash::fast::RandomState;
+use tokio::sync::Notify;
 
 /// A fixed set of striped locks: bounded memory whatever the number of streams, at the price
 /// of rare false sharing between streams that hash to the same stripe.
 pub(crate) struct StreamLocks {
-    stripes: Box<[Mutex<()>]>,
+    stripes: Box<[Stripe]>,
     hasher: RandomState,
+}
+
+/// One lock. Deliberately not fair: a released stripe goes to whichever command asks first,
+/// not to the longest waiter. A fair hand-off makes the stripe wait idle until the chosen
+/// waiter's task is scheduled — often on the other core — and with commands that hold a
+/// stripe for microseconds that idle time becomes the throughput (a lock convoy). Waiters are
+/// still woken one at a time as stripes are released, so none waits while the stripe is free.
+struct Stripe {
+    locked: AtomicBool,
+    released: Notify,
+}
+
+impl Stripe {
+    fn try_lock(&self) -> bool {
+        !self.locked.swap(true, Ordering::Acquire)
+    }
+
+    async fn lock(&self, waited: &mut bool) -> StripeGuard<'_> {
+        loop {
+            if self.try_lock() {
+                return StripeGuard(self);
+            }
+            *waited = true;
+            let mut notified = pin!(self.released.notified());
+            // Register before the second look, so a release in between is not missed.
+            notified.as_mut().enable();
+            if self.try_lock() {
+                return StripeGuard(self);
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Holds one stripe; releases it when dropped.
+pub(crate) struct StripeGuard<'a>(&'a Stripe);
+
+impl Drop for StripeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.locked.store(false, Ordering::Release);
+        self.0.released.notify_one();
+    }
 }
 
 impl StreamLocks {
     pub(crate) fn new(stripes: usize) -> Self {
         Self {
-            stripes: (0..stripes.max(1)).map(|_| Mutex::new(())).collect(),
+            stripes: (0..stripes.max(1))
+                .map(|_| Stripe {
+                    locked: AtomicBool::new(false),
+                    released: Notify::new(),
+                })
+                .collect(),
             hasher: RandomState::default(),
         }
     }
@@ -32,7 +80,8 @@ impl StreamLocks {
     pub(crate) async fn lock<'s>(
         &self,
         streams: impl IntoIterator<Item = &'s StreamId>,
-    ) -> Vec<MutexGuard<'_, ()>> {
+        waited: &mut bool,
+    ) -> Vec<StripeGuard<'_>> {
         let n = self.stripes.len();
         let mut indices: Vec<usize> = streams
             .into_iter()
@@ -42,7 +91,7 @@ impl StreamLocks {
         indices.dedup();
         let mut guards = Vec::with_capacity(indices.len());
         for i in indices {
-            guards.push(self.stripes[i].lock().await);
+            guards.push(self.stripes[i].lock(waited).await);
         }
         guards
     }
@@ -52,7 +101,7 @@ impl StreamLocks {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn overlapping_sets_never_deadlock_and_exclude_each_other() {
@@ -72,7 +121,7 @@ mod tests {
                         names[0].clone(),
                         names[(t * 7 + i) % 6].clone(),
                     ];
-                    let _g = locks.lock(&set).await;
+                    let _g = locks.lock(&set, &mut false).await;
                     assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
                     tokio::task::yield_now().await;
                     inside.fetch_sub(1, Ordering::SeqCst);
@@ -82,5 +131,28 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_released_stripe_wakes_a_waiter() {
+        let locks = Arc::new(StreamLocks::new(1));
+        let s = StreamId::new("s").unwrap();
+        let held = locks.lock([&s], &mut false).await;
+        let waiter = tokio::spawn({
+            let (locks, s) = (locks.clone(), s.clone());
+            async move {
+                let _g = locks.lock([&s], &mut false).await;
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(
+            !waiter.is_finished(),
+            "the waiter must wait while the stripe is held"
+        );
+        drop(held);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter was not woken")
+            .unwrap();
     }
 }

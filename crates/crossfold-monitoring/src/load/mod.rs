@@ -140,6 +140,9 @@ pub struct LoadOptions {
     pub store_name: String,
     /// Seed for the random choices.
     pub seed: u64,
+    /// Whether the executor queues commands on the same streams in-process (its default) or
+    /// lets them race to the store.
+    pub serialize_in_process: bool,
 }
 
 impl LoadOptions {
@@ -154,6 +157,7 @@ impl LoadOptions {
             progress: false,
             store_name: "store".into(),
             seed: 42,
+            serialize_in_process: true,
         }
     }
 }

@@ -339,7 +339,9 @@ where
     S: EventStore + Clone + 'static,
 {
     let workload = options.workload;
-    let executor = Executor::new(store.clone());
+    let executor = Executor::builder(store.clone())
+        .serialize_in_process(options.serialize_in_process)
+        .build();
     let account_count = workload.accounts(options.accounts);
     let accounts: Arc<Vec<StreamId>> = Arc::new(
         (0..account_count)
