@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -77,7 +78,8 @@ pub struct Json;
 
 impl Codec for Json {
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Payload, BoxError> {
-        Ok(Payload::json(serde_json::to_vec(value)?))
+        with_scratch(|buf| serde_json::to_writer(&mut *buf, value).map_err(Into::into))
+            .map(Payload::json)
     }
 }
 
@@ -88,8 +90,41 @@ pub struct MessagePack;
 
 impl Codec for MessagePack {
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Payload, BoxError> {
-        Ok(Payload::message_pack(rmp_serde::to_vec_named(value)?))
+        with_scratch(|buf| {
+            let mut serializer = rmp_serde::Serializer::new(&mut *buf).with_struct_map();
+            value.serialize(&mut serializer).map_err(Into::into)
+        })
+        .map(Payload::message_pack)
     }
+}
+
+/// Encodes into a reused per-thread buffer and returns an exact-size copy.
+///
+/// Payloads live as long as the events that hold them, so their size is memory kept: encoding
+/// straight into a fresh `Vec` would keep its whole growth capacity (a JSON encoder starts at
+/// 128 bytes) plus a header to share it, several times the size of a small event.
+fn with_scratch(
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<(), BoxError>,
+) -> Result<Bytes, BoxError> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// A buffer grown beyond this by one large event is not kept for the next.
+    const KEEP: usize = 64 << 10;
+    SCRATCH.with(|cell| {
+        // Re-entrancy (a `Serialize` impl that encodes another payload) gets its own buffer.
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            let mut own = Vec::new();
+            encode(&mut own)?;
+            return Ok(Bytes::from(own.into_boxed_slice()));
+        };
+        buf.clear();
+        let result = encode(&mut buf).map(|()| Bytes::copy_from_slice(&buf));
+        if buf.capacity() > KEEP {
+            *buf = Vec::new();
+        }
+        result
+    })
 }
 
 type UpcastFn = dyn Fn(serde_json::Value) -> Result<serde_json::Value, BoxError> + Send + Sync;

@@ -276,6 +276,11 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         command: Cmd,
         context: &ExecutionContext,
     ) -> Result<Executed, Error> {
+        // On an in-memory store a command completes without ever waiting, so a task that runs
+        // commands in a loop would never give its worker back: tasks woken meanwhile (a
+        // command queued on the same streams, a subscriber) would wait for seconds. Taking
+        // part in the runtime's cooperative budget makes such a loop yield now and then.
+        tokio::task::consume_budget().await;
         let name = command.name();
         let metrics = self.inner.metrics.command(name);
         let started = Instant::now();
