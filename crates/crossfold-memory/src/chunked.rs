@@ -34,6 +34,18 @@ impl<T> Default for ChunkedVec<T> {
 }
 
 impl<T> ChunkedVec<T> {
+    /// An empty sequence with room for `n` entries before it first grows (at most one chunk).
+    ///
+    /// Most streams are written once or a few times: a new stream sized to its first append
+    /// holds no unused slots, where growing from empty would reserve four.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self {
+            first: Vec::with_capacity(n.min(CHUNK)),
+            rest: Vec::new(),
+            len: 0,
+        }
+    }
+
     /// Number of entries.
     pub(crate) fn len(&self) -> usize {
         self.len

@@ -222,7 +222,7 @@ impl MemoryStore {
                 match shard.get_mut(stream_id) {
                     Some(stream) => push_run(stream),
                     None => {
-                        let mut stream = streams::Stream::default();
+                        let mut stream = streams::Stream::with_capacity(run);
                         push_run(&mut stream);
                         shard.insert(stream_id.clone(), stream);
                     }
