@@ -1,0 +1,318 @@
+//! The code of `docs/guide.md`, compiled and run. Each block of the guide appears here
+//! verbatim (up to indentation), wrapped where the guide leaves names to the reader, and
+//! `the_guide_is_the_code_tested_here` fails if the guide and this file drift apart.
+
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+// Section 1: events.
+use crossfold::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum StockEvent {
+    Received { quantity: u32 },
+    Reserved { order: String, quantity: u32 },
+}
+
+impl DomainEvent for StockEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            StockEvent::Received { .. } => "Received",
+            StockEvent::Reserved { .. } => "Reserved",
+        }
+    }
+}
+
+// Section 2: a command.
+/// Reserve `quantity` units of a product for an order.
+pub struct Reserve {
+    pub product: StreamId,
+    pub order: String,
+    pub quantity: u32,
+}
+
+impl Command for Reserve {
+    type Event = StockEvent;
+    type State = u32; // units available
+    type Streams = StreamId; // one stream; use [StreamId; N] or Vec<StreamId> for several
+
+    fn streams(&self) -> StreamId {
+        self.product.clone()
+    }
+
+    fn apply(available: &mut u32, event: &Recorded<StockEvent>) {
+        match &event.event {
+            StockEvent::Received { quantity } => *available += quantity,
+            StockEvent::Reserved { quantity, .. } => *available -= quantity,
+        }
+    }
+
+    fn handle<'x>(
+        &self,
+        available: &u32,
+        product: StreamRef<'x>,
+        out: &mut Emit<'x, StockEvent>,
+    ) -> Result<(), CommandError> {
+        if *available < self.quantity {
+            return Err(CommandError::rejected(
+                "out_of_stock",
+                format!("{} available, {} wanted", available, self.quantity),
+            ));
+        }
+        out.append(
+            product,
+            StockEvent::Reserved {
+                order: self.order.clone(),
+                quantity: self.quantity,
+            },
+        );
+        Ok(())
+    }
+}
+
+// Section 3: tests without a store.
+mod section_3 {
+    use super::*;
+
+    use crossfold_testkit::CommandTest;
+
+    #[test]
+    fn reserving_more_than_is_available_is_refused() {
+        let apples = StreamId::new("product-apples").unwrap();
+        CommandTest::given([(&apples, StockEvent::Received { quantity: 3 })])
+            .when(Reserve {
+                product: apples.clone(),
+                order: "o-1".into(),
+                quantity: 5,
+            })
+            .then_rejected("out_of_stock");
+    }
+
+    #[test]
+    fn reserving_what_is_available_reserves_it() {
+        let apples = StreamId::new("product-apples").unwrap();
+        CommandTest::given([(&apples, StockEvent::Received { quantity: 3 })])
+            .when(Reserve {
+                product: apples.clone(),
+                order: "o-1".into(),
+                quantity: 2,
+            })
+            .then_expect([(
+                &apples,
+                StockEvent::Reserved {
+                    order: "o-1".into(),
+                    quantity: 2,
+                },
+            )]);
+    }
+}
+
+// Section 4: run it.
+mod section_4 {
+    use super::*;
+
+    #[tokio::main]
+    async fn main() -> Result<(), Box<dyn std::error::Error>> {
+        let executor = Executor::new(MemoryStore::new());
+        let apples = StreamId::new("product-apples")?;
+        let done = executor
+            .execute(Reserve {
+                product: apples,
+                order: "o-1".into(),
+                quantity: 1,
+            })
+            .await;
+        println!("{done:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_guide_main_runs() {
+        main().unwrap();
+    }
+
+    async fn with_context(
+        executor: &Executor<MemoryStore>,
+        command: Reserve,
+        request_id: uuid::Uuid,
+    ) -> Result<(), Error> {
+        let context = ExecutionContext::new()
+            .actor(crossfold::Actor::new("clerk-7").with_permission("stock:reserve"))
+            .correlation_id(request_id)
+            .with("channel", "web");
+        executor.execute_with(command, &context).await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_guide_context_is_copied_into_events() {
+        let store = MemoryStore::new();
+        let executor = Executor::new(store.clone());
+        let apples = StreamId::new("product-apples").unwrap();
+        let request_id = uuid::Uuid::now_v7();
+        let received = crossfold::EventData::new(
+            "Received",
+            crossfold::Payload::json(r#"{"type":"Received","quantity":3}"#),
+        );
+        store
+            .append(crossfold::AppendRequest::new().stream(
+                apples.clone(),
+                ExpectedVersion::NoStream,
+                vec![received],
+            ))
+            .await
+            .unwrap();
+        let command = Reserve {
+            product: apples.clone(),
+            order: "o-1".into(),
+            quantity: 1,
+        };
+        with_context(&executor, command, request_id).await.unwrap();
+        let stream = store
+            .read_stream(&apples, StreamVersion::EMPTY, 10)
+            .await
+            .unwrap();
+        let meta = &stream.events[1].metadata;
+        assert_eq!(meta.correlation_id, Some(request_id));
+        assert_eq!(meta.actor.as_deref(), Some("clerk-7"));
+        assert_eq!(meta.custom.get("channel"), Some(&serde_json::json!("web")));
+    }
+}
+
+// Section 5: handle each error.
+mod section_5 {
+    use super::*;
+
+    async fn handle_errors(
+        executor: &Executor<MemoryStore>,
+        command: Reserve,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        match executor.execute(command).await {
+            Ok(done) => println!("wrote {} events", done.events.len()),
+            Err(Error::Rejected { rule, message }) if rule == "out_of_stock" => {
+                println!("sorry: {message}")
+            }
+            Err(e) if e.is_transient() => println!("busy, try again: {e}"),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_guide_error_handling_takes_the_refusal() {
+        let executor = Executor::new(MemoryStore::new());
+        let apples = StreamId::new("product-apples").unwrap();
+        let command = Reserve {
+            product: apples,
+            order: "o-1".into(),
+            quantity: 1,
+        };
+        handle_errors(&executor, command).await.unwrap();
+    }
+}
+
+// Section 6: read what happened.
+mod section_6 {
+    use super::*;
+
+    async fn follow(
+        store: MemoryStore,
+        saved_checkpoint: crossfold::Position,
+        mut handle: impl FnMut(crossfold::RecordedEvent),
+        mut save: impl FnMut(crossfold::Position),
+    ) -> Result<(), crossfold::StoreError> {
+        use crossfold::{LogFilter, SubscriptionOptions};
+
+        let mut subscription = store.subscribe(
+            SubscriptionOptions::all()
+                .from(saved_checkpoint) // a Position; START for the beginning
+                .filter(LogFilter::event_types(["Reserved"])),
+        );
+        loop {
+            let event = subscription.next().await?; // catches up, then waits for new commits
+            handle(event);
+            save(subscription.position()); // resume from here after a restart
+        }
+    }
+
+    #[tokio::test]
+    async fn the_guide_subscription_delivers_reservations_and_checkpoints() {
+        let store = MemoryStore::new();
+        let executor = Executor::new(store.clone());
+        let apples = StreamId::new("product-apples").unwrap();
+        let received = crossfold::EventData::new(
+            "Received",
+            crossfold::Payload::json(r#"{"type":"Received","quantity":3}"#),
+        );
+        store
+            .append(crossfold::AppendRequest::new().stream(
+                apples.clone(),
+                ExpectedVersion::NoStream,
+                vec![received],
+            ))
+            .await
+            .unwrap();
+        executor
+            .execute(Reserve {
+                product: apples,
+                order: "o-1".into(),
+                quantity: 2,
+            })
+            .await
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let saved = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let follower = tokio::spawn(follow(
+            store,
+            crossfold::Position::START,
+            {
+                let seen = seen.clone();
+                move |e| seen.lock().unwrap().push(e.event_type.to_string())
+            },
+            {
+                let saved = saved.clone();
+                move |p| saved.lock().unwrap().push(p)
+            },
+        ));
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while saved.lock().unwrap().is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        follower.abort();
+        assert_eq!(*seen.lock().unwrap(), ["Reserved"]);
+    }
+}
+
+/// Code without layout: rustfmt rewraps long lines of the guide's blocks here and adds
+/// trailing commas where it does, neither of which changes what the code means.
+fn without_layout(code: &str) -> String {
+    code.chars()
+        .filter(|c| !c.is_whitespace() && *c != ',')
+        .collect()
+}
+
+#[test]
+fn the_guide_is_the_code_tested_here() {
+    let guide = include_str!("../docs/guide.md");
+    let here = without_layout(include_str!("guide.rs"));
+    let blocks: Vec<&str> = guide
+        .split("```rust\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        7,
+        "the guide's rust blocks changed: update tests/guide.rs"
+    );
+    for block in blocks {
+        assert!(
+            here.contains(&without_layout(block)),
+            "this block of docs/guide.md is not in tests/guide.rs:\n{block}"
+        );
+    }
+}
