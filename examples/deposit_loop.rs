@@ -1,0 +1,79 @@
+//! One task running `w1`'s deposit command in a loop against the in-memory store: a
+//! deterministic workload for instruction counts and memory per event, which the multi-task
+//! load harness cannot give on a noisy machine.
+//!
+//! ```sh
+//! cargo build --release --example deposit_loop --features monitoring
+//! # instructions per command: the difference of two runs cancels the setup
+//! valgrind --tool=callgrind target/release/examples/deposit_loop 50000
+//! valgrind --tool=callgrind target/release/examples/deposit_loop 100000
+//! # the same with a Prometheus recorder installed
+//! valgrind --tool=callgrind target/release/examples/deposit_loop 100000 --prometheus
+//! ```
+//!
+//! It also prints the rate and the growth of resident memory per event (Linux only).
+
+use std::time::Instant;
+
+use crossfold::monitoring::install_prometheus;
+use crossfold::monitoring::load::bank::{Deposit, Open, account_stream};
+use crossfold::{Executor, MemoryStore};
+
+/// Resident memory in bytes, where `/proc` tells it.
+fn resident_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut commands = 1_000_000usize;
+    let mut prometheus = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--prometheus" => prometheus = true,
+            n => commands = n.parse()?,
+        }
+    }
+    let _recorder = if prometheus {
+        Some(install_prometheus()?)
+    } else {
+        None
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let executor = Executor::new(MemoryStore::new());
+        let accounts = (0..10_000)
+            .map(account_stream)
+            .collect::<Result<Vec<_>, _>>()?;
+        for account in &accounts {
+            executor
+                .execute(Open {
+                    account: account.clone(),
+                    initial: 100,
+                })
+                .await?;
+        }
+        let before = resident_bytes();
+        let started = Instant::now();
+        for i in 0..commands {
+            // A fixed stride instead of a random pick: the same run every time.
+            let account = accounts[(i * 7919) % accounts.len()].clone();
+            executor.execute(Deposit { account, amount: 5 }).await?;
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "{commands} deposits in {elapsed:.2?}: {:.0}/s",
+            commands as f64 / elapsed.as_secs_f64()
+        );
+        if let (Some(before), Some(after)) = (before, resident_bytes()) {
+            println!(
+                "resident memory grew {:.0} bytes per event",
+                after.saturating_sub(before) as f64 / commands.max(1) as f64
+            );
+        }
+        Ok(())
+    })
+}
