@@ -71,6 +71,22 @@ impl Command for Reserve {
     }
 }
 
+/// Stocks `product` with three units, written straight to the store.
+async fn receive_three(store: &MemoryStore, product: &StreamId) {
+    let received = crossfold::EventData::new(
+        "Received",
+        crossfold::Payload::json(r#"{"type":"Received","quantity":3}"#),
+    );
+    store
+        .append(crossfold::AppendRequest::new().stream(
+            product.clone(),
+            ExpectedVersion::NoStream,
+            vec![received],
+        ))
+        .await
+        .unwrap();
+}
+
 // Section 3: tests without a store.
 mod section_3 {
     use super::*;
@@ -151,18 +167,7 @@ mod section_4 {
         let executor = Executor::new(store.clone());
         let apples = StreamId::new("product-apples").unwrap();
         let request_id = uuid::Uuid::now_v7();
-        let received = crossfold::EventData::new(
-            "Received",
-            crossfold::Payload::json(r#"{"type":"Received","quantity":3}"#),
-        );
-        store
-            .append(crossfold::AppendRequest::new().stream(
-                apples.clone(),
-                ExpectedVersion::NoStream,
-                vec![received],
-            ))
-            .await
-            .unwrap();
+        receive_three(&store, &apples).await;
         let command = Reserve {
             product: apples.clone(),
             order: "o-1".into(),
@@ -241,18 +246,7 @@ mod section_6 {
         let store = MemoryStore::new();
         let executor = Executor::new(store.clone());
         let apples = StreamId::new("product-apples").unwrap();
-        let received = crossfold::EventData::new(
-            "Received",
-            crossfold::Payload::json(r#"{"type":"Received","quantity":3}"#),
-        );
-        store
-            .append(crossfold::AppendRequest::new().stream(
-                apples.clone(),
-                ExpectedVersion::NoStream,
-                vec![received],
-            ))
-            .await
-            .unwrap();
+        receive_three(&store, &apples).await;
         executor
             .execute(Reserve {
                 product: apples,
