@@ -121,7 +121,9 @@ pub trait Command: Send + Sync + 'static {
     fn name(&self) -> &'static str {
         let full = std::any::type_name::<Self>();
         let base = full.split('<').next().unwrap_or(full);
-        base.rsplit("::").next().unwrap_or(base)
+        // A path's separators are the only colons in it; a one-character pattern is a plain
+        // byte search, which matters because the executor asks for the name on every command.
+        base.rsplit(':').next().unwrap_or(base)
     }
 }
 
@@ -270,27 +272,24 @@ pub struct ReadSet {
 impl ReadSet {
     /// The declared streams of `command`.
     pub fn of<C: Command>(command: &C) -> Self {
-        let mut declared_ids = Vec::new();
-        command.streams().stream_ids(&mut declared_ids);
-        let mut set = ReadSet {
-            ids: Vec::with_capacity(declared_ids.len()),
-            declared: Vec::with_capacity(declared_ids.len()),
-        };
-        for id in declared_ids {
-            let index = set.index_or_insert(id);
-            set.declared.push(index);
-        }
-        set
-    }
-
-    fn index_or_insert(&mut self, id: StreamId) -> u32 {
-        match self.ids.iter().position(|s| *s == id) {
-            Some(i) => i as u32,
-            None => {
-                self.ids.push(id);
-                (self.ids.len() - 1) as u32
+        let mut ids = Vec::new();
+        command.streams().stream_ids(&mut ids);
+        let mut declared: Vec<u32> = Vec::with_capacity(ids.len());
+        // Deduplicated in place, keeping first occurrences in order: the ids vector becomes the
+        // set itself, without a second allocation.
+        let mut kept = 0;
+        for i in 0..ids.len() {
+            match ids[..kept].iter().position(|s| *s == ids[i]) {
+                Some(first) => declared.push(first as u32),
+                None => {
+                    ids.swap(kept, i);
+                    declared.push(kept as u32);
+                    kept += 1;
+                }
             }
         }
+        ids.truncate(kept);
+        ReadSet { ids, declared }
     }
 
     /// Adds discovered streams; returns those that were not already in the set.
@@ -412,6 +411,44 @@ mod tests {
         assert_eq!(
             events.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
             vec![0, 0, 1]
+        );
+    }
+
+    struct TouchEach(Vec<StreamId>);
+    impl Command for TouchEach {
+        type Event = Touched;
+        type State = ();
+        type Streams = Vec<StreamId>;
+        fn streams(&self) -> Vec<StreamId> {
+            self.0.clone()
+        }
+        fn apply(_: &mut (), _: &Recorded<Touched>) {}
+        fn handle<'x>(
+            &self,
+            _: &(),
+            refs: Vec<StreamRef<'x>>,
+            out: &mut Emit<'x, Touched>,
+        ) -> Result<(), CommandError> {
+            for (k, r) in refs.into_iter().enumerate() {
+                out.append(r, Touched(k as u8));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn repeated_streams_keep_first_occurrence_order_and_their_tokens() {
+        let cmd = TouchEach(["a", "a", "b", "c", "b", "a"].map(sid).to_vec());
+        let set = ReadSet::of(&cmd);
+        assert_eq!(set.ids(), &[sid("a"), sid("b"), sid("c")]);
+        let events = set.decide(&cmd, &()).unwrap();
+        let named: Vec<_> = events
+            .iter()
+            .map(|(i, e)| (set.ids()[*i].as_str(), e.0))
+            .collect();
+        assert_eq!(
+            named,
+            vec![("a", 0), ("a", 1), ("b", 2), ("c", 3), ("b", 4), ("a", 5)]
         );
     }
 

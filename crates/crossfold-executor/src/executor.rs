@@ -5,16 +5,16 @@ use std::time::{Duration, Instant};
 
 use crossfold_core::{
     AppendRequest, AppendStream, Codec, Command, DomainEvent, Error, EventData, EventId,
-    EventStore, EventType, ExpectedVersion, Json, Metadata, ReadSet, Recorded, RecordedEvent,
-    StoreError, StreamConflict, StreamId, StreamRead, StreamVersion, Timestamp, Upcasters,
-    encode_event,
+    EventStore, EventType, ExpectedVersion, Json, Metadata, Position, ReadSet, Recorded,
+    RecordedEvent, StoreError, StreamConflict, StreamId, StreamRead, StreamVersion, Timestamp,
+    Upcasters, encode_event,
 };
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::cache::ClockCache;
 use crate::context::{ActorPermissions, Authorizer, ExecutionContext};
-use crate::locks::StreamLocks;
+use crate::locks::{Guards, StreamLocks};
 use crate::metrics::{CommandMetrics, MetricsRegistry, Outcome};
 use crate::retry::RetryPolicy;
 use crate::view::{CachedStream, Refresh, StateEntry, StateKey, Working};
@@ -360,7 +360,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                     )
                     .await
             }
-            None => Vec::new(),
+            None => Guards::None,
         };
         let metadata = Arc::new(metadata(context));
         let policy = self.inner.retry;
@@ -493,10 +493,24 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             }
         };
 
-        // Encode, grouping events by stream for the request while remembering emit order.
-        let stream_count = work.read_set.ids().len();
-        let mut per_stream: Vec<Vec<EventData>> = vec![Vec::new(); stream_count];
+        // Encode straight into the request, one entry per stream read (read-only streams carry
+        // their version as a condition), remembering each event's stream and place in it.
+        let ids = work.read_set.ids();
+        let stream_count = ids.len();
+        let mut streams: Vec<AppendStream> = Vec::with_capacity(stream_count + 1);
+        streams.extend(
+            ids.iter()
+                .zip(&work.versions)
+                .map(|(id, version)| AppendStream {
+                    stream: id.clone(),
+                    expected: ExpectedVersion::Exact(*version),
+                    events: Vec::new(),
+                }),
+        );
         let mut emitted: Vec<(usize, usize, Cmd::Event)> = Vec::with_capacity(decided.len());
+        // The events as they will be recorded, in emit order; versions and positions are
+        // filled in once the store has answered.
+        let mut recorded: Vec<RecordedEvent> = Vec::with_capacity(decided.len());
         let mut last_id = work.floor;
         for (stream, event) in decided {
             let id = match last_id {
@@ -506,41 +520,41 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             last_id = Some(id);
             let data = encode_event(&self.inner.codec, &event, id, metadata.clone())
                 .map_err(|e| Failure::Fatal(e.into()))?;
-            emitted.push((stream, per_stream[stream].len(), event));
-            per_stream[stream].push(data);
+            let events = &mut streams[stream].events;
+            emitted.push((stream, events.len(), event));
+            recorded.push(data.clone().record(
+                ids[stream].clone(),
+                StreamVersion::EMPTY,
+                Position::START,
+            ));
+            events.push(data);
         }
-        let mut offsets = Vec::with_capacity(stream_count);
-        let mut request = AppendRequest {
-            streams: Vec::with_capacity(stream_count + 1),
-        };
-        let mut offset = 0;
-        for (i, id) in work.read_set.ids().iter().enumerate() {
-            offsets.push(offset);
-            offset += per_stream[i].len();
-            request.streams.push(AppendStream {
-                stream: id.clone(),
-                expected: ExpectedVersion::Exact(work.versions[i]),
-                events: per_stream[i].clone(),
-            });
+        // Where each stream's events start among the positions the store returns (it returns
+        // them in request order).
+        let mut first_position = 0;
+        let mut starts: Vec<usize> = Vec::with_capacity(stream_count);
+        for s in &streams {
+            starts.push(first_position);
+            first_position += s.events.len();
         }
         if let Some(marker) = marker {
             let record = IdempotencyRecord {
                 command: command.name().to_owned(),
-                writes: per_stream
+                writes: streams
                     .iter()
-                    .enumerate()
-                    .filter(|(_, events)| !events.is_empty())
-                    .map(|(i, events)| WrittenRange {
-                        stream: work.read_set.ids()[i].clone(),
-                        first: work.versions[i].next(),
-                        count: events.len() as u64,
+                    .zip(&work.versions)
+                    .filter(|(s, _)| !s.events.is_empty())
+                    .map(|(s, version)| WrittenRange {
+                        stream: s.stream.clone(),
+                        first: version.next(),
+                        count: s.events.len() as u64,
                     })
                     .collect(),
             };
             let payload = Json
                 .encode(&record)
                 .map_err(|e| Failure::Fatal(Error::InvalidState(e.to_string())))?;
-            request.streams.push(AppendStream {
+            streams.push(AppendStream {
                 stream: marker.clone(),
                 expected: ExpectedVersion::NoStream,
                 events: vec![EventData {
@@ -553,7 +567,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             });
         }
 
-        let appended = match self.inner.store.append(request).await {
+        let appended = match self.inner.store.append(AppendRequest { streams }).await {
             Ok(appended) => appended,
             Err(StoreError::Conflict(conflicts)) => {
                 if let Some(marker) = marker
@@ -566,31 +580,16 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             Err(error) if error.is_transient() => return Err(Failure::Transient(error)),
             Err(error) => return Err(Failure::Fatal(Error::from(error))),
         };
-        if appended.positions.len() < offset || appended.versions.len() < stream_count {
+        if appended.positions.len() < first_position || appended.versions.len() < stream_count {
             return Err(Failure::Fatal(Error::InvalidState(
                 "store reported fewer positions or versions than were appended".into(),
             )));
         }
 
-        // Record what was written: versions, the events as stored, the new state.
-        let old_versions = std::mem::replace(
-            &mut work.versions,
-            appended.versions[..stream_count].to_vec(),
-        );
-        let mut written: Vec<Vec<RecordedEvent>> = vec![Vec::new(); stream_count];
-        for (i, events) in per_stream.into_iter().enumerate() {
-            let stream = &work.read_set.ids()[i];
-            for (k, data) in events.into_iter().enumerate() {
-                written[i].push(data.record(
-                    stream.clone(),
-                    old_versions[i].advance(k as u64 + 1),
-                    appended.positions[offsets[i] + k],
-                ));
-            }
-        }
-        let mut recorded = Vec::with_capacity(emitted.len());
-        for (stream, k, event) in emitted {
-            let raw = &written[stream][k];
+        // Record what was written: the events as stored, the new state, the new versions.
+        for ((stream, k, event), raw) in emitted.into_iter().zip(recorded.iter_mut()) {
+            raw.stream_version = work.versions[stream].advance(k as u64 + 1);
+            raw.position = appended.positions[starts[stream] + k];
             let event = Recorded::new(event, raw);
             match work.parts.as_mut() {
                 Some(parts) => {
@@ -599,17 +598,23 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                 }
                 None => Cmd::apply(&mut work.state, &event),
             }
-            recorded.push(raw.clone());
         }
-        work.floor = last_id.or(work.floor);
-        work.verified = true;
         if work.parts.is_none() {
-            for (i, events) in written.into_iter().enumerate() {
+            for (i, id) in work.read_set.ids().iter().enumerate() {
+                let events: Vec<RecordedEvent> = recorded
+                    .iter()
+                    .filter(|e| e.stream_id == *id)
+                    .cloned()
+                    .collect();
                 if !events.is_empty() {
-                    self.extend_cached_stream(&work.read_set.ids()[i], old_versions[i], events);
+                    self.extend_cached_stream(id, work.versions[i], events);
                 }
             }
         }
+        work.versions
+            .copy_from_slice(&appended.versions[..stream_count]);
+        work.floor = last_id.or(work.floor);
+        work.verified = true;
         Ok(Executed {
             events: recorded,
             attempts,

@@ -34,8 +34,11 @@ pub(crate) struct StateEntry {
     state: Box<dyn Any + Send + Sync>,
     /// Streams found by discovery after the declared ones (combinations only).
     discovered: Vec<StreamId>,
-    /// Versions the state reflects: of the read set, or of the one stream.
+    /// Versions the state reflects, of the read set (combinations only).
     versions: Vec<StreamVersion>,
+    /// The version of the one stream a part reflects (parts only; kept out of `versions` so
+    /// that caching a part after every command allocates no vector).
+    version: StreamVersion,
     floor: Option<EventId>,
 }
 
@@ -248,7 +251,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                     .states
                     .take(&per_stream_key::<Cmd>(id))
                     .and_then(|entry| {
-                        let version = *entry.versions.first()?;
+                        let version = entry.version;
                         let state = entry.state.downcast::<Cmd::State>().ok()?;
                         Some((*state, version, entry.floor))
                     })
@@ -582,7 +585,8 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                     let entry = StateEntry {
                         state: Box::new(part.state),
                         discovered: Vec::new(),
-                        versions: vec![work.versions[i]],
+                        versions: Vec::new(),
+                        version: work.versions[i],
                         floor: part.floor,
                     };
                     // Another execution may have stored a newer part meanwhile; keep that one.
@@ -591,7 +595,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                         per_stream_key::<Cmd>(&ids[i]),
                         entry,
                         size + overhead(&ids[i]),
-                        |existing| existing.versions.first().is_some_and(|v| *v > version),
+                        |existing| existing.version > version,
                     );
                 }
             }
@@ -604,6 +608,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                     discovered: ids[declared_len..].to_vec(),
                     state: Box::new(work.state),
                     versions: work.versions,
+                    version: StreamVersion::EMPTY,
                     floor: work.floor,
                 };
                 self.inner

@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crossfold_core::{
-    AppendRequest, Appended, EventStore, HealthCheck, HealthReport, LogFilter, Position,
+    AppendRequest, Appended, EventId, EventStore, HealthCheck, HealthReport, LogFilter, Position,
     RecordedEvent, StoreError, StreamConflict, StreamEvents, StreamId, StreamRead, StreamVersion,
 };
 use tokio::sync::Notify;
@@ -180,16 +180,23 @@ impl MemoryStore {
         }
 
         let mut records = Vec::with_capacity(count);
-        let mut ids = Vec::with_capacity(count);
         for (s, version) in request.streams.into_iter().zip(versions.iter_mut()) {
             for data in s.events {
                 *version = version.next();
-                ids.push(data.event_id);
                 // Positions are only known under the log lock; readers fill them in.
                 records.push(data.record(s.stream.clone(), *version, Position::START));
             }
         }
-        if let Err(stored) = self.inner.ids.insert_all(&ids) {
+        let many_ids: Vec<EventId>;
+        let ids = match records.as_slice() {
+            // The common single-event append needs no list of ids.
+            [one] => std::slice::from_ref(&one.event_id),
+            many => {
+                many_ids = many.iter().map(|r| r.event_id).collect();
+                &many_ids
+            }
+        };
+        if let Err(stored) = self.inner.ids.insert_all(ids) {
             return Err(StoreError::DuplicateEvent(stored));
         }
         // From here on nothing can fail: the append is decided.
