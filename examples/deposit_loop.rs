@@ -11,13 +11,14 @@
 //! valgrind --tool=callgrind target/release/examples/deposit_loop 100000 --prometheus
 //! ```
 //!
-//! It also prints the rate and the growth of resident memory per event (Linux only).
+//! With `--transfer` it runs `w2`'s three-stream transfer instead. It also prints the rate and
+//! the growth of resident memory per event (Linux only).
 
 use std::time::Instant;
 
 use crossfold::monitoring::install_prometheus;
-use crossfold::monitoring::load::bank::{Deposit, Open, account_stream};
-use crossfold::{Executor, MemoryStore};
+use crossfold::monitoring::load::bank::{Deposit, Open, Transfer, account_stream};
+use crossfold::{EventId, Executor, MemoryStore, StreamId};
 
 /// Resident memory in bytes, where `/proc` tells it.
 fn resident_bytes() -> Option<usize> {
@@ -29,9 +30,11 @@ fn resident_bytes() -> Option<usize> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut commands = 1_000_000usize;
     let mut prometheus = false;
+    let mut transfer = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--prometheus" => prometheus = true,
+            "--transfer" => transfer = true,
             n => commands = n.parse()?,
         }
     }
@@ -52,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             executor
                 .execute(Open {
                     account: account.clone(),
-                    initial: 100,
+                    initial: 1_000_000,
                 })
                 .await?;
         }
@@ -61,17 +64,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for i in 0..commands {
             // A fixed stride instead of a random pick: the same run every time.
             let account = accounts[(i * 7919) % accounts.len()].clone();
-            executor.execute(Deposit { account, amount: 5 }).await?;
+            if transfer {
+                let to = accounts[(i * 7919 + 1) % accounts.len()].clone();
+                let id = StreamId::new(format!("transfer-{}", EventId::generate()))?;
+                executor
+                    .execute(Transfer {
+                        from: account,
+                        to,
+                        transfer: id,
+                        amount: 1,
+                    })
+                    .await?;
+            } else {
+                executor.execute(Deposit { account, amount: 5 }).await?;
+            }
         }
+        let events = if transfer { 3 * commands } else { commands };
         let elapsed = started.elapsed();
         println!(
-            "{commands} deposits in {elapsed:.2?}: {:.0}/s",
+            "{commands} commands in {elapsed:.2?}: {:.0}/s",
             commands as f64 / elapsed.as_secs_f64()
         );
         if let (Some(before), Some(after)) = (before, resident_bytes()) {
             println!(
                 "resident memory grew {:.0} bytes per event",
-                after.saturating_sub(before) as f64 / commands.max(1) as f64
+                after.saturating_sub(before) as f64 / events.max(1) as f64
             );
         }
         Ok(())

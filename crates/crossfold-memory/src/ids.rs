@@ -15,7 +15,14 @@ const SHARDS: usize = 64;
 /// Ordered, not hashed: event ids are UUIDv7s that mostly arrive in increasing order, so
 /// inserts and look-ups stay at the right edge of the tree, in cache, however large the set
 /// grows — where a hash set would take a cache miss per id and stall on every resize.
-type IdSet = BTreeSet<EventId>;
+///
+/// Keyed by the id's 128-bit value, whose order is the UUID's byte order: comparing two
+/// integers is a couple of instructions where comparing byte arrays is a call.
+type IdSet = BTreeSet<u128>;
+
+fn key(id: &EventId) -> u128 {
+    id.as_uuid().as_u128()
+}
 
 #[derive(Debug)]
 pub(crate) struct EventIds {
@@ -51,7 +58,7 @@ impl EventIds {
     /// returns it (the first such, in the given order).
     pub(crate) fn insert_all(&self, ids: &[EventId]) -> Result<(), EventId> {
         if let [id] = ids {
-            return if self.lock(shard_of(id)).insert(*id) {
+            return if self.lock(shard_of(id)).insert(key(id)) {
                 Ok(())
             } else {
                 Err(*id)
@@ -66,16 +73,20 @@ impl EventIds {
         let find = |guards: &[(usize, MutexGuard<'_, IdSet>)], id: &EventId| {
             guards.binary_search_by_key(&shard_of(id), |(s, _)| *s).ok()
         };
-        for id in ids {
-            if let Some(g) = find(&guards, id)
-                && guards[g].1.contains(id)
-            {
+        // Inserted optimistically, one search per id; a stored one (rare: ids are generated
+        // unique) takes back what this call inserted before refusing. The ids of one request
+        // are distinct (`AppendRequest::validate`), so what is taken back was inserted here.
+        for (n, id) in ids.iter().enumerate() {
+            let Some(g) = find(&guards, id) else {
+                continue;
+            };
+            if !guards[g].1.insert(key(id)) {
+                for earlier in &ids[..n] {
+                    if let Some(g) = find(&guards, earlier) {
+                        guards[g].1.remove(&key(earlier));
+                    }
+                }
                 return Err(*id);
-            }
-        }
-        for id in ids {
-            if let Some(g) = find(&guards, id) {
-                guards[g].1.insert(*id);
             }
         }
         Ok(())
