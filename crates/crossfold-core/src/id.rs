@@ -51,13 +51,23 @@ impl StreamId {
                 ),
             ));
         }
-        if name.chars().any(char::is_control) {
+        // Names are almost always ASCII, and then a byte scan decides what the Unicode
+        // character classes would (ASCII's only whitespace besides ' ' are control characters).
+        let (control, padded) = if name.is_ascii() {
+            (
+                name.bytes().any(|b| b.is_ascii_control()),
+                name.starts_with(' ') || name.ends_with(' '),
+            )
+        } else {
+            (name.chars().any(char::is_control), name.trim() != name)
+        };
+        if control {
             return Err(ValidationError::new(
                 "stream_id",
                 "must not contain control characters",
             ));
         }
-        if name.trim() != name {
+        if padded {
             return Err(ValidationError::new(
                 "stream_id",
                 "must not start or end with whitespace",
@@ -371,6 +381,22 @@ mod tests {
         assert!(StreamId::new("x".repeat(255)).is_ok());
         assert!(StreamId::new("x".repeat(256)).is_err());
         assert!(StreamId::new("é".repeat(128)).is_err(), "limit is in bytes");
+        // ASCII and non-ASCII names take different paths to the same rules.
+        for bad in [
+            "a\tb",
+            "\u{7f}",
+            "\tab",
+            "ab\r",
+            "é\u{85}é",
+            "é\u{1}",
+            " é",
+            "é\u{3000}",
+        ] {
+            assert!(StreamId::new(bad).is_err(), "{bad:?} must be refused");
+        }
+        for good in ["a b", "a-é", "订单-1", "x\u{a0}y"] {
+            assert!(StreamId::new(good).is_ok(), "{good:?} must be accepted");
+        }
     }
 
     #[test]

@@ -78,7 +78,7 @@ impl Slices {
 pub(crate) struct Log {
     batches: ChunkedVec<Entry>,
     len: u64,
-    by_type: HashMap<EventType, ChunkedVec<TypeEntry>>,
+    by_type: HashMap<EventType, ChunkedVec<TypeEntry>, foldhash::fast::RandomState>,
 }
 
 impl Log {
@@ -99,7 +99,12 @@ impl Log {
                 .iter()
                 .position(|e| e.event_type != *event_type)
                 .map_or(events.len(), |n| run_start + n);
-            let index = self.by_type.entry(event_type.clone()).or_default();
+            // Looked up before inserting: the type is almost always known, and the lookup
+            // needs no clone of its name.
+            let index = match self.by_type.get_mut(event_type.as_str()) {
+                Some(index) => index,
+                None => self.by_type.entry(event_type.clone()).or_default(),
+            };
             for offset in run_start..run_end {
                 index.push(TypeEntry {
                     batch,
