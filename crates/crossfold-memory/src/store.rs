@@ -179,7 +179,7 @@ impl MemoryStore {
             });
         }
 
-        let mut records = Vec::with_capacity(count);
+        let mut records: Vec<RecordedEvent> = Vec::with_capacity(count);
         for (s, version) in request.streams.into_iter().zip(versions.iter_mut()) {
             for data in s.events {
                 *version = version.next();
@@ -200,6 +200,7 @@ impl MemoryStore {
             return Err(StoreError::DuplicateEvent(stored));
         }
         // From here on nothing can fail: the append is decided.
+        pack_payloads(&mut records);
         let batch: Batch = Batch::from(records);
 
         let first_seq = {
@@ -335,6 +336,34 @@ impl MemoryStore {
     }
 }
 
+/// Moves the payloads of a multi-event append into one shared buffer.
+///
+/// Each payload otherwise keeps an allocation of its own plus a reference-count header (added
+/// the first time its bytes are shared), which for small events weighs more than the event's
+/// data. Packed, an append keeps one buffer and one header however many events it has. Large
+/// appends keep their buffers rather than copy them.
+fn pack_payloads(records: &mut [RecordedEvent]) {
+    const LIMIT: usize = 64 << 10;
+    if records.len() < 2 {
+        return;
+    }
+    let total: usize = records.iter().map(|r| r.payload.bytes.len()).sum();
+    if total > LIMIT {
+        return;
+    }
+    let mut buffer = Vec::with_capacity(total);
+    for record in records.iter() {
+        buffer.extend_from_slice(&record.payload.bytes);
+    }
+    let packed = bytes::Bytes::from(buffer);
+    let mut start = 0;
+    for record in records.iter_mut() {
+        let end = start + record.payload.bytes.len();
+        record.payload.bytes = packed.slice(start..end);
+        start = end;
+    }
+}
+
 impl EventStore for MemoryStore {
     async fn read_streams(&self, reads: &[StreamRead]) -> Result<Vec<StreamEvents>, StoreError> {
         Ok(self.read_streams_now(reads))
@@ -414,6 +443,28 @@ mod tests {
 
     fn one() -> Vec<EventData> {
         vec![EventData::new("E", Payload::json("{}"))]
+    }
+
+    #[test]
+    fn packed_payloads_read_back_whole_and_apart() {
+        let store = MemoryStore::new();
+        let payloads = ["{\"a\":1}", "", "{\"b\":[2,3]}", "{}"];
+        let events = |prefix: &str| {
+            payloads
+                .iter()
+                .map(|p| EventData::new(format!("{prefix}E"), Payload::json(p.to_string())))
+                .collect::<Vec<_>>()
+        };
+        let request = AppendRequest::new()
+            .stream(sid("x"), ExpectedVersion::NoStream, events("x"))
+            .stream(sid("y"), ExpectedVersion::NoStream, events("y"));
+        store.append_now(request).unwrap();
+        let read = store.read_streams_now(&[StreamRead::all(sid("x")), StreamRead::all(sid("y"))]);
+        for stream in &read {
+            let got: Vec<&[u8]> = stream.events.iter().map(|e| &e.payload.bytes[..]).collect();
+            let want: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
+            assert_eq!(got, want, "stream {}", stream.stream);
+        }
     }
 
     fn runtime() -> tokio::runtime::Runtime {
