@@ -19,16 +19,20 @@ pub(crate) struct ChunkedVec<T> {
     /// Entries `0..CHUNK`. Grows like a `Vec` so that short sequences stay small.
     first: Vec<T>,
     /// Entries from `CHUNK` on, `CHUNK` per chunk, each allocated whole so it never moves.
-    rest: Vec<Vec<T>>,
-    len: usize,
+    /// Boxed, and the length derived rather than stored: every stream has one of these in its
+    /// map slot, and most never need a second chunk, so the struct stays at 32 bytes.
+    #[allow(
+        clippy::box_collection,
+        reason = "a pointer in the slot instead of a 24-byte vector header, for the rare long stream"
+    )]
+    rest: Option<Box<Vec<Vec<T>>>>,
 }
 
 impl<T> Default for ChunkedVec<T> {
     fn default() -> Self {
         Self {
             first: Vec::new(),
-            rest: Vec::new(),
-            len: 0,
+            rest: None,
         }
     }
 }
@@ -41,37 +45,48 @@ impl<T> ChunkedVec<T> {
     pub(crate) fn with_capacity(n: usize) -> Self {
         Self {
             first: Vec::with_capacity(n.min(CHUNK)),
-            rest: Vec::new(),
-            len: 0,
+            rest: None,
         }
     }
 
     /// Number of entries.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        match self
+            .rest
+            .as_deref()
+            .and_then(|rest| Some((rest.len(), rest.last()?.len())))
+        {
+            // The first chunk and all but the last of the others are full.
+            Some((chunks, last)) => chunks * CHUNK + last,
+            None => self.first.len(),
+        }
     }
 
     /// Appends one entry.
     pub(crate) fn push(&mut self, value: T) {
-        if self.len < CHUNK {
+        if self.rest.is_none() && self.first.len() < CHUNK {
             self.first.push(value);
-        } else {
-            match self.rest.last_mut() {
-                Some(chunk) if chunk.len() < CHUNK => chunk.push(value),
-                _ => {
-                    let mut chunk = Vec::with_capacity(CHUNK);
-                    chunk.push(value);
-                    self.rest.push(chunk);
-                }
+            return;
+        }
+        let rest = self.rest.get_or_insert_with(Box::default);
+        match rest.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(value),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(value);
+                rest.push(chunk);
             }
         }
-        self.len += 1;
+    }
+
+    fn rest_len(&self) -> usize {
+        self.rest.as_deref().map_or(0, Vec::len)
     }
 
     fn chunk(&self, index: usize) -> Option<&[T]> {
         match index {
             0 => Some(&self.first),
-            n => self.rest.get(n - 1).map(Vec::as_slice),
+            n => self.rest.as_deref()?.get(n - 1).map(Vec::as_slice),
         }
     }
 
@@ -84,7 +99,7 @@ impl<T> ChunkedVec<T> {
     pub(crate) fn iter_from(&self, start: usize) -> impl Iterator<Item = &T> {
         let first_chunk = start >> CHUNK_BITS;
         let offset = start & (CHUNK - 1);
-        (first_chunk..=self.rest.len()).flat_map(move |c| {
+        (first_chunk..=self.rest_len()).flat_map(move |c| {
             let skip = if c == first_chunk { offset } else { 0 };
             self.chunk(c)
                 .and_then(|chunk| chunk.get(skip..))
@@ -95,7 +110,7 @@ impl<T> ChunkedVec<T> {
     /// The index of the first entry for which `before` is false, assuming `before` holds for a
     /// prefix of the entries and fails for the rest (like `slice::partition_point`).
     pub(crate) fn partition_point(&self, mut before: impl FnMut(&T) -> bool) -> usize {
-        let (mut low, mut high) = (0, self.len);
+        let (mut low, mut high) = (0, self.len());
         while low < high {
             let mid = low + (high - low) / 2;
             match self.get(mid) {
@@ -120,6 +135,18 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_slot_stays_small() {
+        assert_eq!(std::mem::size_of::<ChunkedVec<u64>>(), 32);
+    }
+
+    #[test]
+    fn lengths_at_chunk_boundaries() {
+        for n in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 1] {
+            assert_eq!(filled(n).len(), n);
+        }
+    }
+
+    #[test]
     fn indexes_across_chunk_boundaries() {
         let v = filled(3 * CHUNK + 5);
         assert_eq!(v.len(), 3 * CHUNK + 5);
@@ -132,14 +159,14 @@ mod tests {
     #[test]
     fn later_chunks_never_reallocate() {
         let mut v = filled(CHUNK + 1);
-        let before = v.rest[0].as_ptr();
+        let before = v.rest.as_ref().unwrap()[0].as_ptr();
         for i in 0..CHUNK - 1 {
             v.push(i);
         }
-        assert_eq!(v.rest[0].as_ptr(), before);
-        assert_eq!(v.rest.len(), 1);
+        assert_eq!(v.rest.as_ref().unwrap()[0].as_ptr(), before);
+        assert_eq!(v.rest_len(), 1);
         v.push(0);
-        assert_eq!(v.rest.len(), 2);
+        assert_eq!(v.rest_len(), 2);
     }
 
     #[test]
