@@ -351,6 +351,15 @@ fn pack_payloads(records: &mut [RecordedEvent]) {
     if total > LIMIT {
         return;
     }
+    // Payloads that already share storage (one value appended many times, or events copied
+    // from another store's packed batch) cost nothing more as they are; copying them would.
+    let shared = records.windows(2).any(|pair| {
+        let (a, b) = (&pair[0].payload.bytes, &pair[1].payload.bytes);
+        b.as_ptr() == a.as_ptr() || b.as_ptr() == a.as_ptr().wrapping_add(a.len())
+    });
+    if shared {
+        return;
+    }
     let mut buffer = Vec::with_capacity(total);
     for record in records.iter() {
         buffer.extend_from_slice(&record.payload.bytes);
@@ -464,6 +473,19 @@ mod tests {
             let got: Vec<&[u8]> = stream.events.iter().map(|e| &e.payload.bytes[..]).collect();
             let want: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
             assert_eq!(got, want, "stream {}", stream.stream);
+        }
+    }
+
+    #[test]
+    fn payloads_that_already_share_storage_are_not_copied() {
+        let store = MemoryStore::new();
+        let one = Payload::json(r#"{"same":true}"#.to_string());
+        let events: Vec<EventData> = (0..3).map(|_| EventData::new("E", one.clone())).collect();
+        let request = AppendRequest::new().stream(sid("x"), ExpectedVersion::NoStream, events);
+        store.append_now(request).unwrap();
+        let read = store.read_streams_now(&[StreamRead::all(sid("x"))]);
+        for event in &read[0].events {
+            assert_eq!(event.payload.bytes.as_ptr(), one.bytes.as_ptr());
         }
     }
 
