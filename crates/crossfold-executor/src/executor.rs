@@ -510,7 +510,6 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         let mut emitted: Vec<(usize, usize, Cmd::Event)> = Vec::with_capacity(decided.len());
         // The events as they will be recorded, in emit order; versions and positions are
         // filled in once the store has answered.
-        let mut recorded: Vec<RecordedEvent> = Vec::with_capacity(decided.len());
         let mut last_id = work.floor;
         for (stream, event) in decided {
             let id = match last_id {
@@ -522,13 +521,19 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                 .map_err(|e| Failure::Fatal(e.into()))?;
             let events = &mut streams[stream].events;
             emitted.push((stream, events.len(), event));
-            recorded.push(data.clone().record(
-                ids[stream].clone(),
-                StreamVersion::EMPTY,
-                Position::START,
-            ));
             events.push(data);
         }
+        pack_payloads(&mut streams);
+        let recorded: Vec<RecordedEvent> = emitted
+            .iter()
+            .map(|(stream, k, _)| {
+                streams[*stream].events[*k].clone().record(
+                    ids[*stream].clone(),
+                    StreamVersion::EMPTY,
+                    Position::START,
+                )
+            })
+            .collect();
         // Where each stream's events start among the positions the store returns (it returns
         // them in request order).
         let mut first_position = 0;
@@ -587,6 +592,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         }
 
         // Record what was written: the events as stored, the new state, the new versions.
+        let mut recorded = recorded;
         for ((stream, k, event), raw) in emitted.into_iter().zip(recorded.iter_mut()) {
             raw.stream_version = work.versions[stream].advance(k as u64 + 1);
             raw.position = appended.positions[starts[stream] + k];
@@ -663,6 +669,40 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             conflicts: 0,
             replayed: true,
         })
+    }
+}
+
+/// Moves the payloads of a command's events into one shared buffer.
+///
+/// A payload on its own keeps an allocation plus the reference-count header it gets once it is
+/// shared (by the request and the recorded events, and then by the store), which for small
+/// events weighs more than their data. Packed, a command's events keep one of each, in stores
+/// that hold payloads in memory. Large writes keep their buffers rather than copy them.
+fn pack_payloads(streams: &mut [AppendStream]) {
+    const LIMIT: usize = 64 << 10;
+    let payloads = || {
+        streams
+            .iter()
+            .flat_map(|s| &s.events)
+            .map(|e| &e.payload.bytes)
+    };
+    if payloads().nth(1).is_none() {
+        return;
+    }
+    let total: usize = payloads().map(|b| b.len()).sum();
+    if total > LIMIT {
+        return;
+    }
+    let mut buffer = Vec::with_capacity(total);
+    for bytes in payloads() {
+        buffer.extend_from_slice(bytes);
+    }
+    let packed = bytes::Bytes::from(buffer);
+    let mut start = 0;
+    for event in streams.iter_mut().flat_map(|s| &mut s.events) {
+        let end = start + event.payload.bytes.len();
+        event.payload.bytes = packed.slice(start..end);
+        start = end;
     }
 }
 

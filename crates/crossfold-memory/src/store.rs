@@ -200,7 +200,6 @@ impl MemoryStore {
             return Err(StoreError::DuplicateEvent(stored));
         }
         // From here on nothing can fail: the append is decided.
-        pack_payloads(&mut records);
         let batch: Batch = Batch::from(records);
 
         let first_seq = {
@@ -336,43 +335,6 @@ impl MemoryStore {
     }
 }
 
-/// Moves the payloads of a multi-event append into one shared buffer.
-///
-/// Each payload otherwise keeps an allocation of its own plus a reference-count header (added
-/// the first time its bytes are shared), which for small events weighs more than the event's
-/// data. Packed, an append keeps one buffer and one header however many events it has. Large
-/// appends keep their buffers rather than copy them.
-fn pack_payloads(records: &mut [RecordedEvent]) {
-    const LIMIT: usize = 64 << 10;
-    if records.len() < 2 {
-        return;
-    }
-    let total: usize = records.iter().map(|r| r.payload.bytes.len()).sum();
-    if total > LIMIT {
-        return;
-    }
-    // Payloads that already share storage (one value appended many times, or events copied
-    // from another store's packed batch) cost nothing more as they are; copying them would.
-    let shared = records.windows(2).any(|pair| {
-        let (a, b) = (&pair[0].payload.bytes, &pair[1].payload.bytes);
-        b.as_ptr() == a.as_ptr() || b.as_ptr() == a.as_ptr().wrapping_add(a.len())
-    });
-    if shared {
-        return;
-    }
-    let mut buffer = Vec::with_capacity(total);
-    for record in records.iter() {
-        buffer.extend_from_slice(&record.payload.bytes);
-    }
-    let packed = bytes::Bytes::from(buffer);
-    let mut start = 0;
-    for record in records.iter_mut() {
-        let end = start + record.payload.bytes.len();
-        record.payload.bytes = packed.slice(start..end);
-        start = end;
-    }
-}
-
 impl EventStore for MemoryStore {
     async fn read_streams(&self, reads: &[StreamRead]) -> Result<Vec<StreamEvents>, StoreError> {
         Ok(self.read_streams_now(reads))
@@ -455,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn packed_payloads_read_back_whole_and_apart() {
+    fn payloads_of_a_multi_event_append_read_back_whole_and_apart() {
         let store = MemoryStore::new();
         let payloads = ["{\"a\":1}", "", "{\"b\":[2,3]}", "{}"];
         let events = |prefix: &str| {
