@@ -68,8 +68,10 @@ pub struct LoadReport {
     pub store: String,
     /// Operations in flight.
     pub concurrency: usize,
-    /// Measured seconds (after warm-up).
+    /// Measured seconds (after warm-up); fewer than asked if the run stopped early.
     pub duration_secs: f64,
+    /// Why the run stopped before its time, if it did (the machine ran low on memory).
+    pub stopped_early: Option<String>,
     /// Warm-up seconds.
     pub warmup_secs: f64,
     /// Seconds spent preparing data.
@@ -123,6 +125,9 @@ pub(crate) struct Measured<'a> {
     pub(crate) first_error: Option<String>,
     pub(crate) per_second: &'a [u64],
     pub(crate) delivered: Option<u64>,
+    /// The time actually measured (shorter than asked when the run stopped early).
+    pub(crate) measured: Duration,
+    pub(crate) stopped_early: Option<String>,
 }
 
 impl LoadReport {
@@ -133,7 +138,7 @@ impl LoadReport {
         m: Measured<'_>,
         verification: Verification,
     ) -> Self {
-        let secs = options.duration.as_secs_f64().max(1e-9);
+        let secs = m.measured.as_secs_f64().max(1e-9);
         // Only whole measured seconds count for the first/last windows.
         let whole = &m.per_second[..m.per_second.len().saturating_sub(1)];
         let window = whole.len().min(5);
@@ -150,7 +155,8 @@ impl LoadReport {
             name: options.workload.name().into(),
             store: options.store_name.clone(),
             concurrency,
-            duration_secs: options.duration.as_secs_f64(),
+            duration_secs: m.measured.as_secs_f64(),
+            stopped_early: m.stopped_early,
             warmup_secs: options.warmup.as_secs_f64(),
             setup_secs: setup.as_secs_f64(),
             operations: m.ops,
@@ -203,7 +209,10 @@ pub fn render_table(reports: &[LoadReport]) -> String {
     );
     for r in reports {
         let check = if r.is_valid() {
-            "ok".to_string()
+            match &r.stopped_early {
+                Some(why) => format!("ok ({why})"),
+                None => "ok".to_string(),
+            }
         } else if !r.verification.passed {
             format!("FAILED: {}", r.verification.problems.join("; "))
         } else {

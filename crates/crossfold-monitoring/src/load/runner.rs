@@ -363,6 +363,7 @@ where
     let progress = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let batch_payload = Arc::new(batch_events()?);
+    let low_memory = LowMemory::watch(done.clone());
     let histogram = new_histogram()?;
 
     let subscriber = (workload == Workload::Live).then(|| {
@@ -392,15 +393,19 @@ where
         };
         let progress = progress.clone();
         let histogram = histogram.clone();
+        let low_memory = low_memory.clone();
         handles.push(tokio::spawn(async move {
             let mut stats = Stats::new(&histogram, seconds);
             loop {
                 let started = Instant::now();
-                if started >= clock.end {
+                if started >= clock.end || low_memory.stopped() {
                     break;
                 }
                 let outcome = task.op().await;
                 let latency = started.elapsed();
+                // Operations on an in-memory store never wait; without this a task would keep
+                // its worker and starve the others (and the progress line).
+                tokio::task::consume_budget().await;
                 stats.record(&outcome, latency, clock.second(started));
                 progress.fetch_add(1, Ordering::Relaxed);
             }
@@ -420,6 +425,18 @@ where
         }
     }
     done.store(true, Ordering::Relaxed);
+    let stopped_at = low_memory.stopped_at();
+    let measured = stopped_at
+        .unwrap_or(clock.end)
+        .min(clock.end)
+        .saturating_duration_since(clock.measure_from);
+    let stopped_early = stopped_at.map(|_| {
+        format!(
+            "stopped after {:.1} of {} measured seconds: the machine was running out of memory",
+            measured.as_secs_f64(),
+            options.duration.as_secs()
+        )
+    });
     if let Some(reporter) = reporter {
         let _ = reporter.await;
     }
@@ -469,8 +486,11 @@ where
             rejected: total.rejected,
             errors: total.errors,
             first_error: total.first_error,
-            per_second: &total.per_second,
+            per_second: &total.per_second
+                [..total.per_second.len().min(measured.as_secs() as usize + 1)],
             delivered: delivery.as_ref().map(Histogram::len),
+            measured,
+            stopped_early,
         },
         verification,
     ))
@@ -678,4 +698,65 @@ async fn report_progress(
         last = now;
     }
     let _ = writeln!(stderr);
+}
+
+/// Stops a run before the machine runs out of memory.
+///
+/// An in-memory store keeps every event, and a fast workload can fill the machine's memory
+/// within its measured time; the kernel would then kill the whole benchmark. Instead, when the
+/// memory still available falls below a fifth of the total (at least 2 GiB), the run stops
+/// early and its report says so, with rates over the time actually measured.
+#[derive(Clone)]
+struct LowMemory(Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl LowMemory {
+    fn watch(done: Arc<AtomicBool>) -> Self {
+        let this = Self(Arc::default());
+        let Some(total) = meminfo("MemTotal:") else {
+            return this; // not Linux: nothing to watch
+        };
+        // Verification afterwards reads the whole log back and keeps every event id: it needs
+        // room too.
+        let floor = (total / 5).max(2 << 30);
+        let watcher = this.clone();
+        // A thread of its own: the runtime's workers may be busy with operations that never
+        // wait (an in-memory store), and this must run regardless.
+        let spawned = std::thread::Builder::new()
+            .name("crossfold-bench-memory".into())
+            .spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if meminfo("MemAvailable:").is_some_and(|available| available < floor) {
+                        let mut at = watcher.0.lock().unwrap_or_else(|p| p.into_inner());
+                        at.get_or_insert_with(Instant::now);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        if spawned.is_err() {
+            tracing::warn!("could not start the low-memory watch; a run may exhaust memory");
+        }
+        this
+    }
+
+    fn stopped_at(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped_at().is_some()
+    }
+}
+
+/// A `/proc/meminfo` field, in bytes.
+fn meminfo(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
