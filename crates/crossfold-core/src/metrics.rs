@@ -1,8 +1,9 @@
 //! The metrics every event store records, named here so that exporters, dashboards and alerts
 //! can refer to them without depending on a particular store.
 //!
-//! This crate records nothing and has no `metrics` dependency: stores record these names with
-//! the labels documented on each, and describe them to a recorder from [`STORE_METRICS`].
+//! This crate records nothing: stores record these names with the labels documented on each,
+//! and describe them to a recorder from [`STORE_METRICS`] (with the `metrics` feature,
+//! `MetricDescription::describe` does it; without it the crate has no `metrics` dependency).
 
 use std::fmt;
 
@@ -114,6 +115,24 @@ impl MetricDescription {
             kind,
             unit,
             help,
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl MetricDescription {
+    /// Registers this metric's help text and unit with the recorder in scope.
+    pub fn describe(&self) {
+        use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        let unit = self.unit.and_then(Unit::from_string);
+        let (name, help) = (self.name, self.help);
+        match (self.kind, unit) {
+            (MetricKind::Counter, Some(unit)) => describe_counter!(name, unit, help),
+            (MetricKind::Gauge, Some(unit)) => describe_gauge!(name, unit, help),
+            (MetricKind::Histogram, Some(unit)) => describe_histogram!(name, unit, help),
+            (MetricKind::Counter, None) => describe_counter!(name, help),
+            (MetricKind::Gauge, None) => describe_gauge!(name, help),
+            (MetricKind::Histogram, None) => describe_histogram!(name, help),
         }
     }
 }

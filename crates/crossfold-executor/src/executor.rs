@@ -524,7 +524,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             events.push(data);
         }
         pack_payloads(&mut streams);
-        let recorded: Vec<RecordedEvent> = emitted
+        let mut recorded: Vec<RecordedEvent> = emitted
             .iter()
             .map(|(stream, k, _)| {
                 streams[*stream].events[*k].clone().record(
@@ -592,7 +592,6 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         }
 
         // Record what was written: the events as stored, the new state, the new versions.
-        let mut recorded = recorded;
         for ((stream, k, event), raw) in emitted.into_iter().zip(recorded.iter_mut()) {
             raw.stream_version = work.versions[stream].advance(k as u64 + 1);
             raw.position = appended.positions[starts[stream] + k];

@@ -1,7 +1,6 @@
 //! Exporting the metrics Crossfold records in the Prometheus text format.
 
-use crossfold_core::{MetricDescription, MetricKind, STORE_METRICS};
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use crossfold_core::STORE_METRICS;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: from 50 µs (an in-memory
@@ -41,21 +40,7 @@ fn builder() -> Result<PrometheusBuilder, BuildError> {
 fn describe() {
     crossfold_executor::describe_metrics();
     for m in &STORE_METRICS {
-        describe_one(m);
-    }
-}
-
-fn describe_one(m: &MetricDescription) {
-    let unit = m.unit.and_then(Unit::from_string);
-    match (m.kind, unit) {
-        (MetricKind::Counter, Some(unit)) => describe_counter!(m.name, unit, m.help),
-        (MetricKind::Gauge, Some(unit)) => describe_gauge!(m.name, unit, m.help),
-        (MetricKind::Histogram, Some(unit)) => describe_histogram!(m.name, unit, m.help),
-        (MetricKind::Counter, None) => describe_counter!(m.name, m.help),
-        (MetricKind::Gauge, None) => describe_gauge!(m.name, m.help),
-        (MetricKind::Histogram, None) => describe_histogram!(m.name, m.help),
-        // A kind added to the core later: left undescribed rather than misdescribed.
-        _ => {}
+        m.describe();
     }
 }
 

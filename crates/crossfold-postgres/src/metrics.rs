@@ -10,10 +10,7 @@ use crossfold_core::{
     MetricDescription, MetricKind, STORE_APPENDED_EVENTS_TOTAL, STORE_ERRORS_TOTAL, STORE_METRICS,
     STORE_OPERATION_DURATION_SECONDS, StoreError, StoreOperation,
 };
-use metrics::{
-    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
-    gauge, histogram,
-};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use crate::health::{PgHealth, PgPoolStatus};
 
@@ -56,17 +53,7 @@ const PG_METRICS: [MetricDescription; 2] = [
 /// common ones because it does not depend on this crate).
 pub fn describe_metrics() {
     for m in STORE_METRICS.iter().chain(&PG_METRICS) {
-        let unit = m.unit.and_then(Unit::from_string);
-        match (m.kind, unit) {
-            (MetricKind::Counter, Some(unit)) => describe_counter!(m.name, unit, m.help),
-            (MetricKind::Gauge, Some(unit)) => describe_gauge!(m.name, unit, m.help),
-            (MetricKind::Histogram, Some(unit)) => describe_histogram!(m.name, unit, m.help),
-            (MetricKind::Counter, None) => describe_counter!(m.name, m.help),
-            (MetricKind::Gauge, None) => describe_gauge!(m.name, m.help),
-            (MetricKind::Histogram, None) => describe_histogram!(m.name, m.help),
-            // A kind added to the core later: left undescribed rather than misdescribed.
-            _ => {}
-        }
+        m.describe();
     }
 }
 

@@ -706,19 +706,26 @@ async fn report_progress(
 /// within its measured time; the kernel would then kill the whole benchmark. Instead, when the
 /// memory still available falls below a fifth of the total (at least 2 GiB), the run stops
 /// early and its report says so, with rates over the time actually measured.
-#[derive(Clone)]
-struct LowMemory(Arc<std::sync::Mutex<Option<Instant>>>);
+#[derive(Clone, Default)]
+struct LowMemory(Arc<LowMemoryState>);
+
+#[derive(Default)]
+struct LowMemoryState {
+    /// Checked by every operation, so an atomic rather than the lock below.
+    stopped: AtomicBool,
+    at: std::sync::Mutex<Option<Instant>>,
+}
 
 impl LowMemory {
     fn watch(done: Arc<AtomicBool>) -> Self {
-        let this = Self(Arc::default());
+        let this = Self::default();
         let Some(total) = meminfo("MemTotal:") else {
             return this; // not Linux: nothing to watch
         };
         // Verification afterwards reads the whole log back and keeps every event id: it needs
         // room too.
         let floor = (total / 5).max(2 << 30);
-        let watcher = this.clone();
+        let state = this.0.clone();
         // A thread of its own: the runtime's workers may be busy with operations that never
         // wait (an in-memory store), and this must run regardless.
         let spawned = std::thread::Builder::new()
@@ -726,8 +733,9 @@ impl LowMemory {
             .spawn(move || {
                 while !done.load(Ordering::Relaxed) {
                     if meminfo("MemAvailable:").is_some_and(|available| available < floor) {
-                        let mut at = watcher.0.lock().unwrap_or_else(|p| p.into_inner());
-                        at.get_or_insert_with(Instant::now);
+                        let mut at = state.at.lock().unwrap_or_else(|p| p.into_inner());
+                        *at = Some(Instant::now());
+                        state.stopped.store(true, Ordering::Release);
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -740,11 +748,11 @@ impl LowMemory {
     }
 
     fn stopped_at(&self) -> Option<Instant> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        *self.0.at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn stopped(&self) -> bool {
-        self.stopped_at().is_some()
+        self.0.stopped.load(Ordering::Acquire)
     }
 }
 
