@@ -12,7 +12,7 @@ use crossfold::{
     Codec, Command, EventData, EventId, Json, MessagePack, Metadata, Position, Recorded,
     RecordedEvent, StreamId, StreamVersion, Upcasters, encode_event,
 };
-use crossfold_monitoring::load::bank::{BankEvent, Deposit};
+use crossfold_bench::bank::{BankEvent, Deposit};
 
 fn recorded(codec: &impl Codec, n: u64) -> Vec<RecordedEvent> {
     let stream = StreamId::new("account-1").unwrap();

@@ -14,7 +14,7 @@ use crossfold::{
     AppendRequest, Command, EventData, EventId, EventStore, Executor, ExpectedVersion, Json,
     MemoryStore, Metadata, ReadSet, StreamId, StreamRead, StreamVersion, Upcasters, encode_event,
 };
-use crossfold_monitoring::load::bank::{BankEvent, Deposit, Open, Transfer};
+use crossfold_bench::bank::{BankEvent, Deposit, Open, Transfer};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -216,7 +216,6 @@ fn executor_overhead(c: &mut Criterion) {
                         encode_event(&Json, e, EventId::generate(), metadata.clone()).unwrap()
                     })
                     .collect();
-                let written = events.clone();
                 let appended = store
                     .append(AppendRequest::new().stream(
                         account.clone(),
@@ -227,19 +226,9 @@ fn executor_overhead(c: &mut Criterion) {
                     .unwrap();
                 let mut known = known.borrow_mut();
                 let entry = known.get_mut(&account).unwrap();
-                for ((_, event), (data, position)) in decided
-                    .into_iter()
-                    .zip(written.into_iter().zip(appended.positions))
-                {
-                    entry.1 = entry.1.next();
-                    let recorded = crossfold::Recorded {
-                        event,
-                        event_id: data.event_id,
-                        stream_id: account.clone(),
-                        stream_version: entry.1,
-                        position,
-                        metadata: data.metadata,
-                    };
+                for ((_, event), raw) in decided.into_iter().zip(&appended.events) {
+                    entry.1 = raw.stream_version;
+                    let recorded = crossfold::Recorded::new(event, raw);
                     Deposit::apply(&mut entry.0, &recorded);
                 }
             }

@@ -11,7 +11,7 @@ use crossfold::postgres::{PgConfig, PgEventStore};
 use crossfold::{
     AppendRequest, Codec, EventData, EventStore, ExpectedVersion, Json, StreamId, StreamRead,
 };
-use crossfold_monitoring::load::bank::BankEvent;
+use crossfold_bench::bank::BankEvent;
 
 fn event() -> EventData {
     EventData::new(

@@ -12,20 +12,14 @@
 //! ```
 //!
 //! With `--transfer` it runs `w2`'s three-stream transfer instead. It also prints the rate and
-//! the growth of resident memory per event (Linux only).
+//! the growth of resident memory per event (where `/proc` tells it).
 
 use std::time::Instant;
 
 use crossfold::monitoring::install_prometheus;
-use crossfold::monitoring::load::bank::{Deposit, Open, Transfer, account_stream};
 use crossfold::{EventId, Executor, MemoryStore, StreamId};
-
-/// Resident memory in bytes, where `/proc` tells it.
-fn resident_bytes() -> Option<usize> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
+use crossfold_bench::bank::{Deposit, Open, Transfer, account_stream};
+use crossfold_bench::memory;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut commands = 1_000_000usize;
@@ -59,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .await?;
         }
-        let before = resident_bytes();
+        let before = memory::resident();
         let started = Instant::now();
         for i in 0..commands {
             // A fixed stride instead of a random pick: the same run every time.
@@ -85,7 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{commands} commands in {elapsed:.2?}: {:.0}/s",
             commands as f64 / elapsed.as_secs_f64()
         );
-        if let (Some(before), Some(after)) = (before, resident_bytes()) {
+        if let (Some(before), Some(after)) = (before, memory::resident()) {
             println!(
                 "resident memory grew {:.0} bytes per event",
                 after.saturating_sub(before) as f64 / events.max(1) as f64

@@ -55,7 +55,7 @@ pub use crossfold_core as core;
 pub use crossfold_core::*;
 pub use crossfold_executor as executor;
 pub use crossfold_executor::{
-    Actor, ActorPermissions, Authorizer, Denied, Executed, ExecutionContext, Executor,
+    Actor, ActorPermissions, Authorizer, Denied, Error, Executed, ExecutionContext, Executor,
     ExecutorBuilder, RetryPolicy,
 };
 #[cfg(feature = "memory")]
@@ -70,10 +70,10 @@ pub use crossfold_postgres as postgres;
 /// The names most programs need: `use crossfold::prelude::*;`.
 pub mod prelude {
     pub use crossfold_core::{
-        Command, CommandError, DomainEvent, Emit, Error, EventStore, ExpectedVersion, Recorded,
-        StreamId, StreamRef, StreamVersion, ValidationError,
+        Command, CommandError, DomainEvent, Emit, EventStore, ExpectedVersion, Recorded, StreamId,
+        StreamRef, StreamVersion, SubscriptionExt, ValidationError,
     };
-    pub use crossfold_executor::{ExecutionContext, Executor};
+    pub use crossfold_executor::{Error, ExecutionContext, Executor};
     #[cfg(feature = "memory")]
     pub use crossfold_memory::MemoryStore;
 }

@@ -195,9 +195,12 @@ mod section_5 {
     ) -> Result<(), Box<dyn std::error::Error>> {
         match executor.execute(command).await {
             Ok(done) => println!("wrote {} events", done.events.len()),
-            Err(Error::Rejected { rule, message }) if rule == "out_of_stock" => {
+            Err(Error::Command(CommandError::Rejected { rule, message }))
+                if rule == "out_of_stock" =>
+            {
                 println!("sorry: {message}")
             }
+            Err(e) if e.may_have_written() => println!("may have been applied, look first: {e}"),
             Err(e) if e.is_transient() => println!("busy, try again: {e}"),
             Err(e) => return Err(e.into()),
         }
@@ -224,19 +227,21 @@ mod section_6 {
     async fn follow(
         store: MemoryStore,
         saved_checkpoint: crossfold::Position,
-        mut handle: impl FnMut(crossfold::RecordedEvent),
+        mut handle: impl FnMut(Recorded<StockEvent>),
         mut save: impl FnMut(crossfold::Position),
-    ) -> Result<(), crossfold::StoreError> {
-        use crossfold::{LogFilter, SubscriptionOptions};
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        use crossfold::{Json, LogFilter, SubscriptionExt, SubscriptionOptions, Upcasters};
 
         let mut subscription = store.subscribe(
             SubscriptionOptions::all()
                 .from(saved_checkpoint) // a Position; START for the beginning
                 .filter(LogFilter::event_types(["Reserved"])),
         );
+        let upcasters = Upcasters::new();
         loop {
-            let event = subscription.next().await?; // catches up, then waits for new commits
-            handle(event);
+            let event = subscription.next_event().await?; // catches up, then waits for new commits
+            let reserved: Recorded<StockEvent> = upcasters.decode(&Json, &event)?;
+            handle(reserved);
             save(subscription.position()); // resume from here after a restart
         }
     }
@@ -262,7 +267,7 @@ mod section_6 {
             crossfold::Position::START,
             {
                 let seen = seen.clone();
-                move |e| seen.lock().unwrap().push(e.event_type.to_string())
+                move |e| seen.lock().unwrap().push(e.event.clone())
             },
             {
                 let saved = saved.clone();
@@ -277,7 +282,65 @@ mod section_6 {
         .await
         .unwrap();
         follower.abort();
-        assert_eq!(*seen.lock().unwrap(), ["Reserved"]);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [StockEvent::Reserved {
+                order: "o-1".into(),
+                quantity: 2
+            }]
+        );
+    }
+}
+
+// Section 7: PostgreSQL.
+#[cfg(feature = "postgres")]
+mod section_7 {
+    use super::*;
+
+    async fn open(
+        database_url: String,
+        schema: &str,
+    ) -> Result<Executor<crossfold::postgres::PgEventStore>, Box<dyn std::error::Error>> {
+        use crossfold::postgres::{PgConfig, PgEventStore};
+
+        let config = PgConfig::from_url(&database_url)? // postgres://user@host:5432/database
+            .schema(schema)
+            .pool_size(16);
+        let store = PgEventStore::connect(config).await?;
+        store.migrate().await?;
+        let executor = Executor::new(store.clone());
+        Ok(executor)
+    }
+
+    #[tokio::test]
+    async fn the_guide_postgres_store_runs_the_command() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let schema = format!("guide_{}", uuid::Uuid::now_v7().simple());
+        let executor = open(url.clone(), &schema)
+            .await
+            .expect("PostgreSQL must be reachable at DATABASE_URL");
+        let apples = StreamId::new("product-apples").unwrap();
+        let refused = executor
+            .execute(Reserve {
+                product: apples,
+                order: "o-1".into(),
+                quantity: 1,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.rule(), Some("out_of_stock"));
+        let (client, connection) = crossfold::postgres::tokio_postgres::connect(
+            &url,
+            crossfold::postgres::tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .await
+            .unwrap();
     }
 }
 
@@ -300,7 +363,7 @@ fn the_guide_is_the_code_tested_here() {
         .collect();
     assert_eq!(
         blocks.len(),
-        7,
+        8,
         "the guide's rust blocks changed: update tests/guide.rs"
     );
     for block in blocks {

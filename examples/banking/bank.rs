@@ -492,7 +492,7 @@ impl Command for Transfer {
 pub(crate) async fn balance<S: EventStore>(
     store: &S,
     account: &AccountId,
-) -> Result<AccountView, Error> {
+) -> Result<AccountView, Box<dyn std::error::Error + Send + Sync>> {
     let stream = store
         .read_stream(account.stream(), StreamVersion::EMPTY, usize::MAX)
         .await?;

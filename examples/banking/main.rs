@@ -18,7 +18,7 @@ use bank::{AccountId, Deposit, Money, OpenAccount, Transfer, TransferId, Withdra
 use crossfold::prelude::*;
 use crossfold::{Actor, Executed, RecordedEvent};
 
-type Failure = Box<dyn std::error::Error>;
+type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 fn show(what: &str, result: &Result<Executed, Error>) {
     match result {

@@ -1,7 +1,6 @@
 //! Type-state: an order's lifecycle in its type. Only a confirmed order has a `ship` method, so
 //! shipping a draft is a compile error, not a runtime check.
 
-use std::fmt;
 use std::marker::PhantomData;
 
 /// Being put together; lines can be added.
@@ -12,16 +11,9 @@ pub(crate) enum Confirmed {}
 pub(crate) enum Shipped {}
 
 /// Refusal to confirm an order without lines.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("an order needs at least one line")]
 pub(crate) struct EmptyOrder;
-
-impl fmt::Display for EmptyOrder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an order needs at least one line")
-    }
-}
-
-impl std::error::Error for EmptyOrder {}
 
 /// An order in state `S`.
 #[derive(Debug)]

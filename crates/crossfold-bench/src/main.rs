@@ -1,18 +1,24 @@
-//! `crossfold-bench`: runs Crossfold's standard workloads (W1–W8, see `docs/benchmarks.md`) on
-//! the in-memory store or on PostgreSQL, verifies the data after each run, and prints a table
-//! (and JSON on request). With `--compare-floor` it also runs hand-written SQL for the same work
-//! through `pgbench` on the same server and prints each PostgreSQL figure as a ratio to it.
+//! `crossfold-bench`: runs Crossfold's standard workloads (W1–W8 and W12, see
+//! `docs/benchmarks.md`) on the in-memory store or on PostgreSQL, verifies the data after each
+//! run, and prints a table (and JSON on request). With `--compare-floor` it also runs
+//! hand-written SQL for the same work through `pgbench` on the same server and prints each
+//! PostgreSQL figure as a ratio to it.
+//!
+//! Two checks of the executor's correctness run as subcommands, for runs longer than the tests
+//! make: `crossfold-bench pairs` (no decision on a state that never existed) and
+//! `crossfold-bench campaign` (the seeded fault campaign).
 
+mod checks;
 mod floor;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crossfold_bench::{LoadOptions, LoadReport, Workload, render_table};
 use crossfold_memory::MemoryStore;
-use crossfold_monitoring::load::{self, LoadOptions, LoadReport, Workload};
 use crossfold_postgres::{PgConfig, PgEventStore};
 
-const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 crossfold-bench: Crossfold's load harness
 
 USAGE:
@@ -22,8 +28,8 @@ OPTIONS:
     --store memory|postgres   store to load (default: memory)
     --url URL                 PostgreSQL URL (default: $DATABASE_URL, else
                               postgres://postgres@127.0.0.1:5432/postgres)
-    --workloads LIST          comma-separated: w1,w2,w3,w4,w5,w6,w6x3,w7-catchup,w7-live,w8
-                              or 'all' (default: all)
+    --workloads LIST          comma-separated: w1,w2,w3,w4,w5,w6,w6x3,w7-catchup,w7-live,w8,
+                              w12 or 'all' (default: all)
     --duration SECS           measured seconds per run (default: 30)
     --warmup SECS             warm-up seconds per run (default: 5)
     --concurrency LIST        operations in flight, comma-separated (default: 16)
@@ -39,7 +45,20 @@ OPTIONS:
     -h, --help                this text
 
 A run whose data does not verify (money conserved, versions gap-free, each event once in the
-log) is reported as FAILED and makes the exit status non-zero.
+log and as many as the store reported writing, invoice numbers gapless) is reported as FAILED
+and makes the exit status non-zero.
+
+SUBCOMMANDS (checks of the executor's correctness; exit status non-zero when one fails):
+    crossfold-bench pairs [--store memory|postgres] [--url URL] [--executions N]
+                          [--per-stream] [--tasks N] [--executors N] [--pairs N]
+        Pairs of streams written together, commands that refuse when a pair disagrees:
+        counts refusals decided on a state that never existed (must be 0).
+        Defaults: memory, 100000 executions, 16 tasks, 4 executors, 8 pairs.
+    crossfold-bench campaign [--operations N] [--seed N] [--tasks N] [--accounts N]
+                             [--attempts N]
+        Banking commands over the in-memory store with conflicts, transient failures,
+        timeouts and ambiguous commits injected; checks every outcome against the log.
+        Defaults: 1000000 operations, seed 1, 16 tasks, 200 accounts, 3 attempts.
 ";
 
 struct Args {
@@ -123,7 +142,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(args))
 }
 
-fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+pub(crate) fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
     text.trim()
         .parse()
         .map_err(|_| format!("{text:?} is not a number"))
@@ -131,6 +150,11 @@ fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        Some("pairs") => return checks::pairs().await,
+        Some("campaign") => return checks::campaign().await,
+        _ => {}
+    }
     let args = match parse_args() {
         Ok(Some(args)) => args,
         Ok(None) => {
@@ -145,7 +169,7 @@ async fn main() -> ExitCode {
     let prometheus = if args.prometheus {
         match crossfold_monitoring::install_prometheus() {
             Ok(handle) => {
-                // The monitoring crate describes only the metrics every store records.
+                // The monitoring crate describes only the metrics common to the stores.
                 crossfold_postgres::describe_metrics();
                 Some(handle)
             }
@@ -177,15 +201,15 @@ async fn main() -> ExitCode {
                 concurrency
             );
             let result = match args.store.as_str() {
-                "memory" => load::run(MemoryStore::new(), &options)
+                "memory" => crossfold_bench::run(MemoryStore::new(), &options)
                     .await
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| error_chain(&e)),
                 _ => run_postgres(&args, &options).await,
             };
             match result {
                 Ok(report) => {
                     failed |= !report.is_valid();
-                    eprint!("{}", load::render_table(std::slice::from_ref(&report)));
+                    eprint!("{}", render_table(std::slice::from_ref(&report)));
                     reports.push(report);
                 }
                 Err(e) => {
@@ -212,7 +236,7 @@ async fn main() -> ExitCode {
         None
     };
 
-    println!("\n{}", load::render_table(&reports));
+    println!("\n{}", render_table(&reports));
     if let Some(floor) = &floor {
         print!("{}", ratios(&reports, floor));
     }
@@ -257,9 +281,9 @@ async fn run_postgres(args: &Args, options: &LoadOptions) -> Result<LoadReport, 
         .migrate()
         .await
         .map_err(|e| format!("migration failed: {e}"))?;
-    let result = load::run(store.clone(), options)
+    let result = crossfold_bench::run(store.clone(), options)
         .await
-        .map_err(|e| e.to_string());
+        .map_err(|e| error_chain(&e));
     drop(store);
     if let Ok((client, connection)) =
         tokio_postgres::connect(&args.url, tokio_postgres::NoTls).await
@@ -270,6 +294,18 @@ async fn run_postgres(args: &Args, options: &LoadOptions) -> Result<LoadReport, 
             .await;
     }
     result
+}
+
+/// An error and its causes, for one line of output.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// Each PostgreSQL figure as a ratio to the hand-written SQL for the same work and to the floor.

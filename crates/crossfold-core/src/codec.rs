@@ -55,8 +55,23 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// Decoding follows the payload's own [`PayloadFormat`], so one store can hold events written
 /// with different codecs.
 pub trait Codec: Send + Sync + 'static {
-    /// Encodes a value.
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Payload, BoxError>;
+    /// The format of the payloads this codec writes.
+    fn format(&self) -> PayloadFormat;
+
+    /// Appends the encoding of `value` to `buf`.
+    fn encode_into<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BoxError>;
+
+    /// Encodes a value into a payload of its own, exactly as large as its encoding.
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Payload, BoxError> {
+        Ok(Payload {
+            format: self.format(),
+            bytes: with_scratch(|buf| self.encode_into(value, buf))?,
+        })
+    }
 
     /// Decodes a payload.
     fn decode<T: DeserializeOwned>(&self, payload: &Payload) -> Result<T, BoxError> {
@@ -77,9 +92,16 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &Payload) -> Result<T, BoxEr
 pub struct Json;
 
 impl Codec for Json {
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Payload, BoxError> {
-        with_scratch(|buf| serde_json::to_writer(&mut *buf, value).map_err(Into::into))
-            .map(Payload::json)
+    fn format(&self) -> PayloadFormat {
+        PayloadFormat::Json
+    }
+
+    fn encode_into<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BoxError> {
+        serde_json::to_writer(buf, value).map_err(Into::into)
     }
 }
 
@@ -89,27 +111,34 @@ impl Codec for Json {
 pub struct MessagePack;
 
 impl Codec for MessagePack {
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Payload, BoxError> {
-        with_scratch(|buf| {
-            let mut serializer = rmp_serde::Serializer::new(&mut *buf).with_struct_map();
-            value.serialize(&mut serializer).map_err(Into::into)
-        })
-        .map(Payload::message_pack)
+    fn format(&self) -> PayloadFormat {
+        PayloadFormat::MessagePack
+    }
+
+    fn encode_into<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BoxError> {
+        let mut serializer = rmp_serde::Serializer::new(buf).with_struct_map();
+        value.serialize(&mut serializer).map_err(Into::into)
     }
 }
 
-/// Encodes into a reused per-thread buffer and returns an exact-size copy.
+/// Runs `encode` on a reused per-thread buffer and hands the result to `finish`.
 ///
 /// Payloads live as long as the events that hold them, so their size is memory kept: encoding
-/// straight into a fresh `Vec` would keep its whole growth capacity (a JSON encoder starts at
-/// 128 bytes) plus a header to share it, several times the size of a small event.
-fn with_scratch(
-    encode: impl FnOnce(&mut Vec<u8>) -> Result<(), BoxError>,
+/// straight into a fresh `Vec` would grow it several times and keep its whole growth capacity
+/// (a JSON encoder starts at 128 bytes) plus a header to share it — several times the size of a
+/// small event. Encoding into a warm buffer and copying once into an exact-size one costs one
+/// allocation and one short copy instead.
+fn with_scratch<R>(
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<R, BoxError>,
 ) -> Result<Bytes, BoxError> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    /// A buffer grown beyond this by one large event is not kept for the next.
+    /// A buffer grown beyond this by one large write is not kept for the next.
     const KEEP: usize = 64 << 10;
     SCRATCH.with(|cell| {
         // Re-entrancy (a `Serialize` impl that encodes another payload) gets its own buffer.
@@ -119,7 +148,7 @@ fn with_scratch(
             return Ok(Bytes::from(own.into_boxed_slice()));
         };
         buf.clear();
-        let result = encode(&mut buf).map(|()| Bytes::copy_from_slice(&buf));
+        let result = encode(&mut buf).map(|_| Bytes::copy_from_slice(&buf));
         if buf.capacity() > KEEP {
             *buf = Vec::new();
         }
@@ -228,19 +257,89 @@ pub fn encode_event<E: DomainEvent, C: Codec>(
     event_id: EventId,
     metadata: Arc<Metadata>,
 ) -> Result<EventData, CodecError> {
-    let event_type = event.event_type();
-    let payload = codec.encode(event).map_err(|e| {
-        let mut err = CodecError::new(CodecOperation::Encode, event_type, e);
-        err.event_id = Some(event_id);
-        err
+    let mut encoded = None;
+    encode_events(codec, [(event_id, event)], &metadata, |data| {
+        encoded = Some(data)
     })?;
-    Ok(EventData {
-        event_id,
-        event_type: EventType::from_static(event_type),
-        schema_version: event.schema_version(),
-        payload,
-        metadata,
+    encoded.ok_or_else(|| {
+        CodecError::new(
+            CodecOperation::Encode,
+            event.event_type(),
+            "the encoder returned no event",
+        )
     })
+}
+
+/// Encodes the events of one append, in order, handing each to `emit` as an appendable
+/// [`EventData`]. Their payloads share one buffer: each is serialized once and copied once,
+/// into a buffer exactly as large as all of them together (one allocation per append, however
+/// many events it holds).
+///
+/// Fails with a [`CodecError`] naming the first event that could not be encoded; `emit` is
+/// then not called at all.
+pub fn encode_events<'e, E: DomainEvent, C: Codec>(
+    codec: &C,
+    events: impl IntoIterator<Item = (EventId, &'e E)>,
+    metadata: &Arc<Metadata>,
+    mut emit: impl FnMut(EventData),
+) -> Result<(), CodecError> {
+    /// Where one encoded event ends in the shared buffer.
+    struct End {
+        event_id: EventId,
+        event_type: &'static str,
+        schema_version: u16,
+        end: usize,
+    }
+    // The first event's end is kept apart: a single-event append (the commonest) needs no list.
+    let mut first: Option<End> = None;
+    let mut rest: Vec<End> = Vec::new();
+    let mut failed: Option<CodecError> = None;
+    let shared = with_scratch(|buf| {
+        for (event_id, event) in events {
+            if let Err(e) = codec.encode_into(event, buf) {
+                let mut error = CodecError::new(CodecOperation::Encode, event.event_type(), e);
+                error.event_id = Some(event_id);
+                failed = Some(error);
+                return Err("encoding failed".into());
+            }
+            let end = End {
+                event_id,
+                event_type: event.event_type(),
+                schema_version: event.schema_version(),
+                end: buf.len(),
+            };
+            match first {
+                None => first = Some(end),
+                Some(_) => rest.push(end),
+            }
+        }
+        Ok(())
+    });
+    let shared = match (shared, failed) {
+        (_, Some(error)) => return Err(error),
+        (Ok(shared), None) => shared,
+        (Err(e), None) => return Err(CodecError::new(CodecOperation::Encode, "", e)),
+    };
+    let format = codec.format();
+    let single = rest.is_empty();
+    let mut start = 0;
+    for end in first.into_iter().chain(rest) {
+        // One event keeps the buffer whole; slicing it would make it shared first.
+        let bytes = if single {
+            shared.clone()
+        } else {
+            shared.slice(start..end.end)
+        };
+        start = end.end;
+        emit(EventData {
+            event_id: end.event_id,
+            event_type: EventType::from_static(end.event_type),
+            schema_version: end.schema_version,
+            payload: Payload { format, bytes },
+            metadata: metadata.clone(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -372,5 +471,69 @@ mod tests {
         raw.schema_version = 1;
         let err = upcasters.decode::<Ev, _>(&Json, &raw).unwrap_err();
         assert_eq!(err.operation, CodecOperation::Upcast);
+    }
+
+    #[test]
+    fn events_of_one_append_share_one_exact_buffer() {
+        let events = [
+            Ev::Deposited {
+                amount: 5,
+                note: None,
+            },
+            Ev::Closed,
+            Ev::Deposited {
+                amount: 7,
+                note: Some("rent".into()),
+            },
+        ];
+        let metadata = Arc::new(Metadata::now());
+        let ids: Vec<EventId> = (0..3).map(|_| EventId::generate()).collect();
+        let mut encoded = Vec::new();
+        encode_events(&Json, ids.iter().copied().zip(&events), &metadata, |e| {
+            encoded.push(e)
+        })
+        .unwrap();
+        assert_eq!(encoded.len(), 3);
+        let base = encoded[0].payload.bytes.as_ptr();
+        let mut offset = 0;
+        for ((data, event), id) in encoded.iter().zip(&events).zip(&ids) {
+            assert_eq!(data.event_id, *id);
+            assert_eq!(data.event_type, event.event_type());
+            assert_eq!(data.payload.bytes.as_ptr(), base.wrapping_add(offset));
+            offset += data.payload.len();
+            assert_eq!(&decode_payload::<Ev>(&data.payload).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_encoded_is_named() {
+        struct Unencodable;
+        impl Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no way"))
+            }
+        }
+        impl<'de> Deserialize<'de> for Unencodable {
+            fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+                Ok(Unencodable)
+            }
+        }
+        impl DomainEvent for Unencodable {
+            fn event_type(&self) -> &'static str {
+                "Unencodable"
+            }
+        }
+        let id = EventId::generate();
+        let error = encode_events(
+            &Json,
+            [(id, &Unencodable)],
+            &Arc::new(Metadata::now()),
+            |_| panic!("nothing is emitted when encoding fails"),
+        )
+        .unwrap_err();
+        assert_eq!(error.operation, CodecOperation::Encode);
+        assert_eq!(error.event_type, "Unencodable");
+        assert_eq!(error.event_id, Some(id));
+        assert!(error.to_string().contains("no way"), "{error}");
     }
 }

@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::time::Duration;
 
 use crate::id::{EventId, StreamId};
 use crate::version::{ExpectedVersion, StreamVersion};
@@ -83,7 +82,7 @@ impl fmt::Display for CodecOperation {
 
 /// An event that could not be encoded, decoded or upcast. Names the event so it can be found.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {operation} event {event_type:?}{}", self.location())]
+#[error("cannot {operation} event {event_type:?}{}: {source}", self.location())]
 pub struct CodecError {
     /// What was being done.
     pub operation: CodecOperation,
@@ -147,17 +146,21 @@ pub enum StoreError {
     #[error(transparent)]
     Serialization(#[from] CodecError),
     /// The store could not be reached, or the connection was lost. Retrying may succeed.
-    #[error("store unavailable")]
+    /// **On an append it may mean "maybe written"**: a connection lost after the request was
+    /// sent can hide a commit (the executor checks before deciding again).
+    #[error("store unavailable: {0}")]
     Unavailable(#[source] BoxError),
     /// The store aborted the operation because of concurrent work (a serialization failure or a
     /// deadlock). Nothing was written; retrying may succeed.
-    #[error("store aborted the operation because of concurrent work")]
+    #[error("store aborted the operation because of concurrent work: {0}")]
     Contention(#[source] BoxError),
-    /// The store did not answer within its configured time limit.
-    #[error("store operation timed out")]
+    /// The store did not answer within its configured time limit. **On an append it may mean
+    /// "maybe written"** unless the store knows the append was rolled back: a limit enforced by
+    /// the client can strike after the commit.
+    #[error("store operation timed out: {0}")]
     Timeout(#[source] BoxError),
     /// The store failed in a way that retrying will not fix (for example a missing schema).
-    #[error("store failed")]
+    #[error("store failed: {0}")]
     Backend(#[source] BoxError),
 }
 
@@ -253,110 +256,6 @@ impl CommandError {
     }
 }
 
-/// Why executing a command failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The command's input was invalid. Nothing was written.
-    #[error(transparent)]
-    Validation(#[from] ValidationError),
-    /// The command refused: a business rule was violated. Nothing was written; not retried.
-    #[error("rejected by rule {rule}: {message}")]
-    Rejected {
-        /// The rule's stable name.
-        rule: Cow<'static, str>,
-        /// A human-readable explanation.
-        message: String,
-    },
-    /// Streams kept changing between read and append until the retry policy gave up.
-    /// Nothing was written.
-    #[error("version conflict after {attempts} attempts on {}", list_conflicts(.conflicts))]
-    Conflict {
-        /// The conflicts of the last attempt.
-        conflicts: Vec<StreamConflict>,
-        /// How many times the command ran.
-        attempts: u32,
-    },
-    /// The caller lacks the permission the command requires. Nothing was written.
-    #[error("not authorized: permission {permission:?} required")]
-    Unauthorized {
-        /// The missing permission.
-        permission: String,
-        /// Who asked, if known.
-        actor: Option<String>,
-    },
-    /// A stream the command needs does not exist. Nothing was written.
-    #[error("stream {0} not found")]
-    StreamNotFound(StreamId),
-    /// The folded state is not one the command can act on. Nothing was written.
-    #[error("invalid state: {0}")]
-    InvalidState(String),
-    /// An event could not be encoded or a stored event could not be decoded.
-    #[error(transparent)]
-    Serialization(#[from] CodecError),
-    /// The store could not be reached or kept failing transiently. Nothing was written by the
-    /// failed attempt; retrying later may succeed.
-    #[error("store unavailable")]
-    Unavailable(#[source] StoreError),
-    /// The store refused the operation in a way that retrying will not fix.
-    #[error("store error")]
-    Store(#[source] StoreError),
-    /// The execution did not finish within its time limit. A timed-out append may or may not
-    /// have been committed; re-executing an idempotent command is always safe.
-    #[error("execution timed out after {0:?}")]
-    Timeout(Duration),
-}
-
-impl Error {
-    /// Whether this is a version conflict.
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Conflict { .. })
-    }
-
-    /// Whether executing the command again later may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Error::Conflict { .. } | Error::Unavailable(_) | Error::Timeout(_)
-        )
-    }
-
-    /// The business rule that refused the command, if that is what happened.
-    pub fn rule(&self) -> Option<&str> {
-        match self {
-            Error::Rejected { rule, .. } => Some(rule),
-            _ => None,
-        }
-    }
-}
-
-impl From<CommandError> for Error {
-    fn from(value: CommandError) -> Self {
-        match value {
-            CommandError::Rejected { rule, message } => Error::Rejected { rule, message },
-            CommandError::StreamNotFound(s) => Error::StreamNotFound(s),
-            CommandError::InvalidState(s) => Error::InvalidState(s),
-            CommandError::Validation(v) => Error::Validation(v),
-        }
-    }
-}
-
-impl From<StoreError> for Error {
-    /// Conflicts become [`Error::Conflict`] with one attempt; transient failures become
-    /// [`Error::Unavailable`]; the rest [`Error::Store`].
-    fn from(value: StoreError) -> Self {
-        match value {
-            StoreError::Conflict(conflicts) => Error::Conflict {
-                conflicts,
-                attempts: 1,
-            },
-            StoreError::Serialization(e) => Error::Serialization(e),
-            e if e.is_transient() => Error::Unavailable(e),
-            e => Error::Store(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,13 +291,25 @@ mod tests {
         let unavailable = StoreError::Unavailable("connection refused".into());
         assert!(unavailable.is_transient() && !unavailable.is_conflict());
         assert!(!StoreError::Backend("no such table".into()).is_transient());
-        let e: Error = unavailable.into();
-        assert!(matches!(e, Error::Unavailable(_)) && e.is_transient());
-        let e: Error = StoreError::InvalidRequest("x".into()).into();
-        assert!(matches!(e, Error::Store(_)) && !e.is_transient());
-        let e: Error = CommandError::rejected("insufficient_funds", "balance 5 < 10").into();
-        assert_eq!(e.rule(), Some("insufficient_funds"));
-        assert!(!e.is_transient());
+        assert!(!StoreError::InvalidRequest("x".into()).is_transient());
+    }
+
+    #[test]
+    fn messages_carry_their_cause() {
+        let unavailable = StoreError::Unavailable("connection refused".into());
+        assert_eq!(
+            unavailable.to_string(),
+            "store unavailable: connection refused"
+        );
+        let codec = CodecError::new(
+            CodecOperation::Decode,
+            "Deposited",
+            "missing field `amount`",
+        );
+        assert_eq!(
+            codec.to_string(),
+            "cannot decode event \"Deposited\": missing field `amount`"
+        );
     }
 
     #[test]

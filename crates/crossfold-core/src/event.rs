@@ -57,35 +57,34 @@ impl From<SystemTime> for Timestamp {
 }
 
 impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC, e.g. `2026-11-26T06:49:38.123456Z`.
+    /// RFC 3339 in UTC with microseconds, e.g. `2026-11-26T06:49:38.123456Z`.
+    ///
+    /// Years before 0 are written with a sign (`-0001-…`, ISO 8601's expanded form; RFC 3339
+    /// has four-digit years only). A timestamp outside the years -9999 to 9999, which no clock
+    /// gives but `from_unix_micros` accepts, is written as its microseconds since the epoch
+    /// (`253402300800000000 us since 1970-01-01T00:00:00Z`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.0.div_euclid(1_000_000);
-        let micros = self.0.rem_euclid(1_000_000);
-        let days = secs.div_euclid(86_400);
-        let rem = secs.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
+        let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000)
+        else {
+            return write!(f, "{} us since 1970-01-01T00:00:00Z", self.0);
+        };
+        let year = t.year();
+        if year < 0 {
+            write!(f, "-{:04}", year.unsigned_abs())?;
+        } else {
+            write!(f, "{year:04}")?;
+        }
         write!(
             f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-            rem / 3600,
-            (rem / 60) % 60,
-            rem % 60
+            "-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
         )
     }
-}
-
-/// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// What travels with every event besides its payload.
@@ -380,6 +379,30 @@ mod tests {
         assert_eq!(
             Timestamp::from_unix_micros(-1).to_string(),
             "1969-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_micros(-62_135_596_800_000_001).to_string(),
+            "0000-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_micros(-62_167_219_200_000_001).to_string(),
+            "-0001-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_micros(253_402_300_799_999_999).to_string(),
+            "9999-12-31T23:59:59.999999Z"
+        );
+    }
+
+    #[test]
+    fn timestamps_beyond_four_digit_years_print_their_microseconds() {
+        assert_eq!(
+            Timestamp::from_unix_micros(i64::MAX).to_string(),
+            "9223372036854775807 us since 1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_micros(i64::MIN).to_string(),
+            "-9223372036854775808 us since 1970-01-01T00:00:00Z"
         );
     }
 

@@ -80,6 +80,27 @@ impl StreamId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The first character of a system stream's name.
+    pub const SYSTEM_PREFIX: char = '$';
+
+    /// Whether this is a system stream: its name starts with `$`. Crossfold keeps its own
+    /// records in such streams (the executor's idempotency markers, `$idempotency-<key>`), and
+    /// reads of the global log and subscriptions leave them out unless a [`LogFilter`] asks for
+    /// them with [`with_system_streams`](crate::LogFilter::with_system_streams). Commands may read
+    /// and write system streams like any other; the prefix only hides them from the log.
+    ///
+    /// [`LogFilter`]: crate::LogFilter
+    pub fn is_system(&self) -> bool {
+        self.0.starts_with(Self::SYSTEM_PREFIX)
+    }
+
+    /// The stream's category: the part of its name before the first `-` (`account` for
+    /// `account-42`), or the whole name when it has none. Subscriptions can follow a category
+    /// ([`LogFilter::categories`](crate::LogFilter::categories)).
+    pub fn category(&self) -> &str {
+        self.0.split('-').next().unwrap_or(&self.0)
+    }
 }
 
 impl fmt::Debug for StreamId {

@@ -5,7 +5,7 @@
 //! ([`RecordedEvent`], [`Recorded`]), commands ([`Command`] and its write tokens), codecs
 //! ([`Json`], [`MessagePack`], [`Upcasters`]), the [`EventStore`] contract every store
 //! implements, the errors of all of them, health checks ([`HealthCheck`]) and the names of the
-//! metrics every store records ([`STORE_METRICS`]).
+//! metrics the stores and the executor record ([`STORE_METRICS`], [`COMMAND_METRICS`]).
 //!
 //! This crate does no I/O and depends on no async runtime; stores and the executor build on it.
 //!
@@ -27,15 +27,17 @@ mod event;
 mod health;
 mod id;
 mod metrics;
+mod storable;
 mod store;
 mod subscription;
 mod version;
 
-pub use codec::{Codec, DomainEvent, Json, MessagePack, Upcasters, decode_payload, encode_event};
+pub use codec::{
+    Codec, DomainEvent, Json, MessagePack, Upcasters, decode_payload, encode_event, encode_events,
+};
 pub use command::{Command, Emit, ReadSet, StreamRef, StreamSet, TokenSource};
 pub use error::{
-    BoxError, CodecError, CodecOperation, CommandError, Error, StoreError, StreamConflict,
-    ValidationError,
+    BoxError, CodecError, CodecOperation, CommandError, StoreError, StreamConflict, ValidationError,
 };
 pub use event::{
     EventData, EventType, Metadata, Payload, PayloadFormat, Recorded, RecordedEvent, Timestamp,
@@ -43,11 +45,13 @@ pub use event::{
 pub use health::{HealthCheck, HealthReport, HealthStatus};
 pub use id::{EventId, StreamId, TypedId};
 pub use metrics::{
+    CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, COMMAND_ATTEMPTS, COMMAND_CONFLICTS_TOTAL,
+    COMMAND_DURATION_SECONDS, COMMAND_METRICS, COMMAND_RETRIES_TOTAL, COMMANDS_TOTAL,
     MetricDescription, MetricKind, STORE_APPENDED_EVENTS_TOTAL, STORE_ERRORS_TOTAL, STORE_METRICS,
     STORE_OPERATION_DURATION_SECONDS, StoreOperation,
 };
 pub use store::{
     AppendRequest, AppendStream, Appended, EventStore, LogFilter, StreamEvents, StreamRead,
 };
-pub use subscription::{Subscription, SubscriptionOptions};
+pub use subscription::{Batches, EventBatch, Subscription, SubscriptionExt, SubscriptionOptions};
 pub use version::{ExpectedVersion, Position, StreamVersion};

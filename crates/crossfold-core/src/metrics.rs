@@ -1,22 +1,56 @@
-//! The metrics every event store records, named here so that exporters, dashboards and alerts
-//! can refer to them without depending on a particular store.
+//! The metrics the event stores and the executor record, named here so that exporters,
+//! dashboards and alerts can refer to them without depending on a particular store or on the
+//! executor.
 //!
-//! This crate records nothing: stores record these names with the labels documented on each,
-//! and describe them to a recorder from [`STORE_METRICS`] (with the `metrics` feature,
-//! `MetricDescription::describe` does it; without it the crate has no `metrics` dependency).
+//! This crate records nothing: stores and the executor record these names with the labels
+//! documented on each, and exporters describe them to a recorder from [`STORE_METRICS`] and
+//! [`COMMAND_METRICS`] (with the `metrics` feature, `MetricDescription::describe` does it;
+//! without it the crate has no `metrics` dependency).
+//!
+//! Which store records what:
+//!
+//! | metric | `store="postgres"` | `store="memory"` |
+//! |---|---|---|
+//! | [`STORE_APPENDED_EVENTS_TOTAL`] | yes | yes |
+//! | [`STORE_ERRORS_TOTAL`] | every operation | `append` (the other calls cannot fail) |
+//! | [`STORE_OPERATION_DURATION_SECONDS`] | every operation | no: timing an in-memory call would cost more than the metrics' budget; time commands with [`COMMAND_DURATION_SECONDS`] |
 
 use std::fmt;
 
-/// Wall time of store calls in seconds: a histogram labelled `store` (`memory`, `postgres`)
-/// and `operation` (a [`StoreOperation`]). Failed calls are timed too.
+/// Wall time of store calls in seconds: a histogram labelled `store` and `operation` (a
+/// [`StoreOperation`]). Failed calls are timed too. Recorded by the PostgreSQL store; the
+/// memory store does not time its calls (see the table above).
 pub const STORE_OPERATION_DURATION_SECONDS: &str = "crossfold_store_operation_duration_seconds";
 
-/// Failed store calls: a counter labelled `store`, `operation` and `kind` (one of
-/// [`StoreError::KINDS`](crate::StoreError::KINDS)).
+/// Failed store calls: a counter labelled `store` (`memory`, `postgres`), `operation` and
+/// `kind` (one of [`StoreError::KINDS`](crate::StoreError::KINDS)).
 pub const STORE_ERRORS_TOTAL: &str = "crossfold_store_errors_total";
 
-/// Events written by successful appends: a counter labelled `store`.
+/// Events written by successful appends: a counter labelled `store` (`memory`, `postgres`).
 pub const STORE_APPENDED_EVENTS_TOTAL: &str = "crossfold_store_appended_events_total";
+
+/// Commands executed: a counter labelled `command` and `outcome` (`success`, `rejected`,
+/// `conflict`, `unauthorized`, `timeout`, `error`).
+pub const COMMANDS_TOTAL: &str = "crossfold_commands_total";
+
+/// Wall time of whole executions (all attempts) in seconds: a histogram labelled `command`.
+pub const COMMAND_DURATION_SECONDS: &str = "crossfold_command_duration_seconds";
+
+/// Attempts per execution: a histogram labelled `command`.
+pub const COMMAND_ATTEMPTS: &str = "crossfold_command_attempts";
+
+/// Version conflicts met while executing: a counter labelled `command`.
+pub const COMMAND_CONFLICTS_TOTAL: &str = "crossfold_command_conflicts_total";
+
+/// Attempts repeated after a conflict or a transient store error: a counter labelled `command`.
+pub const COMMAND_RETRIES_TOTAL: &str = "crossfold_command_retries_total";
+
+/// Executor cache lookups that found what they needed: a counter labelled `cache` (`state`,
+/// `events`).
+pub const CACHE_HITS_TOTAL: &str = "crossfold_executor_cache_hits_total";
+
+/// Executor cache lookups that had to go to the store: a counter labelled `cache`.
+pub const CACHE_MISSES_TOTAL: &str = "crossfold_executor_cache_misses_total";
 
 /// A timed store call, as the `operation` label names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -137,7 +171,8 @@ impl MetricDescription {
     }
 }
 
-/// The metrics every store records.
+/// The metrics the stores record (each store records those the table in the module
+/// documentation says).
 pub const STORE_METRICS: [MetricDescription; 3] = [
     MetricDescription::new(
         STORE_OPERATION_DURATION_SECONDS,
@@ -159,6 +194,52 @@ pub const STORE_METRICS: [MetricDescription; 3] = [
     ),
 ];
 
+/// The metrics the command executor records.
+pub const COMMAND_METRICS: [MetricDescription; 7] = [
+    MetricDescription::new(
+        COMMANDS_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Commands executed, by command and outcome.",
+    ),
+    MetricDescription::new(
+        COMMAND_DURATION_SECONDS,
+        MetricKind::Histogram,
+        Some("seconds"),
+        "Wall time of command executions, including retries.",
+    ),
+    MetricDescription::new(
+        COMMAND_ATTEMPTS,
+        MetricKind::Histogram,
+        None,
+        "Attempts needed per command execution.",
+    ),
+    MetricDescription::new(
+        COMMAND_CONFLICTS_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Version conflicts met while executing commands.",
+    ),
+    MetricDescription::new(
+        COMMAND_RETRIES_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Command attempts repeated after a conflict or a transient store error.",
+    ),
+    MetricDescription::new(
+        CACHE_HITS_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Executor cache lookups served from memory.",
+    ),
+    MetricDescription::new(
+        CACHE_MISSES_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Executor cache lookups that went to the store.",
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,7 +256,7 @@ mod tests {
     /// metrics with a unit end in it.
     #[test]
     fn names_follow_prometheus_conventions() {
-        for m in STORE_METRICS {
+        for m in STORE_METRICS.iter().chain(&COMMAND_METRICS) {
             assert!(m.name.starts_with("crossfold_"), "{}", m.name);
             assert!(
                 m.name
@@ -191,5 +272,20 @@ mod tests {
                 assert!(m.name.ends_with("_seconds"), "{}", m.name);
             }
         }
+    }
+
+    /// An exporter describes both tables to one recorder: a name in both would be described
+    /// twice, with different help texts.
+    #[test]
+    fn every_metric_is_named_once() {
+        let mut names: Vec<&str> = STORE_METRICS
+            .iter()
+            .chain(&COMMAND_METRICS)
+            .map(|m| m.name)
+            .collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "{names:?}");
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::StoreError;
 use crate::event::{EventData, EventType, RecordedEvent};
 use crate::id::StreamId;
+use crate::storable;
 use crate::subscription::{Subscription, SubscriptionOptions};
 use crate::version::{ExpectedVersion, Position, StreamVersion};
 
@@ -48,6 +49,18 @@ impl StreamRead {
             after: StreamVersion::EMPTY,
             limit: 0,
         }
+    }
+
+    /// Checks the read against what every store can answer (`after` beyond the highest version
+    /// a store can hold is refused). Stores call this before touching storage, so that every
+    /// store answers the same input with the same [`StoreError::InvalidRequest`].
+    pub fn validate(&self) -> Result<(), StoreError> {
+        Self::validate_after(self.after)
+    }
+
+    /// [`validate`](Self::validate) for a read given as parts.
+    pub fn validate_after(after: StreamVersion) -> Result<(), StoreError> {
+        storable::check_version("read after version", after).map_err(StoreError::InvalidRequest)
     }
 }
 
@@ -109,14 +122,32 @@ impl AppendRequest {
         self.stream(stream, expected, Vec::new())
     }
 
+    /// Checks the events' contents against what the strictest store (PostgreSQL) can hold: a
+    /// NUL in an event type, a JSON payload that is not UTF-8 JSON or whose strings hold U+0000
+    /// (as a Rust `String` may; JSONB refuses it), U+0000 in metadata. A store that could hold
+    /// such events itself (the memory store) calls this, so that a command which passes its
+    /// tests on it does not fail in production; PostgreSQL refuses the same input with the same
+    /// [`StoreError::InvalidRequest`] on its own.
+    pub fn check_storable(&self) -> Result<(), StoreError> {
+        for event in self.streams.iter().flat_map(|s| &s.events) {
+            storable::check_event(event).map_err(StoreError::InvalidRequest)?;
+        }
+        Ok(())
+    }
+
     /// Total number of events in the request.
     pub fn event_count(&self) -> usize {
         self.streams.iter().map(|s| s.events.len()).sum()
     }
 
-    /// Checks the request's shape: no stream named twice, no event id used twice. Stores call
-    /// this before touching storage.
+    /// Checks the request's shape before a store touches storage: no stream named twice, no
+    /// event id used twice, no expected version beyond the highest a store can hold. Every
+    /// store calls it, so the same malformed request gets the same
+    /// [`StoreError::InvalidRequest`] on all of them, and nothing is written.
     pub fn validate(&self) -> Result<(), StoreError> {
+        for s in &self.streams {
+            storable::check_expected(s.expected).map_err(StoreError::InvalidRequest)?;
+        }
         if let Some(stream) = first_duplicate(self.streams.iter().map(|s| &s.stream)) {
             return Err(StoreError::InvalidRequest(format!(
                 "stream {stream} appears twice in one append"
@@ -155,26 +186,81 @@ fn first_duplicate<T: Eq + std::hash::Hash + Copy>(
     items.into_iter().find(|a| !seen.insert(*a))
 }
 
-/// What a successful append wrote.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a successful append wrote: every new event as it was stored.
+///
+/// ```
+/// use crossfold_core::{Appended, Position};
+///
+/// let nothing = Appended::new(Vec::new());
+/// assert!(nothing.is_empty());
+/// assert_eq!(nothing.position(), None);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Appended {
-    /// Each stream's version after the append, in request order.
-    pub versions: Vec<StreamVersion>,
-    /// Each new event's global position, in request order (streams, then events).
-    pub positions: Vec<Position>,
+    /// The events written, as stored — id, stream, stream version, global position, type,
+    /// payload, metadata — in request order (the request's streams in order, each stream's
+    /// events in order). Empty when the request only checked streams.
+    pub events: Vec<RecordedEvent>,
+}
+
+impl Appended {
+    /// The result of an append that stored `events` (stores build it; callers read it).
+    pub fn new(events: Vec<RecordedEvent>) -> Self {
+        Self { events }
+    }
+
+    /// Number of events written.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether nothing was written (the request only checked streams).
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The highest global position written: once a reader of the log has reached it, the reader
+    /// has seen this whole append. `None` when nothing was written.
+    pub fn position(&self) -> Option<Position> {
+        self.events.iter().map(|e| e.position).max()
+    }
+
+    /// The version of `stream` after the append, if the append wrote to it.
+    pub fn version_of(&self, stream: &StreamId) -> Option<StreamVersion> {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| e.stream_id == *stream)
+            .map(|e| e.stream_version)
+    }
+
+    /// The events written.
+    pub fn into_events(self) -> Vec<RecordedEvent> {
+        self.events
+    }
 }
 
 /// Which events of the global log to read.
+///
+/// Events of system streams (names starting with `$`, see [`StreamId::is_system`]) are left
+/// out unless the filter asks for them, so that records Crossfold keeps for itself — the
+/// executor's idempotency markers — never surprise a projection.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogFilter {
     /// Only these streams (`None`: all streams).
     pub streams: Option<Vec<StreamId>>,
+    /// Only streams of these categories (`None`: all): see [`StreamId::category`].
+    pub categories: Option<Vec<String>>,
     /// Only these event types (`None`: all types).
     pub event_types: Option<Vec<EventType>>,
+    /// Whether events of system streams are included (default: no). A stream named in
+    /// [`streams`](Self::streams) is always included, system or not.
+    pub system_streams: bool,
 }
 
 impl LogFilter {
-    /// Every event.
+    /// Every event of every stream but the system streams.
     pub fn all() -> Self {
         Self::default()
     }
@@ -183,15 +269,24 @@ impl LogFilter {
     pub fn streams(streams: impl IntoIterator<Item = StreamId>) -> Self {
         Self {
             streams: Some(streams.into_iter().collect()),
-            event_types: None,
+            ..Self::default()
+        }
+    }
+
+    /// Events of the streams of these categories: `categories(["account"])` follows
+    /// `account-1`, `account-2`, ... (see [`StreamId::category`]).
+    pub fn categories<C: Into<String>>(categories: impl IntoIterator<Item = C>) -> Self {
+        Self {
+            categories: Some(categories.into_iter().map(Into::into).collect()),
+            ..Self::default()
         }
     }
 
     /// Events of these types.
     pub fn event_types<T: Into<EventType>>(types: impl IntoIterator<Item = T>) -> Self {
         Self {
-            streams: None,
             event_types: Some(types.into_iter().map(Into::into).collect()),
+            ..Self::default()
         }
     }
 
@@ -204,16 +299,39 @@ impl LogFilter {
         self
     }
 
-    /// Whether every event passes.
+    /// Also includes the events of system streams.
+    pub fn with_system_streams(mut self) -> Self {
+        self.system_streams = true;
+        self
+    }
+
+    /// Whether every event passes, system streams included: a store may then read the log
+    /// without looking at any event.
+    pub fn is_everything(&self) -> bool {
+        self.is_all() && self.system_streams
+    }
+
+    /// Whether the filter restricts neither streams, categories nor types (system streams may
+    /// still be left out).
     pub fn is_all(&self) -> bool {
-        self.streams.is_none() && self.event_types.is_none()
+        self.streams.is_none() && self.categories.is_none() && self.event_types.is_none()
+    }
+
+    /// Whether an event of `stream` passes the stream part of the filter.
+    pub fn matches_stream(&self, stream: &StreamId) -> bool {
+        match &self.streams {
+            Some(streams) => streams.contains(stream),
+            None => self.system_streams || !stream.is_system(),
+        }
     }
 
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &RecordedEvent) -> bool {
-        self.streams
-            .as_ref()
-            .is_none_or(|s| s.contains(&event.stream_id))
+        self.matches_stream(&event.stream_id)
+            && self
+                .categories
+                .as_ref()
+                .is_none_or(|c| c.iter().any(|c| c == event.stream_id.category()))
             && self
                 .event_types
                 .as_ref()
@@ -236,19 +354,25 @@ impl LogFilter {
 pub trait EventStore: Send + Sync {
     /// Reads several streams in one call, returning them in request order with their current
     /// versions. An absent stream reads as empty at version `EMPTY`.
+    ///
+    /// The read is a **snapshot**: every stream is shown at the version it had at one and the
+    /// same moment, so an atomic append to several streams is seen whole or not at all. The
+    /// executor relies on this to decide on states that existed.
     fn read_streams(
         &self,
         reads: &[StreamRead],
     ) -> impl Future<Output = Result<Vec<StreamEvents>, StoreError>> + Send;
 
-    /// Appends atomically. On a failed condition nothing is written and the error is
-    /// [`StoreError::Conflict`] naming every stream that failed.
+    /// Appends atomically and returns the events as stored. On a failed condition nothing is
+    /// written and the error is [`StoreError::Conflict`] naming every stream that failed.
     fn append(
         &self,
         request: AppendRequest,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
 
-    /// Reads up to `limit` events of the global log after `after`, in position order.
+    /// Reads up to `limit` events of the global log after `after` that pass `filter`, in
+    /// position order. Fewer than `limit` events means the reader has reached the visible end
+    /// of the log. Events of system streams are left out unless the filter asks for them.
     fn read_all(
         &self,
         after: Position,
@@ -266,6 +390,44 @@ pub trait EventStore: Send + Sync {
         after: Position,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Waits until the global log is visible up to `position` — typically the one an append
+    /// returned ([`Appended::position`]) — so that a read of the log or a subscription started
+    /// afterwards sees that append ("read your writes" on the log). Returns at once on a store
+    /// whose appends are visible as soon as they return (the memory store). On PostgreSQL an
+    /// append becomes visible to log readers only once every transaction that started before
+    /// it has finished, so this waits for those.
+    ///
+    /// Fails with [`StoreError::Timeout`] (naming the position) when it is not visible within
+    /// `timeout`.
+    fn wait_for_position(
+        &self,
+        position: Position,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                // A store's head only moves past what readers can see, and its reads wait a
+                // little themselves for what is committed but not yet visible.
+                let head = self.head_position().await?;
+                if head >= position {
+                    return Ok(());
+                }
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Err(StoreError::Timeout(
+                        format!(
+                            "position {position} was not visible after {timeout:?} \
+                             (visible up to {head})"
+                        )
+                        .into(),
+                    ));
+                }
+                self.wait_for_events(head, deadline - now).await?;
+            }
+        }
+    }
 
     /// Reads one stream: events after `after`, at most `limit`.
     fn read_stream(
@@ -311,12 +473,13 @@ pub trait EventStore: Send + Sync {
     }
 
     /// A subscription to the global log (or a filtered part of it) from a position: it catches
-    /// up in batches, then follows new events as they commit.
-    fn subscribe(&self, options: SubscriptionOptions) -> Subscription<&Self>
+    /// up in batches, then follows new events as they commit. It owns a clone of the store
+    /// (stores are cheap to clone), so it can move into a spawned task.
+    fn subscribe(&self, options: SubscriptionOptions) -> Subscription<Self>
     where
-        Self: Sized,
+        Self: Sized + Clone + 'static,
     {
-        Subscription::new(self, options)
+        Subscription::new(self.clone(), options)
     }
 }
 
@@ -354,6 +517,13 @@ macro_rules! forward_event_store {
             }
             fn head_position(&self) -> impl Future<Output = Result<Position, StoreError>> + Send {
                 (**self).head_position()
+            }
+            fn wait_for_position(
+                &self,
+                position: Position,
+                timeout: Duration,
+            ) -> impl Future<Output = Result<(), StoreError>> + Send {
+                (**self).wait_for_position(position, timeout)
             }
             fn wait_for_events(
                 &self,
@@ -419,10 +589,44 @@ mod tests {
         assert!(LogFilter::streams([sid("a")]).matches(&e));
         assert!(!LogFilter::streams([sid("b")]).matches(&e));
         assert!(LogFilter::event_types(["E"]).matches(&e));
+        assert!(LogFilter::categories(["a"]).matches(&e));
+        assert!(!LogFilter::categories(["b"]).matches(&e));
         assert!(
             !LogFilter::streams([sid("a")])
                 .with_event_types(["F"])
                 .matches(&e)
         );
+    }
+
+    #[test]
+    fn system_streams_are_left_out_unless_asked_for_or_named() {
+        let marker = EventData::new("$CommandCompleted", Payload::json(&b"{}"[..])).record(
+            sid("$idempotency-k"),
+            StreamVersion::new(1),
+            Position::new(1, 1),
+        );
+        assert!(marker.stream_id.is_system() && !sid("account-1").is_system());
+        assert!(!LogFilter::all().matches(&marker));
+        assert!(!LogFilter::event_types(["$CommandCompleted"]).matches(&marker));
+        assert!(LogFilter::all().with_system_streams().matches(&marker));
+        assert!(LogFilter::streams([sid("$idempotency-k")]).matches(&marker));
+        assert!(LogFilter::all().with_system_streams().is_everything());
+        assert!(!LogFilter::all().is_everything());
+    }
+
+    #[test]
+    fn appended_reports_its_highest_position_and_versions() {
+        let at = |stream: &str, version: u64, commit: u64| {
+            EventData::new("E", Payload::json(&b"{}"[..])).record(
+                sid(stream),
+                StreamVersion::new(version),
+                Position::new(commit, 0),
+            )
+        };
+        let appended = Appended::new(vec![at("a", 4, 7), at("a", 5, 8), at("b", 1, 9)]);
+        assert_eq!(appended.len(), 3);
+        assert_eq!(appended.position(), Some(Position::new(9, 0)));
+        assert_eq!(appended.version_of(&sid("a")), Some(StreamVersion::new(5)));
+        assert_eq!(appended.version_of(&sid("c")), None);
     }
 }

@@ -1,5 +1,5 @@
-//! What must not compile: writing to a stream the command did not declare, and shipping an
-//! order that is still a draft.
+//! What must not compile: writing to a stream the command did not declare, and keeping a stream
+//! token beyond the execution that handed it out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[test]

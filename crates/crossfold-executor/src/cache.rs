@@ -1,17 +1,29 @@
-//! A bounded, sharded cache with CLOCK (second-chance) eviction, weighed in bytes.
+//! A bounded, sharded cache weighed in bytes: `quick_cache`'s eviction (Clock-PRO / S3-FIFO,
+//! scan resistant) behind the small API the executor needs.
 //!
 //! The executor keeps two of them: folded command states and recent stream events. Both are
 //! only hints — every append still carries the expected version of every stream it relied on,
 //! so a stale entry costs a conflict and a re-read, never a wrong write.
+//!
+//! `quick_cache`'s own concurrent cache hands values out by cloning, and neither a folded state
+//! (a `Box<dyn Any>`) nor a stream's events should be cloned per command; so each shard here is
+//! its single-threaded cache behind a mutex, and a value can be checked out (`take`) or changed
+//! in place (`with`).
 
-use std::borrow::Borrow;
-use std::collections::{HashMap, VecDeque};
-
-use foldhash::fast::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Mutex, MutexGuard};
 
+use foldhash::fast::RandomState;
+use quick_cache::Weighter;
+use quick_cache::unsync::{Cache, DefaultLifecycle};
+
 const SHARDS: usize = 16;
+
+/// A guess at an entry's weight, only used to size the cache's memory of recently evicted keys
+/// (which lets an evicted key that comes back re-enter as frequently used).
+const TYPICAL_WEIGHT: usize = 256;
+
+type Shard<K, V> = Cache<K, Slot<V>, SlotWeight, RandomState, DefaultLifecycle<K, Slot<V>>>;
 
 pub(crate) struct ClockCache<K, V> {
     shards: Box<[Mutex<Shard<K, V>>]>,
@@ -19,36 +31,43 @@ pub(crate) struct ClockCache<K, V> {
     hasher: RandomState,
 }
 
-struct Shard<K, V> {
-    map: HashMap<K, Slot<V>, RandomState>,
-    /// Keys in insertion order for the clock hand. May hold keys already removed from `map`;
-    /// those are skipped (and the ring is compacted when they pile up).
-    ring: VecDeque<K>,
-    used: usize,
-}
-
+/// A cached value, or the place of one that is checked out: a state taken by a running command
+/// keeps its slot (and its standing in the eviction order) until it is put back.
 struct Slot<V> {
     value: Option<V>,
     weight: usize,
-    referenced: bool,
+}
+
+#[derive(Clone, Copy)]
+struct SlotWeight;
+
+impl<K, V> Weighter<K, Slot<V>> for SlotWeight {
+    fn weight(&self, _key: &K, slot: &Slot<V>) -> u64 {
+        // A weight of zero would make an entry unevictable.
+        slot.weight.max(1) as u64
+    }
 }
 
 impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
     /// A cache holding at most about `budget` bytes (split evenly over the shards).
     pub(crate) fn new(budget: usize) -> Self {
+        let budget_per_shard = budget / SHARDS;
+        let hasher = RandomState::default();
         let shards = (0..SHARDS)
             .map(|_| {
-                Mutex::new(Shard {
-                    map: HashMap::default(),
-                    ring: VecDeque::new(),
-                    used: 0,
-                })
+                Mutex::new(Cache::with(
+                    (budget_per_shard / TYPICAL_WEIGHT).max(1),
+                    budget_per_shard as u64,
+                    SlotWeight,
+                    hasher.clone(),
+                    DefaultLifecycle::default(),
+                ))
             })
             .collect();
         Self {
             shards,
-            budget_per_shard: budget / SHARDS,
-            hasher: RandomState::default(),
+            budget_per_shard,
+            hasher,
         }
     }
 
@@ -56,48 +75,30 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         self.budget_per_shard > 0
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Shard<K, V>> {
+    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K, V>> {
         let index = (self.hasher.hash_one(key) as usize) % SHARDS;
-        // The cache holds no invariant that a panicking holder could break halfway through
-        // (every field update is a single step), so a poisoned lock is still usable.
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shards[index])
     }
 
-    /// Removes the value and hands it to the caller, keeping the slot's place in the clock, so
-    /// a value that is checked out and put back does not churn the ring.
-    pub(crate) fn take<Q>(&self, key: &Q) -> Option<V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
+    /// Removes the value and hands it to the caller, keeping the slot's place in the cache, so
+    /// a value that is checked out and put back keeps its standing.
+    pub(crate) fn take(&self, key: &K) -> Option<V> {
         if !self.is_enabled() {
             return None;
         }
-        let mut shard = self.shard(key);
-        let slot = shard.map.get_mut(key)?;
-        slot.referenced = true;
-        slot.value.take()
+        self.shard(key).get_mut(key)?.value.take()
     }
 
     /// Runs `f` on the cached value, if any.
-    pub(crate) fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&mut V) -> R) -> Option<R>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
+    pub(crate) fn with<R>(&self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
         if !self.is_enabled() {
             return None;
         }
-        let mut shard = self.shard(key);
-        let slot = shard.map.get_mut(key)?;
-        slot.referenced = true;
-        slot.value.as_mut().map(f)
+        self.shard(key).get_mut(key)?.value.as_mut().map(f)
     }
 
     /// Inserts or replaces a value of `weight` bytes, evicting others to stay within budget.
-    /// A value heavier than a whole shard's budget is not cached.
+    /// A value heavier than (almost) a whole shard's budget is not cached.
     pub(crate) fn insert(&self, key: K, value: V, weight: usize) {
         self.insert_unless(key, value, weight, |_| false);
     }
@@ -113,89 +114,53 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
         if !self.is_enabled() {
             return;
         }
-        let budget = self.budget_per_shard;
         let mut shard = self.shard(&key);
-        if shard
-            .map
-            .get(&key)
-            .and_then(|slot| slot.value.as_ref())
-            .is_some_and(keep_existing)
-        {
-            return;
-        }
-        if weight > budget {
-            if let Some(old) = shard.map.remove(&key) {
-                shard.used -= old.weight;
+        if let Some(mut slot) = shard.get_mut(&key) {
+            if slot.value.as_ref().is_some_and(keep_existing) {
+                return;
             }
-            return;
-        }
-        match shard.map.get_mut(&key) {
-            Some(slot) => {
-                let old = slot.weight;
+            // Putting back a value of the same weight (a checked-out state, a part replaced by
+            // a newer one) needs no eviction: fill the slot without a second lookup.
+            if slot.weight == weight {
                 slot.value = Some(value);
-                slot.weight = weight;
-                slot.referenced = true;
-                shard.used = shard.used - old + weight;
-            }
-            None => {
-                shard.ring.push_back(key.clone());
-                shard.map.insert(
-                    key,
-                    Slot {
-                        value: Some(value),
-                        weight,
-                        referenced: false,
-                    },
-                );
-                shard.used += weight;
+                return;
             }
         }
-        shard.evict(budget);
+        shard.insert(
+            key,
+            Slot {
+                value: Some(value),
+                weight,
+            },
+        );
     }
 
-    /// Updates the weight of an entry after `with` changed its value.
-    pub(crate) fn reweigh<Q>(&self, key: &Q, weight: usize)
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let budget = self.budget_per_shard;
-        let mut shard = self.shard(key);
-        let Some(slot) = shard.map.get_mut(key) else {
-            return;
-        };
-        let old = std::mem::replace(&mut slot.weight, weight);
-        shard.used = shard.used - old + weight;
-        if weight > budget
-            && let Some(old) = shard.map.remove(key)
-        {
-            shard.used -= old.weight;
-        }
-        shard.evict(budget);
-    }
-
-    pub(crate) fn remove<Q>(&self, key: &Q)
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
+    /// Updates the weight of an entry after `with` changed its value, evicting others (or this
+    /// one, if it outgrew the budget) to stay within budget.
+    pub(crate) fn reweigh(&self, key: &K, weight: usize) {
         if !self.is_enabled() {
             return;
         }
         let mut shard = self.shard(key);
-        if let Some(old) = shard.map.remove(key) {
-            shard.used -= old.weight;
+        // A weight changed in place would not make the cache evict; re-inserting the value
+        // under its key does, and keeps the entry's standing.
+        let Some(value) = shard.peek_mut(key).map(|mut slot| slot.value.take()) else {
+            return;
+        };
+        shard.insert(key.clone(), Slot { value, weight });
+    }
+
+    pub(crate) fn remove(&self, key: &K) {
+        if !self.is_enabled() {
+            return;
         }
-        shard.compact_if_stale();
+        self.shard(key).remove(key);
     }
 
     /// Drops every entry.
     pub(crate) fn clear(&self) {
         for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            shard.map.clear();
-            shard.ring.clear();
-            shard.used = 0;
+            lock(shard).clear();
         }
     }
 
@@ -203,47 +168,23 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
     pub(crate) fn used(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).used)
+            .map(|shard| lock(shard).weight() as usize)
             .sum()
     }
 
     /// Number of entries.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).map.len())
-            .sum()
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
     }
 }
 
-impl<K: Hash + Eq + Clone, V> Shard<K, V> {
-    fn evict(&mut self, budget: usize) {
-        while self.used > budget {
-            let Some(key) = self.ring.pop_front() else {
-                break;
-            };
-            let Some(slot) = self.map.get_mut(&key) else {
-                continue;
-            };
-            if slot.referenced {
-                slot.referenced = false;
-                self.ring.push_back(key);
-            } else if let Some(old) = self.map.remove(&key) {
-                self.used -= old.weight;
-            }
-        }
-        self.compact_if_stale();
-    }
-
-    fn compact_if_stale(&mut self) {
-        if self.ring.len() > 2 * self.map.len() + 64 {
-            let map = &self.map;
-            let mut seen = std::collections::HashSet::with_capacity(map.len());
-            self.ring
-                .retain(|k| map.contains_key(k) && seen.insert(k.clone()));
-        }
-    }
+/// The cache holds no invariant of ours that a panicking holder could break halfway through,
+/// so a poisoned lock is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -275,10 +216,10 @@ mod tests {
     fn take_leaves_a_vacant_slot_that_insert_fills() {
         let cache: ClockCache<&'static str, u32> = ClockCache::new(SHARDS * 1_000);
         cache.insert("a", 1, 10);
-        assert_eq!(cache.take("a"), Some(1));
-        assert_eq!(cache.take("a"), None);
+        assert_eq!(cache.take(&"a"), Some(1));
+        assert_eq!(cache.take(&"a"), None);
         cache.insert("a", 2, 10);
-        assert_eq!(cache.take("a"), Some(2));
+        assert_eq!(cache.take(&"a"), Some(2));
         assert_eq!(cache.len(), 1);
     }
 
@@ -297,17 +238,39 @@ mod tests {
     }
 
     #[test]
-    fn remove_and_reinsert_does_not_grow_the_ring_without_bound() {
+    fn a_value_that_outgrows_the_budget_is_dropped() {
+        let cache: ClockCache<u32, u32> = ClockCache::new(SHARDS * 100);
+        cache.insert(1, 1, 10);
+        cache.reweigh(&1, 101);
+        assert_eq!(cache.take(&1), None);
+        assert_eq!(cache.used(), 0);
+    }
+
+    #[test]
+    fn growing_values_evict_others_to_stay_within_budget() {
+        let cache: ClockCache<u32, u32> = ClockCache::new(SHARDS * 100);
+        for i in 0..1_000 {
+            cache.insert(i, i, 10);
+        }
+        for i in 0..1_000 {
+            cache.with(&i, |_| ());
+            cache.reweigh(&i, 30);
+            assert!(
+                cache.used() <= SHARDS * 100,
+                "over budget after growing {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn remove_and_reinsert_keeps_one_entry() {
         let cache: ClockCache<u32, u32> = ClockCache::new(SHARDS * 1_000_000);
         for _ in 0..100_000 {
             cache.insert(7, 7, 1);
             cache.remove(&7);
         }
-        let ring: usize = cache
-            .shards
-            .iter()
-            .map(|s| s.lock().unwrap().ring.len())
-            .sum();
-        assert!(ring < 200, "ring holds {ring} keys");
+        cache.insert(7, 7, 1);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.used(), 1);
     }
 }

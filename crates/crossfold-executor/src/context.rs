@@ -2,7 +2,6 @@
 //! authorization hook that checks the actor's permissions.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -91,16 +90,11 @@ impl ExecutionContext {
 }
 
 /// Why an authorizer refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("permission {permission:?} required")]
 pub struct Denied {
     /// The permission that was missing.
     pub permission: String,
-}
-
-impl fmt::Display for Denied {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "permission {:?} required", self.permission)
-    }
 }
 
 /// Decides whether an actor may execute a command that requires `permission`.

@@ -47,9 +47,46 @@
 //! assert_eq!(refused.rule(), Some("journal_full"));
 //! # });
 //! ```
+//!
+//! ## Errors
+//!
+//! [`Error`] wraps what went wrong where it went wrong: the command's refusal as its
+//! [`CommandError`](crossfold_core::CommandError), the store's failure as its
+//! [`StoreError`](crossfold_core::StoreError) (with the number of attempts made), and the
+//! executor's own cases (authorization, timeouts, discovery that does not settle, an append
+//! whose outcome could not be found out). Each error's message includes its cause;
+//! [`Error::is_transient`] and [`Error::is_conflict`] classify it, and
+//! [`Error::may_have_written`] says whether the command may have been applied all the same
+//! (only [`Error::OutcomeUnknown`] and [`Error::Timeout`]; see [`Error`] for how the executor
+//! finds out whether an append that failed in doubt committed).
+//!
+//! ## Design notes: why the optional parts of a command stay on `Command`
+//!
+//! `Command` has three required items (`streams`, `apply`, `handle`); everything else has a
+//! default that costs nothing when unused. Some of those defaults are about how the executor
+//! runs a command rather than what it decides — `PER_STREAM`/`merge` and `expects_new` are cache
+//! hints, `required_permission` feeds the [`Authorizer`], `idempotency_key` the
+//! de-duplication — and a tower-like design would move them out of the trait. They stay, for
+//! three reasons:
+//!
+//! * Rust has no specialization: an executor generic over `C: Command` cannot ask whether `C`
+//!   also implements an opt-in trait (`PerStream`, `Idempotent`). Opt-in traits would need a
+//!   separate `execute_*` method per combination of capabilities, or a registry keyed by type
+//!   that turns a compile-time property into a run-time lookup on the hot path.
+//! * They are properties of the command *type* that the executor needs before it reads
+//!   anything (which cache to use, which streams to skip, whether to lock), so they must be
+//!   known statically to cost nothing; an associated const and inlined empty defaults are free.
+//! * A command's author is the one who knows them (whether its state is per stream, which of
+//!   its streams are fresh, which permission it needs), so they belong beside `apply`/`handle`,
+//!   where `CommandTest` can also check the `PER_STREAM` claim on every scenario.
+//!
+//! What is a policy of the *caller* is not on the command: retries, time limits, caches'
+//! sizes, the authorizer and the codec are [`ExecutorBuilder`] options, and who is asking and why
+//! travels in the [`ExecutionContext`].
 
 mod cache;
 mod context;
+mod error;
 mod executor;
 mod locks;
 mod metrics;
@@ -57,9 +94,6 @@ mod retry;
 mod view;
 
 pub use context::{Actor, ActorPermissions, Authorizer, Denied, ExecutionContext};
+pub use error::Error;
 pub use executor::{Executed, Executor, ExecutorBuilder};
-pub use metrics::{
-    CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, COMMAND_ATTEMPTS, COMMAND_CONFLICTS_TOTAL,
-    COMMAND_DURATION_SECONDS, COMMAND_RETRIES_TOTAL, COMMANDS_TOTAL, describe_metrics,
-};
 pub use retry::RetryPolicy;

@@ -1,54 +1,16 @@
-//! Metric names and per-command handles. Recording is a no-op until the host application
-//! installs a `metrics` recorder (for example the Prometheus exporter).
+//! Per-command metric handles. Recording is a no-op until the host application installs a
+//! `metrics` recorder (for example the Prometheus exporter). The names and their descriptions
+//! live in `crossfold_core::COMMAND_METRICS`, so an exporter describes them without depending
+//! on the executor.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use metrics::{Counter, Histogram, Unit, counter, describe_counter, describe_histogram, histogram};
-
-/// Commands executed, by `command` and `outcome` (`success`, `rejected`, `conflict`,
-/// `unauthorized`, `timeout`, `error`).
-pub const COMMANDS_TOTAL: &str = "crossfold_commands_total";
-/// Wall time of whole executions (all attempts), by `command`.
-pub const COMMAND_DURATION_SECONDS: &str = "crossfold_command_duration_seconds";
-/// Attempts per execution, by `command`.
-pub const COMMAND_ATTEMPTS: &str = "crossfold_command_attempts";
-/// Version conflicts met while executing, by `command`.
-pub const COMMAND_CONFLICTS_TOTAL: &str = "crossfold_command_conflicts_total";
-/// Attempts repeated after a conflict or a transient store error, by `command`.
-pub const COMMAND_RETRIES_TOTAL: &str = "crossfold_command_retries_total";
-/// Executor cache lookups that found what they needed, by `cache` (`state`, `events`).
-pub const CACHE_HITS_TOTAL: &str = "crossfold_executor_cache_hits_total";
-/// Executor cache lookups that had to go to the store, by `cache`.
-pub const CACHE_MISSES_TOTAL: &str = "crossfold_executor_cache_misses_total";
-
-/// Registers help texts and units of the executor's metrics with the installed recorder. Call
-/// it once after installing a recorder.
-pub fn describe_metrics() {
-    describe_counter!(COMMANDS_TOTAL, "Commands executed, by command and outcome.");
-    describe_histogram!(
-        COMMAND_DURATION_SECONDS,
-        Unit::Seconds,
-        "Wall time of command executions, including retries."
-    );
-    describe_histogram!(COMMAND_ATTEMPTS, "Attempts needed per command execution.");
-    describe_counter!(
-        COMMAND_CONFLICTS_TOTAL,
-        "Version conflicts met while executing commands."
-    );
-    describe_counter!(
-        COMMAND_RETRIES_TOTAL,
-        "Command attempts repeated after a conflict or a transient store error."
-    );
-    describe_counter!(
-        CACHE_HITS_TOTAL,
-        "Executor cache lookups served from memory."
-    );
-    describe_counter!(
-        CACHE_MISSES_TOTAL,
-        "Executor cache lookups that went to the store."
-    );
-}
+use crossfold_core::{
+    CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, COMMAND_ATTEMPTS, COMMAND_CONFLICTS_TOTAL,
+    COMMAND_DURATION_SECONDS, COMMAND_RETRIES_TOTAL, COMMANDS_TOTAL,
+};
+use metrics::{Counter, Histogram, counter, histogram};
 
 /// How an execution ended, as the `outcome` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +21,20 @@ pub(crate) enum Outcome {
     Unauthorized,
     Timeout,
     Error,
+}
+
+impl Outcome {
+    /// The `outcome` label value, also recorded on the execute span.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Rejected => "rejected",
+            Outcome::Conflict => "conflict",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::Timeout => "timeout",
+            Outcome::Error => "error",
+        }
+    }
 }
 
 /// Handles for one command name, resolved once: looking a metric up by name and labels on

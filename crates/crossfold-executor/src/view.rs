@@ -7,7 +7,11 @@
 //!   known streams costs no read and no fold.
 //! * **per combination** — for the rest: the state folded over the merged events of the whole
 //!   read set, cached by (command type, declared streams); on a miss it is folded from the
-//!   event cache and one store read.
+//!   event cache and one store read. A stream that holds no event adds nothing to a fold, so
+//!   the state of a combination is also kept under the streams of it that hold events: a
+//!   command that reads a hot stream together with a fresh one (a counter and `invoice-<new
+//!   id>`) starts from the hot stream's state instead of refolding its history, and keeps that
+//!   state up to date with what it writes.
 //!
 //! Every cached or assumed version is checked by the append, so a wrong guess costs a conflict
 //! and a catch-up read, never a wrong write.
@@ -15,10 +19,11 @@
 use std::any::{Any, TypeId};
 
 use crossfold_core::{
-    Codec, Command, Error, EventId, EventStore, ReadSet, RecordedEvent, StreamConflict,
+    Codec, Command, EventId, EventStore, ReadSet, RecordedEvent, StoreError, StreamConflict,
     StreamEvents, StreamId, StreamRead, StreamVersion,
 };
 
+use crate::error::Error;
 use crate::executor::Executor;
 
 /// Where a cached state belongs.
@@ -42,6 +47,29 @@ pub(crate) struct StateEntry {
     floor: Option<EventId>,
 }
 
+/// How many events of a stream the executor reads before it knows whether it needs them all.
+const PEEK: usize = 64;
+
+/// A stream of a read set being loaded: its version, and its events once they are copied out of
+/// the event cache or read (`None` while they are only in the cache).
+pub(crate) struct Gathered {
+    version: StreamVersion,
+    events: Option<Vec<RecordedEvent>>,
+}
+
+impl Gathered {
+    fn empty() -> Self {
+        Self {
+            version: StreamVersion::EMPTY,
+            events: Some(Vec::new()),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &RecordedEvent> {
+        self.events.iter().flatten()
+    }
+}
+
 pub(crate) struct CachedStream {
     pub(crate) version: StreamVersion,
     pub(crate) events: Vec<RecordedEvent>,
@@ -63,10 +91,6 @@ impl CachedStream {
         }
     }
 
-    fn empty() -> Self {
-        Self::new(StreamVersion::EMPTY, Vec::new())
-    }
-
     fn extend(&mut self, version: StreamVersion, events: &[RecordedEvent]) {
         self.weight += events
             .iter()
@@ -83,6 +107,16 @@ pub(crate) struct Part<St> {
     pub(crate) floor: Option<EventId>,
 }
 
+/// The state of the streams of a combination that held events when it was loaded, kept beside
+/// the state of the whole combination while the other streams were empty: the next command
+/// that reads these streams with other empty ones starts from it.
+pub(crate) struct Base<St> {
+    /// Indices in the read set of the streams it covers.
+    indices: Vec<usize>,
+    state: St,
+    floor: Option<EventId>,
+}
+
 /// One execution's view: its read set, the versions its state reflects, and the state.
 pub(crate) struct Working<St> {
     pub(crate) read_set: ReadSet,
@@ -96,12 +130,17 @@ pub(crate) struct Working<St> {
     pub(crate) state: St,
     /// The highest event id folded: new events get ids above it.
     pub(crate) floor: Option<EventId>,
-    /// Whether every version was confirmed by the store during this execution (rather than
-    /// taken from a cache or assumed).
+    /// Whether the store showed every stream of the read set at these versions in one read
+    /// (or one append) during this execution, so that the state is one that existed — rather
+    /// than taken from a cache, assumed, or put together from reads made at different times.
+    /// Only a decision on a verified view stands without being confirmed.
     pub(crate) verified: bool,
     /// Whether a per-combination state may be cached. Not when a stream was assumed new: such
-    /// a combination of streams is unlikely to come again.
+    /// a combination of streams is unlikely to come again (its streams that hold events are
+    /// kept in `base` instead).
     pub(crate) cacheable: bool,
+    /// The state of the streams that held events, when the others were empty.
+    pub(crate) base: Option<Base<St>>,
 }
 
 impl<St: Default> Working<St> {
@@ -115,6 +154,24 @@ impl<St: Default> Working<St> {
             floor: None,
             verified: true,
             cacheable: true,
+            base: None,
+        }
+    }
+
+    /// Folds an event of stream `index` (of the read set) into the base state too, if the base
+    /// covers that stream. Events of the other streams do not concern it: it stays the state of
+    /// its own streams.
+    pub(crate) fn track_base<E>(
+        &mut self,
+        index: usize,
+        event: &crossfold_core::Recorded<E>,
+        apply: impl FnOnce(&mut St, &crossfold_core::Recorded<E>),
+    ) {
+        if let Some(base) = &mut self.base
+            && base.indices.contains(&index)
+        {
+            apply(&mut base.state, event);
+            base.floor = base.floor.max(Some(event.event_id));
         }
     }
 
@@ -207,6 +264,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             floor: entry.floor,
             verified: false,
             cacheable: true,
+            base: None,
         })
     }
 
@@ -232,6 +290,9 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             }
             rounds += 1;
             self.check_discovery_rounds(command, rounds)?;
+            // The parts of discovered streams come from a later read than the others: the
+            // view may mix two points of the log, so a decision on it must be confirmed.
+            work.verified = false;
         }
     }
 
@@ -312,21 +373,32 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
 
     /// Per-combination commands: fold the read set from merged events — cached streams,
     /// streams assumed new, and one store read for the rest — then discover further streams
-    /// (refolding everything, to keep the merged order) until none are new.
+    /// (refolding everything, to keep the merged order) until none are new. When some declared
+    /// streams hold no event, the state of the others may be cached already: then nothing is
+    /// folded at all.
     async fn load_merged<Cmd: Command>(
         &self,
         command: &Cmd,
         mut read_set: ReadSet,
         use_cache: bool,
     ) -> Result<Working<Cmd::State>, Error> {
-        let mut streams: Vec<CachedStream> = Vec::new();
+        let mut streams: Vec<Gathered> = Vec::new();
         let mut work = Working::empty(ReadSet::default(), false);
         let mut pending: Vec<StreamId> = read_set.ids().to_vec();
         let mut rounds = 0;
         loop {
             self.gather(command, &pending, use_cache, &mut streams, &mut work)
                 .await?;
-            let mut merged: Vec<&RecordedEvent> = streams.iter().flat_map(|s| &s.events).collect();
+            if rounds == 0
+                && use_cache
+                && let Some(reduced) = self.cached_reduced(command, &read_set, &streams, &work)
+            {
+                return Ok(reduced);
+            }
+            let streams = self
+                .materialize(read_set.ids(), &mut streams, &mut work)
+                .await?;
+            let mut merged: Vec<&RecordedEvent> = streams.iter().flat_map(|s| s.iter()).collect();
             merged.sort_by_key(|e| e.event_id);
             let mut state = Cmd::State::default();
             self.fold_into::<Cmd>(&mut state, merged.iter().copied())?;
@@ -334,39 +406,114 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             work.state = state;
             pending = read_set.discover(command.discover(&work.state));
             if pending.is_empty() {
-                work.versions = streams.iter().map(|s| s.version).collect();
-                work.cacheable = !work.assumed.contains(&true);
-                work.read_set = read_set;
-                return Ok(work);
+                break;
             }
             rounds += 1;
             self.check_discovery_rounds(command, rounds)?;
+            // Discovered streams are read later than the others: the view may mix two points
+            // of the log, so a decision on it must be confirmed.
+            work.verified = false;
         }
+        work.versions = streams.iter().map(|s| s.version).collect();
+        let holding: Vec<usize> = (0..streams.len())
+            .filter(|&i| !streams[i].version.is_empty())
+            .collect();
+        work.cacheable = !work.assumed.contains(&true);
+        // Without discovery the other streams are empty, so the state is that of these alone.
+        if rounds == 0 && holding.len() < streams.len() && !holding.is_empty() {
+            work.base = Some(Base {
+                indices: holding,
+                state: work.state.clone(),
+                floor: work.floor,
+            });
+        }
+        work.read_set = read_set;
+        Ok(work)
     }
 
+    /// The key of the state of the read set's streams at `indices`.
+    fn reduced_key<Cmd: Command>(ids: &[StreamId], indices: &[usize]) -> StateKey {
+        StateKey::Combination(
+            TypeId::of::<Cmd>(),
+            indices.iter().map(|&i| ids[i].clone()).collect(),
+        )
+    }
+
+    /// The view of a combination whose streams that hold events have a cached state of their
+    /// own (the rest being empty, they add nothing to it).
+    fn cached_reduced<Cmd: Command>(
+        &self,
+        command: &Cmd,
+        read_set: &ReadSet,
+        streams: &[Gathered],
+        work: &Working<Cmd::State>,
+    ) -> Option<Working<Cmd::State>> {
+        let ids = read_set.ids();
+        let holding: Vec<usize> = (0..streams.len())
+            .filter(|&i| !streams[i].version.is_empty())
+            .collect();
+        if holding.is_empty() || holding.len() == streams.len() || streams.len() != ids.len() {
+            return None;
+        }
+        let entry = self
+            .inner
+            .states
+            .take(&Self::reduced_key::<Cmd>(ids, &holding))?;
+        if !entry.discovered.is_empty() || entry.versions.len() != holding.len() {
+            return None;
+        }
+        let state = *entry.state.downcast::<Cmd::State>().ok()?;
+        if !read_set
+            .clone()
+            .discover(command.discover(&state))
+            .is_empty()
+        {
+            return None;
+        }
+        self.inner.metrics.cache().state_hit.increment(1);
+        let mut versions = vec![StreamVersion::EMPTY; ids.len()];
+        for (&i, &version) in holding.iter().zip(&entry.versions) {
+            versions[i] = version;
+        }
+        Some(Working {
+            read_set: read_set.clone(),
+            versions,
+            assumed: work.assumed.clone(),
+            parts: None,
+            state: state.clone(),
+            floor: entry.floor,
+            verified: false,
+            cacheable: false,
+            base: Some(Base {
+                indices: holding,
+                state,
+                floor: entry.floor,
+            }),
+        })
+    }
     fn check_discovery_rounds<Cmd: Command>(
         &self,
         command: &Cmd,
         rounds: u32,
     ) -> Result<(), Error> {
         if rounds > self.inner.max_discovery_rounds {
-            return Err(Error::InvalidState(format!(
-                "command {} kept discovering new streams after {} rounds",
-                command.name(),
-                self.inner.max_discovery_rounds
-            )));
+            return Err(Error::DiscoveryLimit {
+                command: command.name(),
+                rounds: self.inner.max_discovery_rounds,
+            });
         }
         Ok(())
     }
 
-    /// Appends the contents of `ids` to `out`: from the event cache, by assumption, or from one
-    /// store read.
+    /// Appends the streams `ids` to `out`: known from the event cache (only their version for
+    /// now: their events are copied out when they are folded), assumed new, or read from the
+    /// store in one call.
     async fn gather<Cmd: Command>(
         &self,
         command: &Cmd,
         ids: &[StreamId],
         use_cache: bool,
-        out: &mut Vec<CachedStream>,
+        out: &mut Vec<Gathered>,
         work: &mut Working<Cmd::State>,
     ) -> Result<(), Error> {
         let metrics = self.inner.metrics.cache();
@@ -375,32 +522,40 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         let mut slots = Vec::new();
         for id in ids {
             let cached = if use_cache {
-                self.inner
-                    .streams
-                    .with(id, |s| CachedStream::new(s.version, s.events.clone()))
+                self.inner.streams.with(id, |s| s.version)
             } else {
                 None
             };
             match cached {
-                Some(stream) => {
+                Some(version) => {
                     metrics.events_hit.increment(1);
                     work.verified = false;
                     work.assumed.push(false);
-                    out.push(stream);
+                    out.push(Gathered {
+                        version,
+                        events: None,
+                    });
                 }
                 None if use_cache && command.expects_new(id) => {
                     work.verified = false;
                     work.assumed.push(true);
-                    out.push(CachedStream::empty());
+                    out.push(Gathered::empty());
                 }
                 None => {
                     if use_cache {
                         metrics.events_miss.increment(1);
                     }
                     slots.push(out.len());
-                    reads.push(StreamRead::all(id.clone()));
+                    // With the caches in play, only the start of a stream is read at first:
+                    // a cached state may make its events unnecessary (a hot stream too big for
+                    // the event cache must not be read whole for every command).
+                    reads.push(StreamRead {
+                        stream: id.clone(),
+                        after: StreamVersion::EMPTY,
+                        limit: if use_cache { PEEK } else { usize::MAX },
+                    });
                     work.assumed.push(false);
-                    out.push(CachedStream::empty());
+                    out.push(Gathered::empty());
                 }
             }
         }
@@ -409,26 +564,77 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             return Ok(());
         }
         for (slot, stream) in slots.into_iter().zip(self.read_exactly(&reads).await?) {
-            let fetched = CachedStream::new(stream.version, stream.events);
-            if self.inner.streams.is_enabled() && !fetched.version.is_empty() {
-                let weight = fetched.weight;
-                self.inner.streams.insert(
-                    stream.stream,
-                    CachedStream::new(fetched.version, fetched.events.clone()),
-                    weight,
-                );
+            let whole = stream.events.len() as u64 == stream.version.get();
+            if whole && self.inner.streams.is_enabled() && !stream.version.is_empty() {
+                let cached = CachedStream::new(stream.version, stream.events.clone());
+                let weight = cached.weight;
+                self.inner.streams.insert(stream.stream, cached, weight);
             }
-            out[slot] = fetched;
+            out[slot] = Gathered {
+                version: stream.version,
+                events: Some(stream.events),
+            };
         }
         Ok(())
     }
 
+    /// Copies out of the event cache the events of gathered streams that are only known there;
+    /// a stream evicted (or changed) meanwhile is read from the store instead.
+    async fn materialize<'g>(
+        &self,
+        ids: &[StreamId],
+        streams: &'g mut [Gathered],
+        work: &mut Working<impl Sized>,
+    ) -> Result<&'g [Gathered], Error> {
+        let mut reads = Vec::new();
+        let mut slots = Vec::new();
+        for (i, (id, slot)) in ids.iter().zip(streams.iter_mut()).enumerate() {
+            if let Some(events) = &slot.events {
+                let read = events.len() as u64;
+                if read < slot.version.get() {
+                    // Only the start was read: the rest comes from a later read, so the
+                    // streams no longer come from one snapshot.
+                    slots.push(i);
+                    reads.push(StreamRead::after(id.clone(), StreamVersion::new(read)));
+                    work.verified = false;
+                }
+                continue;
+            }
+            let version = slot.version;
+            slot.events = self
+                .inner
+                .streams
+                .with(id, |s| (s.version == version).then(|| s.events.clone()))
+                .flatten();
+            if slot.events.is_none() {
+                slots.push(i);
+                reads.push(StreamRead::all(id.clone()));
+            }
+        }
+        if !reads.is_empty() {
+            for (slot, stream) in slots.into_iter().zip(self.read_exactly(&reads).await?) {
+                let gathered = &mut streams[slot];
+                match &mut gathered.events {
+                    // The rest of a stream whose start was read.
+                    Some(events) => events.extend(stream.events),
+                    None => gathered.events = Some(stream.events),
+                }
+                gathered.version = stream.version;
+            }
+        }
+        Ok(streams)
+    }
+
     /// Reads streams, insisting the store answers each read.
     async fn read_exactly(&self, reads: &[StreamRead]) -> Result<Vec<StreamEvents>, Error> {
-        let read = self.inner.store.read_streams(reads).await?;
+        // Attempts are counted by the caller, which re-wraps the error with them.
+        let read = (self.inner.store.read_streams(reads).await).map_err(|e| Error::store(e, 0))?;
         if read.len() != reads.len() {
-            return Err(Error::InvalidState(
-                "store returned a different number of streams than were read".into(),
+            return Err(Error::store(
+                StoreError::Backend(
+                    "store returned a different number of streams than were read".into(),
+                ),
+                0,
             ));
         }
         Ok(read)
@@ -450,8 +656,15 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         Ok(())
     }
 
-    /// Reads what changed after the versions `work` reflects — for the conflicting streams,
-    /// or for all streams when `conflicts` is `None` — and folds it in.
+    /// Reads what changed after the versions `work` reflects — after a conflict (`conflicts`
+    /// names the streams that failed) or to confirm a decision (`None`) — and folds it in.
+    ///
+    /// Every stream of the read set is read, in one call, even after a conflict that named
+    /// only some of them: `read_streams` is a snapshot, so the refreshed view shows all
+    /// streams at versions that coexisted. Reading only the conflicting streams would pair
+    /// their new versions with the others' old ones — a state that may never have existed
+    /// (two streams always written together seen disagreeing), on which a refusal would be
+    /// wrong.
     pub(crate) async fn refresh<Cmd: Command>(
         &self,
         command: &Cmd,
@@ -459,59 +672,75 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         conflicts: Option<&[StreamConflict]>,
     ) -> Result<Refresh, Error> {
         let ids = work.read_set.ids().to_vec();
-        let indices: Vec<usize> = match conflicts {
-            Some(conflicts) => {
-                let mut indices = Vec::with_capacity(conflicts.len());
-                for c in conflicts {
-                    match ids.iter().position(|id| *id == c.stream) {
-                        Some(i) if c.actual > work.versions[i] => indices.push(i),
-                        // Behind what we believed, or a stream we did not send: our view is
-                        // wrong somewhere; start over from the store.
-                        _ => return Ok(Refresh::Rebuild),
-                    }
-                }
-                indices
+        for c in conflicts.unwrap_or_default() {
+            match ids.iter().position(|id| *id == c.stream) {
+                // A conflict at the version the view shows (a store that refused for a
+                // reason of its own) is caught up like any other: the read shows the truth.
+                Some(i) if c.actual >= work.versions[i] => {}
+                // Behind what we believed, or a stream we did not send: our view is wrong
+                // somewhere; start over from the store.
+                _ => return Ok(Refresh::Rebuild),
             }
-            None => (0..ids.len()).collect(),
-        };
-        let reads: Vec<StreamRead> = indices
+        }
+        let reads: Vec<StreamRead> = ids
             .iter()
-            .map(|&i| StreamRead::after(ids[i].clone(), work.versions[i]))
+            .zip(&work.versions)
+            .map(|(id, version)| StreamRead::after(id.clone(), *version))
             .collect();
         let read = self.read_exactly(&reads).await?;
+        if read
+            .iter()
+            .zip(&work.versions)
+            .any(|(stream, version)| stream.version < *version)
+        {
+            return Ok(Refresh::Rebuild);
+        }
+        let mut changed: Vec<(usize, StreamVersion)> = Vec::new();
         let mut tail: Vec<(usize, RecordedEvent)> = Vec::new();
-        for (&i, stream) in indices.iter().zip(read) {
-            if stream.version < work.versions[i] {
-                return Ok(Refresh::Rebuild);
-            }
+        for (i, stream) in read.into_iter().enumerate() {
             if stream.version != work.versions[i] {
                 if work.parts.is_none() {
                     self.extend_cached_stream(&ids[i], work.versions[i], stream.events.clone());
                 }
+                changed.push((i, stream.version));
                 tail.extend(stream.events.into_iter().map(|e| (i, e)));
-                work.versions[i] = stream.version;
-                work.assumed[i] = false;
             }
         }
+        tail.sort_by_key(|(_, e)| e.event_id);
+        // Everything is decoded before the view changes: an event that cannot be decoded
+        // leaves the view as it was, a true fold of the versions it shows (it may be kept for
+        // the next command), never versions ahead of its state.
+        let decoded = tail
+            .iter()
+            .map(|(i, raw)| {
+                let event = self
+                    .inner
+                    .upcasters
+                    .decode::<Cmd::Event, C>(&self.inner.codec, raw)?;
+                Ok((*i, event))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        for (i, version) in changed {
+            work.versions[i] = version;
+            work.assumed[i] = false;
+        }
         work.verified = true;
-        if tail.is_empty() {
+        if decoded.is_empty() {
             return Ok(Refresh::Unchanged);
         }
-        tail.sort_by_key(|(_, e)| e.event_id);
         match work.parts.as_mut() {
             Some(parts) => {
-                for (i, raw) in &tail {
-                    let event = self
-                        .inner
-                        .upcasters
-                        .decode::<Cmd::Event, C>(&self.inner.codec, raw)?;
-                    Cmd::apply(&mut parts[*i].state, &event);
-                    parts[*i].floor = parts[*i].floor.max(Some(raw.event_id));
+                for (i, event) in &decoded {
+                    Cmd::apply(&mut parts[*i].state, event);
+                    parts[*i].floor = parts[*i].floor.max(Some(event.event_id));
                 }
                 work.merge_parts::<Cmd>();
             }
             None => {
-                self.fold_into::<Cmd>(&mut work.state, tail.iter().map(|(_, e)| e))?;
+                for (i, event) in &decoded {
+                    Cmd::apply(&mut work.state, event);
+                    work.track_base(*i, event, Cmd::apply);
+                }
                 work.floor = work.floor.max(tail.last().map(|(_, e)| e.event_id));
             }
         }
@@ -527,6 +756,8 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             work.read_set.discover(found.iter().cloned());
             self.add_parts(command, work, &found, false).await?;
             work.merge_parts::<Cmd>();
+            // The new parts come from a later read than the rest.
+            work.verified = false;
         }
         Ok(Refresh::Changed)
     }
@@ -599,23 +830,42 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                     );
                 }
             }
-            None if work.cacheable => {
-                let declared_len = declared.ids().len().min(ids.len());
-                let weight = std::mem::size_of::<Cmd::State>()
-                    + 96
-                    + ids.iter().map(overhead).sum::<usize>();
-                let entry = StateEntry {
-                    discovered: ids[declared_len..].to_vec(),
-                    state: Box::new(work.state),
-                    versions: work.versions,
-                    version: StreamVersion::EMPTY,
-                    floor: work.floor,
-                };
-                self.inner
-                    .states
-                    .insert(combination_key::<Cmd>(declared), entry, weight);
+            None => {
+                if let Some(base) = work.base {
+                    let weight = std::mem::size_of::<Cmd::State>()
+                        + 96
+                        + base
+                            .indices
+                            .iter()
+                            .map(|&i| overhead(&ids[i]))
+                            .sum::<usize>();
+                    let key = Self::reduced_key::<Cmd>(ids, &base.indices);
+                    let entry = StateEntry {
+                        versions: base.indices.iter().map(|&i| work.versions[i]).collect(),
+                        state: Box::new(base.state),
+                        discovered: Vec::new(),
+                        version: StreamVersion::EMPTY,
+                        floor: base.floor,
+                    };
+                    self.inner.states.insert(key, entry, weight);
+                }
+                if work.cacheable {
+                    let declared_len = declared.ids().len().min(ids.len());
+                    let weight = std::mem::size_of::<Cmd::State>()
+                        + 96
+                        + ids.iter().map(overhead).sum::<usize>();
+                    let entry = StateEntry {
+                        discovered: ids[declared_len..].to_vec(),
+                        state: Box::new(work.state),
+                        versions: work.versions,
+                        version: StreamVersion::EMPTY,
+                        floor: work.floor,
+                    };
+                    self.inner
+                        .states
+                        .insert(combination_key::<Cmd>(declared), entry, weight);
+                }
             }
-            None => {}
         }
     }
 }

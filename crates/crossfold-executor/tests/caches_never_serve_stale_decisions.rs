@@ -90,16 +90,15 @@ async fn commands_with_caches_off_behave_the_same() {
         })
         .await
         .unwrap();
-    assert!(
-        executor
-            .execute(Move {
-                from: sid("a"),
-                to: sid("b"),
-                amount: 7
-            })
-            .await
-            .is_err()
-    );
+    let refused = executor
+        .execute(Move {
+            from: sid("a"),
+            to: sid("b"),
+            amount: 7,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.rule(), Some("insufficient_funds"), "{refused:?}");
     assert_eq!(balance(&store, &sid("a")).await, 6);
     assert_eq!(balance(&store, &sid("b")).await, 4);
     assert_eq!(executor.cache_usage(), (0, 0));

@@ -3,9 +3,9 @@
 //! version-checked append.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use crossfold_core::{
-    Command, CommandError, DomainEvent, Emit, Error, EventStore, Recorded, StreamId, StreamRef,
+    Command, CommandError, DomainEvent, Emit, EventStore, Recorded, StoreError, StreamId, StreamRef,
 };
-use crossfold_executor::{Executor, RetryPolicy};
+use crossfold_executor::{Error, Executor, RetryPolicy};
 use crossfold_memory::MemoryStore;
 use serde::{Deserialize, Serialize};
 
@@ -277,7 +277,10 @@ async fn a_discovered_stream_that_changes_conflicts() {
         })
         .await
     {
-        Err(Error::Conflict { conflicts, .. }) => {
+        Err(Error::Store {
+            source: StoreError::Conflict(conflicts),
+            ..
+        }) => {
             assert_eq!(conflicts.len(), 1, "{conflicts:?}");
             assert_eq!(conflicts[0].stream, sid("product-fig"));
         }

@@ -112,8 +112,8 @@ async fn without_retries_the_conflict_names_the_read_only_stream() {
         .await
         .unwrap_err();
     match err {
-        crossfold_core::Error::Conflict {
-            conflicts,
+        crossfold_executor::Error::Store {
+            source: crossfold_core::StoreError::Conflict(conflicts),
             attempts,
         } => {
             assert_eq!(attempts, 1);

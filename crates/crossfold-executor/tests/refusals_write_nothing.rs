@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use crossfold_core::{Error, EventStore, Position};
-use crossfold_executor::{Actor, Denied, ExecutionContext, Executor};
+use crossfold_core::{CommandError, EventStore, Position};
+use crossfold_executor::{Actor, Denied, Error, ExecutionContext, Executor};
 use crossfold_memory::MemoryStore;
 
 struct Guarded(Credit);
@@ -118,17 +118,19 @@ async fn a_custom_authorizer_decides() {
         .await
         .unwrap();
     let dev = ExecutionContext::new().actor(Actor::new("dev-1").with_permission("ledger:credit"));
+    let refused = executor
+        .execute_with(
+            Guarded(Credit {
+                account: sid("a"),
+                amount: 1,
+            }),
+            &dev,
+        )
+        .await;
     assert!(
-        executor
-            .execute_with(
-                Guarded(Credit {
-                    account: sid("a"),
-                    amount: 1
-                }),
-                &dev
-            )
-            .await
-            .is_err()
+        matches!(&refused, Err(Error::Unauthorized { permission, actor })
+            if permission == "ledger:credit" && actor.as_deref() == Some("dev-1")),
+        "{refused:?}"
     );
 }
 
@@ -161,6 +163,9 @@ async fn an_invalid_idempotency_key_is_a_validation_error() {
         .execute(BadKey)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Validation(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Command(CommandError::Validation(_))),
+        "{err:?}"
+    );
     assert_eq!(store.head_position().await.unwrap(), Position::START);
 }

@@ -6,9 +6,8 @@
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crossbeam_utils::CachePadded;
 use crossfold_core::EventId;
-
-use crate::padded::Padded;
 
 const SHARDS: usize = 64;
 
@@ -26,14 +25,15 @@ fn key(id: &EventId) -> u128 {
 
 #[derive(Debug)]
 pub(crate) struct EventIds {
-    shards: Box<[Padded<Mutex<IdSet>>]>,
+    /// Padded for the same reason as the stream shards.
+    shards: Box<[CachePadded<Mutex<IdSet>>]>,
 }
 
 impl Default for EventIds {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS)
-                .map(|_| Padded(Mutex::new(BTreeSet::new())))
+                .map(|_| CachePadded::new(Mutex::new(BTreeSet::new())))
                 .collect(),
         }
     }
@@ -49,7 +49,6 @@ impl EventIds {
         // A shard only ever changes by inserts that cannot stop halfway, so a poisoned lock
         // still guards a consistent set.
         self.shards[shard]
-            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

@@ -4,7 +4,9 @@
 //! embedded default to start with and to test against. It keeps the guarantees of the
 //! PostgreSQL store — atomic multi-stream appends with optimistic concurrency on every stream,
 //! gap-free versions, a commit-safe global log, prompt wake-ups for live subscriptions — and is
-//! fast enough to serve as the benchmark baseline.
+//! fast enough to serve as the benchmark baseline. Its appends count their events and their
+//! failures in the store metrics (`store="memory"`); it does not time its calls (see
+//! [`MemoryStore`] for why).
 //!
 //! ```
 //! use crossfold_core::{
@@ -47,7 +49,7 @@
 mod chunked;
 mod ids;
 mod log;
-mod padded;
+mod metrics;
 mod store;
 mod streams;
 

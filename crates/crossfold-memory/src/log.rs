@@ -118,8 +118,8 @@ impl Log {
         start
     }
 
-    /// Up to `limit` events after `after`.
-    pub(crate) fn read(&self, after: Position, limit: usize) -> Slices {
+    /// Up to `limit` events after `after`; events of system streams only if `system`.
+    pub(crate) fn read(&self, after: Position, limit: usize, system: bool) -> Slices {
         let first = seq_at_or_before(after).saturating_add(1);
         if first > self.len || limit == 0 {
             return Slices::default();
@@ -133,21 +133,39 @@ impl Log {
         if let Some(entry) = self.batches.get(batch) {
             skip = usize::try_from(first - entry.start).unwrap_or(usize::MAX);
         }
+        let wanted = |e: &RecordedEvent| system || !e.stream_id.is_system();
         let mut left = limit;
         let mut slices = Vec::new();
         while left > 0 {
             let Some(entry) = self.batches.get(batch) else {
                 break;
             };
-            let end = entry.events.len().min(skip.saturating_add(left));
-            if skip < end {
-                slices.push((entry.start, entry.events.clone(), skip..end));
-                left -= end - skip;
+            // Runs of wanted events become slices; system events between them are skipped.
+            let events = &entry.events;
+            let mut i = skip;
+            while i < events.len() && left > 0 {
+                if !wanted(&events[i]) {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < events.len() && i - start < left && wanted(&events[i]) {
+                    i += 1;
+                }
+                slices.push((entry.start, entry.events.clone(), start..i));
+                left -= i - start;
             }
             skip = 0;
             batch += 1;
         }
         Slices(slices)
+    }
+
+    fn is_system(&self, entry: TypeEntry) -> bool {
+        self.batches
+            .get(entry.batch)
+            .and_then(|b| b.events.get(entry.offset as usize))
+            .is_some_and(|e| e.stream_id.is_system())
     }
 
     fn seq_of(&self, entry: TypeEntry) -> u64 {
@@ -158,7 +176,13 @@ impl Log {
 
     /// Up to `limit` events after `after` whose type is one of `types`, in log order, found
     /// through the type index rather than by scanning.
-    pub(crate) fn read_types(&self, after: Position, limit: usize, types: &[EventType]) -> Slices {
+    pub(crate) fn read_types(
+        &self,
+        after: Position,
+        limit: usize,
+        types: &[EventType],
+        system: bool,
+    ) -> Slices {
         let after_seq = seq_at_or_before(after);
         let mut found: Vec<(u64, TypeEntry)> = Vec::new();
         let mut seen: Vec<&str> = Vec::with_capacity(types.len());
@@ -172,6 +196,7 @@ impl Log {
                 found.extend(
                     index
                         .iter_from(start)
+                        .filter(|e| system || !self.is_system(**e))
                         .take(limit)
                         .map(|e| (self.seq_of(*e), *e)),
                 );
@@ -236,20 +261,20 @@ mod tests {
         assert_eq!(log.len(), 6);
         for after in 0..=6u64 {
             for limit in 0..=7usize {
-                let got = read_ids(log.read(position_of_seq(after), limit));
+                let got = read_ids(log.read(position_of_seq(after), limit, true));
                 let from = after as usize;
                 let to = (from + limit).min(6);
                 assert_eq!(got, ids[from..to.max(from)], "after {after}, limit {limit}");
             }
         }
-        assert!(read_ids(log.read(position_of_seq(40), 10)).is_empty());
+        assert!(read_ids(log.read(position_of_seq(40), 10, true)).is_empty());
     }
 
     #[test]
     fn events_read_back_with_their_positions() {
         let (log, _) = log_of(&[&["A", "B"], &["C"]]);
         let positions: Vec<Position> = log
-            .read(Position::START, 10)
+            .read(Position::START, 10, true)
             .into_events()
             .iter()
             .map(|e| e.position)
@@ -268,10 +293,10 @@ mod tests {
             EventType::from("A"),
             EventType::from("B"),
         ];
-        let got = read_ids(log.read_types(position_of_seq(1), 3, &types));
+        let got = read_ids(log.read_types(position_of_seq(1), 3, &types, true));
         assert_eq!(got, vec![ids[1], ids[2], ids[4]]);
         let positions: Vec<Position> = log
-            .read_types(Position::START, 10, &[EventType::from("A")])
+            .read_types(Position::START, 10, &[EventType::from("A")], true)
             .into_events()
             .iter()
             .map(|e| e.position)
@@ -280,6 +305,42 @@ mod tests {
             positions,
             vec![position_of_seq(1), position_of_seq(3), position_of_seq(6)]
         );
-        assert!(read_ids(log.read_types(Position::START, 10, &[EventType::from("Z")])).is_empty());
+        assert!(
+            read_ids(log.read_types(Position::START, 10, &[EventType::from("Z")], true)).is_empty()
+        );
+    }
+
+    #[test]
+    fn system_events_are_skipped_unless_asked_for() {
+        let mut log = Log::default();
+        let mut ids = Vec::new();
+        let user = StreamId::new("s").unwrap();
+        let system = StreamId::new("$marker").unwrap();
+        // Batches: [s, $, s], [$], [s, s]
+        for streams in [&[&user, &system, &user][..], &[&system], &[&user, &user]] {
+            let batch: Vec<RecordedEvent> = streams
+                .iter()
+                .map(|s| {
+                    let data = EventData::new("A", Payload::json(&b"{}"[..]));
+                    ids.push(data.event_id);
+                    data.record((*s).clone(), StreamVersion::new(1), Position::START)
+                })
+                .collect();
+            log.push(Batch::from(batch));
+        }
+        let users = [ids[0], ids[2], ids[4], ids[5]];
+        assert_eq!(read_ids(log.read(Position::START, 10, false)), users);
+        assert_eq!(read_ids(log.read(Position::START, 3, false)), users[..3]);
+        assert_eq!(read_ids(log.read(position_of_seq(2), 1, false)), [ids[2]]);
+        assert_eq!(read_ids(log.read(Position::START, 10, true)), ids);
+        let types = [EventType::from("A")];
+        assert_eq!(
+            read_ids(log.read_types(Position::START, 3, &types, false)),
+            users[..3]
+        );
+        assert_eq!(
+            read_ids(log.read_types(Position::START, 10, &types, true)),
+            ids
+        );
     }
 }

@@ -9,11 +9,11 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crossbeam_utils::CachePadded;
 use crossfold_core::{Position, RecordedEvent, StreamId, StreamVersion};
 
 use crate::chunked::ChunkedVec;
 use crate::log::{Batch, materialize, position_of_seq};
-use crate::padded::Padded;
 
 /// Number of shards (a power of two).
 const SHARDS: usize = 64;
@@ -62,14 +62,16 @@ pub(crate) type Shard = HashMap<StreamId, Stream, foldhash::fast::RandomState>;
 /// Every stream, sharded by a hash of its name.
 #[derive(Debug)]
 pub(crate) struct Streams {
-    shards: Box<[Padded<Mutex<Shard>>]>,
+    /// Each shard on cache lines of its own, so that threads appending to neighbouring shards
+    /// do not invalidate each other's caches.
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
 }
 
 impl Default for Streams {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS)
-                .map(|_| Padded(Mutex::new(HashMap::default())))
+                .map(|_| CachePadded::new(Mutex::new(HashMap::default())))
                 .collect(),
         }
     }
@@ -89,7 +91,6 @@ impl Streams {
         // Nothing panics while a shard is locked, and a poisoned lock would still hold
         // consistent maps (every update is a single push), so poisoning is ignored.
         self.shards[shard]
-            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

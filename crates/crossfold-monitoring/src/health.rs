@@ -27,6 +27,31 @@ impl SystemHealth {
             _ => 200,
         }
     }
+
+    /// The body of a readiness answer: the overall `status`, and per component its name,
+    /// `status`, `message` (null when healthy), `checked_in_seconds` and `details`.
+    ///
+    /// ```json
+    /// {"status":"degraded","components":[{"component":"event_store","status":"degraded",
+    ///   "message":"connection pool exhausted (...)","checked_in_seconds":0.0021,
+    ///   "details":{"pool_size":16,"pool_waiting":3}}]}
+    /// ```
+    pub fn to_json(&self) -> serde_json::Value {
+        let components: Vec<serde_json::Value> = self
+            .components
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "component": c.component,
+                    "status": c.status,
+                    "message": c.message,
+                    "checked_in_seconds": c.checked_in.as_secs_f64(),
+                    "details": c.details,
+                })
+            })
+            .collect();
+        serde_json::json!({ "status": self.status, "components": components })
+    }
 }
 
 /// A set of named health checks, run together with a time limit each.
@@ -62,24 +87,39 @@ impl HealthRegistry {
         self
     }
 
-    /// Runs every check concurrently.
+    /// Runs every check concurrently, each as a task of its own: a check that panics is
+    /// reported unhealthy instead of taking the whole health answer down with it.
     pub async fn check(&self) -> SystemHealth {
         let limit = self.timeout.unwrap_or(Duration::from_secs(5));
-        let runs = self.checks.iter().map(|(name, check)| {
-            let name = name.clone();
-            let fut = check();
-            async move {
-                let started = Instant::now();
-                let mut report = match tokio::time::timeout(limit, fut).await {
-                    Ok(report) => report,
-                    Err(_) => HealthReport::unhealthy(&name, format!("no answer within {limit:?}")),
-                };
-                report.component = name;
-                report.checked_in = started.elapsed();
-                report
-            }
-        });
-        let components: Vec<HealthReport> = futures_util::future::join_all(runs).await;
+        let runs: Vec<_> = self
+            .checks
+            .iter()
+            .map(|(_, check)| {
+                let fut = check();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let report = tokio::time::timeout(limit, fut).await;
+                    (report, started.elapsed())
+                })
+            })
+            .collect();
+        let mut components = Vec::with_capacity(runs.len());
+        for ((name, _), run) in self.checks.iter().zip(runs) {
+            let (mut report, checked_in) = match run.await {
+                Ok((Ok(report), took)) => (report, took),
+                Ok((Err(_), took)) => (
+                    HealthReport::unhealthy(name, format!("no answer within {limit:?}")),
+                    took,
+                ),
+                Err(e) => (
+                    HealthReport::unhealthy(name, format!("the check failed: {e}")),
+                    Duration::ZERO,
+                ),
+            };
+            report.component = name.clone();
+            report.checked_in = checked_in;
+            components.push(report);
+        }
         SystemHealth {
             status: components
                 .iter()
@@ -115,6 +155,15 @@ mod tests {
         }
     }
 
+    #[derive(Clone)]
+    struct Panics;
+    impl HealthCheck for Panics {
+        #[allow(clippy::panic)]
+        async fn check_health(&self) -> HealthReport {
+            panic!("a bug in the check")
+        }
+    }
+
     #[tokio::test]
     async fn the_worst_component_decides() {
         let health = HealthRegistry::new()
@@ -136,5 +185,18 @@ mod tests {
             .await;
         assert_eq!(health.status, HealthStatus::Unhealthy);
         assert_eq!(health.http_status(), 503);
+    }
+
+    #[tokio::test]
+    async fn a_check_that_panics_is_unhealthy_and_the_others_still_answer() {
+        let health = HealthRegistry::new()
+            .register("broken", Panics)
+            .register("store", Fixed(HealthStatus::Healthy))
+            .check()
+            .await;
+        assert_eq!(health.status, HealthStatus::Unhealthy);
+        assert_eq!(health.components[0].component, "broken");
+        assert_eq!(health.components[0].status, HealthStatus::Unhealthy);
+        assert_eq!(health.components[1].status, HealthStatus::Healthy);
     }
 }

@@ -1,6 +1,6 @@
 //! Exporting the metrics Crossfold records in the Prometheus text format.
 
-use crossfold_core::STORE_METRICS;
+use crossfold_core::{COMMAND_ATTEMPTS, COMMAND_METRICS, STORE_METRICS};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: from 50 µs (an in-memory
@@ -14,13 +14,15 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0];
 
 /// Installs a global Prometheus recorder with Crossfold's buckets and describes the executor's
-/// metrics and the metrics every store records ([`crossfold_core::STORE_METRICS`]). Serve
-/// [`PrometheusHandle::render`] from your application's `/metrics` endpoint.
+/// metrics ([`crossfold_core::COMMAND_METRICS`]) and the metrics common to the stores
+/// ([`crossfold_core::STORE_METRICS`]; which store records which is listed in
+/// `crossfold_core`'s `metrics` documentation). Serve [`PrometheusHandle::render`] from your
+/// application's `/metrics` endpoint.
 ///
 /// Install it before executing commands or calling a store: metric handles bind to the
-/// recorder that is installed when they are first used. This crate does not depend on the
-/// stores, so a store's own metrics are described by that store: with PostgreSQL, call
-/// `crossfold_postgres::describe_metrics()` after this.
+/// recorder that is installed when they are first used. This crate depends on neither the
+/// executor nor the stores, so a store's own metrics are described by that store: with
+/// PostgreSQL, call `crossfold_postgres::describe_metrics()` after this.
 pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     let handle = builder()?.install_recorder()?;
     describe();
@@ -30,16 +32,13 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
 fn builder() -> Result<PrometheusBuilder, BuildError> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
-        .set_buckets_for_metric(
-            Matcher::Full(crossfold_executor::COMMAND_ATTEMPTS.into()),
-            ATTEMPT_BUCKETS,
-        )
+        .set_buckets_for_metric(Matcher::Full(COMMAND_ATTEMPTS.into()), ATTEMPT_BUCKETS)
 }
 
-/// Describes everything this crate can see to the recorder in scope.
+/// Describes the metrics of the executor and those common to the stores to the recorder in
+/// scope.
 fn describe() {
-    crossfold_executor::describe_metrics();
-    for m in &STORE_METRICS {
+    for m in COMMAND_METRICS.iter().chain(&STORE_METRICS) {
         m.describe();
     }
 }
@@ -47,8 +46,10 @@ fn describe() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossfold_core::{STORE_ERRORS_TOTAL, STORE_OPERATION_DURATION_SECONDS};
+    use crossfold_core::{COMMANDS_TOTAL, STORE_ERRORS_TOTAL, STORE_OPERATION_DURATION_SECONDS};
 
+    /// The exporter's side only: the series are recorded here by hand, under a made-up store
+    /// name. What each store really records is tested in that store's crate.
     #[test]
     fn store_metrics_are_described_and_bucketed() -> Result<(), BuildError> {
         let recorder = builder()?.build_recorder();
@@ -57,13 +58,13 @@ mod tests {
             describe();
             metrics::histogram!(
                 STORE_OPERATION_DURATION_SECONDS,
-                "store" => "memory",
+                "store" => "example",
                 "operation" => "append"
             )
             .record(0.000_3);
             metrics::counter!(
                 STORE_ERRORS_TOTAL,
-                "store" => "memory",
+                "store" => "example",
                 "operation" => "append",
                 "kind" => "conflict"
             )
@@ -74,11 +75,39 @@ mod tests {
             "# HELP crossfold_store_operation_duration_seconds Wall time of event store calls",
             "# TYPE crossfold_store_operation_duration_seconds histogram",
             "crossfold_store_operation_duration_seconds_bucket\
-             {store=\"memory\",operation=\"append\",le=\"0.0005\"} 1",
+             {store=\"example\",operation=\"append\",le=\"0.0005\"} 1",
             "# HELP crossfold_store_errors_total Failed event store calls",
-            r#"crossfold_store_errors_total{store="memory",operation="append",kind="conflict"} 1"#,
+            r#"crossfold_store_errors_total{store="example",operation="append",kind="conflict"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        Ok(())
+    }
+
+    /// The executor's metrics are described from core's table, without the executor.
+    #[test]
+    fn command_metrics_are_described_and_attempts_bucketed() -> Result<(), BuildError> {
+        let recorder = builder()?.build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            metrics::counter!(COMMANDS_TOTAL, "command" => "Deposit", "outcome" => "success")
+                .increment(1);
+            metrics::histogram!(COMMAND_ATTEMPTS, "command" => "Deposit").record(2.0);
+        });
+        let text = handle.render();
+        for line in [
+            "# HELP crossfold_commands_total Commands executed, by command and outcome.",
+            r#"crossfold_commands_total{command="Deposit",outcome="success"} 1"#,
+            "# HELP crossfold_command_attempts Attempts needed per command execution.",
+            r#"crossfold_command_attempts_bucket{command="Deposit",le="2"} 1"#,
+            r#"crossfold_command_attempts_bucket{command="Deposit",le="1"} 0"#,
+        ] {
+            assert!(
+                text.contains(line),
+                "missing {line:?} in:
+{text}"
+            );
         }
         Ok(())
     }

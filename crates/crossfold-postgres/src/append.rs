@@ -159,8 +159,9 @@ impl<'a> Encoded<'a> {
     }
 
     /// Reads the result row of `append` (`single` false) or `append_one` (`single` true):
-    /// versions back into request order, one position per event.
-    pub(crate) fn appended(&self, row: &Row, single: bool) -> Result<Appended, StoreError> {
+    /// each stream's version after the append in request order, and each event's position in
+    /// request order.
+    pub(crate) fn written(&self, row: &Row, single: bool) -> Result<Written, StoreError> {
         let transaction: Option<Xid8> = get(row, 0)?;
         let versions: Vec<i64> = if single {
             vec![get(row, 1)?]
@@ -197,7 +198,7 @@ impl<'a> Encoded<'a> {
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         };
-        Ok(Appended {
+        Ok(Written {
             versions,
             positions,
         })
@@ -206,6 +207,46 @@ impl<'a> Encoded<'a> {
     /// The event ids of the request, to find which one was already stored.
     pub(crate) fn event_ids(&self) -> &[Uuid] {
         &self.ids
+    }
+}
+
+/// What the append function reported: each stream's version after the append (request order)
+/// and each event's position (request order).
+pub(crate) struct Written {
+    versions: Vec<StreamVersion>,
+    positions: Vec<Position>,
+}
+
+impl Written {
+    /// The request's events as they were stored.
+    pub(crate) fn record(self, request: AppendRequest) -> Result<Appended, StoreError> {
+        let mut events = Vec::with_capacity(self.positions.len());
+        let mut positions = self.positions.into_iter();
+        for (stream, after) in request.streams.into_iter().zip(self.versions) {
+            let count = stream.events.len() as u64;
+            let before = after.get().checked_sub(count).ok_or_else(|| {
+                corrupt(format!(
+                    "append reported version {after} for {} after writing {count} events",
+                    stream.stream
+                ))
+            })?;
+            for (version, data) in (before + 1..).zip(stream.events) {
+                let position = positions
+                    .next()
+                    .ok_or_else(|| corrupt("append returned fewer positions than events"))?;
+                events.push(data.record(
+                    stream.stream.clone(),
+                    StreamVersion::new(version),
+                    position,
+                ));
+            }
+        }
+        Ok(Appended::new(events))
+    }
+
+    /// Whether the append wrote any event.
+    pub(crate) fn wrote_events(&self) -> bool {
+        !self.positions.is_empty()
     }
 }
 
@@ -267,6 +308,10 @@ pub(crate) enum Refusal {
     Explained(StoreError),
     /// One of the request's event ids is already stored, but the server did not say which.
     DuplicateUnknown,
+    /// A stream's version already exists among its events although its streams row allowed
+    /// the append: the row was set back below the stream's real version. A conflict; the
+    /// stream's real version must be looked up.
+    StreamBehind(usize),
     /// Not a refusal of the request: classify the driver error.
     Other(tokio_postgres::Error),
 }
@@ -274,33 +319,58 @@ pub(crate) enum Refusal {
 /// Turns the append function's refusal into the error the caller can act on.
 pub(crate) fn refusal(error: tokio_postgres::Error, request: &AppendRequest) -> Refusal {
     match explain(&error, request) {
-        Some(Ok(e)) => Refusal::Explained(e),
-        Some(Err(())) => Refusal::DuplicateUnknown,
+        Some(refusal) => refusal,
         None => Refusal::Other(error),
     }
 }
 
-fn explain(
-    error: &tokio_postgres::Error,
-    request: &AppendRequest,
-) -> Option<Result<StoreError, ()>> {
+fn explain(error: &tokio_postgres::Error, request: &AppendRequest) -> Option<Refusal> {
     let db = error.as_db_error()?;
     match db.code().code() {
-        CONFLICT => Some(Ok(conflict(db.detail(), request))),
+        CONFLICT => Some(Refusal::Explained(conflict(db.detail(), request))),
         // unique_violation on the event id: the event is already stored.
         "23505" if db.constraint() == Some("events_event_id_key") => Some(
             db.detail()
                 .and_then(duplicate_id_in_detail)
-                .map(StoreError::DuplicateEvent)
-                .ok_or(()),
+                .map_or(Refusal::DuplicateUnknown, |id| {
+                    Refusal::Explained(StoreError::DuplicateEvent(id))
+                }),
         ),
+        // unique_violation on (stream_id, stream_version).
+        "23505" if db.constraint() == Some("events_pkey") => {
+            let stream = db.detail().and_then(stream_in_detail)?;
+            let index = request
+                .streams
+                .iter()
+                .position(|s| s.stream.as_str() == stream)?;
+            Some(Refusal::StreamBehind(index))
+        }
         // data_exception: a payload that is not valid JSON, a NUL in JSON text, ...
-        code if code.starts_with("22") => Some(Ok(StoreError::InvalidRequest(format!(
-            "the database refused an event: {}",
-            db.message()
-        )))),
+        code if code.starts_with("22") => Some(Refusal::Explained(StoreError::InvalidRequest(
+            format!("the database refused an event: {}", db.message()),
+        ))),
         _ => None,
     }
+}
+
+/// The conflict of a stream whose row was set back: its real version is `actual`.
+pub(crate) fn stream_behind(request: &AppendRequest, index: usize, actual: i64) -> StoreError {
+    match request.streams.get(index) {
+        Some(s) => StoreError::Conflict(vec![StreamConflict {
+            stream: s.stream.clone(),
+            expected: s.expected,
+            actual: StreamVersion::new(u64::try_from(actual).unwrap_or(0)),
+        }]),
+        None => corrupt("a conflict was reported on a stream outside the request"),
+    }
+}
+
+/// `Key (stream_id, stream_version)=(account-1, 3) already exists.` → `account-1`.
+fn stream_in_detail(detail: &str) -> Option<&str> {
+    let start = detail.find("=(")? + 2;
+    let end = detail.rfind(") already exists")?;
+    let (stream, _version) = detail.get(start..end)?.rsplit_once(", ")?;
+    Some(stream)
 }
 
 /// The conflict the append function reported in its error's DETAIL, in request order.
@@ -389,6 +459,15 @@ mod tests {
         assert_eq!(enc.metadata.len(), 1);
         assert!(enc.json.iter().all(Option::is_none));
         assert!(enc.bytes.iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn a_set_back_stream_is_found_in_the_detail() {
+        assert_eq!(
+            stream_in_detail("Key (stream_id, stream_version)=(a, b, 3) already exists."),
+            Some("a, b")
+        );
+        assert_eq!(stream_in_detail("something else"), None);
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub struct PgConfig {
     pub(crate) notify_interval: Duration,
     pub(crate) visibility_wait: Duration,
     pub(crate) long_transaction_threshold: Duration,
+    pub(crate) migration_lock_timeout: Duration,
     pub(crate) listen: bool,
 }
 
@@ -57,6 +58,7 @@ impl fmt::Debug for PgConfig {
                 "long_transaction_threshold",
                 &self.long_transaction_threshold,
             )
+            .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("listen", &self.listen)
             .finish()
     }
@@ -66,7 +68,8 @@ impl PgConfig {
     /// Settings for the server described by `pg`, with the defaults: schema `crossfold`, a pool
     /// of 16 connections, 5 s to wait for or create a connection, no statement timeout,
     /// notifications coalesced to one per 5 ms, reads waiting up to 250 ms for the visibility
-    /// horizon, listening on, health degraded by a writing transaction open longer than 30 s.
+    /// horizon, listening on, health degraded by a writing transaction open longer than 30 s,
+    /// migrations giving up on a table lock after 3 s.
     pub fn new(pg: tokio_postgres::Config) -> Self {
         Self {
             pg,
@@ -79,6 +82,7 @@ impl PgConfig {
             notify_interval: Duration::from_millis(5),
             visibility_wait: Duration::from_millis(250),
             long_transaction_threshold: Duration::from_secs(30),
+            migration_lock_timeout: Duration::from_secs(3),
             listen: true,
         }
     }
@@ -89,7 +93,8 @@ impl PgConfig {
     /// Besides the driver's own parameters, a URL may carry the store's settings as query
     /// parameters: `schema`, `pool_size`, `pool_wait_timeout`, `pool_create_timeout`,
     /// `pool_recycle_timeout`, `statement_timeout`, `notify_interval`, `visibility_wait`,
-    /// `long_transaction_threshold` (durations as `250ms`, `5s`, or a number of milliseconds).
+    /// `long_transaction_threshold`, `migration_lock_timeout` (durations as `250ms`, `5s`, or a
+    /// number of milliseconds).
     pub fn from_url(url: &str) -> Result<Self, PgConfigError> {
         let (base, query) = match url.split_once('?') {
             Some((base, query)) if url.contains("://") => (base, query),
@@ -139,6 +144,7 @@ impl PgConfig {
             "long_transaction_threshold" => {
                 self.long_transaction_threshold(parse_duration(key, value)?)
             }
+            "migration_lock_timeout" => self.migration_lock_timeout(parse_duration(key, value)?),
             _ => self,
         })
     }
@@ -210,6 +216,16 @@ impl PgConfig {
     /// no event committed after such a transaction started until it ends, so it delays them.
     pub fn long_transaction_threshold(mut self, threshold: Duration) -> Self {
         self.long_transaction_threshold = threshold;
+        self
+    }
+
+    /// How long a migration waits for a table lock before it gives up with
+    /// `StoreError::Timeout` (nothing of that migration applied; run it again later).
+    ///
+    /// A migration that waits for a lock queues every later append on that table behind it,
+    /// so it must not wait long; the default is 3 s.
+    pub fn migration_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.migration_lock_timeout = timeout;
         self
     }
 
@@ -301,6 +317,7 @@ const OUR_PARAMS: &[&str] = &[
     "notify_interval",
     "visibility_wait",
     "long_transaction_threshold",
+    "migration_lock_timeout",
 ];
 
 fn parse_duration(key: &str, value: &str) -> Result<Duration, PgConfigError> {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crossfold_core::StoreError;
+use crossfold_core::{Position, StoreError};
 use deadpool_postgres::PoolError;
 
 /// SQLSTATE raised by the append function when a stream's condition fails.
@@ -73,6 +73,65 @@ impl std::error::Error for NotMigrated {
         Some(&self.0)
     }
 }
+
+/// A stored event this store cannot turn into a
+/// [`RecordedEvent`](crossfold_core::RecordedEvent): an id that is not a UUIDv7, metadata that
+/// lacks a field, a stream id that is not valid, ... (written by hand or by another tool).
+///
+/// Reads that meet one fail with [`StoreError::Serialization`] whose
+/// [`CodecError`](crossfold_core::CodecError) has this as its `source`;
+/// [`find`](Self::find) gets it back. A subscriber is not stuck on it for good: an operator
+/// quarantines the position ([`PgEventStore::quarantine`](crate::PgEventStore::quarantine)),
+/// after which every read skips it, or a subscriber resumes after [`position`](Self::position).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgUndecodableEvent {
+    position: Position,
+    reason: String,
+}
+
+impl PgUndecodableEvent {
+    pub(crate) fn new(position: Position, reason: impl Into<String>) -> Self {
+        Self {
+            position,
+            reason: reason.into(),
+        }
+    }
+
+    /// The event's position in the global log.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// What is wrong with it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The undecodable event behind `error`, if that is what it is.
+    pub fn find(error: &StoreError) -> Option<&PgUndecodableEvent> {
+        let mut source = std::error::Error::source(error);
+        while let Some(e) = source {
+            if let Some(found) = e.downcast_ref::<PgUndecodableEvent>() {
+                return Some(found);
+            }
+            source = e.source();
+        }
+        None
+    }
+}
+
+impl fmt::Display for PgUndecodableEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the stored event at position {} cannot be read: {}; quarantine it \
+             (PgEventStore::quarantine) or resume after it",
+            self.position, self.reason
+        )
+    }
+}
+
+impl std::error::Error for PgUndecodableEvent {}
 
 /// A row that does not have the shape this crate wrote.
 pub(crate) fn corrupt(what: impl Into<String>) -> StoreError {

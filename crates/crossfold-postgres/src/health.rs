@@ -46,7 +46,51 @@ pub struct PgHealth {
     /// How long the oldest open writing transaction (or prepared transaction) in the cluster
     /// has been open; `None` when there is none. Subscriptions see no event committed after
     /// such a transaction started writing until it ends.
+    ///
+    /// Read from `pg_stat_activity`, which shows other roles' sessions only to roles with
+    /// `pg_read_all_stats`: for other roles it misses them, and
+    /// [`horizon_age`](Self::horizon_age) is the measure to watch.
     pub oldest_transaction_age: Option<Duration>,
+    /// How many transaction ids the visibility horizon trails the newest one by
+    /// (`pg_current_snapshot()`'s xmax − xmin): 0 when no transaction is open.
+    pub horizon_lag: u64,
+    /// How long the visibility horizon has stayed where it is while newer transactions
+    /// started, as seen by this store's health checks (the horizon must not move between two
+    /// checks to count; `None` when it moved or nothing is open). Subscriptions see nothing
+    /// committed after the horizon until it moves. Readable by every role.
+    pub horizon_age: Option<Duration>,
+}
+
+/// Where the horizon stood when a health check first saw it stuck, so a later check can tell
+/// for how long it has not moved.
+#[derive(Debug, Default)]
+pub(crate) struct HorizonWatch {
+    since: std::sync::Mutex<Option<(u64, Instant)>>,
+}
+
+impl HorizonWatch {
+    /// Records a snapshot's bounds seen at `now`; returns the lag in transaction ids and how
+    /// long the horizon has stayed at `xmin` while transactions were open.
+    pub(crate) fn observe(&self, xmin: u64, xmax: u64, now: Instant) -> (u64, Option<Duration>) {
+        let lag = xmax.saturating_sub(xmin);
+        let mut since = self
+            .since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lag == 0 {
+            *since = None;
+            return (0, None);
+        }
+        match *since {
+            Some((held, first)) if held == xmin => {
+                (lag, Some(now.saturating_duration_since(first)))
+            }
+            _ => {
+                *since = Some((xmin, now));
+                (lag, None)
+            }
+        }
+    }
 }
 
 impl PgPoolStatus {
@@ -57,12 +101,14 @@ impl PgPoolStatus {
 }
 
 /// `Unhealthy` when the server does not answer; `Degraded` when the pool is exhausted, a
-/// writing transaction has been open longer than
+/// writing transaction has been open (or the visibility horizon has stood still) longer than
 /// [`PgConfig::long_transaction_threshold`](crate::PgConfig::long_transaction_threshold), or
 /// the `LISTEN` connection is down (subscribers then fall back to polling); `Healthy`
 /// otherwise. Details: `latency_seconds`, `pool_max_size`, `pool_size`, `pool_available` and
 /// `pool_waiting` (the pool as the check found it, its own connection not counted),
-/// `listener_connected`, `oldest_transaction_age_seconds` (null when none is open) and
+/// `listener_connected`, `oldest_transaction_age_seconds` (null when none is open or none is
+/// visible to the store's role), `horizon_lag_transactions`, `horizon_age_seconds` (null
+/// unless the horizon stood still since an earlier check) and
 /// `long_transaction_threshold_seconds`; `error_kind` when the check failed.
 impl HealthCheck for PgEventStore {
     async fn check_health(&self) -> HealthReport {
@@ -125,6 +171,16 @@ fn assess(
             age.as_secs_f64(),
             threshold.as_secs_f64()
         ));
+    } else if let Some(age) = health.horizon_age
+        && age > threshold
+    {
+        problems.push(format!(
+            "the visibility horizon has not moved for {:.1} s (threshold {:.1} s, {} newer \
+             transactions); subscriptions see no event committed after it until it moves",
+            age.as_secs_f64(),
+            threshold.as_secs_f64(),
+            health.horizon_lag
+        ));
     }
     if !health.listener_connected {
         problems.push(
@@ -147,10 +203,72 @@ fn assess(
             "oldest_transaction_age_seconds",
             health.oldest_transaction_age.map(|a| a.as_secs_f64()),
         )
+        .detail("horizon_lag_transactions", health.horizon_lag)
+        .detail(
+            "horizon_age_seconds",
+            health.horizon_age.map(|a| a.as_secs_f64()),
+        )
         .detail(
             "long_transaction_threshold_seconds",
             threshold.as_secs_f64(),
         )
+}
+
+/// The store's connection pool as a health component of its own, for a readiness answer
+/// that lists components separately ([`PgEventStore::pool_health`]). Degraded while the pool
+/// is exhausted (every connection it may open is in use, or calls wait for one); healthy
+/// otherwise. Takes no connection and sends no query. Details: `pool_max_size`, `pool_size`,
+/// `pool_available`, `pool_waiting`. (The store's own check reports the pool too.)
+#[derive(Clone, Debug)]
+pub struct PgPoolHealth(pub(crate) PgEventStore);
+
+impl HealthCheck for PgPoolHealth {
+    async fn check_health(&self) -> HealthReport {
+        let pool = self.0.pool_status();
+        let report = if pool.is_exhausted() {
+            HealthReport {
+                status: HealthStatus::Degraded,
+                message: Some(format!(
+                    "connection pool exhausted ({} of {} connections in use, {} calls waiting)",
+                    pool.size - pool.available.min(pool.size),
+                    pool.max_size,
+                    pool.waiting
+                )),
+                ..HealthReport::healthy("pool")
+            }
+        } else {
+            HealthReport::healthy("pool")
+        };
+        with_pool(report, pool).detail("schema", self.0.schema())
+    }
+}
+
+/// The `LISTEN` connection that wakes subscribers, as a health component of its own
+/// ([`PgEventStore::listener_health`]). Degraded while it is down (subscribers then poll, so
+/// events arrive late, never lost); healthy while it is up or listening is turned off. Sends
+/// no query. Details: `listening`, `listener_connected`.
+#[derive(Clone, Debug)]
+pub struct PgListenerHealth(pub(crate) PgEventStore);
+
+impl HealthCheck for PgListenerHealth {
+    async fn check_health(&self) -> HealthReport {
+        let (listening, connected) = self.0.listener_state();
+        let report = if listening && !connected {
+            HealthReport {
+                status: HealthStatus::Degraded,
+                message: Some(
+                    "the LISTEN connection is down: subscribers poll until it reconnects"
+                        .to_owned(),
+                ),
+                ..HealthReport::healthy("listener")
+            }
+        } else {
+            HealthReport::healthy("listener")
+        };
+        report
+            .detail("listening", listening)
+            .detail("listener_connected", connected)
+    }
 }
 
 fn with_pool(report: HealthReport, pool: PgPoolStatus) -> HealthReport {
@@ -192,6 +310,8 @@ mod tests {
             pool,
             listener_connected: listener,
             oldest_transaction_age: age,
+            horizon_lag: 0,
+            horizon_age: None,
         }
     }
 
@@ -205,6 +325,14 @@ mod tests {
     }
 
     const THRESHOLD: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_pool_is_exhausted_when_full_or_queueing() {
+        assert!(!pool(4, 2, 2, 0).is_exhausted());
+        assert!(!pool(4, 4, 1, 0).is_exhausted());
+        assert!(pool(4, 4, 0, 0).is_exhausted());
+        assert!(pool(4, 3, 0, 1).is_exhausted());
+    }
 
     #[test]
     fn a_quiet_store_is_healthy() {
@@ -242,6 +370,33 @@ mod tests {
             let message = report.message.unwrap_or_default();
             assert!(message.contains(says), "{message}");
         }
+    }
+
+    #[test]
+    fn a_horizon_that_stands_still_ages_and_degrades() {
+        let watch = HorizonWatch::default();
+        let t0 = Instant::now();
+        assert_eq!(watch.observe(10, 10, t0), (0, None));
+        assert_eq!(watch.observe(10, 15, t0), (5, None));
+        let later = t0 + Duration::from_secs(40);
+        assert_eq!(
+            watch.observe(10, 30, later),
+            (20, Some(Duration::from_secs(40)))
+        );
+        assert_eq!(watch.observe(12, 30, later), (18, None), "it moved");
+        let idle = pool(4, 2, 2, 0);
+        let mut stuck = health(idle, None, true);
+        stuck.horizon_lag = 20;
+        stuck.horizon_age = Some(Duration::from_secs(40));
+        let report = assess(Ok(stuck), idle, THRESHOLD);
+        assert_eq!(report.status, HealthStatus::Degraded, "{report:?}");
+        assert!(
+            report
+                .message
+                .unwrap_or_default()
+                .contains("horizon has not moved")
+        );
+        assert_eq!(report.details["horizon_lag_transactions"], 20);
     }
 
     #[test]

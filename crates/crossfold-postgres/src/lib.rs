@@ -19,9 +19,32 @@
 //! * **Live subscriptions.** Subscribers are woken through `LISTEN`/`NOTIFY` — sent after the
 //!   append commits and coalesced, never inside the append transaction — with polling as the
 //!   fallback. The listener reconnects on its own; a lost notification is a delay, not a loss.
+//! * **Positions survive restores and failovers.** A copy of the data into a cluster with a
+//!   lower transaction counter (dump and restore, logical replication), a point-in-time
+//!   restore, a failover or a counter moved back would hand out transaction ids behind
+//!   subscribers' checkpoints. The store notices — on every new connection, before each
+//!   session's first append, in [`PgEventStore::migrate`] — and starts a new *log epoch* whose
+//!   positions lie beyond everything before ([`PgEventStore::check_log_order`] runs the check
+//!   by hand). Appends keep `synchronous_commit` on for their own transaction.
+//! * **Least privilege.** An owner role migrates; an application role, given its rights by
+//!   [`PgEventStore::grant_access`], reads and appends through `SECURITY DEFINER` functions
+//!   with a fixed `search_path` and can write no table directly. Events are immutable and
+//!   stream rows cannot be removed, for everyone, by triggers that fire `ALWAYS`.
 //! * **Migrations** are the numbered SQL files of the repository's `migrations/` directory,
-//!   embedded in the crate and applied by [`PgEventStore::migrate`] under an advisory lock,
-//!   with checksums. Each store lives in its own schema, so one database can hold several.
+//!   embedded in the crate and applied by [`PgEventStore::migrate`]: each in a transaction of
+//!   its own with a lock timeout, or outside one for `CREATE INDEX CONCURRENTLY`; under an
+//!   advisory lock; with comment-insensitive checksums; accepting schemas migrated by newer
+//!   builds unless they are incompatible. With nothing to apply it only reads, so the
+//!   application role may call it ([`PgEventStore::check_schema`] only checks). Each store
+//!   lives in its own schema (any name, reserved words included), so one database can hold
+//!   several.
+//! * **O(batch) reads of the log**, unfiltered or filtered by stream, category
+//!   ([`StreamId::category`](crossfold_core::StreamId::category)) or event type: each filter
+//!   reads through an index that orders its key's events by position, so catching up on N
+//!   events costs O(N) however far behind a subscriber is.
+//! * **Undecodable events do not stop readers for good.** A stored row the store cannot
+//!   decode fails reads with a [`PgUndecodableEvent`] naming its position;
+//!   [`PgEventStore::quarantine`] sets it aside and reads skip it from then on.
 //! * **Errors are classified** for retrying: serialization failures and deadlocks are
 //!   `Contention`, statement timeouts `Timeout`, lost or refused connections `Unavailable`.
 //! * **Observable.** Every call records the common store metrics
@@ -30,8 +53,12 @@
 //!   Recording is a no-op until the application installs a `metrics` recorder; install it
 //!   before the store's first call, then call [`describe_metrics`] for help texts. The store is
 //!   a [`HealthCheck`](crossfold_core::HealthCheck): unhealthy when the server does not answer,
-//!   degraded when the pool is exhausted or a writing transaction has been open longer than
-//!   [`PgConfig::long_transaction_threshold`].
+//!   degraded when the pool is exhausted or a writing transaction has been open (or the
+//!   visibility horizon has stood still, as any role can see from `pg_current_snapshot()`)
+//!   longer than [`PgConfig::long_transaction_threshold`].
+//!
+//! The PostgreSQL settings each guarantee needs, the two-role setup and what to do after a
+//! restore are in the repository's `docs/operations.md`.
 //!
 //! ```no_run
 //! use crossfold_core::{AppendRequest, EventData, EventStore, ExpectedVersion, Payload, StreamId};
@@ -47,7 +74,7 @@
 //! let appended = store
 //!     .append(AppendRequest::new().stream(account.clone(), ExpectedVersion::NoStream, vec![deposited]))
 //!     .await?;
-//! assert_eq!(appended.versions[0].get(), 1);
+//! assert_eq!(appended.version_of(&account), Some(1.into()));
 //!
 //! let read = store.read_stream(&account, Default::default(), usize::MAX).await?;
 //! assert_eq!(read.events.len(), 1);
@@ -73,6 +100,7 @@ mod append;
 mod config;
 mod error;
 mod health;
+mod inspect;
 mod metrics;
 mod migrate;
 mod notify;
@@ -82,9 +110,11 @@ mod store;
 mod types;
 
 pub use config::{PgConfig, PgConfigError};
-pub use health::{PgHealth, PgPoolStatus};
+pub use error::PgUndecodableEvent;
+pub use health::{PgHealth, PgListenerHealth, PgPoolHealth, PgPoolStatus};
+pub use inspect::PgStreamInfo;
 pub use metrics::{OLDEST_TRANSACTION_AGE_SECONDS, POOL_CONNECTIONS, describe_metrics};
-pub use migrate::{PgMigration, PgMigrationError, PgMigrationReport};
+pub use migrate::{PgMigration, PgMigrationError, PgMigrationReport, PgMigrationStatus};
 pub use store::PgEventStore;
 
 /// The driver and pool this crate is built on, for configuring connections and TLS.

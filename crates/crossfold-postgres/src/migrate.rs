@@ -1,12 +1,36 @@
 //! Schema migrations: the numbered SQL files of the repository's `migrations/` directory,
 //! embedded at compile time and applied by [`PgEventStore::migrate`](crate::PgEventStore::migrate).
+//!
+//! * Each migration runs in a transaction of its own at READ COMMITTED (whatever the session's
+//!   `default_transaction_isolation`), with a `lock_timeout`, so a migration waiting for a table
+//!   lock gives up instead of queueing every append behind it. A file whose first line is
+//!   `-- crossfold:no-transaction` runs outside any transaction, statement by statement (for
+//!   `CREATE INDEX CONCURRENTLY`); such a file holds no dollar-quoted bodies, and stays valid
+//!   with every ` CONCURRENTLY` removed: that is how it runs, in a transaction, on a store
+//!   that the same call created (its log is empty, and a concurrent build would only wait for
+//!   every older transaction in the database).
+//! * Migrators take turns under a session-level advisory lock held on a connection taken out
+//!   of the pool, so an abandoned call releases it by closing that connection.
+//! * Checksums cover the SQL without its comments and with whitespace collapsed, so editing a
+//!   comment in a shipped migration changes nothing for existing databases.
+//! * A binary meets a database migrated by a newer one during a rolling deploy: it refuses
+//!   only migrations recorded as *breaking*; others it does not know are compatible.
+//! * With nothing to apply, migrating only reads, so the application role (without CREATE on
+//!   anything) may call it too.
 
 use std::fmt;
+use std::time::Duration;
 
 use crossfold_core::StoreError;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
+use tokio_postgres::IsolationLevel;
 
 use crate::error::{classify, classify_pool};
+use crate::sql::quoted;
+
+/// The first line of a migration that must run outside a transaction.
+#[cfg(test)]
+const NO_TRANSACTION: &str = "-- crossfold:no-transaction";
 
 /// One embedded migration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +38,10 @@ pub struct PgMigration {
     version: u32,
     name: &'static str,
     sql: &'static str,
+    transactional: bool,
+    breaking: bool,
+    /// Checksums this migration was recorded with by earlier builds.
+    legacy_checksums: &'static [&'static str],
 }
 
 impl PgMigration {
@@ -31,27 +59,89 @@ impl PgMigration {
     pub fn sql(&self) -> &'static str {
         self.sql
     }
+
+    /// Whether it runs in a transaction (`false`: statement by statement, for
+    /// `CREATE INDEX CONCURRENTLY`).
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    /// Whether binaries that do not know it cannot work with a schema that has it. A binary
+    /// refuses a database recording a breaking migration newer than its own; it works with
+    /// one recording only newer compatible migrations.
+    pub fn is_breaking(&self) -> bool {
+        self.breaking
+    }
 }
 
 /// Every migration, in order. A new file in `migrations/` must be added here too (a unit test
 /// checks that the directory and this list agree).
-pub(crate) const MIGRATIONS: &[PgMigration] = &[PgMigration {
-    version: 1,
-    name: "event_store",
-    sql: include_str!("../migrations/0001_event_store.sql"),
-}];
+pub(crate) const MIGRATIONS: &[PgMigration] = &[
+    PgMigration {
+        version: 1,
+        name: "event_store",
+        sql: include_str!("../migrations/0001_event_store.sql"),
+        transactional: true,
+        breaking: false,
+        // The whole file's SHA-256, as builds before comment-insensitive checksums recorded it.
+        legacy_checksums: &["1c23000c49f876206f8b36cfa9e36e9bcffc833d1763f54976d52dfc2f14ef42"],
+    },
+    PgMigration {
+        version: 2,
+        name: "log_epochs_and_roles",
+        sql: include_str!("../migrations/0002_log_epochs_and_roles.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
+    PgMigration {
+        version: 3,
+        name: "log_read_indexes",
+        sql: include_str!("../migrations/0003_log_read_indexes.sql"),
+        transactional: false,
+        breaking: false,
+        legacy_checksums: &[],
+    },
+];
 
-/// What [`PgEventStore::migrate`](crate::PgEventStore::migrate) did.
+/// The functions the application role may call (besides reading every table of the schema).
+const APP_FUNCTIONS: &str = "append, append_one, check_log_order";
+
+/// What [`PgEventStore::migrate`](crate::PgEventStore::migrate) did or
+/// [`PgEventStore::check_schema`](crate::PgEventStore::check_schema) found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PgMigrationReport {
     /// The migrations applied by this call, in order (empty when the schema was up to date).
     pub applied: Vec<u32>,
-    /// The schema's version afterwards.
+    /// The schema's version afterwards: the highest migration recorded in it.
     pub version: u32,
+    /// Migrations recorded in the database that this build does not know, all compatible
+    /// with it (a newer build migrated the schema; see [`PgMigration::is_breaking`]).
+    pub newer: Vec<u32>,
 }
 
-/// Why migrating refused or failed. Nothing was changed in any case.
+/// Where a schema's migrations stand, from
+/// [`PgEventStore::migration_status`](crate::PgEventStore::migration_status): what is applied,
+/// what this build would apply, and what a newer build added.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PgMigrationStatus {
+    /// Whether the schema exists at all.
+    pub schema_exists: bool,
+    /// The schema's version: the highest migration recorded in it (0: none).
+    pub version: u32,
+    /// The known migrations recorded in the schema, with when each was applied (as
+    /// PostgreSQL prints a `timestamptz` in JSON), in order.
+    pub applied: Vec<(u32, Option<String>)>,
+    /// The migrations [`migrate`](crate::PgEventStore::migrate) would apply, in order.
+    pub pending: Vec<u32>,
+    /// Migrations recorded by a newer build that this one does not know, all compatible.
+    pub newer: Vec<u32>,
+}
+
+/// Why migrating refused or failed. A refusal changed nothing; a failure rolled back the
+/// migration that failed (earlier ones in the same call stay applied).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum PgMigrationError {
@@ -67,9 +157,17 @@ pub enum PgMigrationError {
         /// The checksum of the embedded SQL.
         embedded: String,
     },
-    /// The database records a migration this build does not know (it was migrated by a newer
-    /// build), or records a different name for a known number.
+    /// The database records a name for a known migration number that differs from this
+    /// build's: the histories have diverged.
     Unknown {
+        /// The migration's number.
+        version: u32,
+        /// Its recorded name.
+        name: String,
+    },
+    /// The database records a breaking migration this build does not know: a newer build
+    /// changed the schema in a way this one cannot work with.
+    Incompatible {
         /// The migration's number.
         version: u32,
         /// Its recorded name.
@@ -80,7 +178,17 @@ pub enum PgMigrationError {
         /// The migration that was never applied although later ones were.
         version: u32,
     },
-    /// The database could not be reached or failed.
+    /// The schema lacks migrations this build needs (from
+    /// [`check_schema`](crate::PgEventStore::check_schema)): the schema's owner must run
+    /// [`migrate`](crate::PgEventStore::migrate).
+    Pending {
+        /// The schema's version (0: not created).
+        version: u32,
+        /// The migrations to apply.
+        pending: Vec<u32>,
+    },
+    /// The database could not be reached or failed. A lock held by other work for longer
+    /// than the lock timeout is [`StoreError::Timeout`]: try again later.
     Store(StoreError),
 }
 
@@ -99,12 +207,22 @@ impl fmt::Display for PgMigrationError {
             ),
             PgMigrationError::Unknown { version, name } => write!(
                 f,
-                "the database records migration {version} ({name}), which this build does not \
-                 have; refusing to migrate"
+                "the database records migration {version} as {name:?}, which this build does \
+                 not have; refusing to migrate"
+            ),
+            PgMigrationError::Incompatible { version, name } => write!(
+                f,
+                "the database records migration {version} ({name}), a breaking change made by a \
+                 newer build; this build cannot use the schema"
             ),
             PgMigrationError::Missing { version } => write!(
                 f,
                 "the database records later migrations but not {version}; refusing to migrate"
+            ),
+            PgMigrationError::Pending { version, pending } => write!(
+                f,
+                "the schema is at version {version} and lacks migrations {pending:?}; run \
+                 PgEventStore::migrate() as the schema's owner"
             ),
             PgMigrationError::Store(_) => f.write_str("migration failed"),
         }
@@ -132,146 +250,539 @@ impl From<tokio_postgres::Error> for PgMigrationError {
     }
 }
 
-/// Line endings are normalized so a checkout with CRLF endings records the same checksum.
-fn normalized(sql: &str) -> String {
-    sql.replace("\r\n", "\n")
+/// The SQL as its checksum sees it: comments removed and whitespace collapsed, so neither a
+/// reworded comment nor a CRLF checkout changes it. Quoted strings and identifiers are kept
+/// as they are. (Backslash escapes in `E'...'` strings are not understood: migrations do not
+/// use them.)
+pub(crate) fn canonical(sql: &str) -> String {
+    let bytes = sql.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut space = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        if c == b'-' && next == Some(b'-') {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                i += 1;
+            }
+            space = true;
+            continue;
+        }
+        if c == b'/' && next == Some(b'*') {
+            // Block comments nest in PostgreSQL.
+            let mut depth = 0usize;
+            while i < bytes.len() {
+                if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
+                    depth += 1;
+                    i += 2;
+                } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            space = true;
+            continue;
+        }
+        if c.is_ascii_whitespace() {
+            space = true;
+            i += 1;
+            continue;
+        }
+        if space && !out.is_empty() {
+            out.push(b' ');
+        }
+        space = false;
+        if c == b'\'' || c == b'"' {
+            // Copied verbatim up to the closing quote (a doubled quote is part of the text).
+            out.push(c);
+            i += 1;
+            while i < bytes.len() {
+                out.push(bytes[i]);
+                if bytes[i] == c {
+                    if bytes.get(i + 1) == Some(&c) {
+                        out.push(c);
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                i += 1;
+            }
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    // Only ASCII bytes were removed, so the rest is still UTF-8.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Applies the missing migrations to `schema` in one transaction, under a transaction-level
-/// advisory lock so concurrent migrators take turns (the second finds nothing left to do).
-pub(crate) async fn migrate(
-    pool: &Pool,
-    schema: &str,
-) -> Result<PgMigrationReport, PgMigrationError> {
-    let mut client = pool.get().await.map_err(classify_pool)?;
-    let tx = client.transaction().await?;
-    match apply(&tx, schema).await {
-        Ok(report) => {
-            tx.commit().await?;
-            Ok(report)
+/// The statements of a migration that runs outside a transaction, split at top-level `;`.
+fn statements(sql: &str) -> Vec<String> {
+    let text = canonical(sql);
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quote: Option<char> = None;
+    for c in text.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == ';' => {
+                let statement = current.trim();
+                if !statement.is_empty() {
+                    out.push(statement.to_owned());
+                }
+                current.clear();
+                continue;
+            }
+            None => {}
         }
-        Err(e) => {
-            // Rolled back before returning, so the refusal has changed nothing and holds no
-            // locks by the time the caller sees it.
-            let _ = tx.rollback().await;
-            Err(e)
-        }
+        current.push(c);
     }
+    let statement = current.trim();
+    if !statement.is_empty() {
+        out.push(statement.to_owned());
+    }
+    out
 }
 
-async fn apply(
-    tx: &deadpool_postgres::Transaction<'_>,
+/// What the database records: the schema, and its migrations.
+struct Recorded {
+    schema_exists: bool,
+    table_exists: bool,
+    rows: Vec<RecordedRow>,
+}
+
+struct RecordedRow {
+    version: u32,
+    name: String,
+    checksum: String,
+    breaking: bool,
+    applied_at: Option<String>,
+}
+
+async fn read_recorded(
+    client: &tokio_postgres::Client,
     schema: &str,
-) -> Result<PgMigrationReport, PgMigrationError> {
-    // Keyed by schema, so stores in different schemas migrate independently.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(1129465926, hashtext($1))",
-        &[&schema],
-    )
-    .await?;
-    // Checked before CREATE SCHEMA, which needs the CREATE privilege even when the schema
-    // already exists.
-    let exists = tx
-        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
-        .await?
-        .is_some();
-    if !exists {
-        tx.batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
-            .await?;
-    }
-    tx.batch_execute(&format!(
-        "CREATE TABLE IF NOT EXISTS \"{schema}\".schema_migrations (
-             version     integer PRIMARY KEY,
-             name        text NOT NULL,
-             checksum    text NOT NULL,
-             applied_at  timestamptz NOT NULL DEFAULT now()
-         )"
-    ))
-    .await?;
-
-    let texts: Vec<String> = MIGRATIONS.iter().map(|m| normalized(m.sql)).collect();
-    let checksums: Vec<String> = tx
-        .query(
-            "SELECT encode(sha256(convert_to(t, 'UTF8')), 'hex') \
-             FROM unnest($1::text[]) WITH ORDINALITY AS u(t, ord) ORDER BY ord",
-            &[&texts],
-        )
-        .await?
-        .iter()
-        .map(|row| row.try_get(0))
-        .collect::<Result<_, _>>()?;
-
-    let recorded = tx
-        .query(
-            &format!(
-                "SELECT version, name, checksum FROM \"{schema}\".schema_migrations \
-                 ORDER BY version"
-            ),
-            &[],
+) -> Result<Recorded, PgMigrationError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
+                    to_regclass(format('%I.schema_migrations', $1::text)) IS NOT NULL",
+            &[&schema],
         )
         .await?;
-    let mut done = Vec::with_capacity(recorded.len());
-    for row in &recorded {
-        let version: i32 = row.try_get(0)?;
-        let name: String = row.try_get(1)?;
-        let checksum: String = row.try_get(2)?;
+    let (schema_exists, table_exists): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
+    let mut rows = Vec::new();
+    if table_exists {
+        // As JSON, so columns that later builds add (or that older ones lack) read the same.
+        let q = quoted(schema);
+        for row in client
+            .query(
+                &format!("SELECT to_jsonb(m)::text FROM {q}.schema_migrations m ORDER BY version"),
+                &[],
+            )
+            .await?
+        {
+            let text: String = row.try_get(0)?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Backend(format!("schema_migrations row: {e}").into()))?;
+            let version = value["version"]
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| {
+                    StoreError::Backend(format!("schema_migrations row {text}").into())
+                })?;
+            rows.push(RecordedRow {
+                version,
+                name: value["name"].as_str().unwrap_or_default().to_owned(),
+                checksum: value["checksum"].as_str().unwrap_or_default().to_owned(),
+                breaking: value["breaking"].as_bool().unwrap_or(false),
+                applied_at: value["applied_at"].as_str().map(str::to_owned),
+            });
+        }
+    }
+    Ok(Recorded {
+        schema_exists,
+        table_exists,
+        rows,
+    })
+}
+
+/// Each embedded migration's checksum (of its canonical text) and legacy checksum (of the
+/// whole text, as earlier builds computed it), hashed by the server.
+async fn checksums(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<(String, String)>, PgMigrationError> {
+    let canonical: Vec<String> = MIGRATIONS.iter().map(|m| canonical(m.sql)).collect();
+    let whole: Vec<String> = MIGRATIONS
+        .iter()
+        .map(|m| m.sql.replace("\r\n", "\n"))
+        .collect();
+    let rows = client
+        .query(
+            "SELECT encode(sha256(convert_to(c, 'UTF8')), 'hex'), \
+                    encode(sha256(convert_to(w, 'UTF8')), 'hex') \
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(c, w, ord) ORDER BY ord",
+            &[&canonical, &whole],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+/// Checks the recorded history against this build's: which known migrations are applied,
+/// which newer compatible ones are recorded, or why the two cannot go together.
+fn verify(
+    recorded: &Recorded,
+    sums: &[(String, String)],
+) -> Result<(Vec<u32>, Vec<u32>), PgMigrationError> {
+    let mut done = Vec::new();
+    let mut newer = Vec::new();
+    for row in &recorded.rows {
         let known = MIGRATIONS
             .iter()
-            .zip(&checksums)
-            .find(|(m, _)| i64::from(m.version) == i64::from(version));
-        let Some((migration, embedded)) = known.filter(|(m, _)| m.name == name) else {
-            return Err(PgMigrationError::Unknown {
-                version: u32::try_from(version).unwrap_or(0),
-                name,
-            });
+            .zip(sums)
+            .find(|(m, _)| m.version == row.version);
+        let Some((migration, (checksum, whole))) = known else {
+            if row.breaking {
+                return Err(PgMigrationError::Incompatible {
+                    version: row.version,
+                    name: row.name.clone(),
+                });
+            }
+            newer.push(row.version);
+            continue;
         };
-        if *embedded != checksum {
+        if migration.name != row.name {
+            return Err(PgMigrationError::Unknown {
+                version: row.version,
+                name: row.name.clone(),
+            });
+        }
+        let matches = row.checksum == *checksum
+            || row.checksum == *whole
+            || migration.legacy_checksums.contains(&row.checksum.as_str());
+        if !matches {
             return Err(PgMigrationError::ChecksumMismatch {
                 version: migration.version,
                 name: migration.name,
-                recorded: checksum,
-                embedded: embedded.clone(),
+                recorded: row.checksum.clone(),
+                embedded: checksum.clone(),
             });
         }
         done.push(migration.version);
     }
+    let last = recorded.rows.last().map(|r| r.version);
     if let Some(hole) = MIGRATIONS
         .iter()
-        .take_while(|m| done.last().is_some_and(|&last| m.version < last))
+        .take_while(|m| last.is_some_and(|last| m.version < last))
         .find(|m| !done.contains(&m.version))
     {
         return Err(PgMigrationError::Missing {
             version: hole.version,
         });
     }
+    Ok((done, newer))
+}
 
+/// Reads and verifies the schema's migrations without changing anything.
+pub(crate) async fn check_schema(
+    pool: &Pool,
+    schema: &str,
+) -> Result<PgMigrationReport, PgMigrationError> {
+    let client = pool.get().await.map_err(classify_pool)?;
+    let recorded = read_recorded(&client, schema).await?;
+    let sums = checksums(&client).await?;
+    let (done, newer) = verify(&recorded, &sums)?;
+    let version = recorded.rows.last().map_or(0, |r| r.version);
+    let pending: Vec<u32> = MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !done.contains(v))
+        .collect();
+    if !pending.is_empty() {
+        return Err(PgMigrationError::Pending { version, pending });
+    }
+    Ok(PgMigrationReport {
+        applied: Vec::new(),
+        version,
+        newer,
+    })
+}
+
+/// Reads and verifies the schema's migrations, changing nothing, and says what migrating
+/// would apply. Refuses as migrating would (a checksum mismatch, a breaking newer migration).
+pub(crate) async fn status(
+    pool: &Pool,
+    schema: &str,
+) -> Result<PgMigrationStatus, PgMigrationError> {
+    let client = pool.get().await.map_err(classify_pool)?;
+    let recorded = read_recorded(&client, schema).await?;
+    let sums = checksums(&client).await?;
+    let (done, newer) = verify(&recorded, &sums)?;
+    Ok(PgMigrationStatus {
+        schema_exists: recorded.schema_exists,
+        version: recorded.rows.last().map_or(0, |r| r.version),
+        applied: recorded
+            .rows
+            .iter()
+            .filter(|r| done.contains(&r.version))
+            .map(|r| (r.version, r.applied_at.clone()))
+            .collect(),
+        pending: MIGRATIONS
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !done.contains(v))
+            .collect(),
+        newer,
+    })
+}
+
+/// Applies the missing migrations up to `target` (all when `None`) to `schema`, each in a
+/// transaction of its own (or none, see the module docs), while holding the schema's advisory
+/// lock, so concurrent migrators take turns and the second finds nothing left to do.
+pub(crate) async fn migrate(
+    pool: &Pool,
+    schema: &str,
+    target: Option<u32>,
+    lock_timeout: Duration,
+) -> Result<PgMigrationReport, PgMigrationError> {
+    let object = pool.get().await.map_err(classify_pool)?;
+    // Out of the pool for good: if this call is abandoned half-way, dropping the connection
+    // releases the session-level lock instead of leaving it with a pooled connection.
+    let mut client = Object::take(object);
+    // Keyed by schema, so stores in different schemas migrate independently. Polled rather
+    // than waited for: a statement waiting for the lock is a transaction, and CREATE INDEX
+    // CONCURRENTLY in the lock holder waits for every transaction to end — a deadlock.
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let row = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(1129465926, hashtext($1))",
+                &[&schema],
+            )
+            .await?;
+        if row.try_get::<_, bool>(0)? {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    // A migration may rightly take longer than the application's statement timeout (an index
+    // built over a large log); this connection is closed afterwards.
+    client.batch_execute("SET statement_timeout = 0").await?;
+    let result = apply(&mut client, schema, target, lock_timeout).await;
+    let _ = client
+        .execute(
+            "SELECT pg_advisory_unlock(1129465926, hashtext($1))",
+            &[&schema],
+        )
+        .await;
+    result
+}
+
+async fn apply(
+    client: &mut deadpool_postgres::ClientWrapper,
+    schema: &str,
+    target: Option<u32>,
+    lock_timeout: Duration,
+) -> Result<PgMigrationReport, PgMigrationError> {
+    let q = quoted(schema);
+    // Read after the lock: statements outside a transaction each see the latest commits,
+    // whatever the session's default isolation level.
+    let recorded = read_recorded(client, schema).await?;
+    let sums = checksums(client).await?;
+    let (done, newer) = verify(&recorded, &sums)?;
     let mut report = PgMigrationReport {
         applied: Vec::new(),
-        version: done.last().copied().unwrap_or(0),
+        version: recorded.rows.last().map_or(0, |r| r.version),
+        newer,
     };
-    for ((migration, sql), checksum) in MIGRATIONS.iter().zip(&texts).zip(&checksums) {
-        if done.contains(&migration.version) {
-            continue;
+    let pending: Vec<(&PgMigration, &(String, String))> = MIGRATIONS
+        .iter()
+        .zip(&sums)
+        .filter(|(m, _)| target.is_none_or(|t| m.version <= t) && !done.contains(&m.version))
+        .collect();
+
+    if !pending.is_empty() {
+        // Only now is anything created, so with nothing to do no CREATE privilege is needed.
+        if !recorded.schema_exists {
+            client.batch_execute(&format!("CREATE SCHEMA {q}")).await?;
         }
-        tx.batch_execute(&format!("SET LOCAL search_path TO \"{schema}\""))
+        if !recorded.table_exists {
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {q}.schema_migrations (
+                         version     integer PRIMARY KEY,
+                         name        text NOT NULL,
+                         checksum    text NOT NULL,
+                         applied_at  timestamptz NOT NULL DEFAULT now()
+                     )"
+                ))
+                .await?;
+        }
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {q}.schema_migrations \
+                 ADD COLUMN IF NOT EXISTS breaking boolean NOT NULL DEFAULT false"
+            ))
             .await?;
-        tx.batch_execute(sql).await?;
-        tx.execute(
-            &format!(
-                "INSERT INTO \"{schema}\".schema_migrations (version, name, checksum) \
-                 VALUES ($1, $2, $3)"
-            ),
-            &[
-                &i32::try_from(migration.version).unwrap_or(i32::MAX),
-                &migration.name,
-                checksum,
-            ],
-        )
-        .await?;
+    }
+    let record = format!(
+        "INSERT INTO {q}.schema_migrations (version, name, checksum, breaking) \
+         VALUES ($1, $2, $3, $4)"
+    );
+    for (migration, (checksum, _)) in pending {
+        let version = i32::try_from(migration.version).unwrap_or(i32::MAX);
+        // A store created by this very call has an empty log: building its indexes
+        // CONCURRENTLY would only wait for every older transaction in the database.
+        let fresh = report.applied.contains(&1);
+        if migration.transactional || fresh {
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::ReadCommitted)
+                .start()
+                .await?;
+            tx.batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{}ms'; SET LOCAL search_path TO {q}",
+                lock_timeout.as_millis().max(1)
+            ))
+            .await?;
+            if migration.transactional {
+                tx.batch_execute(migration.sql).await?;
+            } else {
+                for statement in statements(migration.sql) {
+                    tx.batch_execute(&statement.replace(" CONCURRENTLY", ""))
+                        .await?;
+                }
+            }
+            tx.execute(
+                &record,
+                &[&version, &migration.name, checksum, &migration.breaking],
+            )
+            .await?;
+            tx.commit().await?;
+        } else {
+            // Statement by statement, each its own transaction. No lock timeout: what runs here
+            // (CREATE INDEX CONCURRENTLY) waits for older transactions without blocking appends.
+            client
+                .batch_execute(&format!("SET search_path TO {q}; SET lock_timeout = 0"))
+                .await?;
+            let mut result = Ok(());
+            for statement in statements(migration.sql) {
+                result = client.batch_execute(&statement).await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            let reset = client
+                .batch_execute("RESET search_path; RESET lock_timeout")
+                .await;
+            result?;
+            reset?;
+            client
+                .execute(
+                    &record,
+                    &[&version, &migration.name, checksum, &migration.breaking],
+                )
+                .await?;
+        }
         report.applied.push(migration.version);
-        report.version = migration.version;
+        report.version = report.version.max(migration.version);
+    }
+
+    if !report.applied.is_empty() && report.version >= 2 {
+        // Roles the owner let into the schema get what the new migrations created, too.
+        let roles = client
+            .query(
+                "SELECT r.rolname::text FROM pg_namespace n \
+                 CROSS JOIN LATERAL aclexplode(n.nspacl) a \
+                 JOIN pg_roles r ON r.oid = a.grantee \
+                 WHERE n.nspname = $1 AND a.privilege_type = 'USAGE' \
+                   AND a.grantee <> n.nspowner",
+                &[&schema],
+            )
+            .await?;
+        for row in roles {
+            let role: String = row.try_get(0)?;
+            client.batch_execute(&grants(schema, &role)).await?;
+        }
+    }
+    if report.version >= 2 {
+        check_log_order(client, schema).await?;
     }
     Ok(report)
+}
+
+/// The statements that let `role` use the store in `schema`: read every table, call the
+/// append functions and the log-order check, nothing else.
+fn grants(schema: &str, role: &str) -> String {
+    let q = quoted(schema);
+    let r = quoted(role);
+    let functions: Vec<String> = APP_FUNCTIONS
+        .split(", ")
+        .map(|f| format!("{q}.{f}"))
+        .collect();
+    format!(
+        "GRANT USAGE ON SCHEMA {q} TO {r}; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA {q} TO {r}; \
+         GRANT EXECUTE ON FUNCTION {} TO {r}",
+        functions.join(", ")
+    )
+}
+
+/// Grants `role` what an application role needs on the migrated store in `schema`.
+pub(crate) async fn grant_access(
+    pool: &Pool,
+    schema: &str,
+    role: &str,
+) -> Result<(), PgMigrationError> {
+    let client = pool.get().await.map_err(classify_pool)?;
+    client.batch_execute(&grants(schema, role)).await?;
+    Ok(())
+}
+
+/// Runs the log-order check (see migration 0002), starting a new log epoch if the store was
+/// moved to another cluster or timeline. Returns whether it did.
+pub(crate) async fn check_log_order(
+    client: &tokio_postgres::Client,
+    schema: &str,
+) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT epoch, advanced FROM {}.check_log_order()",
+                quoted(schema)
+            ),
+            &[],
+        )
+        .await
+        .map_err(classify)?;
+    let epoch: i32 = row
+        .try_get(0)
+        .map_err(|e| StoreError::Backend(Box::new(e)))?;
+    let advanced: bool = row
+        .try_get(1)
+        .map_err(|e| StoreError::Backend(Box::new(e)))?;
+    if advanced {
+        tracing::warn!(
+            schema,
+            epoch,
+            "crossfold: the event log started a new epoch (the store moved to another cluster \
+             or timeline); positions of new events jump ahead so that no subscriber skips them"
+        );
+    }
+    Ok(advanced)
 }
 
 #[cfg(test)]
@@ -292,6 +803,21 @@ mod tests {
             .map(|m| format!("{:04}_{}.sql", m.version, m.name))
             .collect();
         assert_eq!(files, expected);
+        for m in MIGRATIONS {
+            assert_eq!(
+                m.sql.starts_with(NO_TRANSACTION),
+                !m.transactional,
+                "migration {} declares its transaction mode on its first line",
+                m.version
+            );
+            if !m.transactional {
+                assert!(
+                    !m.sql.contains('$'),
+                    "migration {} cannot be split",
+                    m.version
+                );
+            }
+        }
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(
                 m.version as usize,
@@ -305,7 +831,27 @@ mod tests {
     }
 
     #[test]
-    fn crlf_checkouts_hash_the_same() {
-        assert_eq!(normalized("a\r\nb\n"), "a\nb\n");
+    fn comments_and_line_endings_do_not_count() {
+        let shipped = "-- A comment.\nCREATE TABLE t (a int); -- why\n/* block /* nested */ */\nSELECT '--kept'  , \"x  y\";\n";
+        let edited = "-- A reworded comment.\r\nCREATE TABLE t (a int);\r\n\r\nSELECT '--kept' , \"x  y\"; -- new\r\n";
+        assert_eq!(canonical(shipped), canonical(edited));
+        assert_eq!(
+            canonical(shipped),
+            "CREATE TABLE t (a int); SELECT '--kept' , \"x  y\";"
+        );
+        assert_ne!(canonical("SELECT 'a  b'"), canonical("SELECT 'a b'"));
+        assert_ne!(canonical("SELECT 1"), canonical("SELECT 2"));
+    }
+
+    #[test]
+    fn a_no_transaction_migration_splits_into_its_statements() {
+        let sql = "-- crossfold:no-transaction\n-- Why; with a semicolon.\nDROP INDEX CONCURRENTLY IF EXISTS a;\nCREATE INDEX CONCURRENTLY a ON t (split_part(s, ';', 1));\n";
+        assert_eq!(
+            statements(sql),
+            [
+                "DROP INDEX CONCURRENTLY IF EXISTS a",
+                "CREATE INDEX CONCURRENTLY a ON t (split_part(s, ';', 1))"
+            ]
+        );
     }
 }

@@ -94,8 +94,6 @@ pub(crate) fn spawn_listener<T>(
     T::TlsConnect: Send + Sync,
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
-    const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-    const MAX_BACKOFF: Duration = Duration::from_secs(5);
     tokio::spawn(async move {
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -113,9 +111,20 @@ pub(crate) fn spawn_listener<T>(
                 _ = shutdown.changed() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = next_backoff(backoff);
         }
     });
+}
+
+/// The first pause before reconnecting the `LISTEN` connection.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest pause between two attempts: a server that comes back is listened to again
+/// within this (plus one connection's set-up), however long it was gone. An attempt against
+/// a server that is down costs one refused connection.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+fn next_backoff(backoff: Duration) -> Duration {
+    (backoff * 2).min(MAX_BACKOFF)
 }
 
 /// One connection's life: returns `Ok` when an established connection ends, `Err` when
@@ -167,4 +176,22 @@ where
     }
     // `client` must live until here: dropping it would close the connection.
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_attempts_are_never_more_than_half_a_second_apart() {
+        let mut backoff = FIRST_BACKOFF;
+        let mut waited = Duration::ZERO;
+        // An hour of outage.
+        while waited < Duration::from_secs(3600) {
+            assert!(backoff <= Duration::from_millis(500), "{backoff:?}");
+            waited += backoff;
+            backoff = next_backoff(backoff);
+        }
+        assert_eq!(backoff, MAX_BACKOFF);
+    }
 }

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use crossfold_core::{
-    EventId, EventType, Metadata, Payload, Position, RecordedEvent, StoreError, StreamId,
-    StreamVersion,
+    CodecError, CodecOperation, EventId, EventType, Metadata, Payload, Position, RecordedEvent,
+    StoreError, StreamId, StreamVersion,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 use uuid::Uuid;
 
-use crate::error::corrupt;
+use crate::error::{PgUndecodableEvent, corrupt};
 use crate::types::{RawJsonb, Xid8};
 
 /// Remembers what the previous rows held, so repeats are shared instead of rebuilt.
@@ -36,7 +36,9 @@ impl Decoder {
     }
 
     /// Decodes the event whose columns start at `at` (in `sql::EVENT_COLUMNS` order). Returns
-    /// `None` when the row carries no event (an outer join that matched nothing).
+    /// `None` when the row carries no event (an outer join that matched nothing). A row that
+    /// holds an event this store cannot represent fails with a [`PgUndecodableEvent`] naming
+    /// its position.
     pub(crate) fn decode(
         &mut self,
         row: &Row,
@@ -46,54 +48,84 @@ impl Decoder {
             return Ok(None);
         };
         let sequence: i64 = get(row, at + 1)?;
-        let event_id: Uuid = get(row, at + 2)?;
-        let stream: &str = get(row, at + 3)?;
-        let version: i64 = get(row, at + 4)?;
-        let event_type: &str = get(row, at + 5)?;
-        let schema_version: i32 = get(row, at + 6)?;
-        let json: Option<RawJsonb<'_>> = get(row, at + 7)?;
-        let bytes: Option<&[u8]> = get(row, at + 8)?;
-        let metadata: RawJsonb<'_> = get(row, at + 9)?;
-
-        let event_id = EventId::from_uuid(event_id)
-            .map_err(|e| corrupt(format!("stored event id {event_id}: {e}")))?;
-        let stream_version = StreamVersion::try_from_i64(version)
-            .map_err(|e| corrupt(format!("event {event_id}: {e}")))?;
         let sequence = u64::try_from(sequence)
-            .map_err(|_| corrupt(format!("event {event_id}: negative sequence {sequence}")))?;
-        let schema_version = u16::try_from(schema_version).map_err(|_| {
-            corrupt(format!(
-                "event {event_id}: schema version {schema_version} out of range"
-            ))
-        })?;
+            .map_err(|_| corrupt(format!("negative sequence {sequence}")))?;
+        let position = Position::new(transaction.0, sequence);
+        let event_type: &str = get(row, at + 5)?;
+        let mut event_id = None;
+        let mut stream = None;
+        self.decode_at(row, at, position, &mut event_id, &mut stream)
+            .map(Some)
+            .map_err(|reason| {
+                let mut error = CodecError::new(
+                    CodecOperation::Decode,
+                    event_type,
+                    PgUndecodableEvent::new(position, reason),
+                );
+                error.event_id = event_id;
+                error.stream = stream;
+                StoreError::Serialization(error)
+            })
+    }
+
+    /// The rest of [`decode`](Self::decode); fills in what it could read, for the error.
+    fn decode_at(
+        &mut self,
+        row: &Row,
+        at: usize,
+        position: Position,
+        id: &mut Option<EventId>,
+        at_stream: &mut Option<(StreamId, StreamVersion)>,
+    ) -> Result<RecordedEvent, String> {
+        let column = |e: StoreError| {
+            std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string)
+        };
+        let event_id: Uuid = get(row, at + 2).map_err(column)?;
+        let stream: &str = get(row, at + 3).map_err(column)?;
+        let version: i64 = get(row, at + 4).map_err(column)?;
+        let event_type: &str = get(row, at + 5).map_err(column)?;
+        let schema_version: i32 = get(row, at + 6).map_err(column)?;
+        let json: Option<RawJsonb<'_>> = get(row, at + 7).map_err(column)?;
+        let bytes: Option<&[u8]> = get(row, at + 8).map_err(column)?;
+        let metadata: RawJsonb<'_> = get(row, at + 9).map_err(column)?;
+
+        let stream_id = self
+            .stream(stream)
+            .map_err(|e| format!("stream id {stream:?}: {e}"))?;
+        let stream_version =
+            StreamVersion::try_from_i64(version).map_err(|e| format!("stream version: {e}"))?;
+        *at_stream = Some((stream_id.clone(), stream_version));
+        let event_id =
+            EventId::from_uuid(event_id).map_err(|e| format!("event id {event_id}: {e}"))?;
+        *id = Some(event_id);
+        let schema_version = u16::try_from(schema_version)
+            .map_err(|_| format!("schema version {schema_version} out of range"))?;
         let payload = match (json, bytes) {
             (Some(json), None) => Payload::json(Bytes::copy_from_slice(json.0)),
             (None, Some(bytes)) => Payload::message_pack(Bytes::copy_from_slice(bytes)),
-            _ => {
-                return Err(corrupt(format!(
-                    "event {event_id}: exactly one payload column must be set"
-                )));
-            }
+            _ => return Err("exactly one payload column must be set".to_owned()),
         };
-        Ok(Some(RecordedEvent {
+        Ok(RecordedEvent {
             event_id,
-            stream_id: self.stream(stream)?,
+            stream_id,
             stream_version,
-            position: Position::new(transaction.0, sequence),
+            position,
             event_type: self.event_type(event_type),
             schema_version,
             payload,
-            metadata: self.metadata(metadata.0, event_id)?,
-        }))
+            metadata: self
+                .metadata(metadata.0)
+                .map_err(|e| format!("metadata: {e}"))?,
+        })
     }
 
-    fn stream(&mut self, name: &str) -> Result<StreamId, StoreError> {
+    fn stream(&mut self, name: &str) -> Result<StreamId, crossfold_core::ValidationError> {
         if let Some(s) = &self.stream
             && s.as_str() == name
         {
             return Ok(s.clone());
         }
-        let s = StreamId::new(name).map_err(|e| corrupt(format!("stored stream id: {e}")))?;
+        let s = StreamId::new(name)?;
         self.stream = Some(s.clone());
         Ok(s)
     }
@@ -109,16 +141,13 @@ impl Decoder {
         t
     }
 
-    fn metadata(&mut self, raw: &[u8], event_id: EventId) -> Result<Arc<Metadata>, StoreError> {
+    fn metadata(&mut self, raw: &[u8]) -> Result<Arc<Metadata>, serde_json::Error> {
         if let Some((last, metadata)) = &self.metadata
             && last.as_slice() == raw
         {
             return Ok(metadata.clone());
         }
-        let metadata: Arc<Metadata> = Arc::new(
-            serde_json::from_slice(raw)
-                .map_err(|e| corrupt(format!("metadata of event {event_id}: {e}")))?,
-        );
+        let metadata: Arc<Metadata> = Arc::new(serde_json::from_slice(raw)?);
         self.metadata = Some((raw.to_vec(), metadata.clone()));
         Ok(metadata)
     }

@@ -8,23 +8,28 @@ use crossfold_core::{
     AppendRequest, Appended, EventStore, EventType, LogFilter, Position, RecordedEvent, StoreError,
     StoreOperation, StreamEvents, StreamId, StreamRead, StreamVersion,
 };
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use tokio::sync::watch;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Socket};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::append::{Encoded, Refusal, refusal};
+use crate::append::{Encoded, Refusal, Written, refusal, stream_behind};
 use crate::config::PgConfig;
-use crate::error::{classify, classify_pool, corrupt};
-use crate::health::{PgHealth, PgPoolStatus};
+use crate::error::{PgUndecodableEvent, classify, classify_pool, corrupt};
+use crate::health::{HorizonWatch, PgHealth, PgListenerHealth, PgPoolHealth, PgPoolStatus};
 use crate::metrics::StoreMetrics;
-use crate::migrate::{MIGRATIONS, PgMigration, PgMigrationError, PgMigrationReport, migrate};
+use crate::migrate::{
+    MIGRATIONS, PgMigration, PgMigrationError, PgMigrationReport, PgMigrationStatus,
+    check_log_order, check_schema, grant_access, migrate, status,
+};
 use crate::notify::{Notifier, spawn_listener, wake};
 use crate::read::{Decoder, get, position};
-use crate::sql::Sql;
+use crate::sql::{Sql, shape};
 use crate::types::Xid8;
 
 /// The PostgreSQL event store.
@@ -47,6 +52,10 @@ struct Inner {
     listening: bool,
     visibility_wait: Duration,
     long_transaction_threshold: Duration,
+    migration_lock_timeout: Duration,
+    /// Where the visibility horizon stood at earlier health checks, to tell how long it has
+    /// not moved.
+    horizon: HorizonWatch,
     /// Resolved at the first call rather than at connect, so a recorder installed in between
     /// still receives them.
     metrics: OnceLock<StoreMetrics>,
@@ -62,6 +71,17 @@ impl std::fmt::Debug for PgEventStore {
             .finish_non_exhaustive()
     }
 }
+
+/// The parameter types of every `read_all` statement: position, limit, streams, categories,
+/// event types.
+const READ_ALL_TYPES: [Type; 6] = [
+    Type::XID8,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+];
 
 /// The longest pause between two looks at a log whose new events are committed but still
 /// behind the visibility horizon.
@@ -105,7 +125,37 @@ impl PgEventStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Every new connection checks the log's order first (see migration 0002), so a store
+        // restored into another cluster starts a new log epoch before anything reads it. The
+        // check is skipped, not failed, where the schema is not migrated yet or not readable.
+        let check = format!(
+            "SELECT epoch, advanced FROM {}.check_log_order()",
+            crate::sql::quoted(&config.schema)
+        );
+        let schema = config.schema.clone();
         let pool = Pool::builder(manager)
+            .post_create(Hook::async_fn(move |client, _| {
+                let check = check.clone();
+                let schema = schema.clone();
+                Box::pin(async move {
+                    match client.query_opt(check.as_str(), &[]).await {
+                        Ok(Some(row)) if row.try_get::<_, bool>(1).unwrap_or(false) => {
+                            tracing::warn!(
+                                schema,
+                                "crossfold: the event log started a new epoch (the store moved \
+                                 to another cluster or timeline); positions of new events jump \
+                                 ahead so that no subscriber skips them"
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.as_db_error().is_some() => {
+                            tracing::debug!(error = %e, schema, "crossfold: log order not checked");
+                        }
+                        Err(e) => return Err(HookError::Backend(e)),
+                    }
+                    Ok(())
+                })
+            }))
             .max_size(config.pool_size)
             .wait_timeout(config.wait_timeout)
             .create_timeout(config.create_timeout)
@@ -147,6 +197,8 @@ impl PgEventStore {
                 listening: config.listen,
                 visibility_wait: config.visibility_wait,
                 long_transaction_threshold: config.long_transaction_threshold,
+                migration_lock_timeout: config.migration_lock_timeout,
+                horizon: HorizonWatch::default(),
                 metrics: OnceLock::new(),
                 _shutdown: shutdown,
             }),
@@ -156,10 +208,111 @@ impl PgEventStore {
     /// Creates the schema if needed and applies the embedded migrations it lacks, in one
     /// transaction under an advisory lock (processes migrating at once take turns). Refuses,
     /// changing nothing, when the migrations recorded in the database differ from this build's.
+    ///
+    /// Each migration runs in its own transaction (or, for `CREATE INDEX CONCURRENTLY`, none)
+    /// and gives up on a table lock after [`PgConfig::migration_lock_timeout`] with
+    /// [`StoreError::Timeout`] inside [`PgMigrationError::Store`]: run it again later. With
+    /// nothing to apply it only reads, so the application role may call it too. A database
+    /// migrated by a newer build is accepted unless it records a breaking migration
+    /// ([`PgMigrationError::Incompatible`]). Also checks the log's order (see the crate docs
+    /// on restores).
+    ///
+    /// Run it as the schema's owner; the application role then gets its privileges from
+    /// [`grant_access`](Self::grant_access).
     pub async fn migrate(&self) -> Result<PgMigrationReport, PgMigrationError> {
-        migrate(&self.inner.pool, &self.inner.schema)
-            .instrument(tracing::info_span!("crossfold.migrate", schema = %self.inner.schema))
+        self.migrate_until(None).await
+    }
+
+    /// Like [`migrate`](Self::migrate), applying only the migrations up to `version`: for
+    /// deploying a schema change in steps.
+    pub async fn migrate_to(&self, version: u32) -> Result<PgMigrationReport, PgMigrationError> {
+        self.migrate_until(Some(version)).await
+    }
+
+    async fn migrate_until(
+        &self,
+        target: Option<u32>,
+    ) -> Result<PgMigrationReport, PgMigrationError> {
+        migrate(
+            &self.inner.pool,
+            &self.inner.schema,
+            target,
+            self.inner.migration_lock_timeout,
+        )
+        .instrument(tracing::info_span!("crossfold.migrate", schema = %self.inner.schema))
+        .await
+    }
+
+    /// Checks, changing nothing, that the schema has every migration this build needs and
+    /// none it cannot work with: for application roles that may not migrate. Fails with
+    /// [`PgMigrationError::Pending`] naming what is missing.
+    pub async fn check_schema(&self) -> Result<PgMigrationReport, PgMigrationError> {
+        check_schema(&self.inner.pool, &self.inner.schema).await
+    }
+
+    /// Where the schema's migrations stand — applied (with when), pending, newer — changing
+    /// nothing: for `migrate --dry-run` and deploy scripts. Fails as
+    /// [`migrate`](Self::migrate) would refuse (checksum mismatch, incompatible schema), or
+    /// with [`PgMigrationError::Store`] when the database cannot be read.
+    pub async fn migration_status(&self) -> Result<PgMigrationStatus, PgMigrationError> {
+        status(&self.inner.pool, &self.inner.schema).await
+    }
+
+    /// Lets `role` use this store: read its tables and append through its functions, nothing
+    /// more (no INSERT, UPDATE, DELETE or TRUNCATE on any table). Run by the schema's owner
+    /// after [`migrate`](Self::migrate); later migrations extend the grant to what they add.
+    pub async fn grant_access(&self, role: &str) -> Result<(), PgMigrationError> {
+        grant_access(&self.inner.pool, &self.inner.schema, role).await
+    }
+
+    /// Checks that the log's transaction ids still sort after everything stored, and starts a
+    /// new log epoch if the store was moved to another cluster or timeline (a restore, a
+    /// failover) or its transaction counter went back. Returns whether it started one. Every
+    /// new connection of the store and every session's first append does this already; an
+    /// operator may run it after a restore to see the outcome.
+    pub async fn check_log_order(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        check_log_order(&client, &self.inner.schema).await
+    }
+
+    /// Sets the event at `position` aside: every read skips it from now on. For an event the
+    /// store cannot decode ([`PgUndecodableEvent`]), which would otherwise stop every
+    /// subscriber at that position. Needs INSERT on the schema's `quarantined_events` table
+    /// (the schema's owner). The event itself stays stored, unchanged.
+    pub async fn quarantine(&self, position: Position, reason: &str) -> Result<(), StoreError> {
+        let (commit, sequence) = position_params(position);
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {}.quarantined_events (transaction_id, sequence, reason) \
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    crate::sql::quoted(&self.inner.schema)
+                ),
+                &[&commit, &sequence, &reason],
+            )
             .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// `Ok` when `error` is an undecodable event that was quarantined (the read skips it);
+    /// the error otherwise.
+    async fn skip_quarantined(&self, error: StoreError) -> Result<(), StoreError> {
+        let Some(bad) = PgUndecodableEvent::find(&error) else {
+            return Err(error);
+        };
+        let (commit, sequence) = position_params(bad.position());
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.quarantined)
+            .await
+            .map_err(classify)?;
+        match client.query_opt(&statement, &[&commit, &sequence]).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(error),
+            Err(e) => Err(classify(e)),
+        }
     }
 
     /// The migrations this build embeds, in order.
@@ -191,6 +344,26 @@ impl PgEventStore {
         PgPoolStatus::from(self.inner.pool.status())
     }
 
+    /// The pool as a health component of its own (`"pool"`), for a readiness answer that
+    /// lists store, pool and listener separately; see [`PgPoolHealth`].
+    pub fn pool_health(&self) -> PgPoolHealth {
+        PgPoolHealth(self.clone())
+    }
+
+    /// The `LISTEN` connection as a health component of its own (`"listener"`); see
+    /// [`PgListenerHealth`].
+    pub fn listener_health(&self) -> PgListenerHealth {
+        PgListenerHealth(self.clone())
+    }
+
+    /// Whether the store listens for notifications, and whether that connection is up now.
+    pub(crate) fn listener_state(&self) -> (bool, bool) {
+        (
+            self.inner.listening,
+            self.inner.listener_connected.load(Ordering::Relaxed),
+        )
+    }
+
     /// Health: round-trip latency, pool state, whether the `LISTEN` connection is up, and the
     /// age of the oldest open writing transaction in the cluster. Subscriptions only see events
     /// of transactions that started writing before every open one, so a long-open transaction
@@ -218,13 +391,16 @@ impl PgEventStore {
         let start = Instant::now();
         let client = self.client().await?;
         // Only transactions holding a transaction id hold the horizon back. Other roles'
-        // sessions are visible only with pg_read_all_stats.
+        // sessions show in pg_stat_activity only with pg_read_all_stats; the snapshot's bounds
+        // are readable by every role, and tell how far the horizon trails.
         let statement = client
             .prepare_cached(
                 "SELECT extract(epoch FROM now() - least( \
                      (SELECT min(xact_start) FROM pg_stat_activity \
                       WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()), \
-                     (SELECT min(prepared) FROM pg_prepared_xacts)))::float8",
+                     (SELECT min(prepared) FROM pg_prepared_xacts)))::float8, \
+                        pg_snapshot_xmin(s), pg_snapshot_xmax(s) \
+                 FROM pg_current_snapshot() AS s",
             )
             .await
             .map_err(classify)?;
@@ -233,6 +409,9 @@ impl PgEventStore {
         // Returned first, so the pool state does not count the health check's own connection.
         drop(client);
         let age: Option<f64> = get(&row, 0)?;
+        let xmin: Xid8 = get(&row, 1)?;
+        let xmax: Xid8 = get(&row, 2)?;
+        let (horizon_lag, horizon_age) = self.inner.horizon.observe(xmin.0, xmax.0, start);
         Ok(PgHealth {
             latency,
             pool: self.pool_status(),
@@ -241,6 +420,8 @@ impl PgEventStore {
             oldest_transaction_age: age
                 .filter(|s| s.is_finite())
                 .map(|s| Duration::from_secs_f64(s.max(0.0))),
+            horizon_lag,
+            horizon_age,
         })
     }
 
@@ -272,7 +453,17 @@ impl PgEventStore {
         if request.streams.is_empty() {
             return Ok(Appended::default());
         }
-        let encoded = Encoded::new(&request)?;
+        let written = self.call_append(&request).await?;
+        if written.wrote_events() {
+            wake(&self.inner.wake);
+            self.inner.notifier.poke();
+        }
+        written.record(request)
+    }
+
+    /// One call of the append function: what it wrote, or why it refused.
+    async fn call_append(&self, request: &AppendRequest) -> Result<Written, StoreError> {
+        let encoded = Encoded::new(request)?;
         let metadata = encoded.metadata_params();
         let client = self.client().await?;
         let single = encoded.single_params(&metadata);
@@ -294,20 +485,24 @@ impl PgEventStore {
             }
         };
         match result {
-            Ok(row) => {
-                drop(client);
-                let appended = encoded.appended(&row, single.is_some())?;
-                if !appended.positions.is_empty() {
-                    wake(&self.inner.wake);
-                    self.inner.notifier.poke();
-                }
-                Ok(appended)
-            }
-            Err(e) => match refusal(e, &request) {
+            Ok(row) => encoded.written(&row, single.is_some()),
+            Err(e) => match refusal(e, request) {
                 Refusal::Explained(e) => Err(e),
                 Refusal::Other(e) => Err(classify(e)),
                 Refusal::DuplicateUnknown => {
                     Err(self.find_duplicate(&client, encoded.event_ids()).await)
+                }
+                Refusal::StreamBehind(index) => {
+                    let Some(stream) = request.streams.get(index).map(|s| s.stream.as_str()) else {
+                        return Err(corrupt("a conflict on a stream outside the request"));
+                    };
+                    let head = async {
+                        let statement = client.prepare_cached(&self.inner.sql.stream_head).await?;
+                        client.query_one(&statement, &[&stream]).await
+                    }
+                    .await
+                    .map_err(classify)?;
+                    Err(stream_behind(request, index, get(&head, 0)?))
                 }
             },
         }
@@ -372,8 +567,10 @@ impl PgEventStore {
             if !whole {
                 version = stream_version(row, 0)?;
             }
-            if let Some(event) = decoder.decode(row, at)? {
-                events.push(event);
+            match decoder.decode(row, at) {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => {}
+                Err(e) => self.skip_quarantined(e).await?,
             }
         }
         if whole {
@@ -422,8 +619,10 @@ impl PgEventStore {
                 .and_then(|i| out.get_mut(i))
                 .ok_or_else(|| corrupt(format!("read returned stream number {ord}")))?;
             slot.version = stream_version(row, 1)?;
-            if let Some(event) = decoder.decode(row, 2)? {
-                slot.events.push(event);
+            match decoder.decode(row, 2) {
+                Ok(Some(event)) => slot.events.push(event),
+                Ok(None) => {}
+                Err(e) => self.skip_quarantined(e).await?,
             }
         }
         Ok(out)
@@ -438,46 +637,31 @@ impl PgEventStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let (commit, sequence) = position_params(after);
-        let limit_param = limit_param(limit);
-        let streams: Option<Vec<&str>> = filter
-            .streams
-            .as_ref()
-            .map(|s| s.iter().map(StreamId::as_str).collect());
-        let types: Option<Vec<&str>> = filter
-            .event_types
-            .as_ref()
-            .map(|t| t.iter().map(EventType::as_str).collect());
-        let sql = &self.inner.sql;
-        let (text, params): (&str, Vec<&(dyn ToSql + Sync)>) = match (&streams, &types) {
-            (None, None) => (&sql.read_all, vec![&commit, &sequence, &limit_param]),
-            (Some(s), None) => (
-                &sql.read_all_streams,
-                vec![&commit, &sequence, &limit_param, s],
-            ),
-            (None, Some(t)) => (
-                &sql.read_all_types,
-                vec![&commit, &sequence, &limit_param, t],
-            ),
-            (Some(s), Some(t)) => (
-                &sql.read_all_streams_types,
-                vec![&commit, &sequence, &limit_param, s, t],
-            ),
-        };
+        let args = ReadAllArgs::new(after, limit, filter);
+        let text = &self.inner.sql.read_all[args.shape];
+        let params = args.params();
         let mut visibility = VisibilityWait::new(self.inner.visibility_wait);
         loop {
             let client = self.client().await?;
-            let statement = client.prepare_cached(text).await.map_err(classify)?;
+            // Typed, so the shapes that leave some filter parameters unused prepare too.
+            let statement = client
+                .prepare_typed_cached(text, &READ_ALL_TYPES)
+                .await
+                .map_err(classify)?;
             let rows = client.query(&statement, &params).await.map_err(classify)?;
             drop(client);
             let mut decoder = Decoder::default();
             let mut events = Vec::with_capacity(rows.len());
+            let mut read = 0;
             for row in &rows {
-                if let Some(event) = decoder.decode(row, 2)? {
-                    events.push(event);
+                match decoder.decode(row, 2) {
+                    Ok(Some(event)) => events.push(event),
+                    Ok(None) => continue,
+                    Err(e) => self.skip_quarantined(e).await?,
                 }
+                read += 1;
             }
-            if events.len() < limit
+            if read < limit
                 && let Some(row) = rows.first()
                 && visibility.must_wait(row)?
                 && visibility.pause().await
@@ -491,6 +675,51 @@ impl PgEventStore {
             }
             return Ok(events);
         }
+    }
+
+    /// The plan of the statement [`read_all`](EventStore::read_all) runs for these arguments,
+    /// executed with `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)`, as a generic plan (what a
+    /// prepared statement settles on) when `generic`, else as a custom plan for these values.
+    /// For checking that a read costs what it should on a real log.
+    #[doc(hidden)]
+    pub async fn explain_read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &LogFilter,
+        generic: bool,
+    ) -> Result<String, StoreError> {
+        let args = ReadAllArgs::new(after, limit, filter);
+        let text = format!(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
+            self.inner.sql.read_all[args.shape]
+        );
+        let client = self.client().await?;
+        let mode = if generic {
+            "force_generic_plan"
+        } else {
+            "force_custom_plan"
+        };
+        client
+            .batch_execute(&format!("SET plan_cache_mode = {mode}"))
+            .await
+            .map_err(classify)?;
+        let statement = client.prepare_typed(&text, &READ_ALL_TYPES).await;
+        let result = match statement {
+            Ok(statement) => client.query(&statement, &args.params()).await,
+            Err(e) => Err(e),
+        };
+        client
+            .batch_execute("RESET plan_cache_mode")
+            .await
+            .map_err(classify)?;
+        let rows = result.map_err(classify)?;
+        let mut plan = String::new();
+        for row in &rows {
+            let line: serde_json::Value = get(row, 0)?;
+            plan.push_str(&line.to_string());
+        }
+        Ok(plan)
     }
 
     async fn run_head(&self) -> Result<Position, StoreError> {
@@ -606,6 +835,73 @@ impl VisibilityWait {
     }
 }
 
+/// The parameters of a `read_all` statement, and which statement (the filter's shape).
+struct ReadAllArgs<'a> {
+    shape: usize,
+    commit: Xid8,
+    sequence: i64,
+    limit: i64,
+    streams: Option<Vec<&'a str>>,
+    categories: Option<Vec<&'a str>>,
+    types: Option<Vec<&'a str>>,
+}
+
+impl<'a> ReadAllArgs<'a> {
+    fn new(after: Position, limit: usize, filter: &'a LogFilter) -> Self {
+        let (commit, sequence) = position_params(after);
+        let streams = keys(
+            filter
+                .streams
+                .as_ref()
+                .map(|s| s.iter().map(StreamId::as_str).collect()),
+        );
+        let categories = keys(
+            filter
+                .categories
+                .as_ref()
+                .map(|c| c.iter().map(String::as_str).collect()),
+        );
+        let types = keys(
+            filter
+                .event_types
+                .as_ref()
+                .map(|t| t.iter().map(EventType::as_str).collect()),
+        );
+        Self {
+            shape: usize::from(streams.is_some()) * shape::STREAMS
+                + usize::from(categories.is_some()) * shape::CATEGORIES
+                + usize::from(types.is_some()) * shape::TYPES
+                + usize::from(streams.is_none() && !filter.system_streams) * shape::NO_SYSTEM,
+            commit,
+            sequence,
+            limit: limit_param(limit),
+            streams,
+            categories,
+            types,
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [
+            &self.commit,
+            &self.sequence,
+            &self.limit,
+            &self.streams,
+            &self.categories,
+            &self.types,
+        ]
+    }
+}
+
+/// Each key of a filter once: the read goes key by key.
+fn keys(items: Option<Vec<&str>>) -> Option<Vec<&str>> {
+    items.map(|mut v| {
+        v.sort_unstable();
+        v.dedup();
+        v
+    })
+}
+
 /// A stream version column.
 fn stream_version(row: &tokio_postgres::Row, at: usize) -> Result<StreamVersion, StoreError> {
     let v: i64 = get(row, at)?;
@@ -652,7 +948,7 @@ impl EventStore for PgEventStore {
         let metrics = self.metrics();
         metrics.record(StoreOperation::Append, started, finished, &result);
         if let Ok(appended) = &result
-            && metrics.appended(appended.positions.len(), finished)
+            && metrics.appended(appended.len(), finished)
         {
             metrics.pool(self.pool_status());
         }

@@ -6,14 +6,35 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{events, fresh_store, json_event, sid};
+use common::{events, fresh_store, json_event, raw_client, sid};
 use crossfold_core::{
-    AppendRequest, EventData, EventStore, ExpectedVersion, LogFilter, Metadata, Payload, Position,
-    StoreError, StreamVersion,
+    AppendRequest, Appended, EventData, EventStore, ExpectedVersion, LogFilter, Metadata, Payload,
+    Position, StoreError, StreamVersion,
 };
 
 fn v(n: u64) -> StreamVersion {
     StreamVersion::new(n)
+}
+
+/// The version of the last event an append wrote.
+fn last(r: &Appended) -> StreamVersion {
+    r.events
+        .last()
+        .map_or(StreamVersion::EMPTY, |e| e.stream_version)
+}
+
+/// Waits until the log shows what `r` wrote (other sessions may hold the horizon back).
+async fn visible<S: EventStore>(store: &S, r: &Appended) {
+    if let Some(position) = r.position() {
+        store
+            .wait_for_position(position, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+}
+
+fn positions(r: &Appended) -> Vec<Position> {
+    r.events.iter().map(|e| e.position).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,14 +48,15 @@ async fn expected_version_cases() {
         .append(AppendRequest::new().stream(a.clone(), ExpectedVersion::NoStream, one("E1")))
         .await
         .unwrap();
-    assert_eq!(r.versions, [v(1)]);
-    assert_eq!(r.positions.len(), 1);
+    assert_eq!(last(&r), v(1));
+    assert_eq!(r.len(), 1);
 
     // NoStream on an existing stream conflicts.
     let err = store
         .append(AppendRequest::new().stream(a.clone(), ExpectedVersion::NoStream, one("E")))
         .await
         .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert_eq!(err.conflicts().len(), 1);
     assert_eq!(err.conflicts()[0].actual, v(1));
     assert_eq!(err.conflicts()[0].expected, ExpectedVersion::NoStream);
@@ -56,11 +78,12 @@ async fn expected_version_cases() {
         .append(AppendRequest::new().stream(a.clone(), ExpectedVersion::StreamExists, one("E3")))
         .await
         .unwrap();
-    assert_eq!(r.versions, [v(3)]);
+    assert_eq!(last(&r), v(3));
     let err = store
         .append(AppendRequest::new().stream(sid("b"), ExpectedVersion::StreamExists, one("E")))
         .await
         .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert_eq!(err.conflicts()[0].actual, v(0));
 
     // Exact on an absent stream.
@@ -68,6 +91,7 @@ async fn expected_version_cases() {
         .append(AppendRequest::new().stream(sid("b"), ExpectedVersion::Exact(v(2)), one("E")))
         .await
         .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert_eq!(err.conflicts()[0].actual, v(0));
     // Exact(0) is NoStream.
     store
@@ -80,12 +104,12 @@ async fn expected_version_cases() {
         .append(AppendRequest::new().stream(a.clone(), ExpectedVersion::Any, one("E4")))
         .await
         .unwrap();
-    assert_eq!(r.versions, [v(4)]);
+    assert_eq!(last(&r), v(4));
     let r = store
         .append(AppendRequest::new().stream(sid("c"), ExpectedVersion::Any, one("C1")))
         .await
         .unwrap();
-    assert_eq!(r.versions, [v(1)]);
+    assert_eq!(last(&r), v(1));
 
     let read = store.read_stream(&a, v(0), usize::MAX).await.unwrap();
     assert_eq!(read.version, v(4));
@@ -103,7 +127,7 @@ async fn expected_version_cases() {
 async fn multi_stream_append_is_atomic_and_reports_every_conflict() {
     let store = fresh_store().await;
     let (a, b, c, d) = (sid("acc-a"), sid("acc-b"), sid("acc-c"), sid("acc-d"));
-    store
+    let seeded = store
         .append(
             AppendRequest::new()
                 .stream(a.clone(), ExpectedVersion::NoStream, events("A", 2))
@@ -111,6 +135,7 @@ async fn multi_stream_append_is_atomic_and_reports_every_conflict() {
         )
         .await
         .unwrap();
+    visible(&store, &seeded).await;
     let head = store.head_position().await.unwrap();
 
     // c would be fine; a, b and d are wrong. Nothing may be written, all three named.
@@ -150,8 +175,8 @@ async fn multi_stream_append_is_atomic_and_reports_every_conflict() {
         3
     );
 
-    // The same request with the right versions: versions in request order, positions in
-    // request order (streams, then events) and ascending.
+    // The same request with the right versions: the events as stored in request order
+    // (streams, then events), positions ascending.
     let r = store
         .append(
             AppendRequest::new()
@@ -162,15 +187,16 @@ async fn multi_stream_append_is_atomic_and_reports_every_conflict() {
         )
         .await
         .unwrap();
-    assert_eq!(r.versions, [v(3), v(2), v(0), v(3)]);
-    assert_eq!(r.positions.len(), 5);
-    assert!(r.positions.windows(2).all(|w| w[0] < w[1]));
-    assert!(
-        r.positions
-            .iter()
-            .all(|p| p.commit() == r.positions[0].commit())
-    );
+    let p = positions(&r);
+    assert_eq!(p.len(), 5);
+    assert!(p.windows(2).all(|w| w[0] < w[1]));
+    assert!(p.iter().all(|x| x.commit() == p[0].commit()));
+    assert_eq!(r.version_of(&c), Some(v(3)));
+    assert_eq!(r.version_of(&b), Some(v(2)));
+    assert_eq!(r.version_of(&d), None);
+    assert_eq!(r.version_of(&a), Some(v(3)));
 
+    visible(&store, &r).await;
     let log = store.read_all(head, 100, &LogFilter::all()).await.unwrap();
     let got: Vec<_> = log
         .iter()
@@ -184,7 +210,7 @@ async fn multi_stream_append_is_atomic_and_reports_every_conflict() {
         ("acc-a", 3),
     ]
     .iter()
-    .zip(&r.positions)
+    .zip(&p)
     .map(|((s, n), p)| (s.to_string(), *n, *p))
     .collect();
     assert_eq!(got, want);
@@ -208,6 +234,7 @@ async fn check_only_streams_are_checked() {
         )
         .await
         .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert_eq!(err.conflicts()[0].stream, a);
     assert!(!store.stream_exists(&w).await.unwrap());
     let r = store
@@ -220,14 +247,14 @@ async fn check_only_streams_are_checked() {
         )
         .await
         .unwrap();
-    assert_eq!(r.versions, [v(2), v(0), v(0), v(1)]);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r.version_of(&w), Some(v(1)));
     // Only checks, no events: still checked, nothing written.
     let r = store
         .append(AppendRequest::new().check(a.clone(), ExpectedVersion::Exact(v(2))))
         .await
         .unwrap();
-    assert_eq!(r.versions, [v(2)]);
-    assert!(r.positions.is_empty());
+    assert!(r.is_empty());
     assert!(
         store
             .append(AppendRequest::new().check(a.clone(), ExpectedVersion::NoStream))
@@ -328,13 +355,16 @@ async fn large_appends_work() {
         );
     }
     let r = store.append(request).await.unwrap();
-    assert_eq!(r.versions, [v(1000); 5]);
-    assert_eq!(r.positions.len(), 5000);
-    assert!(r.positions.windows(2).all(|w| w[0] < w[1]));
+    for s in 0..5 {
+        assert_eq!(r.version_of(&sid(&format!("big-{s}"))), Some(v(1000)));
+    }
+    assert_eq!(r.len(), 5000);
+    assert!(positions(&r).windows(2).all(|w| w[0] < w[1]));
     let read = store.read_stream(&sid("big-3"), v(990), 100).await.unwrap();
     assert_eq!(read.version, v(1000));
     assert_eq!(read.events.len(), 10);
     assert_eq!(read.events[0].stream_version, v(991));
+    visible(&store, &r).await;
     let all = store
         .read_all(Position::START, 10_000, &LogFilter::all())
         .await
@@ -342,7 +372,7 @@ async fn large_appends_work() {
     assert_eq!(all.len(), 5000);
     assert_eq!(
         all.iter().map(|e| e.position).collect::<Vec<_>>(),
-        r.positions
+        positions(&r)
     );
 }
 
@@ -350,6 +380,69 @@ async fn large_appends_work() {
 async fn empty_request_is_a_no_op() {
     let store = fresh_store().await;
     let r = store.append(AppendRequest::new()).await.unwrap();
-    assert!(r.versions.is_empty() && r.positions.is_empty());
+    assert!(r.is_empty());
     assert_eq!(store.head_position().await.unwrap(), Position::START);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_row_set_back_is_a_conflict() {
+    let store = fresh_store().await;
+    let schema = store.schema().to_owned();
+    store
+        .append(AppendRequest::new().stream(sid("s"), ExpectedVersion::NoStream, events("E", 3)))
+        .await
+        .unwrap();
+    // Someone with the owner's rights pushes the stream's row back below its events.
+    raw_client()
+        .await
+        .batch_execute(&format!(
+            "UPDATE {schema}.streams SET version = 1 WHERE stream_id = 's'"
+        ))
+        .await
+        .unwrap();
+    for request in [
+        AppendRequest::new().stream(sid("s"), ExpectedVersion::Exact(v(1)), events("E", 1)),
+        AppendRequest::new()
+            .stream(sid("s"), ExpectedVersion::Exact(v(1)), events("E", 2))
+            .stream(sid("t"), ExpectedVersion::NoStream, events("E", 1)),
+    ] {
+        let err = store.append(request).await.unwrap_err();
+        match &err {
+            StoreError::Conflict(conflicts) => {
+                assert_eq!(conflicts.len(), 1, "{err:?}");
+                assert_eq!(conflicts[0].stream, sid("s"));
+                assert_eq!(conflicts[0].expected, ExpectedVersion::Exact(v(1)));
+                assert_eq!(conflicts[0].actual, v(3), "the stream's real version");
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(store.stream_version(&sid("t")).await.unwrap(), v(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_keeps_synchronous_commit_on() {
+    let store = fresh_store().await;
+    let schema = store.schema().to_owned();
+    let mut client = raw_client().await;
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .unwrap();
+    tx.batch_execute(&format!(
+        "SELECT * FROM {schema}.append_one('s', -1, \
+             ARRAY['0190b4d2-0000-7000-8000-0000000000cc'::uuid], '{{E}}', '{{1}}', \
+             '{{\"{{}}\"}}'::jsonb[], '{{NULL}}'::bytea[], '{{\"{{}}\"}}'::jsonb[])"
+    ))
+    .await
+    .unwrap();
+    // The append's transaction commits only once its WAL is flushed: a crash cannot lose an
+    // event a subscriber may already have read.
+    let setting: String = tx
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(setting, "on");
+    tx.commit().await.unwrap();
 }

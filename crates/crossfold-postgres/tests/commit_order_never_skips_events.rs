@@ -13,14 +13,16 @@ use std::time::{Duration, Instant};
 use common::{events, fresh_store, raw_client, sid};
 use crossfold_core::{
     AppendRequest, EventId, EventStore, ExpectedVersion, LogFilter, Position, RecordedEvent,
-    SubscriptionOptions,
+    SubscriptionExt, SubscriptionOptions,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_commit_is_delivered_after_a_checkpoint_taken_while_it_was_open() {
     let store = fresh_store().await;
     let schema = store.schema().to_owned();
-    let mut live = store.subscribe(SubscriptionOptions::all().max_wait(Duration::from_millis(200)));
+    let mut live = store
+        .store
+        .subscribe(SubscriptionOptions::all().max_wait(Duration::from_millis(200)));
 
     // Two events before anything is held open; the subscriber consumes them.
     for i in 0..2 {
@@ -35,7 +37,7 @@ async fn a_late_commit_is_delivered_after_a_checkpoint_taken_while_it_was_open()
     }
     let mut delivered: Vec<RecordedEvent> = Vec::new();
     while delivered.len() < 2 {
-        delivered.push(live.next().await.unwrap());
+        delivered.push(live.next_event().await.unwrap());
     }
 
     // A writer that has inserted through the append function but not committed. Its
@@ -78,7 +80,7 @@ async fn a_late_commit_is_delivered_after_a_checkpoint_taken_while_it_was_open()
         head, delivered[1].position,
         "head must not pass the open transaction"
     );
-    let early = live.poll_batch().await.unwrap();
+    let early = live.read_available().await.unwrap();
     assert!(
         early.is_empty(),
         "delivered past an open transaction: {early:?}"
@@ -113,7 +115,7 @@ async fn a_late_commit_is_delivered_after_a_checkpoint_taken_while_it_was_open()
 
     // The live subscriber and one resumed from the checkpoint both get all six, once, in
     // order, the late commit first (its transaction id is the lowest).
-    let mut resumed = store.subscribe(
+    let mut resumed = store.store.subscribe(
         SubscriptionOptions::all()
             .from(checkpoint)
             .max_wait(Duration::from_millis(200)),
@@ -121,7 +123,7 @@ async fn a_late_commit_is_delivered_after_a_checkpoint_taken_while_it_was_open()
     for (name, subscription) in [("live", &mut live), ("resumed", &mut resumed)] {
         let mut got = Vec::new();
         while got.len() < 6 {
-            let event = tokio::time::timeout(Duration::from_secs(20), subscription.next())
+            let event = tokio::time::timeout(Duration::from_secs(20), subscription.next_event())
                 .await
                 .unwrap_or_else(|_| panic!("{name}: only {} of 6 events delivered", got.len()))
                 .unwrap();
@@ -135,7 +137,7 @@ async fn a_late_commit_is_delivered_after_a_checkpoint_taken_while_it_was_open()
             "{name}: positions increase"
         );
         assert!(got.iter().all(|e| e.position > checkpoint), "{name}");
-        let extra = subscription.poll_batch().await.unwrap();
+        let extra = subscription.read_available().await.unwrap();
         assert!(extra.is_empty(), "{name}: delivered twice: {extra:?}");
     }
 

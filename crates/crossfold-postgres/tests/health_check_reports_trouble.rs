@@ -188,3 +188,51 @@ async fn a_server_that_cannot_be_reached_is_unhealthy() {
     assert!(message(&report).contains("did not answer"), "{report:?}");
     assert_eq!(report.details["error_kind"], "unavailable", "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_horizon_held_back_degrades_health_for_any_role() {
+    let cluster = crossfold_testkit::cluster::TestCluster::start_new().unwrap();
+    let admin = common::raw_client_at(&cluster.url()).await;
+    // A role that cannot see other roles' sessions in pg_stat_activity.
+    admin
+        .batch_execute("CREATE ROLE watcher LOGIN")
+        .await
+        .unwrap();
+    let threshold = Duration::from_millis(200);
+    let config = PgConfig::from_url(&cluster.url_for("watcher", "postgres"))
+        .unwrap()
+        .pool_size(2)
+        .listen(false)
+        .long_transaction_threshold(threshold);
+    let store = PgEventStore::connect(config).await.unwrap();
+
+    let mut holder = common::raw_client_at(&cluster.url()).await;
+    let tx = holder.transaction().await.unwrap();
+    tx.query_one("SELECT pg_current_xact_id()", &[])
+        .await
+        .unwrap();
+    // Newer transactions come and go meanwhile.
+    admin
+        .batch_execute("SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    let first = store.health().await.unwrap();
+    assert_eq!(
+        first.oldest_transaction_age, None,
+        "another role's session is hidden from this one"
+    );
+    assert!(first.horizon_lag >= 2, "{first:?}");
+    tokio::time::sleep(threshold * 3).await;
+    let report = store.check_health().await;
+    assert_eq!(report.status, HealthStatus::Degraded, "{report:?}");
+    assert!(
+        message(&report).contains("visibility horizon has not moved"),
+        "{report:?}"
+    );
+    assert!(report.details["horizon_age_seconds"].as_f64().unwrap() >= threshold.as_secs_f64());
+
+    tx.rollback().await.unwrap();
+    let report = store.check_health().await;
+    assert_eq!(report.status, HealthStatus::Healthy, "{report:?}");
+    assert_eq!(report.details["horizon_lag_transactions"], 0);
+}

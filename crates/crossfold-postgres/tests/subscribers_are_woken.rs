@@ -8,7 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{config, events, fresh_store_with, raw_client, sid};
-use crossfold_core::{AppendRequest, EventStore, ExpectedVersion, LogFilter, SubscriptionOptions};
+use crossfold_core::{
+    AppendRequest, EventStore, ExpectedVersion, LogFilter, SubscriptionExt, SubscriptionOptions,
+};
 use crossfold_postgres::PgEventStore;
 
 /// A long wait, so returning well before it proves a wake-up rather than a timeout.
@@ -83,46 +85,46 @@ async fn an_append_elsewhere_wakes_a_waiter_and_the_listener_recovers() {
     woken_by_other_store(&reader, &writer, "second").await;
 }
 
+/// A caught-up subscription is woken by each append of another process: every matching event
+/// arrives long before the subscription's own polling interval (`LONG`) would have found it,
+/// and events the filter leaves out wake it without being delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscription_in_another_process_receives_live_events_in_order() {
+async fn a_subscription_in_another_process_is_woken_by_each_live_event() {
     let reader = fresh_store_with(|c| c).await;
     let writer = PgEventStore::connect(config(reader.schema()))
         .await
         .unwrap();
-    let mut subscription = reader.subscribe(
+    until_listening(&reader).await;
+    let mut subscription = reader.store.subscribe(
         SubscriptionOptions::all()
             .filter(LogFilter::streams([sid("live-0"), sid("live-2")]))
             .max_wait(LONG),
     );
-    assert!(subscription.poll_batch().await.unwrap().is_empty());
-    let appends = tokio::spawn(async move {
-        let mut wanted = Vec::new();
-        for i in 0..30 {
-            let batch = events("E", 1);
-            if i % 3 != 1 {
-                wanted.push(batch[0].event_id);
-            }
-            writer
-                .append(AppendRequest::new().stream(
-                    sid(&format!("live-{}", i % 3)),
-                    ExpectedVersion::Any,
-                    batch,
-                ))
-                .await
-                .unwrap();
-        }
-        wanted
-    });
-    let wanted = appends.await.unwrap();
-    let mut got = Vec::new();
-    while got.len() < wanted.len() {
-        let event = tokio::time::timeout(LONG, subscription.next())
+    assert!(subscription.read_available().await.unwrap().is_empty());
+    assert!(subscription.is_caught_up());
+    for i in 0..9 {
+        let batch = events("E", 1);
+        let id = batch[0].event_id;
+        let started = Instant::now();
+        writer
+            .append(AppendRequest::new().stream(
+                sid(&format!("live-{}", i % 3)),
+                ExpectedVersion::Any,
+                batch,
+            ))
             .await
-            .expect("subscription stalled")
             .unwrap();
-        got.push(event.event_id);
+        if i % 3 == 1 {
+            continue;
+        }
+        // Polling alone would take `LONG`: arriving within half of it proves a wake-up.
+        let event = tokio::time::timeout(LONG / 2, subscription.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("event {i} was not delivered by a wake-up"))
+            .unwrap();
+        assert_eq!(event.event_id, id, "event {i} in order");
+        assert!(started.elapsed() < LONG / 2);
     }
-    assert_eq!(got, wanted);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,8 @@
 
 use std::fmt::Debug;
 
-use crossfold_core::{Codec, Command, Error, EventStore};
-use crossfold_executor::{Executed, Executor};
+use crossfold_core::{Codec, Command, CommandError, EventStore};
+use crossfold_executor::{Error, Executed, Executor};
 use proptest::collection::{SizeRange, vec};
 use proptest::prelude::*;
 
@@ -21,7 +21,7 @@ pub fn command_sequences<C: Debug>(
 /// Executes each sequence in a task of its own, all tasks at once, on one executor (or, with
 /// several executors, task `i` on executor `i % n`, like separate processes sharing a store).
 /// Returns every outcome, task by task, in order. A task that panics is reported as an
-/// [`Error::InvalidState`] for each of its commands that did not run.
+/// [`CommandError::InvalidState`] for each of its commands that did not run.
 pub async fn execute_concurrently<S, K, C>(
     executors: &[Executor<S, K>],
     sequences: Vec<Vec<C>>,
@@ -36,7 +36,11 @@ where
             .into_iter()
             .map(|s| {
                 s.iter()
-                    .map(|_| Err(Error::InvalidState("no executor to run on".into())))
+                    .map(|_| {
+                        Err(Error::Command(CommandError::InvalidState(
+                            "no executor to run on".into(),
+                        )))
+                    })
                     .collect()
             })
             .collect();
@@ -60,7 +64,11 @@ where
     for (planned, handle) in handles {
         all.push(handle.await.unwrap_or_else(|e| {
             (0..planned)
-                .map(|_| Err(Error::InvalidState(format!("task failed: {e}"))))
+                .map(|_| {
+                    Err(Error::Command(CommandError::InvalidState(format!(
+                        "task failed: {e}"
+                    ))))
+                })
                 .collect()
         }));
     }

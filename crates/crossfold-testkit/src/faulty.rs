@@ -187,7 +187,10 @@ impl Fault {
 
     /// Lets the call reach the wrapped store first and fails it afterwards: the append is
     /// written but the caller sees an error, as when a connection drops before the commit is
-    /// acknowledged. Ignored by delays.
+    /// acknowledged. Ignored by delays. Faithful to a real store with
+    /// [`FaultKind::Unavailable`] and [`FaultKind::Timeout`], the errors that can hide a
+    /// commit; a real store reports contention, conflicts and permanent failures only for
+    /// appends that wrote nothing, so with those kinds it breaks the store contract on purpose.
     pub fn after_call(mut self) -> Self {
         self.after_call = true;
         self
@@ -213,6 +216,8 @@ impl Fault {
 
 struct Active {
     fault: Fault,
+    /// Its place among every fault added.
+    index: usize,
     matched: u64,
     injected: u64,
     rng: fastrand::Rng,
@@ -246,11 +251,27 @@ impl Active {
     }
 }
 
+/// One fault injected into one call, as [`FaultyStore::log`] records it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Injection {
+    /// The call.
+    pub operation: Operation,
+    /// Its number among calls of that operation (1-based).
+    pub call: u64,
+    /// Which fault fired: its place among the faults added (0-based, in the order of
+    /// [`FaultyStore::faults`]).
+    pub fault: usize,
+}
+
 #[derive(Default)]
 struct Shared {
     faults: Mutex<Vec<Active>>,
     calls: [AtomicU64; 5],
     injected: AtomicU64,
+    /// Every fault added so far with how often it fired (kept by [`FaultyStore::clear`]).
+    fired: Mutex<Vec<(Fault, u64)>>,
+    log: Mutex<Option<Vec<Injection>>>,
 }
 
 /// What to do to one call.
@@ -322,12 +343,37 @@ impl<S> FaultyStore<S> {
     /// first failure that fires wins.
     pub fn inject(&self, fault: Fault) {
         let rng = fastrand::Rng::with_seed(fault.seed);
-        self.lock().push(Active {
+        let mut faults = self.lock();
+        let index = {
+            let mut fired = lock(&self.shared.fired);
+            fired.push((fault.clone(), 0));
+            fired.len() - 1
+        };
+        faults.push(Active {
             fault,
+            index,
             matched: 0,
             injected: 0,
             rng,
         });
+    }
+
+    /// Starts recording every injection (see [`log`](Self::log)), and returns the store.
+    pub fn logged(self) -> Self {
+        lock(&self.shared.log).get_or_insert_with(Vec::new);
+        self
+    }
+
+    /// Every injection since [`logged`](Self::logged), in the order the faults fired: a
+    /// reproducible run records the same log again.
+    pub fn log(&self) -> Vec<Injection> {
+        lock(&self.shared.log).clone().unwrap_or_default()
+    }
+
+    /// Every fault ever added (cleared ones too), with how many times it fired, in the order
+    /// they were added.
+    pub fn injected_by_fault(&self) -> Vec<(Fault, u64)> {
+        lock(&self.shared.fired).clone()
     }
 
     /// Removes every fault; calls pass through again. Counts are kept.
@@ -366,10 +412,7 @@ impl<S> FaultyStore<S> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Active>> {
-        self.shared
-            .faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.shared.faults)
     }
 
     fn plan(&self, operation: Operation, touches: &dyn Fn(&StreamId) -> bool) -> Plan {
@@ -387,6 +430,16 @@ impl<S> FaultyStore<S> {
                 continue;
             }
             self.shared.injected.fetch_add(1, Ordering::SeqCst);
+            if let Some((_, n)) = lock(&self.shared.fired).get_mut(active.index) {
+                *n += 1;
+            }
+            if let Some(log) = lock(&self.shared.log).as_mut() {
+                log.push(Injection {
+                    operation,
+                    call,
+                    fault: active.index,
+                });
+            }
             match active.fault.action {
                 Action::Delay(d) => plan.delay = plan.delay.saturating_add(d),
                 Action::Fail(kind) => {
@@ -400,6 +453,11 @@ impl<S> FaultyStore<S> {
         }
         plan
     }
+}
+
+/// A poisoned lock only means a panic elsewhere while counting; the counts are still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn injected_error(operation: Operation, call: u64, kind: FaultKind) -> StoreError {
@@ -662,6 +720,37 @@ mod tests {
         let first = outcomes(7);
         assert_eq!(first, outcomes(7));
         assert!(first.iter().any(|ok| *ok) && first.iter().any(|ok| !*ok));
+    }
+
+    #[test]
+    fn the_log_and_the_counts_say_which_fault_fired_on_which_call() {
+        let run = |seed| {
+            rt().block_on(async {
+                let store = FaultyStore::in_memory()
+                    .with(
+                        Fault::on(Operation::HeadPosition)
+                            .with_probability(0.3, seed)
+                            .fail(FaultKind::Timeout),
+                    )
+                    .with(Fault::on(Operation::HeadPosition).every(4))
+                    .logged();
+                for _ in 0..40 {
+                    let _ = store.head_position().await;
+                }
+                (store.log(), store.injected_by_fault())
+            })
+        };
+        let (log, counts) = run(3);
+        assert_eq!(log, run(3).0, "the same seed replays the same injections");
+        assert_ne!(log, run(4).0);
+        // The first fault to fail a call wins; the second fires on the 4th, 8th, ... call
+        // the first left alone.
+        let first = log.iter().filter(|i| i.fault == 0).count() as u64;
+        let second = log.iter().filter(|i| i.fault == 1).count() as u64;
+        assert_eq!((counts[0].1, counts[1].1), (first, second));
+        assert!(first > 0 && second > 0);
+        assert!(log.windows(2).all(|w| w[0].call < w[1].call));
+        assert_eq!(counts[0].0.operation, Some(Operation::HeadPosition));
     }
 
     #[test]

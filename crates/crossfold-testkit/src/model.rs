@@ -11,8 +11,8 @@ use crossfold_core::{
 /// What the model says an append must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModelOutcome {
-    /// It succeeds, leaving the streams at these versions (request order).
-    Appended(Vec<StreamVersion>),
+    /// It succeeds, writing these events (stream, version, id), in request order.
+    Appended(Vec<(StreamId, StreamVersion, EventId)>),
     /// It fails on these streams (request order) and writes nothing.
     Conflict(Vec<StreamConflict>),
     /// It fails because this event id (the first stored one, in request order) is stored.
@@ -88,12 +88,13 @@ impl StoreModel {
         {
             return ModelOutcome::DuplicateEvent(stored.event_id);
         }
-        let mut versions = Vec::with_capacity(request.streams.len());
+        let mut written = Vec::with_capacity(request.event_count());
         for s in &request.streams {
             let mut version = self.version(&s.stream);
             for data in &s.events {
                 version = version.next();
                 self.ids.insert(data.event_id);
+                written.push((s.stream.clone(), version, data.event_id));
                 self.log.push(ModelEvent {
                     stream: s.stream.clone(),
                     version,
@@ -103,9 +104,8 @@ impl StoreModel {
             if !s.events.is_empty() {
                 self.versions.insert(s.stream.clone(), version);
             }
-            versions.push(version);
         }
-        ModelOutcome::Appended(versions)
+        ModelOutcome::Appended(written)
     }
 
     /// Compares a store's answer to an append with the model's. `Err` explains the difference.
@@ -114,8 +114,15 @@ impl StoreModel {
         actual: &Result<crossfold_core::Appended, StoreError>,
     ) -> Result<(), String> {
         let matches = match (expected, actual) {
-            (ModelOutcome::Appended(versions), Ok(appended)) => {
-                appended.versions == *versions && appended.positions.windows(2).all(|w| w[0] < w[1])
+            (ModelOutcome::Appended(written), Ok(appended)) => {
+                appended.events.len() == written.len()
+                    && appended.events.iter().zip(written).all(|(e, (s, v, id))| {
+                        e.stream_id == *s && e.stream_version == *v && e.event_id == *id
+                    })
+                    && appended
+                        .events
+                        .windows(2)
+                        .all(|w| w[0].position < w[1].position)
             }
             (ModelOutcome::Conflict(wanted), Err(StoreError::Conflict(got))) => {
                 let mut wanted = wanted.clone();
@@ -221,18 +228,21 @@ mod tests {
     fn follows_the_append_rules() {
         let mut model = StoreModel::new();
         let (a, b) = (sid("a"), sid("b"));
-        let first = e();
+        let (first, second) = (e(), e());
         assert_eq!(
             model.append(
                 &AppendRequest::new()
                     .stream(
                         a.clone(),
                         ExpectedVersion::NoStream,
-                        vec![first.clone(), e()]
+                        vec![first.clone(), second.clone()]
                     )
                     .check(b.clone(), ExpectedVersion::NoStream)
             ),
-            ModelOutcome::Appended(vec![StreamVersion::new(2), StreamVersion::EMPTY])
+            ModelOutcome::Appended(vec![
+                (a.clone(), StreamVersion::new(1), first.event_id),
+                (a.clone(), StreamVersion::new(2), second.event_id),
+            ])
         );
         assert_eq!(
             model.append(

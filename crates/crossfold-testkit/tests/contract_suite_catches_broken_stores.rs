@@ -58,6 +58,7 @@ impl EventStore for Broken {
         match self.flaw {
             Flaw::IgnoresTypeFilters => {
                 let filter = LogFilter {
+                    categories: None,
                     event_types: None,
                     ..filter.clone()
                 };

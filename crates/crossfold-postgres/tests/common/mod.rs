@@ -209,3 +209,20 @@ pub fn events(event_type: &str, n: usize) -> Vec<EventData> {
         })
         .collect()
 }
+
+/// A store in `schema` of a server of its own (a throwaway cluster's URL), not migrated.
+pub async fn store_at(url: &str, schema: &str) -> PgEventStore {
+    let config = PgConfig::from_url(url).unwrap().schema(schema).pool_size(2);
+    PgEventStore::connect(config).await.unwrap()
+}
+
+/// A raw connection to any server.
+pub async fn raw_client_at(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}

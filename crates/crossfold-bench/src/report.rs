@@ -1,0 +1,247 @@
+//! Results: a report per run, as JSON for scripts and as a table for people.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::LoadOptions;
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Slowest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Latency {
+    fn of(histogram: &Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return Self::default();
+        }
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Self {
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p95: ms(histogram.value_at_quantile(0.95)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            p999: ms(histogram.value_at_quantile(0.999)),
+            max: ms(histogram.max()),
+            mean: histogram.mean() / 1000.0,
+        }
+    }
+}
+
+/// What the post-run check found.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Verification {
+    /// Whether everything held. A run that fails verification has no valid result.
+    pub passed: bool,
+    /// Events in the log.
+    pub events: u64,
+    /// Streams in the log.
+    pub streams: u64,
+    /// Sum of account balances.
+    pub total_money: i64,
+    /// What did not hold (the first few).
+    pub problems: Vec<String>,
+}
+
+/// The result of one workload run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LoadReport {
+    /// Workload id (`w1`, ...).
+    pub workload: String,
+    /// Workload description.
+    pub name: String,
+    /// Which store.
+    pub store: String,
+    /// Operations in flight.
+    pub concurrency: usize,
+    /// Measured seconds (after warm-up); fewer than asked if the run stopped early.
+    pub duration_secs: f64,
+    /// Why the run stopped before its time, if it did (the machine ran low on memory).
+    pub stopped_early: Option<String>,
+    /// Warm-up seconds.
+    pub warmup_secs: f64,
+    /// Seconds spent preparing data.
+    pub setup_secs: f64,
+    /// Operations completed while measuring (successes, refusals and failures).
+    pub operations: u64,
+    /// Operations per second.
+    pub ops_per_sec: f64,
+    /// Successful operations per second (operations minus refusals, failures and errors).
+    pub successes_per_sec: f64,
+    /// Events written or read per second.
+    pub events_per_sec: f64,
+    /// Latency of operations (for `w7-live`: creation-to-delivery of events).
+    pub latency_ms: Latency,
+    /// Latency of the commands themselves (differs from `latency_ms` only for `w7-live`).
+    pub command_latency_ms: Latency,
+    /// Events delivered to the live subscriber (`w7-live` only).
+    pub delivered: Option<u64>,
+    /// Version conflicts met (each costs a retry).
+    pub conflicts: u64,
+    /// Attempts repeated after conflicts or transient errors.
+    pub retries: u64,
+    /// Commands that failed after exhausting their retries.
+    pub failed: u64,
+    /// Commands refused by a business rule (insufficient funds).
+    pub rejected: u64,
+    /// Other errors.
+    pub errors: u64,
+    /// The first error seen, if any.
+    pub first_error: Option<String>,
+    /// Operations per second over the first five measured seconds.
+    pub first_5s_rate: f64,
+    /// Operations per second over the last five measured seconds.
+    pub last_5s_rate: f64,
+    /// Operations completed in each measured second.
+    pub per_second: Vec<u64>,
+    /// The data check.
+    pub verification: Verification,
+}
+
+pub(crate) struct Measured<'a> {
+    pub(crate) latency: &'a Histogram<u64>,
+    pub(crate) command_latency: &'a Histogram<u64>,
+    pub(crate) ops: u64,
+    pub(crate) events: u64,
+    pub(crate) conflicts: u64,
+    pub(crate) retries: u64,
+    pub(crate) failed: u64,
+    pub(crate) rejected: u64,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
+    pub(crate) per_second: &'a [u64],
+    pub(crate) delivered: Option<u64>,
+    /// The time actually measured (shorter than asked when the run stopped early).
+    pub(crate) measured: Duration,
+    pub(crate) stopped_early: Option<String>,
+}
+
+impl LoadReport {
+    pub(crate) fn new(
+        options: &LoadOptions,
+        concurrency: usize,
+        setup: Duration,
+        m: Measured<'_>,
+        verification: Verification,
+    ) -> Self {
+        let secs = m.measured.as_secs_f64().max(1e-9);
+        // Only whole measured seconds count for the first/last windows.
+        let whole = &m.per_second[..m.per_second.len().saturating_sub(1)];
+        let window = whole.len().min(5);
+        let rate = |s: &[u64]| {
+            if s.is_empty() {
+                0.0
+            } else {
+                s.iter().sum::<u64>() as f64 / s.len() as f64
+            }
+        };
+        let successes = m.ops.saturating_sub(m.rejected + m.failed + m.errors);
+        Self {
+            workload: options.workload.id().into(),
+            name: options.workload.name().into(),
+            store: options.store_name.clone(),
+            concurrency,
+            duration_secs: m.measured.as_secs_f64(),
+            stopped_early: m.stopped_early,
+            warmup_secs: options.warmup.as_secs_f64(),
+            setup_secs: setup.as_secs_f64(),
+            operations: m.ops,
+            ops_per_sec: m.ops as f64 / secs,
+            successes_per_sec: successes as f64 / secs,
+            events_per_sec: m.events as f64 / secs,
+            latency_ms: Latency::of(m.latency),
+            command_latency_ms: Latency::of(m.command_latency),
+            delivered: m.delivered,
+            conflicts: m.conflicts,
+            retries: m.retries,
+            failed: m.failed,
+            rejected: m.rejected,
+            errors: m.errors,
+            first_error: m.first_error,
+            first_5s_rate: rate(&whole[..window]),
+            last_5s_rate: rate(&whole[whole.len() - window..]),
+            per_second: whole.to_vec(),
+            verification,
+        }
+    }
+
+    /// Whether the run counts: its data verified and nothing errored.
+    pub fn is_valid(&self) -> bool {
+        self.verification.passed && self.errors == 0
+    }
+}
+
+/// Renders reports as a fixed-width table.
+pub fn render_table(reports: &[LoadReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<11} {:<8} {:>3} {:>10} {:>11} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>6} {:>5} {:>9} {:>9}  check",
+        "workload",
+        "store",
+        "C",
+        "ops/s",
+        "events/s",
+        "p50ms",
+        "p95ms",
+        "p99ms",
+        "p99.9ms",
+        "maxms",
+        "confl",
+        "retry",
+        "fail",
+        "first5s/s",
+        "last5s/s",
+    );
+    for r in reports {
+        let check = if r.is_valid() {
+            match &r.stopped_early {
+                Some(why) => format!("ok ({why})"),
+                None => "ok".to_string(),
+            }
+        } else if !r.verification.passed {
+            format!("FAILED: {}", r.verification.problems.join("; "))
+        } else {
+            format!(
+                "ERRORS: {} ({})",
+                r.errors,
+                r.first_error.as_deref().unwrap_or("")
+            )
+        };
+        let _ = writeln!(
+            out,
+            "{:<11} {:<8} {:>3} {:>10.0} {:>11.0} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>7.1} {:>6} {:>6} {:>5} {:>9.0} {:>9.0}  {}",
+            r.workload,
+            r.store,
+            r.concurrency,
+            r.ops_per_sec,
+            r.events_per_sec,
+            r.latency_ms.p50,
+            r.latency_ms.p95,
+            r.latency_ms.p99,
+            r.latency_ms.p999,
+            r.latency_ms.max,
+            r.conflicts,
+            r.retries,
+            r.failed,
+            r.first_5s_rate,
+            r.last_5s_rate,
+            check
+        );
+    }
+    out
+}

@@ -1,0 +1,93 @@
+//! Banking commands from many tasks through the executor, over a store that injects conflicts,
+//! transient failures, timeouts and ambiguous commits: every command's outcome matches the log
+//! (none applied twice, none applied that said it was not), money is conserved, versions are
+//! gap-free — and the same seed injects the same faults. The 1,000,000-operation run is
+//! `crossfold-bench campaign` (figures in docs/benchmarks.md).
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "tests report failures by panicking"
+)]
+
+#[allow(dead_code, reason = "this file uses the broken stores only")]
+mod common;
+
+use crossfold_bench::campaign::{CampaignOptions, run_campaign};
+use crossfold_memory::MemoryStore;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_campaign_keeps_the_books() {
+    let options = CampaignOptions::new(20_000, 42);
+    let report = run_campaign(MemoryStore::new(), &options).await.unwrap();
+    assert!(report.passed(), "{}", report.render());
+    assert_eq!(report.operations, 20_000);
+    for (fault, injected) in &report.faults {
+        assert!(*injected > 0, "{fault} never struck:\n{}", report.render());
+    }
+    // Commands met every ending the campaign tells apart.
+    assert!(
+        report.succeeded > 0 && report.refused > 0,
+        "{}",
+        report.render()
+    );
+    assert!(
+        report.gave_up + report.gave_up_failing + report.in_doubt > 0,
+        "{}",
+        report.render()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_seed_injects_the_same_faults() {
+    let run = |seed| async move {
+        let mut options = CampaignOptions::new(3_000, seed);
+        // One task: the store sees the same calls in the same order each time.
+        options.tasks = 1;
+        run_campaign(MemoryStore::new(), &options).await.unwrap()
+    };
+    let (first, again, other) = (run(5).await, run(5).await, run(6).await);
+    for report in [&first, &again, &other] {
+        assert!(report.passed(), "{}", report.render());
+    }
+    assert!(first.fault_log_digest.is_some());
+    assert_eq!(first.fault_log_digest, again.fault_log_digest);
+    assert_eq!(first.faults, again.faults);
+    assert_eq!(first.store_calls, again.store_calls);
+    assert_eq!(
+        (
+            first.succeeded,
+            first.refused,
+            first.gave_up,
+            first.gave_up_failing,
+            first.in_doubt
+        ),
+        (
+            again.succeeded,
+            again.refused,
+            again.gave_up,
+            again.gave_up_failing,
+            again.in_doubt
+        )
+    );
+    assert_eq!(first.money, again.money);
+    assert_ne!(first.fault_log_digest, other.fault_log_digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_applied_twice_fails_the_campaign() {
+    // The store writes the first deposit twice (a second event of the same command).
+    let store = common::BrokenStore::new(common::Flaw::DuplicatesAnEvent, "Deposited");
+    let report = run_campaign(store.clone(), &CampaignOptions::new(500, 1))
+        .await
+        .unwrap();
+    assert!(store.struck());
+    assert!(!report.passed());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("applied 2 times")),
+        "{}",
+        report.render()
+    );
+}

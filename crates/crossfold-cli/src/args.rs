@@ -1,0 +1,191 @@
+//! The command line, as clap reads it (and as `--help` shows it).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Operate a Crossfold event store on PostgreSQL: migrate it, read its streams and its log,
+/// check its health.
+///
+/// The database comes from --database-url, else DATABASE_URL, else `database_url` in the
+/// config file (--config, else CROSSFOLD_CONFIG, else ./crossfold.toml if there is one); the
+/// store's schema from --schema, else CROSSFOLD_SCHEMA, else `schema` in the config file, else
+/// the URL's `?schema=`, else `crossfold`.
+///
+/// Exit status: 0 success (health: healthy); 1 failure (health: degraded); 2 health:
+/// unhealthy; 3 not found; 4 the schema is not migrated or cannot be; 5 no projections to
+/// control; 64 bad arguments or configuration; 69 PostgreSQL cannot be reached.
+#[derive(Debug, Parser)]
+#[command(name = "crossfold", version, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// PostgreSQL connection URL (postgres://user:password@host:port/database).
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+
+    /// The schema holding the event store.
+    #[arg(long, global = true, env = "CROSSFOLD_SCHEMA")]
+    pub(crate) schema: Option<String>,
+
+    /// A TOML file with `database_url` and `schema`.
+    #[arg(long, global = true, env = "CROSSFOLD_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Print JSON instead of tables: one document per command (one event per line for `tail`).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Apply the migrations the schema lacks (creating it if needed), or show where it stands.
+    Migrate(MigrateArgs),
+    /// List streams, with how many events each holds.
+    Streams(StreamsArgs),
+    /// Show the events of one stream.
+    Stream(StreamArgs),
+    /// Show one event, found by its id.
+    Event(EventArgs),
+    /// Show the end of the global log, and follow it with --follow.
+    Tail(TailArgs),
+    /// Check the store: exit status 0 healthy, 1 degraded, 2 unhealthy.
+    Health,
+    /// Control the projections running in the application's processes.
+    Projections(ProjectionsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct MigrateArgs {
+    /// Show what would be applied, change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+
+    /// Apply migrations only up to this version (to deploy a schema change in steps).
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) to: Option<u32>,
+
+    #[command(subcommand)]
+    pub(crate) action: Option<MigrateAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MigrateAction {
+    /// Show the schema's version and each migration: applied (and when) or pending.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StreamsArgs {
+    /// Only streams whose id starts with this (`account-` lists account-1, account-2, ...).
+    #[arg(default_value = "")]
+    pub(crate) prefix: String,
+
+    /// List at most this many streams.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
+
+    /// Start after this stream id (the last one of the previous page).
+    #[arg(long, value_name = "STREAM")]
+    pub(crate) after: Option<String>,
+
+    /// Include system streams (ids starting with `$`, kept by Crossfold itself).
+    #[arg(long)]
+    pub(crate) system: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StreamArgs {
+    /// The stream id.
+    pub(crate) id: String,
+
+    /// The first version to show (versions start at 1).
+    #[arg(long, default_value_t = 1, value_name = "VERSION")]
+    pub(crate) from: u64,
+
+    /// Show at most this many events.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EventArgs {
+    /// The event id (a UUID).
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// Where to start, exclusive: a position as `tail` prints them (COMMIT/SEQUENCE), `start`
+    /// or `head`. Without it, the last --lines events are shown first.
+    #[arg(long, value_name = "POSITION")]
+    pub(crate) from: Option<String>,
+
+    /// Without --from: how many of the last events to show first.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    pub(crate) lines: usize,
+
+    /// Keep waiting for new events (until interrupted).
+    #[arg(short, long)]
+    pub(crate) follow: bool,
+
+    /// Only streams of this category (the part of a stream id before its first `-`).
+    /// Repeatable.
+    #[arg(long, value_name = "CATEGORY")]
+    pub(crate) category: Vec<String>,
+
+    /// Only streams whose id starts with this. The store narrows the read by the prefix's
+    /// category (`account-4` is in `account`); the rest is checked on each event, so with -n
+    /// fewer than N events may show.
+    #[arg(long)]
+    pub(crate) prefix: Option<String>,
+
+    /// Only events of this type. Repeatable.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) event_type: Vec<String>,
+
+    /// Include system streams (ids starting with `$`).
+    #[arg(long)]
+    pub(crate) system: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProjectionsArgs {
+    #[command(subcommand)]
+    pub(crate) action: ProjectionsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProjectionsAction {
+    /// List the projections with their state and position.
+    List,
+    /// Show one projection: state, checkpoint, lag, owner.
+    Status(ProjectionName),
+    /// Stop a projection from applying events (its owner keeps its lease).
+    Pause(ProjectionName),
+    /// Let a paused projection go on.
+    Resume(ProjectionName),
+    /// Rebuild a projection's read model from the start of the log.
+    Rebuild(ProjectionName),
+    /// Move a projection's checkpoint back to the start, without rebuilding now.
+    Reset(ProjectionName),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProjectionName {
+    /// The projection's name.
+    pub(crate) name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

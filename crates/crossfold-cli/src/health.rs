@@ -1,0 +1,124 @@
+//! `crossfold health`: the store's own health check, plus whether its schema is migrated, as
+//! an exit status for scripts and probes (0 healthy, 1 degraded, 2 unhealthy).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crossfold_core::{HealthCheck, HealthReport, HealthStatus};
+use crossfold_postgres::{PgEventStore, PgMigrationError};
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::error::{CliError, chain, code};
+use crate::output::table;
+
+/// A check that takes longer is reported unhealthy: a probe must answer.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
+    let components = match crate::connect(settings, false).await {
+        Ok(store) => vec![store_report(&store).await, schema_report(&store).await],
+        // An unreachable server is an answer here, not a failure of the command.
+        Err(CliError::Unreachable { target, source }) => vec![HealthReport::unhealthy(
+            "event_store",
+            format!("PostgreSQL at {target} did not answer: {}", chain(&source)),
+        )],
+        Err(other) => return Err(other),
+    };
+    let status = components
+        .iter()
+        .map(|c| c.status)
+        .max()
+        .unwrap_or(HealthStatus::Healthy);
+    print(status, &components, json)?;
+    Ok(match status {
+        HealthStatus::Healthy => code::OK,
+        HealthStatus::Degraded => code::FAILED,
+        HealthStatus::Unhealthy => code::UNHEALTHY,
+    })
+}
+
+async fn store_report(store: &PgEventStore) -> HealthReport {
+    let started = Instant::now();
+    match tokio::time::timeout(CHECK_TIMEOUT, store.check_health()).await {
+        Ok(report) => report,
+        Err(_) => {
+            let mut report = HealthReport::unhealthy(
+                "event_store",
+                format!("no answer within {CHECK_TIMEOUT:?}"),
+            );
+            report.checked_in = started.elapsed();
+            report
+        }
+    }
+}
+
+/// Healthy when the schema has every migration this build knows; degraded when some are
+/// pending (the store works, a deploy is half done); unhealthy when it is not there at all or
+/// cannot be used.
+async fn schema_report(store: &PgEventStore) -> HealthReport {
+    let started = Instant::now();
+    let result = tokio::time::timeout(CHECK_TIMEOUT, store.migration_status()).await;
+    let mut report = match result {
+        Err(_) => HealthReport::unhealthy("schema", format!("no answer within {CHECK_TIMEOUT:?}")),
+        Ok(Err(PgMigrationError::Store(e))) => {
+            HealthReport::unhealthy("schema", format!("cannot be read: {}", chain(&e)))
+        }
+        Ok(Err(e)) => HealthReport::unhealthy("schema", e.to_string()),
+        Ok(Ok(status)) if !status.schema_exists || status.version == 0 => HealthReport::unhealthy(
+            "schema",
+            "no Crossfold store in this schema: run `crossfold migrate`",
+        )
+        .detail("version", 0),
+        Ok(Ok(status)) if !status.pending.is_empty() => HealthReport {
+            status: HealthStatus::Degraded,
+            message: Some(format!(
+                "migrations {:?} pending: run `crossfold migrate`",
+                status.pending
+            )),
+            ..HealthReport::healthy("schema")
+        }
+        .detail("version", status.version),
+        Ok(Ok(status)) => HealthReport::healthy("schema").detail("version", status.version),
+    };
+    report.checked_in = started.elapsed();
+    report.detail("schema", store.schema())
+}
+
+fn print(status: HealthStatus, components: &[HealthReport], json: bool) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        // The shape of the /health/ready answer of crossfold-monitoring.
+        let list: Vec<_> = components
+            .iter()
+            .map(|c| {
+                json!({
+                    "component": c.component,
+                    "status": c.status,
+                    "message": c.message,
+                    "checked_in_seconds": c.checked_in.as_secs_f64(),
+                    "details": c.details,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", json!({ "status": status, "components": list }))?;
+        return Ok(());
+    }
+    writeln!(out, "{status}")?;
+    let rows: Vec<Vec<String>> = components
+        .iter()
+        .map(|c| {
+            vec![
+                c.component.clone(),
+                c.status.to_string(),
+                c.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&mut out, &["COMPONENT", "STATUS", "MESSAGE"], &rows)?;
+    for c in components.iter().filter(|c| !c.details.is_empty()) {
+        let details: Vec<String> = c.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(out, "{}: {}", c.component, details.join(" "))?;
+    }
+    Ok(())
+}

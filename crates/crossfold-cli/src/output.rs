@@ -1,0 +1,151 @@
+//! How results look: aligned tables and event blocks for people, JSON for scripts.
+
+use std::io::Write;
+
+use crossfold_core::{PayloadFormat, RecordedEvent};
+use serde_json::{Value, json};
+
+/// Prints rows under a header, each column as wide as its widest cell; the last column is
+/// not padded.
+pub(crate) fn table(
+    out: &mut impl Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line =
+        |out: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| -> std::io::Result<()> {
+            let mut text = String::new();
+            for (i, (cell, width)) in cells.zip(&widths).enumerate() {
+                if i > 0 {
+                    text.push_str("  ");
+                }
+                text.push_str(cell);
+                if i + 1 < widths.len() {
+                    let pad = width.saturating_sub(cell.chars().count());
+                    text.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            writeln!(out, "{}", text.trim_end())
+        };
+    line(out, &mut header.iter().copied())?;
+    for row in rows {
+        line(out, &mut row.iter().map(String::as_str))?;
+    }
+    Ok(())
+}
+
+/// An event's payload as JSON: JSON payloads as they are, MessagePack payloads decoded. A
+/// payload that does not decode is shown as a string saying so, never dropped.
+pub(crate) fn payload(event: &RecordedEvent) -> Value {
+    let bytes = &event.payload.bytes;
+    let decoded = match event.payload.format {
+        PayloadFormat::Json => serde_json::from_slice::<Value>(bytes).map_err(|e| e.to_string()),
+        PayloadFormat::MessagePack => {
+            rmp_serde::from_slice::<Value>(bytes).map_err(|e| e.to_string())
+        }
+    };
+    decoded.unwrap_or_else(|reason| {
+        Value::String(format!(
+            "<{} bytes of {:?} that do not decode: {reason}>",
+            bytes.len(),
+            event.payload.format
+        ))
+    })
+}
+
+/// An event's metadata as JSON (the time as RFC 3339).
+pub(crate) fn metadata(event: &RecordedEvent) -> Value {
+    let m = &event.metadata;
+    let mut value = json!({ "recorded_at": m.recorded_at.to_string() });
+    if let Some(id) = m.correlation_id {
+        value["correlation_id"] = json!(id.to_string());
+    }
+    if let Some(id) = m.causation_id {
+        value["causation_id"] = json!(id.to_string());
+    }
+    if let Some(actor) = &m.actor {
+        value["actor"] = json!(actor);
+    }
+    if !m.custom.is_empty() {
+        value["custom"] = json!(m.custom);
+    }
+    value
+}
+
+/// An event as one JSON object.
+pub(crate) fn event_json(event: &RecordedEvent) -> Value {
+    json!({
+        "position": event.position.to_string(),
+        "event_id": event.event_id.to_string(),
+        "stream": event.stream_id.as_str(),
+        "version": event.stream_version.get(),
+        "type": event.event_type.as_str(),
+        "schema_version": event.schema_version,
+        "recorded_at": event.metadata.recorded_at.to_string(),
+        "metadata": metadata(event),
+        "payload": payload(event),
+    })
+}
+
+/// An event as a block of lines for people: where it is, what it is, its metadata and
+/// payload.
+pub(crate) fn event_block(out: &mut impl Write, event: &RecordedEvent) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} #{}  {}  {}",
+        event.stream_id.as_str(),
+        event.stream_version,
+        event.event_type.as_str(),
+        event.metadata.recorded_at
+    )?;
+    writeln!(
+        out,
+        "  id {}  position {}  schema version {}",
+        event.event_id, event.position, event.schema_version
+    )?;
+    writeln!(out, "  metadata {}", metadata(event))?;
+    writeln!(out, "  payload  {}", payload(event))
+}
+
+/// An event as one line for people, as `tail` prints them.
+pub(crate) fn event_line(out: &mut impl Write, event: &RecordedEvent) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}  {} #{}  {}  {}  {}",
+        event.position,
+        event.stream_id.as_str(),
+        event.stream_version,
+        event.event_type.as_str(),
+        event.metadata.recorded_at,
+        payload(event)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up_and_the_last_is_not_padded() {
+        let mut out = Vec::new();
+        table(
+            &mut out,
+            &["STREAM", "EVENTS"],
+            &[
+                vec!["account-1".into(), "2".into()],
+                vec!["a".into(), "10".into()],
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "STREAM     EVENTS\naccount-1  2\na          10\n"
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! Why an execution failed: each layer's error wrapped once, plus the executor's own.
+
+use std::time::Duration;
+
+use crossfold_core::{CodecError, CommandError, StoreError, StreamConflict};
+
+/// Why executing a command failed.
+///
+/// The command's refusal and the store's failure are wrapped as they are
+/// ([`Command`](Self::Command), [`Store`](Self::Store)); the other variants are the executor's
+/// own.
+///
+/// **Nothing was written** unless a variant says otherwise. Two can mean "maybe written"
+/// ([`may_have_written`](Self::may_have_written)): [`OutcomeUnknown`](Self::OutcomeUnknown)
+/// and [`Timeout`](Self::Timeout). When an append fails without telling whether it committed
+/// (a lost connection, a store time limit), the executor does not decide again until it has
+/// found out, from the store, whether the append's events are there: if they are, the command
+/// succeeded and that is what `execute` returns; if the store cannot tell it before the retry
+/// policy gives up, the error is `OutcomeUnknown`. So a command is never applied twice by the
+/// executor's own retries, idempotency key or not. Re-executing a command after a "maybe
+/// written" error is safe only if it declares an idempotency key.
+///
+/// ```
+/// use crossfold_core::CommandError;
+/// use crossfold_executor::Error;
+///
+/// let refused = Error::from(CommandError::rejected("insufficient_funds", "balance 5 < 10"));
+/// assert_eq!(refused.rule(), Some("insufficient_funds"));
+/// assert!(!refused.is_transient());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command refused: `handle` returned this error (a business rule, a missing stream, a
+    /// state it cannot act on, invalid input). Nothing was written; never retried.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The store failed and the executor gave up: at once for a failure retrying cannot fix,
+    /// or after `attempts` attempts for conflicts and transient failures that outlasted the
+    /// retry policy. [`StoreError::Conflict`] here means the streams kept changing. Nothing was
+    /// written — every append that failed in a way that may have committed was checked first
+    /// (otherwise the error is [`OutcomeUnknown`](Self::OutcomeUnknown)). One exception, a store
+    /// that breaks its contract: a [`StoreError::Backend`] saying that the store's answer does
+    /// not list the events appended follows an append the store reported as successful.
+    #[error("{source} (after {attempts} attempt{})", if *.attempts == 1 { "" } else { "s" })]
+    Store {
+        /// The store's error (the last one, after retries).
+        source: StoreError,
+        /// How many times the command ran.
+        attempts: u32,
+    },
+    /// An event the command emitted could not be encoded, or a stored event of its streams
+    /// could not be decoded or upcast into the command's event type (the error names the
+    /// event and where it is stored). Nothing was written.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The caller lacks the permission the command requires. Nothing was written.
+    #[error("not authorized: permission {permission:?} required")]
+    Unauthorized {
+        /// The missing permission.
+        permission: String,
+        /// Who asked, if known.
+        actor: Option<String>,
+    },
+    /// The command's streams kept changing while a refusal (or a decision to write nothing)
+    /// was being confirmed — one made on a cached state, or on streams read at different
+    /// moments (discovery) — until the retry policy gave up. Nothing was written; retrying
+    /// later may succeed.
+    #[error("streams kept changing while the decision was confirmed ({attempts} attempts)")]
+    Contended {
+        /// How many times the command ran.
+        attempts: u32,
+    },
+    /// Discovery kept naming new streams for more rounds than allowed
+    /// ([`ExecutorBuilder::max_discovery_rounds`](crate::ExecutorBuilder::max_discovery_rounds)).
+    #[error("command {command} kept discovering new streams after {rounds} rounds")]
+    DiscoveryLimit {
+        /// The command's name.
+        command: &'static str,
+        /// The rounds allowed.
+        rounds: u32,
+    },
+    /// An append was sent and failed in a way that does not tell whether it committed
+    /// ([`StoreError::Unavailable`]: the connection was lost; [`StoreError::Timeout`]: a time
+    /// limit struck while it ran), and the executor could not find out before the retry policy
+    /// gave up — the store stayed unreachable, or the append's place was still free while a
+    /// request left running on the server might yet commit. **The command may have been
+    /// applied** (at most once: the executor never decided again while the outcome was open).
+    /// `source` is the store error that left it open: the failed append's, or that of the last
+    /// read that could not settle it.
+    ///
+    /// To find out later, read the streams the command writes; re-executing is safe only for a
+    /// command with an idempotency key. Counts as transient (the store may be back later). On
+    /// PostgreSQL, `statement_timeout` (or `client_connection_check_interval`) bounds how long
+    /// a request whose client is gone can keep running, and so how long such an append can
+    /// still commit.
+    #[error(
+        "the outcome is unknown, the command may have been applied: {source} (after {attempts} attempt{})",
+        if *.attempts == 1 { "" } else { "s" }
+    )]
+    OutcomeUnknown {
+        /// The store error that left the outcome open.
+        source: StoreError,
+        /// How many times the command ran (checks of the outcome included).
+        attempts: u32,
+    },
+    /// The execution did not finish within its time limit. **The append may have been
+    /// committed** if the limit struck while it was in flight (the executor stops where it is,
+    /// so it cannot find out); re-executing a command with an idempotency key is always safe.
+    #[error("execution timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl Error {
+    /// A store error, after `attempts` attempts.
+    pub(crate) fn store(source: StoreError, attempts: u32) -> Self {
+        Error::Store { source, attempts }
+    }
+
+    /// Whether the command failed because its streams kept changing.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Store { source, .. } => source.is_conflict(),
+            Error::Contended { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether executing the command again later may succeed. For an error that
+    /// [may have written](Self::may_have_written), executing again may also apply the command
+    /// twice, unless it has an idempotency key.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Store { source, .. } => source.is_transient(),
+            Error::Contended { .. } | Error::OutcomeUnknown { .. } | Error::Timeout(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the command may have been applied despite the error:
+    /// [`OutcomeUnknown`](Self::OutcomeUnknown) and [`Timeout`](Self::Timeout). On every other
+    /// error nothing was written.
+    pub fn may_have_written(&self) -> bool {
+        matches!(self, Error::OutcomeUnknown { .. } | Error::Timeout(_))
+    }
+
+    /// The business rule that refused the command, if that is what happened.
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Error::Command(CommandError::Rejected { rule, .. }) => Some(rule),
+            _ => None,
+        }
+    }
+
+    /// The streams of the last conflict, if the command failed on one.
+    pub fn conflicts(&self) -> &[StreamConflict] {
+        match self {
+            Error::Store { source, .. } => source.conflicts(),
+            _ => &[],
+        }
+    }
+
+    /// The command's refusal, if it refused.
+    pub fn command_error(&self) -> Option<&CommandError> {
+        match self {
+            Error::Command(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The store's error, if the store failed.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            Error::Store { source, .. } | Error::OutcomeUnknown { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossfold_core::{ExpectedVersion, StreamId, StreamVersion};
+
+    #[test]
+    fn store_errors_keep_their_class_and_their_cause() {
+        let conflict = Error::store(
+            StoreError::Conflict(vec![StreamConflict {
+                stream: StreamId::new("account-1").unwrap(),
+                expected: ExpectedVersion::Exact(StreamVersion::new(2)),
+                actual: StreamVersion::new(3),
+            }]),
+            5,
+        );
+        assert!(conflict.is_conflict() && conflict.is_transient());
+        assert_eq!(conflict.conflicts().len(), 1);
+        assert_eq!(
+            conflict.to_string(),
+            "version conflict on account-1 (expected version 2, actual version 3) (after 5 attempts)"
+        );
+
+        let unavailable = Error::store(StoreError::Unavailable("connection refused".into()), 1);
+        assert!(unavailable.is_transient() && !unavailable.is_conflict());
+        assert_eq!(
+            unavailable.to_string(),
+            "store unavailable: connection refused (after 1 attempt)"
+        );
+        let source = std::error::Error::source(&unavailable).map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some("store unavailable: connection refused")
+        );
+
+        let invalid = Error::store(StoreError::InvalidRequest("x".into()), 1);
+        assert!(!invalid.is_transient());
+    }
+
+    #[test]
+    fn refusals_are_neither_conflicts_nor_transient() {
+        let refused = Error::from(CommandError::rejected("insufficient_funds", "5 < 10"));
+        assert_eq!(refused.rule(), Some("insufficient_funds"));
+        assert!(!refused.is_conflict() && !refused.is_transient());
+        assert_eq!(refused.to_string(), "insufficient_funds: 5 < 10");
+        assert!(Error::Contended { attempts: 3 }.is_transient());
+        assert!(!refused.may_have_written());
+    }
+
+    #[test]
+    fn an_unknown_outcome_says_it_may_have_written_and_keeps_its_cause() {
+        let unknown = Error::OutcomeUnknown {
+            source: StoreError::Unavailable("connection reset".into()),
+            attempts: 10,
+        };
+        assert!(unknown.may_have_written() && unknown.is_transient() && !unknown.is_conflict());
+        assert_eq!(
+            unknown.to_string(),
+            "the outcome is unknown, the command may have been applied: store unavailable: \
+             connection reset (after 10 attempts)"
+        );
+        assert!(matches!(
+            unknown.store_error(),
+            Some(StoreError::Unavailable(_))
+        ));
+        assert!(Error::Timeout(Duration::from_secs(1)).may_have_written());
+        let unavailable = Error::store(StoreError::Unavailable("refused".into()), 3);
+        assert!(!unavailable.may_have_written());
+    }
+}

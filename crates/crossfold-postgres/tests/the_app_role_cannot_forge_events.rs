@@ -1,0 +1,148 @@
+//! The two-role setup: an owner that migrates, and an application role that appends, reads
+//! and subscribes through the store but cannot write any table directly — so it can neither
+//! forge an event with a chosen transaction id nor rewrite a stream's version — and that may
+//! call `migrate()` when there is nothing to do. The tables' protections hold for everyone,
+//! even with `session_replication_role = replica`. Runs a cluster of its own (roles are
+//! cluster-wide).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{events, raw_client_at, sid, store_at};
+use crossfold_core::{AppendRequest, EventStore, ExpectedVersion, LogFilter, Position};
+use crossfold_testkit::cluster::TestCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_role_cannot_forge_events() {
+    let cluster = TestCluster::start_new().unwrap();
+    let admin = raw_client_at(&cluster.url()).await;
+    admin
+        .batch_execute(
+            "CREATE ROLE bank_owner LOGIN; CREATE ROLE bank_app LOGIN; \
+             GRANT CREATE ON DATABASE postgres TO bank_owner",
+        )
+        .await
+        .unwrap();
+
+    let owner = store_at(&cluster.url_for("bank_owner", "postgres"), "bank").await;
+    let report = owner.migrate().await.unwrap();
+    assert_eq!(
+        report.applied.len(),
+        crossfold_postgres::PgEventStore::migrations().len()
+    );
+    owner.grant_access("bank_app").await.unwrap();
+
+    let app_url = cluster.url_for("bank_app", "postgres");
+    let app = store_at(&app_url, "bank").await;
+    // Nothing to do: succeeds without any CREATE privilege.
+    let report = app.migrate().await.unwrap();
+    assert!(report.applied.is_empty(), "{report:?}");
+    app.check_schema().await.unwrap();
+
+    // The application role appends (one stream and several), reads and follows the log.
+    app.append(AppendRequest::new().stream(
+        sid("account-1"),
+        ExpectedVersion::NoStream,
+        events("Opened", 1),
+    ))
+    .await
+    .unwrap();
+    app.append(
+        AppendRequest::new()
+            .stream(
+                sid("account-1"),
+                ExpectedVersion::Exact(1.into()),
+                events("Withdrawn", 1),
+            )
+            .stream(
+                sid("account-2"),
+                ExpectedVersion::NoStream,
+                events("Deposited", 2),
+            ),
+    )
+    .await
+    .unwrap();
+    let stream = app
+        .read_stream(&sid("account-1"), Default::default(), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(stream.version.get(), 2);
+    let log = app
+        .read_all(Position::START, 100, &LogFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 4);
+    let head = app.head_position().await.unwrap();
+    assert_eq!(head, log[3].position);
+    let waiter = {
+        let app = app.clone();
+        tokio::spawn(async move { app.wait_for_events(head, Duration::from_secs(10)).await })
+    };
+    owner
+        .append(AppendRequest::new().stream(
+            sid("account-3"),
+            ExpectedVersion::NoStream,
+            events("Opened", 1),
+        ))
+        .await
+        .unwrap();
+    waiter.await.unwrap().unwrap();
+    let next = app
+        .read_all(head, 100, &LogFilter::categories(["account"]))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+
+    // Directly, it can write nothing.
+    let raw = raw_client_at(&app_url).await;
+    for statement in [
+        "INSERT INTO bank.events (transaction_id, event_id, stream_id, stream_version, \
+         event_type, schema_version, payload_json, metadata) VALUES ('1', \
+         '0190b4d2-0000-7000-8000-000000000001', 'account-1', 3, 'Forged', 1, '{}', '{}')",
+        "UPDATE bank.events SET event_type = 'Forged'",
+        "DELETE FROM bank.events",
+        "TRUNCATE bank.events",
+        "INSERT INTO bank.streams (stream_id, version) VALUES ('account-9', 7)",
+        "UPDATE bank.streams SET version = 0",
+        "DELETE FROM bank.streams",
+        "TRUNCATE bank.streams",
+        "UPDATE bank.log_state SET shift = 0",
+        "INSERT INTO bank.quarantined_events (transaction_id, sequence, reason) VALUES ('1', 1, 'x')",
+        "ALTER TABLE bank.events DISABLE TRIGGER ALL",
+        "CREATE TABLE bank.mine (a int)",
+        "SELECT bank.log_discontinuity(s) FROM bank.log_state s",
+    ] {
+        let err = raw.batch_execute(statement).await.unwrap_err();
+        let code = err.code().map(|c| c.code().to_owned());
+        // insufficient_privilege, or "must be owner" for ALTER TABLE (also 42501).
+        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {err:?}");
+    }
+
+    // For everyone, events stay immutable and stream rows stay, even as a replica.
+    admin
+        .batch_execute("SET session_replication_role = replica")
+        .await
+        .unwrap();
+    for statement in [
+        "UPDATE bank.events SET event_type = 'Forged'",
+        "DELETE FROM bank.events",
+        "TRUNCATE bank.events",
+        "DELETE FROM bank.streams",
+        "TRUNCATE bank.streams",
+    ] {
+        let err = admin.batch_execute(statement).await.unwrap_err();
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("CF002"),
+            "{statement}: {err:?}"
+        );
+    }
+    let log = app
+        .read_all(Position::START, 100, &LogFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 5);
+    assert!(log.iter().all(|e| e.event_type != "Forged"));
+}

@@ -1,0 +1,57 @@
+//! Every behaviour of the `EventStore` contract holds on a busy server: while this file's tests
+//! run, another session keeps a writing transaction open (in its own temporary schema) — one after
+//! another, each held for a third of a second — so that the log's visibility horizon is always
+//! behind the newest appends. Readers of the log must wait for it (`wait_for_position`), not
+//! assume that an append they made is visible the moment it returns.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Starts, once per test process, a thread that holds writing transactions open until the
+/// process ends. It waits until the first transaction is open before returning.
+fn hold_the_horizon() {
+    static HOLDER: OnceLock<()> = OnceLock::new();
+    HOLDER.get_or_init(|| {
+        let (opened, first) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut client = common::raw_client().await;
+                // A temporary table: it goes with the session, whenever the process ends.
+                client
+                    .batch_execute("CREATE TEMPORARY TABLE horizon_holder (n int)")
+                    .await
+                    .unwrap();
+                let mut opened = Some(opened);
+                loop {
+                    let tx = client.transaction().await.unwrap();
+                    tx.execute("INSERT INTO horizon_holder VALUES (1)", &[])
+                        .await
+                        .unwrap();
+                    if let Some(opened) = opened.take() {
+                        let _ = opened.send(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(330)).await;
+                    tx.commit().await.unwrap();
+                }
+            });
+        });
+        first
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the horizon holder could not open a transaction");
+    });
+}
+
+async fn fresh_store_on_a_busy_server() -> common::TestStore {
+    hold_the_horizon();
+    common::fresh_store().await
+}
+
+crossfold_testkit::store_contract_tests!(fresh_store_on_a_busy_server);
