@@ -18,7 +18,6 @@
 //! * With nothing to apply, migrating only reads, so the application role (without CREATE on
 //!   anything) may call it too.
 
-use std::fmt;
 use std::time::Duration;
 
 use crossfold_core::StoreError;
@@ -142,11 +141,15 @@ pub struct PgMigrationStatus {
 
 /// Why migrating refused or failed. A refusal changed nothing; a failure rolled back the
 /// migration that failed (earlier ones in the same call stay applied).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PgMigrationError {
     /// A recorded migration differs from the embedded one with the same number: the database
     /// was migrated by a different build, or the migration was edited after it was applied.
+    #[error(
+        "migration {version} ({name}) recorded in the database has checksum {recorded}, \
+         but this build's has {embedded}; refusing to migrate"
+    )]
     ChecksumMismatch {
         /// The migration's number.
         version: u32,
@@ -159,6 +162,10 @@ pub enum PgMigrationError {
     },
     /// The database records a name for a known migration number that differs from this
     /// build's: the histories have diverged.
+    #[error(
+        "the database records migration {version} as {name:?}, which this build does \
+         not have; refusing to migrate"
+    )]
     Unknown {
         /// The migration's number.
         version: u32,
@@ -167,6 +174,10 @@ pub enum PgMigrationError {
     },
     /// The database records a breaking migration this build does not know: a newer build
     /// changed the schema in a way this one cannot work with.
+    #[error(
+        "the database records migration {version} ({name}), a breaking change made by a \
+         newer build; this build cannot use the schema"
+    )]
     Incompatible {
         /// The migration's number.
         version: u32,
@@ -174,6 +185,7 @@ pub enum PgMigrationError {
         name: String,
     },
     /// The recorded migrations skip one that this build knows: the history has a hole.
+    #[error("the database records later migrations but not {version}; refusing to migrate")]
     Missing {
         /// The migration that was never applied although later ones were.
         version: u32,
@@ -181,6 +193,10 @@ pub enum PgMigrationError {
     /// The schema lacks migrations this build needs (from
     /// [`check_schema`](crate::PgEventStore::check_schema)): the schema's owner must run
     /// [`migrate`](crate::PgEventStore::migrate).
+    #[error(
+        "the schema is at version {version} and lacks migrations {pending:?}; run \
+         PgEventStore::migrate() as the schema's owner"
+    )]
     Pending {
         /// The schema's version (0: not created).
         version: u32,
@@ -189,59 +205,8 @@ pub enum PgMigrationError {
     },
     /// The database could not be reached or failed. A lock held by other work for longer
     /// than the lock timeout is [`StoreError::Timeout`]: try again later.
-    Store(StoreError),
-}
-
-impl fmt::Display for PgMigrationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PgMigrationError::ChecksumMismatch {
-                version,
-                name,
-                recorded,
-                embedded,
-            } => write!(
-                f,
-                "migration {version} ({name}) recorded in the database has checksum {recorded}, \
-                 but this build's has {embedded}; refusing to migrate"
-            ),
-            PgMigrationError::Unknown { version, name } => write!(
-                f,
-                "the database records migration {version} as {name:?}, which this build does \
-                 not have; refusing to migrate"
-            ),
-            PgMigrationError::Incompatible { version, name } => write!(
-                f,
-                "the database records migration {version} ({name}), a breaking change made by a \
-                 newer build; this build cannot use the schema"
-            ),
-            PgMigrationError::Missing { version } => write!(
-                f,
-                "the database records later migrations but not {version}; refusing to migrate"
-            ),
-            PgMigrationError::Pending { version, pending } => write!(
-                f,
-                "the schema is at version {version} and lacks migrations {pending:?}; run \
-                 PgEventStore::migrate() as the schema's owner"
-            ),
-            PgMigrationError::Store(_) => f.write_str("migration failed"),
-        }
-    }
-}
-
-impl std::error::Error for PgMigrationError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            PgMigrationError::Store(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<StoreError> for PgMigrationError {
-    fn from(value: StoreError) -> Self {
-        PgMigrationError::Store(value)
-    }
+    #[error("migration failed: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl From<tokio_postgres::Error> for PgMigrationError {
