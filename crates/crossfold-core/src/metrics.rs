@@ -52,6 +52,19 @@ pub const CACHE_HITS_TOTAL: &str = "crossfold_executor_cache_hits_total";
 /// Executor cache lookups that had to go to the store: a counter labelled `cache`.
 pub const CACHE_MISSES_TOTAL: &str = "crossfold_executor_cache_misses_total";
 
+/// Deadlines scheduled and not yet fired, refused or cancelled: a gauge, set by deadline
+/// workers after each poll.
+pub const DEADLINES_PENDING: &str = "crossfold_deadlines_pending";
+
+/// Pending deadlines already due: a gauge, set by deadline workers after each poll. One that
+/// stays above zero means no worker fires them.
+pub const DEADLINES_OVERDUE: &str = "crossfold_deadlines_overdue";
+
+/// Deadlines a worker finished: a counter labelled `outcome` (`fired`, `refused`,
+/// `superseded` — another worker's later claim finished it, or it was cancelled meanwhile —
+/// and `error`, left for a later claim).
+pub const DEADLINES_FIRED_TOTAL: &str = "crossfold_deadlines_fired_total";
+
 /// A timed store call, as the `operation` label names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -240,6 +253,28 @@ pub const COMMAND_METRICS: [MetricDescription; 7] = [
     ),
 ];
 
+/// The metrics deadline workers record.
+pub const DEADLINE_METRICS: [MetricDescription; 3] = [
+    MetricDescription::new(
+        DEADLINES_PENDING,
+        MetricKind::Gauge,
+        None,
+        "Deadlines scheduled and not yet fired, refused or cancelled.",
+    ),
+    MetricDescription::new(
+        DEADLINES_OVERDUE,
+        MetricKind::Gauge,
+        None,
+        "Pending deadlines that are already due.",
+    ),
+    MetricDescription::new(
+        DEADLINES_FIRED_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Deadlines a worker finished, by outcome.",
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,7 +291,11 @@ mod tests {
     /// metrics with a unit end in it.
     #[test]
     fn names_follow_prometheus_conventions() {
-        for m in STORE_METRICS.iter().chain(&COMMAND_METRICS) {
+        for m in STORE_METRICS
+            .iter()
+            .chain(&COMMAND_METRICS)
+            .chain(&DEADLINE_METRICS)
+        {
             assert!(m.name.starts_with("crossfold_"), "{}", m.name);
             assert!(
                 m.name
@@ -281,6 +320,7 @@ mod tests {
         let mut names: Vec<&str> = STORE_METRICS
             .iter()
             .chain(&COMMAND_METRICS)
+            .chain(&DEADLINE_METRICS)
             .map(|m| m.name)
             .collect();
         let count = names.len();

@@ -47,10 +47,12 @@
 )]
 
 mod chunked;
+mod deadlines;
 mod ids;
 mod log;
 mod metrics;
 mod store;
 mod streams;
 
+pub use deadlines::MemoryDeadlineStore;
 pub use store::MemoryStore;
