@@ -79,6 +79,7 @@
 pub mod cluster;
 pub mod concurrent;
 pub mod contract;
+pub mod deadlines;
 mod faulty;
 mod given;
 pub mod model;
