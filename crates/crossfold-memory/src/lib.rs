@@ -46,6 +46,7 @@
     )
 )]
 
+mod checkpoints;
 mod chunked;
 mod ids;
 mod log;
@@ -53,4 +54,5 @@ mod metrics;
 mod store;
 mod streams;
 
+pub use checkpoints::{MemoryCheckpoints, MemoryUnit};
 pub use store::MemoryStore;

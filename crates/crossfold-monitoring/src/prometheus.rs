@@ -1,6 +1,6 @@
 //! Exporting the metrics Crossfold records in the Prometheus text format.
 
-use crossfold_core::{COMMAND_ATTEMPTS, COMMAND_METRICS, STORE_METRICS};
+use crossfold_core::{COMMAND_ATTEMPTS, COMMAND_METRICS, PROJECTION_METRICS, STORE_METRICS};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: from 50 µs (an in-memory
@@ -38,7 +38,11 @@ fn builder() -> Result<PrometheusBuilder, BuildError> {
 /// Describes the metrics of the executor and those common to the stores to the recorder in
 /// scope.
 fn describe() {
-    for m in COMMAND_METRICS.iter().chain(&STORE_METRICS) {
+    for m in COMMAND_METRICS
+        .iter()
+        .chain(&STORE_METRICS)
+        .chain(&PROJECTION_METRICS)
+    {
         m.describe();
     }
 }
