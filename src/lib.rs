@@ -66,6 +66,8 @@ pub use crossfold_memory::MemoryStore;
 pub use crossfold_monitoring as monitoring;
 #[cfg(feature = "postgres")]
 pub use crossfold_postgres as postgres;
+#[cfg(feature = "projections")]
+pub use crossfold_projections as projections;
 
 /// The names most programs need: `use crossfold::prelude::*;`.
 pub mod prelude {

@@ -21,6 +21,7 @@
 //! # Ok::<(), crossfold_core::ValidationError>(())
 //! ```
 
+mod checkpoint;
 mod clock;
 mod codec;
 mod command;
@@ -35,6 +36,10 @@ mod store;
 mod subscription;
 mod version;
 
+pub use checkpoint::{
+    CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter, DesiredState,
+    Lease, ProjectionControl, ProjectionRecord, ProjectionState, ProjectionStatus, ReplayRequest,
+};
 pub use clock::{Clock, ManualClock, SystemClock, later};
 pub use codec::{
     Codec, DomainEvent, Json, MessagePack, Upcasters, decode_payload, encode_event, encode_events,
@@ -56,7 +61,9 @@ pub use metrics::{
     CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, COMMAND_ATTEMPTS, COMMAND_CONFLICTS_TOTAL,
     COMMAND_DURATION_SECONDS, COMMAND_METRICS, COMMAND_RETRIES_TOTAL, COMMANDS_TOTAL,
     DEADLINE_METRICS, DEADLINES_FIRED_TOTAL, DEADLINES_OVERDUE, DEADLINES_PENDING,
-    MetricDescription, MetricKind, STORE_APPENDED_EVENTS_TOTAL, STORE_ERRORS_TOTAL, STORE_METRICS,
+    MetricDescription, MetricKind, PROJECTION_ERRORS_TOTAL, PROJECTION_EVENTS_APPLIED_TOTAL,
+    PROJECTION_LAG_EVENTS, PROJECTION_LAG_SECONDS, PROJECTION_METRICS, PROJECTION_STATE,
+    STORE_APPENDED_EVENTS_TOTAL, STORE_ERRORS_TOTAL, STORE_METRICS,
     STORE_OPERATION_DURATION_SECONDS, StoreOperation,
 };
 pub use store::{

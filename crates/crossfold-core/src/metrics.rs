@@ -64,6 +64,27 @@ pub const DEADLINES_OVERDUE: &str = "crossfold_deadlines_overdue";
 /// `superseded` — another worker's later claim finished it, or it was cancelled meanwhile —
 /// and `error`, left for a later claim).
 pub const DEADLINES_FIRED_TOTAL: &str = "crossfold_deadlines_fired_total";
+/// Matching events past a projection's checkpoint (counted up to the runner's limit): a gauge
+/// labelled `projection`.
+pub const PROJECTION_LAG_EVENTS: &str = "crossfold_projection_lag_events";
+
+/// Seconds since a projection was last caught up (zero while live): a gauge labelled
+/// `projection`.
+pub const PROJECTION_LAG_SECONDS: &str = "crossfold_projection_lag_seconds";
+
+/// Events a projection applied (committed with its checkpoint): a counter labelled
+/// `projection`.
+pub const PROJECTION_EVENTS_APPLIED_TOTAL: &str = "crossfold_projection_events_applied_total";
+
+/// Failures met by a projection: a counter labelled `projection` and `kind` (`transient`:
+/// retried; `handler`: the projection failed; `dead_letter`: the event was set aside; `fenced`:
+/// it lost its lease).
+pub const PROJECTION_ERRORS_TOTAL: &str = "crossfold_projection_errors_total";
+
+/// A projection's state: a gauge labelled `projection` and `state` (one of
+/// [`ProjectionState::ALL`](crate::ProjectionState::ALL)'s names), 1 for its current state and 0
+/// for the others.
+pub const PROJECTION_STATE: &str = "crossfold_projection_state";
 
 /// A timed store call, as the `operation` label names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -275,6 +296,40 @@ pub const DEADLINE_METRICS: [MetricDescription; 3] = [
     ),
 ];
 
+/// The metrics the projection runner records.
+pub const PROJECTION_METRICS: [MetricDescription; 5] = [
+    MetricDescription::new(
+        PROJECTION_LAG_EVENTS,
+        MetricKind::Gauge,
+        None,
+        "Matching events past a projection's checkpoint, counted up to the runner's limit.",
+    ),
+    MetricDescription::new(
+        PROJECTION_LAG_SECONDS,
+        MetricKind::Gauge,
+        Some("seconds"),
+        "Seconds since a projection was last caught up; zero while live.",
+    ),
+    MetricDescription::new(
+        PROJECTION_EVENTS_APPLIED_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Events a projection applied and committed with its checkpoint.",
+    ),
+    MetricDescription::new(
+        PROJECTION_ERRORS_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Failures met by a projection, by kind (transient, handler, dead_letter, fenced).",
+    ),
+    MetricDescription::new(
+        PROJECTION_STATE,
+        MetricKind::Gauge,
+        None,
+        "A projection's state: 1 for the state label it is in, 0 for the others.",
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +350,7 @@ mod tests {
             .iter()
             .chain(&COMMAND_METRICS)
             .chain(&DEADLINE_METRICS)
+            .chain(&PROJECTION_METRICS)
         {
             assert!(m.name.starts_with("crossfold_"), "{}", m.name);
             assert!(
@@ -321,6 +377,7 @@ mod tests {
             .iter()
             .chain(&COMMAND_METRICS)
             .chain(&DEADLINE_METRICS)
+            .chain(&PROJECTION_METRICS)
             .map(|m| m.name)
             .collect();
         let count = names.len();

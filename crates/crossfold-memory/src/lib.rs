@@ -46,6 +46,7 @@
     )
 )]
 
+mod checkpoints;
 mod chunked;
 mod deadlines;
 mod ids;
@@ -54,5 +55,6 @@ mod metrics;
 mod store;
 mod streams;
 
+pub use checkpoints::{MemoryCheckpoints, MemoryUnit};
 pub use deadlines::MemoryDeadlineStore;
 pub use store::MemoryStore;

@@ -1,6 +1,8 @@
 //! Exporting the metrics Crossfold records in the Prometheus text format.
 
-use crossfold_core::{COMMAND_ATTEMPTS, COMMAND_METRICS, DEADLINE_METRICS, STORE_METRICS};
+use crossfold_core::{
+    COMMAND_ATTEMPTS, COMMAND_METRICS, DEADLINE_METRICS, PROJECTION_METRICS, STORE_METRICS,
+};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: from 50 µs (an in-memory
@@ -43,6 +45,7 @@ fn describe() {
         .iter()
         .chain(&STORE_METRICS)
         .chain(&DEADLINE_METRICS)
+        .chain(&PROJECTION_METRICS)
     {
         m.describe();
     }
