@@ -102,10 +102,19 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 5,
+        name: "deadlines",
+        sql: include_str!("../migrations/0005_deadlines.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
 
 /// The functions the application role may call (besides reading every table of the schema).
-const APP_FUNCTIONS: &str = "append, append_one, check_log_order";
+const APP_FUNCTIONS: &str = "append, append_one, check_log_order, schedule_deadline, \
+                             cancel_deadline, claim_deadlines, complete_deadline";
 
 /// What [`PgEventStore::migrate`](crate::PgEventStore::migrate) did or
 /// [`PgEventStore::check_schema`](crate::PgEventStore::check_schema) found.

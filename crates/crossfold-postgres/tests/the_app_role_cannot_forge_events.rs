@@ -11,7 +11,11 @@ mod common;
 use std::time::Duration;
 
 use common::{events, raw_client_at, sid, store_at};
-use crossfold_core::{AppendRequest, EventStore, ExpectedVersion, LogFilter, Position};
+use crossfold_core::{
+    AppendRequest, Deadline, DeadlineId, DeadlineOutcome, DeadlineStore, EventStore,
+    ExpectedVersion, LogFilter, Position, Timestamp,
+};
+use crossfold_postgres::PgDeadlineStore;
 use crossfold_testkit::cluster::TestCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,6 +99,34 @@ async fn the_app_role_cannot_forge_events() {
         .unwrap();
     assert_eq!(next.len(), 1);
 
+    // It schedules, claims and completes deadlines through their functions.
+    let deadlines = PgDeadlineStore::new(&app);
+    let id = DeadlineId::new("payment-timeout/1").unwrap();
+    let due = Timestamp::from_unix_micros(1_000_000);
+    assert!(
+        deadlines
+            .schedule(Deadline::new(id.clone(), "payment-timeout", due))
+            .await
+            .unwrap()
+    );
+    let claims = deadlines
+        .claim_due(
+            Timestamp::from_unix_micros(2_000_000),
+            5,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].deadline.due_at, due);
+    assert!(
+        deadlines
+            .complete(&claims[0], &DeadlineOutcome::Fired, due)
+            .await
+            .unwrap()
+    );
+    assert!(!deadlines.cancel(&id).await.unwrap());
+
     // Directly, it can write nothing.
     let raw = raw_client_at(&app_url).await;
     for statement in [
@@ -109,6 +141,9 @@ async fn the_app_role_cannot_forge_events() {
         "DELETE FROM bank.streams",
         "TRUNCATE bank.streams",
         "UPDATE bank.log_state SET shift = 0",
+        "UPDATE bank.deadlines SET status = 'pending'",
+        "INSERT INTO bank.deadlines (deadline_id, kind, due_at) VALUES ('x', 'x', now())",
+        "DELETE FROM bank.deadlines",
         "INSERT INTO bank.quarantined_events (transaction_id, sequence, reason) VALUES ('1', 1, 'x')",
         "ALTER TABLE bank.events DISABLE TRIGGER ALL",
         "CREATE TABLE bank.mine (a int)",
