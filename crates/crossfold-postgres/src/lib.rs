@@ -104,6 +104,7 @@ mod inspect;
 mod metrics;
 mod migrate;
 mod notify;
+mod projections;
 mod read;
 mod sql;
 mod store;
@@ -115,6 +116,7 @@ pub use health::{PgHealth, PgListenerHealth, PgPoolHealth, PgPoolStatus};
 pub use inspect::PgStreamInfo;
 pub use metrics::{OLDEST_TRANSACTION_AGE_SECONDS, POOL_CONNECTIONS, describe_metrics};
 pub use migrate::{PgMigration, PgMigrationError, PgMigrationReport, PgMigrationStatus};
+pub use projections::{PgCheckpoints, PgUnit};
 pub use store::PgEventStore;
 
 /// The driver and pool this crate is built on, for configuring connections and TLS.
