@@ -508,7 +508,9 @@ pub trait CheckpointStore: ProjectionControl + Clone + 'static {
     type Unit: Send;
 
     /// Takes the projection's lease for `owner` if no one else holds an unexpired one (creating
-    /// its record if needed), for `ttl`. `None`: someone else holds it.
+    /// its record if needed), for `ttl`, with a new token. An owner holding it already takes it
+    /// again — a restarted process with a stable name need not wait for its old lease to
+    /// expire — and the old token is fenced. `None`: someone else holds it.
     fn acquire(
         &self,
         name: &str,

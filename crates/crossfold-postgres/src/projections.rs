@@ -70,6 +70,7 @@ impl Drop for PgUnit {
 pub struct PgCheckpoints {
     pool: Pool,
     schema: String,
+    unit_idle_timeout: Duration,
 }
 
 impl fmt::Debug for PgCheckpoints {
@@ -145,7 +146,17 @@ impl PgCheckpoints {
         Self {
             pool: store.pool().clone(),
             schema: quoted(store.schema()),
+            unit_idle_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// How long a projection's transaction may sit idle — its process frozen, cut off, or
+    /// busy elsewhere — before the server ends it (`idle_in_transaction_session_timeout`,
+    /// default 5 s). It bounds how long a stale owner's locks can hold up the process that
+    /// took its lease over: keep it below the runner's lease time to live.
+    pub fn unit_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.unit_idle_timeout = timeout.max(Duration::from_millis(1));
+        self
     }
 
     /// Connects to the store `config` names (URL and schema) and opens its checkpoints: what an
@@ -299,7 +310,8 @@ impl CheckpointStore for PgCheckpoints {
                     "UPDATE {s}.projections SET lease_owner = $2, \
                      lease_expires_at = now() + $3 * interval '1 millisecond', \
                      lease_token = lease_token + 1, updated_at = now() \
-                     WHERE name = $1 AND (lease_expires_at IS NULL OR lease_expires_at <= now()) \
+                     WHERE name = $1 AND (lease_expires_at IS NULL OR lease_expires_at <= now() \
+                     OR lease_owner = $2) \
                      RETURNING lease_token",
                 ),
                 &[&name, &owner, &millis(ttl)],
@@ -356,7 +368,11 @@ impl CheckpointStore for PgCheckpoints {
             client: Some(client),
         };
         unit.client()?
-            .batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; \
+                 SET LOCAL idle_in_transaction_session_timeout = {}",
+                self.unit_idle_timeout.as_millis()
+            ))
             .await
             .map_err(db)?;
         Ok(unit)

@@ -110,7 +110,9 @@ async fn the_app_role_cannot_forge_events() {
         .unwrap();
     let unit = checkpoints.begin(&lease).await.unwrap();
     let mut commit = CheckpointCommit::new(head, 1, 1);
-    commit.dead_letters.push(DeadLetter::new("balances", &log[0], "bad"));
+    commit
+        .dead_letters
+        .push(DeadLetter::new("balances", &log[0], "bad"));
     checkpoints.commit(&lease, unit, commit).await.unwrap();
     checkpoints
         .report(&lease, &ProjectionStatus::default())

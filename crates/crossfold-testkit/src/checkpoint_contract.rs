@@ -74,7 +74,8 @@ pub async fn a_new_projection_starts_at_the_beginning<C: CheckpointStore>(store:
     assert_eq!(record.dead_letters, 0);
 }
 
-/// While a lease is held and unexpired nobody else gets it; each projection has its own.
+/// While a lease is held and unexpired nobody else gets it; each projection has its own; its
+/// owner, restarted, takes it back with a new token.
 pub async fn only_one_owner_holds_a_lease<C: CheckpointStore>(store: C) {
     let a = lease(&store, "p", "a", TTL).await;
     assert_eq!(store.acquire("p", "b", TTL).await.unwrap(), None);
@@ -83,6 +84,14 @@ pub async fn only_one_owner_holds_a_lease<C: CheckpointStore>(store: C) {
     assert_eq!(other.name, "q");
     assert!(store.renew(&a, TTL).await.unwrap().is_some());
     assert_eq!(store.acquire("p", "b", TTL).await.unwrap(), None);
+    // The same owner, restarted, takes it back at once; its earlier incarnation is fenced.
+    let again = lease(&store, "p", "a", TTL).await;
+    assert!(again.token > a.token);
+    assert!(store.renew(&a, TTL).await.unwrap().is_none());
+    assert!(matches!(
+        commit(&store, &a, CheckpointCommit::new(Position::new(1, 1), 1, 1)).await,
+        Err(CheckpointError::Fenced { .. })
+    ));
 }
 
 /// A lease not renewed in time goes to the next process with a higher token; the old owner
