@@ -204,6 +204,27 @@ pub enum ControlRequest {
     Rebuild,
 }
 
+impl ControlRequest {
+    /// The desired state the request sets, if it sets one.
+    pub const fn desired(self) -> Option<DesiredState> {
+        match self {
+            ControlRequest::Pause => Some(DesiredState::Paused),
+            ControlRequest::Resume => Some(DesiredState::Running),
+            ControlRequest::Stop => Some(DesiredState::Stopped),
+            ControlRequest::Reset | ControlRequest::Rebuild => None,
+        }
+    }
+
+    /// The replay the request asks for, if it asks for one.
+    pub const fn replay(self) -> Option<ReplayRequest> {
+        match self {
+            ControlRequest::Reset => Some(ReplayRequest::Reset),
+            ControlRequest::Rebuild => Some(ReplayRequest::Rebuild),
+            _ => None,
+        }
+    }
+}
+
 /// A projection's last status, as its runner last reported it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -288,12 +309,11 @@ impl ProjectionRecord {
     /// store answers a request the same way).
     pub fn apply_request(&mut self, request: ControlRequest) {
         self.control_seq = self.control_seq.saturating_add(1);
-        match request {
-            ControlRequest::Pause => self.desired = DesiredState::Paused,
-            ControlRequest::Resume => self.desired = DesiredState::Running,
-            ControlRequest::Stop => self.desired = DesiredState::Stopped,
-            ControlRequest::Reset => self.replay = Some(ReplayRequest::Reset),
-            ControlRequest::Rebuild => self.replay = Some(ReplayRequest::Rebuild),
+        if let Some(desired) = request.desired() {
+            self.desired = desired;
+        }
+        if let Some(replay) = request.replay() {
+            self.replay = Some(replay);
         }
     }
 }
@@ -342,6 +362,27 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// A dead letter as a store keeps it.
+    pub fn stored(
+        projection: impl Into<String>,
+        position: Position,
+        event_id: EventId,
+        stream_id: StreamId,
+        stream_version: StreamVersion,
+        event_type: EventType,
+        error: impl Into<String>,
+    ) -> Self {
+        Self {
+            projection: projection.into(),
+            position,
+            event_id,
+            stream_id,
+            stream_version,
+            event_type,
+            error: error.into(),
+        }
+    }
+
     /// A dead letter for `event`.
     pub fn new(
         projection: impl Into<String>,
@@ -467,7 +508,9 @@ pub trait CheckpointStore: ProjectionControl + Clone + 'static {
     type Unit: Send;
 
     /// Takes the projection's lease for `owner` if no one else holds an unexpired one (creating
-    /// its record if needed), for `ttl`. `None`: someone else holds it.
+    /// its record if needed), for `ttl`, with a new token. An owner holding it already takes it
+    /// again — a restarted process with a stable name need not wait for its old lease to
+    /// expire — and the old token is fenced. `None`: someone else holds it.
     fn acquire(
         &self,
         name: &str,

@@ -175,7 +175,8 @@ impl CheckpointStore for MemoryCheckpoints {
         let mut state = self.state();
         let entry = state.entry(name);
         let now = Instant::now();
-        let free = entry.lease_until.is_none_or(|until| until <= now);
+        let free = entry.lease_until.is_none_or(|until| until <= now)
+            || entry.record.lease_owner.as_deref() == Some(owner);
         let lease = free.then(|| {
             entry.record.lease_token = entry.record.lease_token.saturating_add(1);
             entry.record.lease_owner = Some(owner.to_owned());

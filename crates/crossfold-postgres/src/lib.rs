@@ -105,6 +105,7 @@ mod inspect;
 mod metrics;
 mod migrate;
 mod notify;
+mod projections;
 mod read;
 mod sql;
 mod store;
@@ -117,6 +118,7 @@ pub use health::{PgHealth, PgListenerHealth, PgPoolHealth, PgPoolStatus};
 pub use inspect::PgStreamInfo;
 pub use metrics::{OLDEST_TRANSACTION_AGE_SECONDS, POOL_CONNECTIONS, describe_metrics};
 pub use migrate::{PgMigration, PgMigrationError, PgMigrationReport, PgMigrationStatus};
+pub use projections::{PgCheckpoints, PgUnit};
 pub use store::PgEventStore;
 
 /// The driver and pool this crate is built on, for configuring connections and TLS.

@@ -3,7 +3,8 @@
 //! forge an event with a chosen transaction id nor rewrite a stream's version — and that may
 //! call `migrate()` when there is nothing to do. The tables' protections hold for everyone,
 //! even with `session_replication_role = replica`. Runs a cluster of its own (roles are
-//! cluster-wide).
+//! cluster-wide). It runs projections: their checkpoint tables are the only ones it may insert
+//! into and update.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -12,10 +13,11 @@ use std::time::Duration;
 
 use common::{events, raw_client_at, sid, store_at};
 use crossfold_core::{
-    AppendRequest, Deadline, DeadlineId, DeadlineOutcome, DeadlineStore, EventStore,
-    ExpectedVersion, LogFilter, Position, Timestamp,
+    AppendRequest, CheckpointCommit, CheckpointStore, ControlRequest, DeadLetter, Deadline,
+    DeadlineId, DeadlineOutcome, DeadlineStore, EventStore, ExpectedVersion, LogFilter, Position,
+    ProjectionControl, ProjectionStatus, Timestamp,
 };
-use crossfold_postgres::PgDeadlineStore;
+use crossfold_postgres::{PgCheckpoints, PgDeadlineStore};
 use crossfold_testkit::cluster::TestCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +129,33 @@ async fn the_app_role_cannot_forge_events() {
     );
     assert!(!deadlines.cancel(&id).await.unwrap());
 
-    // Directly, it can write nothing.
+    // It runs projections: leases, checkpoints committed in its own transactions, dead
+    // letters, status reports and operators' requests.
+    let checkpoints = PgCheckpoints::new(&app);
+    let lease = checkpoints
+        .acquire("balances", "app", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let unit = checkpoints.begin(&lease).await.unwrap();
+    let mut commit = CheckpointCommit::new(head, 1, 1);
+    commit
+        .dead_letters
+        .push(DeadLetter::new("balances", &log[0], "bad"));
+    checkpoints.commit(&lease, unit, commit).await.unwrap();
+    checkpoints
+        .report(&lease, &ProjectionStatus::default())
+        .await
+        .unwrap();
+    checkpoints
+        .request("balances", ControlRequest::Pause)
+        .await
+        .unwrap();
+    let record = checkpoints.get("balances").await.unwrap().unwrap();
+    assert_eq!((record.position, record.dead_letters), (head, 1));
+    checkpoints.release(&lease).await.unwrap();
+
+    // Directly, it can write nothing else, and remove nothing.
     let raw = raw_client_at(&app_url).await;
     for statement in [
         "INSERT INTO bank.events (transaction_id, event_id, stream_id, stream_version, \
@@ -148,6 +176,9 @@ async fn the_app_role_cannot_forge_events() {
         "ALTER TABLE bank.events DISABLE TRIGGER ALL",
         "CREATE TABLE bank.mine (a int)",
         "SELECT bank.log_discontinuity(s) FROM bank.log_state s",
+        "DELETE FROM bank.projections",
+        "DELETE FROM bank.projection_dead_letters",
+        "TRUNCATE bank.projections",
     ] {
         let err = raw.batch_execute(statement).await.unwrap_err();
         let code = err.code().map(|c| c.code().to_owned());

@@ -176,13 +176,22 @@ impl Shared {
 
     pub(crate) fn snapshot(&self) -> RunnerStatus {
         let local = self.local();
+        // Lag and rate come from the last status computation; the rest is current.
+        let mut status = local.status.clone();
+        if status.state != ProjectionState::Stalled {
+            status.state = local.state;
+            status.last_error = local.last_error.clone();
+        }
+        status.error_position = local.error_position;
+        status.retries = local.retries;
+        status.events_applied = local.events_applied;
         RunnerStatus {
             name: self.name.clone(),
             owned: local.lease.is_some(),
             position: local.position,
             generation: local.generation,
             serving_generation: local.serving_generation,
-            status: local.status.clone(),
+            status,
         }
     }
 
@@ -637,6 +646,11 @@ where
                     failed_at = Some(current.control_seq);
                     subscription = None;
                     self.shared.set_state(ProjectionState::Failed);
+                    // Operators see a failure at once, not at the next status interval.
+                    let status = self.shared.snapshot().status;
+                    if let Err(e) = self.checkpoints.report(lease, &status).await {
+                        self.shared.error("transient", &e);
+                    }
                 }
             }
         }

@@ -76,6 +76,7 @@
     )
 )]
 
+pub mod checkpoint_contract;
 pub mod cluster;
 pub mod concurrent;
 pub mod contract;
