@@ -240,8 +240,8 @@ where
             .events;
         let mut handled = Position::START;
         for event in &events {
-            let mark: ReplayMark = crossfold_core::decode_payload(&event.payload)
-                .map_err(HandlerError::Rejected)?;
+            let mark: ReplayMark =
+                crossfold_core::decode_payload(&event.payload).map_err(HandlerError::Rejected)?;
             handled = handled.max(mark.handled);
         }
         *cached = Some(handled);

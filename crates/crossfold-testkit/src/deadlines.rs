@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossfold_core::{
-    AppendRequest, ClaimedDeadline, Clock, Codec, Command, CommandError, Deadline, DeadlineCounts,
+    AppendRequest, ClaimedDeadline, Codec, Command, CommandError, Deadline, DeadlineCounts,
     DeadlineId, DeadlineOutcome, DeadlineRecord, DeadlineStatus, DeadlineStore, DomainEvent, Emit,
     EventData, EventStore, ExpectedVersion, ManualClock, Payload, Recorded, StoreError, StreamId,
     StreamRef, StreamVersion, Timestamp, later,
