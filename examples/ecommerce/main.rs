@@ -247,7 +247,7 @@ where
         counts.pending, counts.overdue
     );
 
-    println!("\n10 minutes later nothing is due; 6 minutes after that, bob's order is:");
+    println!("\nTime passes (the example moves the clock; bob never pays):");
     app.clock.advance(Duration::from_secs(10 * 60));
     let report = app.fire_due_deadlines().await?;
     println!("  at +10 min: {} deadline(s) fired", report.fired);
