@@ -86,5 +86,8 @@ async fn a_killed_projection_applies_every_event_once() {
     let events: i64 = expected.values().map(|(_, n)| n).sum();
     drop_schema(&store, &schema).await;
     assert!(events > 500, "only {events} events were appended");
-    assert_eq!(actual, expected, "read model (balance, applied) differs from the log's fold");
+    assert_eq!(
+        actual, expected,
+        "read model (balance, applied) differs from the log's fold"
+    );
 }

@@ -111,7 +111,11 @@ async fn leases_fail_over_without_double_apply() {
     let stale = Lease::new("ledger", first.clone(), first_token);
     let unit = checkpoints.begin(&stale).await.unwrap();
     let refused = checkpoints
-        .commit(&stale, unit, CheckpointCommit::new(crossfold::Position::START, 1, 1))
+        .commit(
+            &stale,
+            unit,
+            CheckpointCommit::new(crossfold::Position::START, 1, 1),
+        )
         .await;
     assert!(
         matches!(refused, Err(CheckpointError::Fenced { .. })),
@@ -154,12 +158,18 @@ async fn leases_fail_over_without_double_apply() {
     }
     let actual = model(&store, &schema).await;
     drop_schema(&store, &schema).await;
-    assert_eq!(actual, expected, "read model (balance, applied) differs from the log's fold");
+    assert_eq!(
+        actual, expected,
+        "read model (balance, applied) differs from the log's fold"
+    );
 }
 
 fn appender(
     store: PgEventStore,
-) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let mut rng = fastrand::Rng::new();
