@@ -64,28 +64,62 @@ impl Projection for Ledger {
     async fn apply(
         &self,
         unit: &mut PgUnit,
-        _context: &ApplyContext,
+        context: &ApplyContext,
         events: &[Recorded<Deposited>],
     ) -> Result<(), HandlerError> {
         let client = unit.client()?;
         let upsert = client
             .prepare_cached(&format!(
-                "INSERT INTO \"{}\".ledger (account, balance, applied) VALUES ($1, $2, 1) \
-                 ON CONFLICT (account) DO UPDATE SET balance = ledger.balance + EXCLUDED.balance, \
-                 applied = ledger.applied + 1",
+                "INSERT INTO \"{}\".ledger (generation, account, balance, applied) \
+                 VALUES ($1, $2, $3, 1) ON CONFLICT (generation, account) DO UPDATE \
+                 SET balance = ledger.balance + EXCLUDED.balance, applied = ledger.applied + 1",
                 self.schema
             ))
             .await
             .map_err(HandlerError::transient)?;
+        let generation = i64::try_from(context.generation).map_err(HandlerError::rejected)?;
         for (i, e) in events.iter().enumerate() {
             client
-                .execute(&upsert, &[&e.stream_id.as_str(), &e.event.amount])
+                .execute(
+                    &upsert,
+                    &[&generation, &e.stream_id.as_str(), &e.event.amount],
+                )
                 .await
                 .map_err(HandlerError::transient)?;
             if i == 0 && !self.slow.is_zero() {
                 tokio::time::sleep(self.slow).await;
             }
         }
+        Ok(())
+    }
+
+    async fn reset(&self, unit: &mut PgUnit, context: &ApplyContext) -> Result<(), HandlerError> {
+        self.delete(unit, context.generation).await
+    }
+
+    async fn retire(
+        &self,
+        unit: &mut PgUnit,
+        _context: &ApplyContext,
+        old_generation: u64,
+    ) -> Result<(), HandlerError> {
+        self.delete(unit, old_generation).await
+    }
+}
+
+impl Ledger {
+    async fn delete(&self, unit: &mut PgUnit, generation: u64) -> Result<(), HandlerError> {
+        let generation = i64::try_from(generation).map_err(HandlerError::rejected)?;
+        unit.client()?
+            .execute(
+                &format!(
+                    "DELETE FROM \"{}\".ledger WHERE generation = $1",
+                    self.schema
+                ),
+                &[&generation],
+            )
+            .await
+            .map_err(HandlerError::transient)?;
         Ok(())
     }
 }
@@ -117,8 +151,8 @@ pub async fn fresh(prefix: &str) -> (PgEventStore, String) {
         .await
         .unwrap()
         .batch_execute(&format!(
-            "CREATE TABLE \"{schema}\".ledger (account text PRIMARY KEY, balance bigint NOT NULL, \
-             applied bigint NOT NULL)"
+            "CREATE TABLE \"{schema}\".ledger (generation bigint, account text, \
+             balance bigint NOT NULL, applied bigint NOT NULL, PRIMARY KEY (generation, account))"
         ))
         .await
         .unwrap();
@@ -168,13 +202,24 @@ pub async fn fold(store: &PgEventStore) -> (BTreeMap<String, (i64, i64)>, Positi
     }
 }
 
-/// The read model: balance and applied count per account.
+/// The read model of generation 1: balance and applied count per account.
 pub async fn model(store: &PgEventStore, schema: &str) -> BTreeMap<String, (i64, i64)> {
+    model_of(store, schema, 1).await
+}
+
+/// The read model of a generation.
+pub async fn model_of(
+    store: &PgEventStore,
+    schema: &str,
+    generation: i64,
+) -> BTreeMap<String, (i64, i64)> {
     let client = store.pool().get().await.unwrap();
     client
         .query(
-            &format!("SELECT account, balance, applied FROM \"{schema}\".ledger"),
-            &[],
+            &format!(
+                "SELECT account, balance, applied FROM \"{schema}\".ledger WHERE generation = $1"
+            ),
+            &[&generation],
         )
         .await
         .unwrap()
