@@ -221,11 +221,8 @@ impl CheckpointStore for MemoryCheckpoints {
         async { Ok(()) }
     }
 
-    fn begin(
-        &self,
-        _lease: &Lease,
-    ) -> impl Future<Output = Result<MemoryUnit, CheckpointError>> + Send {
-        async { Ok(MemoryUnit::default()) }
+    async fn begin(&self, _lease: &Lease) -> Result<MemoryUnit, CheckpointError> {
+        Ok(MemoryUnit::default())
     }
 
     fn commit(

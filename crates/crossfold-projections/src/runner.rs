@@ -579,6 +579,17 @@ where
                 local.error_position = None;
                 local.last_error = None;
             }
+            let running = if current.generation != current.serving_generation {
+                ProjectionState::Rebuilding
+            } else {
+                ProjectionState::CatchingUp
+            };
+            let shown = self.shared.local().state;
+            if !matches!(shown, ProjectionState::Live) || running == ProjectionState::Rebuilding {
+                if shown != running {
+                    self.shared.set_state(running);
+                }
+            }
             let sub = subscription.get_or_insert_with(|| {
                 self.store.subscribe(
                     SubscriptionOptions::all()

@@ -63,7 +63,15 @@ async fn projections_catch_up_then_follow_each_with_its_own_filter() {
             .all(|s| s.status.state == ProjectionState::Live)
     })
     .await;
-    let stored = checkpoints.get("all").await.unwrap().unwrap();
+    // The status reaches the store within a status interval.
+    let mut stored = checkpoints.get("all").await.unwrap().unwrap();
+    for _ in 0..200 {
+        if stored.status.events_applied == 500 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        stored = checkpoints.get("all").await.unwrap().unwrap();
+    }
     assert_eq!(stored.status.events_applied, 500);
     assert_eq!(stored.lease_owner.as_deref(), Some("a"));
     runner.shutdown().await;
