@@ -134,12 +134,17 @@ async fn register<S: EventStore>(store: &S, user: &str) {
         correlation_id: Some(correlation),
         ..crossfold::Metadata::default()
     });
-    store
+    let appended = store
         .append(AppendRequest::new().stream(
             sid(&format!("user-{user}")),
             crossfold::ExpectedVersion::NoStream,
             vec![data],
         ))
+        .await
+        .unwrap();
+    // On PostgreSQL the log shows an append once older transactions have finished.
+    store
+        .wait_for_position(appended.events[0].position, Duration::from_secs(10))
         .await
         .unwrap();
 }
