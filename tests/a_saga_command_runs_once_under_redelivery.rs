@@ -60,6 +60,9 @@ impl Command for SendWelcome {
         mailbox: StreamRef<'x>,
         out: &mut Emit<'x, Signup>,
     ) -> Result<(), CommandError> {
+        if self.user == "mallory" {
+            return Err(CommandError::rejected("blocked", "mallory is not welcome"));
+        }
         out.append(
             mailbox,
             Signup::Welcomed {
@@ -311,6 +314,69 @@ async fn a_runner_drives_a_process_manager() {
     runner.shutdown().await;
     for user in ["ada", "bob", "cy"] {
         assert_eq!(welcomes(&store, user).await.len(), 1);
+    }
+}
+
+/// A reaction whose command is refused fails the process manager at that event (the default
+/// policy), or, in dead-letter mode, sets the event aside and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reaction_follows_the_error_policy() {
+    use crossfold::memory::{MemoryCheckpoints, MemoryDeadlineStore};
+    use crossfold::projections::OnError;
+    use crossfold::{ProjectionState, ProjectionStatus};
+
+    for on_error in [OnError::Fail, OnError::DeadLetter] {
+        let store = MemoryStore::new();
+        let checkpoints = MemoryCheckpoints::new();
+        let greeter = Greeter::default();
+        let mut runner =
+            ProjectionRunner::new(store.clone(), checkpoints.clone(), RunnerOptions::default());
+        runner.spawn(
+            ProcessManagerProjection::new(
+                greeter.clone(),
+                Executor::new(store.clone()),
+                MemoryDeadlineStore::new(),
+                checkpoints.clone(),
+            ),
+            ProjectionOptions::default().on_error(on_error),
+        );
+        for user in ["ada", "mallory", "bob"] {
+            register(&store, user).await;
+        }
+        let mallory = registrations(&store).await[1].position;
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        let status: ProjectionStatus = loop {
+            let status = runner.status_of("greeter").map(|s| s.status);
+            let done = match on_error {
+                OnError::Fail => status
+                    .as_ref()
+                    .is_some_and(|s| s.state == ProjectionState::Failed),
+                _ => welcomes(&store, "bob").await.len() == 1,
+            };
+            if done {
+                break status.unwrap();
+            }
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "{on_error:?}: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let dead = checkpoints.dead_letters("greeter").await.unwrap();
+        runner.shutdown().await;
+        assert_eq!(welcomes(&store, "ada").await.len(), 1);
+        assert!(welcomes(&store, "mallory").await.is_empty());
+        match on_error {
+            OnError::Fail => {
+                assert_eq!(status.error_position, Some(mallory));
+                assert!(
+                    welcomes(&store, "bob").await.is_empty(),
+                    "stopped at mallory"
+                );
+                assert!(dead.is_empty());
+            }
+            _ => assert_eq!(dead.len(), 1, "mallory's registration set aside"),
+        }
     }
 }
 
