@@ -1,6 +1,7 @@
 //! The e-commerce example under a concurrent workload — customers placing, paying, cancelling
 //! and paying too late at once, the payment saga and the read models running, then the
-//! payment deadlines firing — keeps its invariants: stock never negative, every reservation
+//! payment deadlines firing — keeps its invariants (on PostgreSQL with the read models in
+//! tables written in the projections' transactions): stock never negative, every reservation
 //! released or consumed exactly once, every payment kept by a paid order or refunded, and the
 //! read models equal to a fold of the log. On memory, and on PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
@@ -25,6 +26,7 @@ async fn invariants_hold_on_memory() {
         MemoryStore::new(),
         MemoryDeadlineStore::new(),
         MemoryCheckpoints::new(),
+        views::MemoryViews::default(),
     );
     let outcome = workload::run(&app, 8, 12, 42).await.unwrap();
     println!("{outcome}");
@@ -65,6 +67,7 @@ async fn invariants_hold_on_postgres() {
         store.clone(),
         PgDeadlineStore::new(&store),
         PgCheckpoints::new(&store),
+        views::PgViews::create(&store).await.unwrap(),
     );
     let outcome = workload::run(&app, 6, 8, 7).await.unwrap();
     println!("{outcome}");

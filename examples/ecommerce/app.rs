@@ -1,11 +1,10 @@
-//! The shop wired together on any store: the executor, the read models' projection, the
+//! The shop wired together on any store: the executor, the read models' projection and the
 //! payment saga under a projection runner, and the worker that fires payment deadlines by a
 //! clock the caller moves.
 
 use std::time::Duration;
 
 use crossfold::executor::{DeadlineWorker, PollReport};
-use crossfold::memory::MemoryCheckpoints;
 use crossfold::projections::{
     ProcessManagerProjection, Projection, ProjectionOptions, ProjectionRunner, RunnerOptions,
 };
@@ -14,67 +13,51 @@ use crossfold::{
 };
 
 use crate::saga::{ExpireUnpaidOrders, PaymentSaga};
-use crate::views::{Views, ViewsProjection};
+use crate::views::ShopReadModels;
 
 pub(crate) type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 /// The running shop.
-pub(crate) struct App<S: EventStore + Clone + 'static, D, K: CheckpointStore> {
+pub(crate) struct App<S: EventStore + Clone + 'static, D, K: CheckpointStore, R> {
     pub(crate) executor: Executor<S>,
     pub(crate) clock: ManualClock,
-    pub(crate) views: Views,
+    pub(crate) views: R,
     pub(crate) deadlines: D,
     worker: DeadlineWorker<S, Json, D, ManualClock, ExpireUnpaidOrders>,
-    views_runner: ProjectionRunner<S, MemoryCheckpoints>,
-    saga_runner: ProjectionRunner<S, K>,
-    followed: Vec<(ProjectionKind, String, LogFilter)>,
+    runner: ProjectionRunner<S, K>,
+    followed: Vec<(String, LogFilter)>,
 }
 
-#[derive(Clone, Copy)]
-enum ProjectionKind {
-    Views,
-    Saga,
-}
-
-impl<S, D, K> App<S, D, K>
+impl<S, D, K, R> App<S, D, K, R>
 where
     S: EventStore + Clone + 'static,
     D: DeadlineStore + Clone + 'static,
     K: CheckpointStore,
+    R: ShopReadModels<Unit = K::Unit>,
 {
-    /// Starts the projections: the read models in memory, the saga with its checkpoint in
-    /// `saga_checkpoints`.
-    pub(crate) fn start(store: S, deadlines: D, saga_checkpoints: K) -> Self {
+    /// Starts the projections — the read models `views` and the payment saga — with their
+    /// checkpoints in `checkpoints`.
+    pub(crate) fn start(store: S, deadlines: D, checkpoints: K, views: R) -> Self {
         // A few products take every order: on a busy shop their streams conflict often, so
         // commands get more attempts than the default before giving up.
         let executor = Executor::builder(store.clone())
             .retry(RetryPolicy::default().max_attempts(100))
             .build();
         let clock = ManualClock::starting_now();
-        let views = Views::default();
         let fast = RunnerOptions::default()
             .control_interval(Duration::from_millis(50))
             .status_interval(Duration::from_millis(50));
-        let mut views_runner =
-            ProjectionRunner::new(store.clone(), MemoryCheckpoints::new(), fast.clone());
-        let projection = ViewsProjection {
-            views: views.clone(),
-        };
-        let mut followed = vec![(
-            ProjectionKind::Views,
-            projection.name().to_owned(),
-            projection.filter(),
-        )];
-        views_runner.spawn(projection, ProjectionOptions::default().batch_size(64));
-        let mut saga_runner = ProjectionRunner::new(store.clone(), saga_checkpoints.clone(), fast);
+        let mut runner = ProjectionRunner::new(store.clone(), checkpoints.clone(), fast);
+        let mut followed = vec![(views.name().to_owned(), views.filter())];
+        runner.spawn(views.clone(), ProjectionOptions::default().batch_size(64));
         let saga = ProcessManagerProjection::new(
             PaymentSaga,
             executor.clone(),
             deadlines.clone(),
-            saga_checkpoints,
+            checkpoints,
         );
-        followed.push((ProjectionKind::Saga, saga.name().to_owned(), saga.filter()));
-        saga_runner.spawn(saga, ProjectionOptions::default().batch_size(64));
+        followed.push((saga.name().to_owned(), saga.filter()));
+        runner.spawn(saga, ProjectionOptions::default().batch_size(64));
         let worker = DeadlineWorker::new(
             executor.clone(),
             deadlines.clone(),
@@ -88,8 +71,7 @@ where
             views,
             deadlines,
             worker,
-            views_runner,
-            saga_runner,
+            runner,
             followed,
         }
     }
@@ -101,13 +83,13 @@ where
         let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let head = store.head_position().await?;
-            for (kind, name, filter) in &self.followed {
+            for (name, filter) in &self.followed {
                 loop {
-                    let status = match kind {
-                        ProjectionKind::Views => self.views_runner.status_of(name),
-                        ProjectionKind::Saga => self.saga_runner.status_of(name),
-                    };
-                    let at = status.map(|s| s.position).unwrap_or_default();
+                    let at = self
+                        .runner
+                        .status_of(name)
+                        .map(|s| s.position)
+                        .unwrap_or_default();
                     let next = store.read_all(at, 1, filter).await?;
                     if next.first().is_none_or(|e| e.position > head) {
                         break;
@@ -141,7 +123,6 @@ where
 
     /// Stops the projections.
     pub(crate) async fn shutdown(self) {
-        self.views_runner.shutdown().await;
-        self.saga_runner.shutdown().await;
+        self.runner.shutdown().await;
     }
 }

@@ -7,7 +7,9 @@
 //! process manager — pays orders when the payment provider reports a payment, refunds payments
 //! that come too late, and schedules a durable deadline that cancels an order left unpaid for
 //! 15 minutes, releasing its stock. The clock is driven by the example, so "15 minutes later"
-//! takes no time. Read models (order summaries, stock, top sellers) are kept by projections.
+//! takes no time. Read models (order summaries, stock, top sellers) are kept by projections:
+//! in memory, or on PostgreSQL in tables written in the transaction that commits their
+//! checkpoint.
 //! It ends with a concurrent run and checks the shop's invariants on the log.
 
 mod app;
@@ -25,6 +27,7 @@ use app::{App, Failure};
 use shop::{
     AddProduct, CancelOrder, CancelReason, OrderId, PlaceOrder, ReceivePayment, Restock, Sku,
 };
+use views::{MemoryViews, ShopReadModels};
 
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
@@ -37,6 +40,7 @@ async fn main() -> Result<(), Failure> {
                 MemoryStore::new(),
                 MemoryDeadlineStore::new(),
                 MemoryCheckpoints::new(),
+                MemoryViews::default(),
             );
             story(&app).await?;
             concurrent(&app).await?;
@@ -49,8 +53,8 @@ async fn main() -> Result<(), Failure> {
 }
 
 /// The same story on PostgreSQL, in a schema of its own that is reset first (so the example
-/// can run again) and kept afterwards for you to look at. The saga's checkpoint and the
-/// deadlines live in PostgreSQL; the read models in this process's memory.
+/// can run again) and kept afterwards for you to look at. The read models are tables there
+/// (`shop_stock`, `shop_orders`), written in the transaction that commits their checkpoint.
 #[cfg(feature = "postgres")]
 async fn postgres(url: Option<String>) -> Result<(), Failure> {
     use crossfold::postgres::{PgCheckpoints, PgConfig, PgDeadlineStore, PgEventStore};
@@ -71,11 +75,15 @@ async fn postgres(url: Option<String>) -> Result<(), Failure> {
         store.clone(),
         PgDeadlineStore::new(&store),
         PgCheckpoints::new(&store),
+        views::PgViews::create(&store).await?,
     );
     story(&app).await?;
     concurrent(&app).await?;
     app.shutdown().await;
-    println!("\nThe events are in schema {SCHEMA}; it is reset the next time the example runs.");
+    println!(
+        "\nThe events and the read models (tables shop_stock, shop_orders) are in schema \
+         {SCHEMA}; it is reset the next time the example runs."
+    );
     Ok(())
 }
 
@@ -102,18 +110,19 @@ fn show(what: &str, result: &Result<Executed, Error>) {
     }
 }
 
-fn print_stock<S, D, K>(app: &App<S, D, K>, title: &str)
+async fn print_stock<S, D, K, R>(app: &App<S, D, K, R>, title: &str) -> Result<(), Failure>
 where
     S: EventStore + Clone + 'static,
     D: DeadlineStore + Clone + 'static,
     K: CheckpointStore,
+    R: ShopReadModels<Unit = K::Unit>,
 {
     println!("\n{title} (read model \"product stock\"):");
     println!(
         "  {:<8} {:>9} {:>8} {:>5}",
         "product", "available", "reserved", "sold"
     );
-    for (sku, level) in &app.views.snapshot().stock {
+    for (sku, level) in &app.views.snapshot().await?.stock {
         println!(
             "  {:<8} {:>9} {:>8} {:>5}",
             sku.to_string(),
@@ -122,17 +131,19 @@ where
             level.sold
         );
     }
+    Ok(())
 }
 
 fn money(cents: u64) -> String {
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 
-async fn story<S, D, K>(app: &App<S, D, K>) -> Result<(), Failure>
+async fn story<S, D, K, R>(app: &App<S, D, K, R>) -> Result<(), Failure>
 where
     S: EventStore + Clone + 'static,
     D: DeadlineStore + Clone + 'static,
     K: CheckpointStore,
+    R: ShopReadModels<Unit = K::Unit>,
 {
     let exec = &app.executor;
     let (mug, tea, pot) = (Sku::new("mug")?, Sku::new("tea")?, Sku::new("pot")?);
@@ -154,7 +165,7 @@ where
         );
     }
     app.settle().await?;
-    print_stock(app, "Stock before any order");
+    print_stock(app, "Stock before any order").await?;
 
     println!("\nPlacing orders (one atomic append reserves every product of an order):");
     let (ada, bob, cy, dee) = (
@@ -202,7 +213,7 @@ where
         "  the payment saga scheduled {} payment deadline(s), due in 15 minutes",
         pending.pending
     );
-    print_stock(app, "Stock with three orders reserved");
+    print_stock(app, "Stock with three orders reserved").await?;
 
     println!("\nThe payment provider reports a payment (the saga pays the order with it):");
     show(
@@ -235,7 +246,7 @@ where
             .await,
     );
     app.settle().await?;
-    let views = app.views.snapshot();
+    let views = app.views.snapshot().await?;
     for id in [&ada, &dee] {
         if let Some(o) = views.orders.get(id) {
             println!("  {id} is now {}", o.status);
@@ -287,7 +298,7 @@ where
     );
     app.settle().await?;
 
-    let views = app.views.snapshot();
+    let views = app.views.snapshot().await?;
     println!("\nOrders (read model \"order summary\"):");
     for (id, o) in &views.orders {
         println!(
@@ -300,7 +311,7 @@ where
             money(o.refunded_cents)
         );
     }
-    print_stock(app, "Stock after payment, cancellation and expiry");
+    print_stock(app, "Stock after payment, cancellation and expiry").await?;
     println!("\nTop sellers (read model \"top sellers\"):");
     for (sku, units) in views.top_sellers(3) {
         println!("  {sku:<8} {units} sold");
@@ -308,11 +319,12 @@ where
     Ok(())
 }
 
-async fn concurrent<S, D, K>(app: &App<S, D, K>) -> Result<(), Failure>
+async fn concurrent<S, D, K, R>(app: &App<S, D, K, R>) -> Result<(), Failure>
 where
     S: EventStore + Clone + 'static,
     D: DeadlineStore + Clone + 'static,
     K: CheckpointStore,
+    R: ShopReadModels<Unit = K::Unit>,
 {
     println!("\nA concurrent run: 8 customers place 10 orders each on 4 products, some pay,");
     println!("some cancel, the rest expire; then the invariants are checked on the log:");

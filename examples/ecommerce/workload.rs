@@ -12,7 +12,7 @@ use crate::saga::PAYMENT_TIMEOUT;
 use crate::shop::{
     AddProduct, CancelOrder, CancelReason, OrderId, PlaceOrder, ReceivePayment, ShopEvent, Sku,
 };
-use crate::views::ShopViews;
+use crate::views::{ShopReadModels, ShopViews};
 
 const PRODUCTS: [&str; 4] = ["w-a", "w-b", "w-c", "w-d"];
 
@@ -29,8 +29,8 @@ struct Tally {
 /// Lists four products, then `customers` customers each place `orders` orders at once, paying
 /// some (sometimes twice), cancelling some, paying some too late and leaving the rest to
 /// expire; then moves the clock past the payment timeout and fires the deadlines.
-pub(crate) async fn run<S, D, K>(
-    app: &App<S, D, K>,
+pub(crate) async fn run<S, D, K, R>(
+    app: &App<S, D, K, R>,
     customers: usize,
     orders: usize,
     seed: u64,
@@ -39,6 +39,7 @@ where
     S: EventStore + Clone + 'static,
     D: DeadlineStore + Clone + 'static,
     K: CheckpointStore,
+    R: ShopReadModels<Unit = K::Unit>,
 {
     for (i, sku) in PRODUCTS.iter().enumerate() {
         let add = AddProduct {
@@ -172,11 +173,12 @@ async fn log<S: EventStore>(store: &S) -> Result<Vec<ShopEvent>, Failure> {
 
 /// Checks the invariants on the log and the read models (after [`App::settle`]). Returns a
 /// summary, or what is broken.
-pub(crate) async fn check<S, D, K>(app: &App<S, D, K>) -> Result<String, Failure>
+pub(crate) async fn check<S, D, K, R>(app: &App<S, D, K, R>) -> Result<String, Failure>
 where
     S: EventStore + Clone + 'static,
     D: DeadlineStore + Clone + 'static,
     K: CheckpointStore,
+    R: ShopReadModels<Unit = K::Unit>,
 {
     app.settle().await?;
     let events = log(app.executor.store()).await?;
@@ -307,7 +309,7 @@ where
     for event in &events {
         folded.apply(event);
     }
-    if folded != app.views.snapshot() {
+    if folded != app.views.snapshot().await? {
         return Err("the read models differ from a fold of the log".into());
     }
     let sold = reservations
