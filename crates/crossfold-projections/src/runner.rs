@@ -51,7 +51,7 @@ impl Default for RunnerOptions {
             stall_after: Duration::from_secs(30),
             degraded_lag: Duration::from_secs(30),
             retry_backoff: (Duration::from_millis(50), Duration::from_secs(5)),
-            lag_count_limit: 10_000,
+            lag_count_limit: 1_000,
         }
     }
 }
