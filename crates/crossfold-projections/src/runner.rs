@@ -543,7 +543,8 @@ where
             let Some(current) = record.as_mut() else {
                 continue;
             };
-            if let Some(replay) = current.replay {
+            let failed = failed_at == Some(current.control_seq);
+            if let (Some(replay), false) = (current.replay, failed) {
                 match self.replay(lease, current, replay).await {
                     Ok(()) => {
                         subscription = None;
@@ -562,10 +563,8 @@ where
             let idle_state = match current.desired {
                 DesiredState::Paused => Some(ProjectionState::Paused),
                 DesiredState::Stopped => Some(ProjectionState::Stopped),
-                _ => match failed_at {
-                    Some(seq) if seq == current.control_seq => Some(ProjectionState::Failed),
-                    _ => None,
-                },
+                _ if failed => Some(ProjectionState::Failed),
+                _ => None,
             };
             if let Some(state) = idle_state {
                 self.shared.set_state(state);
