@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use crossfold_bench::bank::{BankEvent, account_stream};
 use crossfold_bench::{LoadOptions, Workload};
 use crossfold_core::{
-    AppendRequest, CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest,
-    DeadLetter, EventData, EventStore, ExpectedVersion, Lease, LogFilter, Payload,
-    ProjectionControl, ProjectionRecord, ProjectionStatus, Recorded, Timestamp,
+    AppendRequest, CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter,
+    EventData, EventStore, ExpectedVersion, Lease, LogFilter, Payload, ProjectionControl,
+    ProjectionRecord, ProjectionStatus, Recorded, Timestamp,
 };
 use crossfold_memory::{MemoryCheckpoints, MemoryStore, MemoryUnit};
 use crossfold_postgres::{PgCheckpoints, PgConfig, PgEventStore, PgUnit};
@@ -75,28 +75,29 @@ pub(crate) async fn projections() -> ExitCode {
         eprintln!("crossfold-bench: {e}\n\n{USAGE}");
         return ExitCode::from(2);
     }
-    let run = |name: &str| args.only.as_deref().is_none_or(|o| o.split(',').any(|x| x == name));
+    let run = |name: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x == name))
+    };
     let mut failed = false;
-    if run("w9-memory") {
-        match w9_memory(&args).await {
-            Ok(()) => {}
-            Err(e) => {
-                eprintln!("w9-memory failed: {e}");
-                failed = true;
-            }
-        }
+    if run("w9-memory")
+        && let Err(e) = w9_memory(&args).await
+    {
+        eprintln!("w9-memory failed: {e}");
+        failed = true;
     }
-    if run("w9-postgres") {
-        if let Err(e) = w9_postgres(&args).await {
-            eprintln!("w9-postgres failed: {e}");
-            failed = true;
-        }
+    if run("w9-postgres")
+        && let Err(e) = w9_postgres(&args).await
+    {
+        eprintln!("w9-postgres failed: {e}");
+        failed = true;
     }
-    if run("w10") {
-        if let Err(e) = w10(&args).await {
-            eprintln!("w10 failed: {e}");
-            failed = true;
-        }
+    if run("w10")
+        && let Err(e) = w10(&args).await
+    {
+        eprintln!("w10 failed: {e}");
+        failed = true;
     }
     if failed {
         ExitCode::FAILURE
@@ -149,7 +150,10 @@ fn sums(events: &[Recorded<BankEvent>]) -> HashMap<&str, i64> {
 }
 
 /// W9 on memory: balances in a map, changed when the checkpoint commits.
-struct MemoryBalances(Arc<Mutex<HashMap<String, i64>>>, Arc<std::sync::atomic::AtomicU64>);
+struct MemoryBalances(
+    Arc<Mutex<HashMap<String, i64>>>,
+    Arc<std::sync::atomic::AtomicU64>,
+);
 
 impl Projection for MemoryBalances {
     type Event = BankEvent;
@@ -189,7 +193,10 @@ impl Projection for MemoryBalances {
 }
 
 async fn w9_memory(args: &Args) -> Result<(), String> {
-    eprintln!("w9-memory: rebuild from position zero, {} events", args.events);
+    eprintln!(
+        "w9-memory: rebuild from position zero, {} events",
+        args.events
+    );
     let store = MemoryStore::new();
     load(&store, args.events, args.accounts).await?;
     let balances = Arc::new(Mutex::new(HashMap::new()));
@@ -213,11 +220,7 @@ async fn w9_memory(args: &Args) -> Result<(), String> {
     }
     let secs = started.elapsed().as_secs_f64();
     runner.shutdown().await;
-    let total: i64 = balances
-        .lock()
-        .map_err(|_| "poisoned")?
-        .values()
-        .sum();
+    let total: i64 = balances.lock().map_err(|_| "poisoned")?.values().sum();
     if total != args.events as i64 {
         return Err(format!("the balances sum to {total}, not {}", args.events));
     }
@@ -318,7 +321,11 @@ async fn w9_floor(url: &str, seconds: u64) -> Result<f64, String> {
         .await
         .map_err(|e| format!("cannot run pgbench: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let _ = psql(url, "DROP TABLE IF EXISTS floor_events, floor_streams, floor_balances").await;
+    let _ = psql(
+        url,
+        "DROP TABLE IF EXISTS floor_events, floor_streams, floor_balances",
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
     let tps: f64 = text
         .lines()
@@ -348,11 +355,18 @@ async fn pg_store(url: &str, schema: &str, pool: usize) -> Result<PgEventStore, 
 }
 
 async fn w9_postgres(args: &Args) -> Result<(), String> {
-    eprintln!("w9-postgres: rebuild from position zero, {} events", args.events);
+    eprintln!(
+        "w9-postgres: rebuild from position zero, {} events",
+        args.events
+    );
     let schema = format!("crossfold_w9_{}", std::process::id());
     let store = pg_store(&args.url, &schema, 8).await?;
     let result = w9_postgres_in(args, &store, &schema).await;
-    let _ = psql(&args.url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+    let _ = psql(
+        &args.url,
+        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+    )
+    .await;
     result
 }
 
@@ -379,10 +393,7 @@ async fn w9_postgres_in(args: &Args, store: &PgEventStore, schema: &str) -> Resu
         ProjectionOptions::default().batch_size(args.batch),
     );
     loop {
-        let record = checkpoints
-            .get("w9")
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let record = checkpoints.get("w9").await.map_err(|e| error_chain(&e))?;
         if record.is_some_and(|r| r.position >= last) {
             break;
         }
@@ -493,7 +504,11 @@ impl CheckpointStore for Timed {
         }
         Ok(())
     }
-    async fn report(&self, lease: &Lease, status: &ProjectionStatus) -> Result<(), CheckpointError> {
+    async fn report(
+        &self,
+        lease: &Lease,
+        status: &ProjectionStatus,
+    ) -> Result<(), CheckpointError> {
         self.inner.report(lease, status).await
     }
 }
@@ -539,7 +554,11 @@ async fn w10(args: &Args) -> Result<(), String> {
     let schema = format!("crossfold_w10_{}", std::process::id());
     let store = pg_store(&args.url, &schema, 32).await?;
     let result = w10_in(args, &store, &schema).await;
-    let _ = psql(&args.url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+    let _ = psql(
+        &args.url,
+        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+    )
+    .await;
     result
 }
 
@@ -592,10 +611,7 @@ async fn w10_in(args: &Args, store: &PgEventStore, schema: &str) -> Result<(), S
     tokio::time::sleep(Duration::from_secs(2)).await;
     let status = runner.status_of("w10");
     runner.shutdown().await;
-    let h = histogram
-        .lock()
-        .map_err(|_| "poisoned")?
-        .clone();
+    let h = histogram.lock().map_err(|_| "poisoned")?.clone();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "w10  W1 {:.0} commands/s ({} in flight, verified: {})  lag (event created -> read model committed) over {} events: p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms  max {:.1} ms",

@@ -584,10 +584,11 @@ where
                 ProjectionState::CatchingUp
             };
             let shown = self.shared.local().state;
-            if !matches!(shown, ProjectionState::Live) || running == ProjectionState::Rebuilding {
-                if shown != running {
-                    self.shared.set_state(running);
-                }
+            // A live projection stays live until a batch says otherwise.
+            if (shown != ProjectionState::Live || running == ProjectionState::Rebuilding)
+                && shown != running
+            {
+                self.shared.set_state(running);
             }
             let sub = subscription.get_or_insert_with(|| {
                 self.store.subscribe(
