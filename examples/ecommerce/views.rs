@@ -251,6 +251,12 @@ mod pg {
         }
     }
 
+    /// A product's row change: sku, name (when listed), and deltas of available, reserved and
+    /// sold units.
+    type StockChange<'a> = (&'a Sku, Option<&'a str>, i64, i64, i64);
+    /// An order's row change: id, new status, and deltas of paid and refunded cents.
+    type OrderChange<'a> = (&'a OrderId, Option<&'a str>, i64, i64);
+
     fn cents(value: u64) -> i64 {
         i64::try_from(value).unwrap_or(i64::MAX)
     }
@@ -293,10 +299,9 @@ mod pg {
                 .await
                 .map_err(HandlerError::transient)?;
             for event in events {
-                // (sku, name, available, reserved, sold) deltas, or an order's change.
                 let (stock_change, order_change): (
-                    Option<(&Sku, Option<&str>, i64, i64, i64)>,
-                    Option<(&OrderId, Option<&str>, i64, i64)>,
+                    Option<StockChange<'_>>,
+                    Option<OrderChange<'_>>,
                 ) = match &event.event {
                     ShopEvent::ProductAdded {
                         sku, name, stock, ..

@@ -51,7 +51,7 @@ impl Default for RunnerOptions {
             stall_after: Duration::from_secs(30),
             degraded_lag: Duration::from_secs(30),
             retry_backoff: (Duration::from_millis(50), Duration::from_secs(5)),
-            lag_count_limit: 10_000,
+            lag_count_limit: 1_000,
         }
     }
 }
@@ -543,7 +543,8 @@ where
             let Some(current) = record.as_mut() else {
                 continue;
             };
-            if let Some(replay) = current.replay {
+            let failed = failed_at == Some(current.control_seq);
+            if let (Some(replay), false) = (current.replay, failed) {
                 match self.replay(lease, current, replay).await {
                     Ok(()) => {
                         subscription = None;
@@ -562,10 +563,8 @@ where
             let idle_state = match current.desired {
                 DesiredState::Paused => Some(ProjectionState::Paused),
                 DesiredState::Stopped => Some(ProjectionState::Stopped),
-                _ => match failed_at {
-                    Some(seq) if seq == current.control_seq => Some(ProjectionState::Failed),
-                    _ => None,
-                },
+                _ if failed => Some(ProjectionState::Failed),
+                _ => None,
             };
             if let Some(state) = idle_state {
                 self.shared.set_state(state);
@@ -585,10 +584,11 @@ where
                 ProjectionState::CatchingUp
             };
             let shown = self.shared.local().state;
-            if !matches!(shown, ProjectionState::Live) || running == ProjectionState::Rebuilding {
-                if shown != running {
-                    self.shared.set_state(running);
-                }
+            // A live projection stays live until a batch says otherwise.
+            if (shown != ProjectionState::Live || running == ProjectionState::Rebuilding)
+                && shown != running
+            {
+                self.shared.set_state(running);
             }
             let sub = subscription.get_or_insert_with(|| {
                 self.store.subscribe(
