@@ -125,8 +125,11 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
 const APP_WRITABLE_TABLES: &str = "projections, projection_dead_letters";
 
 /// The functions the application role may call (besides reading every table of the schema).
-const APP_FUNCTIONS: &str = "append, append_one, check_log_order, schedule_deadline, \
-                             cancel_deadline, claim_deadlines, complete_deadline";
+const APP_FUNCTIONS: &str = "append, append_one, check_log_order";
+
+/// The deadline functions the application role may call (from migration 5 on).
+const DEADLINE_FUNCTIONS: &str =
+    "schedule_deadline, cancel_deadline, claim_deadlines, complete_deadline";
 
 /// What [`PgEventStore::migrate`](crate::PgEventStore::migrate) did or
 /// [`PgEventStore::check_schema`](crate::PgEventStore::check_schema) found.
@@ -737,7 +740,12 @@ async fn apply(
         for row in roles {
             let role: String = row.try_get(0)?;
             client
-                .batch_execute(&grants(schema, &role, report.version >= 4))
+                .batch_execute(&grants(
+                    schema,
+                    &role,
+                    report.version >= 4,
+                    report.version >= 5,
+                ))
                 .await?;
         }
     }
@@ -749,12 +757,13 @@ async fn apply(
 
 /// The statements that let `role` use the store in `schema`: read every table, call the
 /// append functions and the log-order check, and (when the schema has them) write the
-/// projections' tables, nothing else.
-fn grants(schema: &str, role: &str, projections: bool) -> String {
+/// projections' tables and call the deadline functions, nothing else.
+fn grants(schema: &str, role: &str, projections: bool, deadlines: bool) -> String {
     let q = quoted(schema);
     let r = quoted(role);
     let functions: Vec<String> = APP_FUNCTIONS
         .split(", ")
+        .chain(DEADLINE_FUNCTIONS.split(", ").filter(|_| deadlines))
         .map(|f| format!("{q}.{f}"))
         .collect();
     let mut sql = format!(
@@ -783,15 +792,17 @@ pub(crate) async fn grant_access(
     role: &str,
 ) -> Result<(), PgMigrationError> {
     let client = pool.get().await.map_err(classify_pool)?;
-    let projections: bool = client
+    let row = client
         .query_one(
-            "SELECT to_regclass(format('%I.projections', $1::text)) IS NOT NULL",
+            "SELECT to_regclass(format('%I.projections', $1::text)) IS NOT NULL, \
+                    to_regclass(format('%I.deadlines', $1::text)) IS NOT NULL",
             &[&schema],
         )
-        .await?
-        .try_get(0)?;
+        .await?;
+    let projections: bool = row.try_get(0)?;
+    let deadlines: bool = row.try_get(1)?;
     client
-        .batch_execute(&grants(schema, role, projections))
+        .batch_execute(&grants(schema, role, projections, deadlines))
         .await?;
     Ok(())
 }

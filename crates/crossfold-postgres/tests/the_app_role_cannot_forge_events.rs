@@ -33,12 +33,16 @@ async fn the_app_role_cannot_forge_events() {
         .unwrap();
 
     let owner = store_at(&cluster.url_for("bank_owner", "postgres"), "bank").await;
+    // The role is let in before the deadlines exist (migration 5): migrating later extends
+    // its grant to them.
+    let report = owner.migrate_to(4).await.unwrap();
+    assert_eq!(report.applied, [1, 2, 3, 4]);
+    owner.grant_access("bank_app").await.unwrap();
     let report = owner.migrate().await.unwrap();
     assert_eq!(
         report.applied.len(),
-        crossfold_postgres::PgEventStore::migrations().len()
+        crossfold_postgres::PgEventStore::migrations().len() - 4
     );
-    owner.grant_access("bank_app").await.unwrap();
 
     let app_url = cluster.url_for("bank_app", "postgres");
     let app = store_at(&app_url, "bank").await;
