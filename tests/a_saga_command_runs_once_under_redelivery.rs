@@ -380,6 +380,189 @@ async fn a_refused_reaction_follows_the_error_policy() {
     }
 }
 
+/// Checkpoints whose commits never finish while `dying` is set: the process dies after its
+/// reactions ran and before their checkpoint committed.
+#[derive(Clone)]
+struct DiesBeforeCommit {
+    inner: crossfold::memory::MemoryCheckpoints,
+    dying: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ProjectionControl for DiesBeforeCommit {
+    async fn list(&self) -> Result<Vec<crossfold::ProjectionRecord>, crossfold::CheckpointError> {
+        self.inner.list().await
+    }
+    async fn get(
+        &self,
+        name: &str,
+    ) -> Result<Option<crossfold::ProjectionRecord>, crossfold::CheckpointError> {
+        self.inner.get(name).await
+    }
+    async fn request(
+        &self,
+        name: &str,
+        request: crossfold::ControlRequest,
+    ) -> Result<crossfold::ProjectionRecord, crossfold::CheckpointError> {
+        self.inner.request(name, request).await
+    }
+    async fn dead_letters(
+        &self,
+        name: &str,
+    ) -> Result<Vec<crossfold::DeadLetter>, crossfold::CheckpointError> {
+        self.inner.dead_letters(name).await
+    }
+}
+
+impl crossfold::CheckpointStore for DiesBeforeCommit {
+    type Unit = crossfold::memory::MemoryUnit;
+    async fn acquire(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<crossfold::Lease>, crossfold::CheckpointError> {
+        self.inner.acquire(name, owner, ttl).await
+    }
+    async fn renew(
+        &self,
+        lease: &crossfold::Lease,
+        ttl: Duration,
+    ) -> Result<Option<crossfold::ProjectionRecord>, crossfold::CheckpointError> {
+        self.inner.renew(lease, ttl).await
+    }
+    async fn release(&self, lease: &crossfold::Lease) -> Result<(), crossfold::CheckpointError> {
+        self.inner.release(lease).await
+    }
+    async fn begin(
+        &self,
+        lease: &crossfold::Lease,
+    ) -> Result<crossfold::memory::MemoryUnit, crossfold::CheckpointError> {
+        self.inner.begin(lease).await
+    }
+    async fn commit(
+        &self,
+        lease: &crossfold::Lease,
+        unit: crossfold::memory::MemoryUnit,
+        commit: crossfold::CheckpointCommit,
+    ) -> Result<(), crossfold::CheckpointError> {
+        if self.dying.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.commit(lease, unit, commit).await
+    }
+    async fn report(
+        &self,
+        lease: &crossfold::Lease,
+        status: &crossfold::ProjectionStatus,
+    ) -> Result<(), crossfold::CheckpointError> {
+        self.inner.report(lease, status).await
+    }
+}
+
+/// The process running the saga dies — its runtime and every task on it are dropped — after
+/// the reactions executed their commands and before the checkpoint committed. A new process
+/// gets the same events again; the commands are not applied twice.
+#[test]
+fn a_saga_command_runs_once_when_the_process_dies_before_its_checkpoint() {
+    use crossfold::memory::{MemoryCheckpoints, MemoryDeadlineStore};
+
+    let store = MemoryStore::new();
+    let deadlines = MemoryDeadlineStore::new();
+    let checkpoints = MemoryCheckpoints::new();
+    let greeter = Greeter::default();
+    let options = RunnerOptions::default()
+        .lease_ttl(Duration::from_millis(200))
+        .control_interval(Duration::from_millis(20));
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let wait_for = |what: &'static str, done: &dyn Fn() -> bool| {
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < give_up, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    let first = runtime();
+    let dying = DiesBeforeCommit {
+        inner: checkpoints.clone(),
+        dying: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    };
+    let runner = first.block_on(async {
+        let mut runner = ProjectionRunner::new(store.clone(), dying.clone(), options.clone());
+        runner.spawn(
+            ProcessManagerProjection::new(
+                greeter.clone(),
+                Executor::new(store.clone()),
+                deadlines.clone(),
+                dying,
+            ),
+            ProjectionOptions::default(),
+        );
+        for user in ["ada", "bob"] {
+            register(&store, user).await;
+        }
+        runner
+    });
+    wait_for("the first process reacted", &|| {
+        greeter.reactions.load(Ordering::SeqCst) >= 2
+    });
+    let checkpoint = first
+        .block_on(checkpoints.get("greeter"))
+        .unwrap()
+        .map(|r| r.position)
+        .unwrap_or_default();
+    assert_eq!(checkpoint, Position::START, "nothing committed");
+    // The process dies.
+    std::mem::forget(runner);
+    drop(first);
+
+    let second = runtime();
+    let reacted_before = greeter.reactions.load(Ordering::SeqCst);
+    let runner = second.block_on(async {
+        let mut runner = ProjectionRunner::new(store.clone(), checkpoints.clone(), options);
+        runner.spawn(
+            ProcessManagerProjection::new(
+                greeter.clone(),
+                Executor::new(store.clone()),
+                deadlines.clone(),
+                checkpoints.clone(),
+            ),
+            ProjectionOptions::default(),
+        );
+        runner
+    });
+    wait_for("the second process got the events again", &|| {
+        greeter.reactions.load(Ordering::SeqCst) >= reacted_before + 2
+    });
+    second.block_on(async {
+        let head = store.head_position().await.unwrap();
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        while runner
+            .status_of("greeter")
+            .is_none_or(|s| s.position < head)
+        {
+            assert!(tokio::time::Instant::now() < give_up, "no checkpoint");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        runner.shutdown().await;
+        for user in ["ada", "bob"] {
+            assert_eq!(
+                welcomes(&store, user).await.len(),
+                1,
+                "{user} welcomed once"
+            );
+        }
+        let pending = deadlines.deadline_counts(Timestamp::now()).await.unwrap();
+        assert_eq!(pending.pending, 2, "one reminder each");
+    });
+}
+
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saga_command_runs_once_under_redelivery_on_postgres() {
