@@ -36,6 +36,36 @@ impl PgDeadlineStore {
     async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(classify_pool)
     }
+
+    /// Up to `limit` pending deadlines, earliest due first, with their state (for operators).
+    pub async fn pending(&self, limit: usize) -> Result<Vec<DeadlineRecord>, StoreError> {
+        let client = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT * FROM {}.deadlines WHERE status = 'pending' \
+                     ORDER BY due_at, deadline_id LIMIT $1",
+                    self.schema
+                ),
+                &[&limit],
+            )
+            .await
+            .map_err(classify)?;
+        rows.iter().map(record_of).collect()
+    }
+}
+
+fn record_of(row: &Row) -> Result<DeadlineRecord, StoreError> {
+    let mut record = DeadlineRecord::pending(deadline_of(row)?);
+    let status: String = get(row, "status")?;
+    record.status = DeadlineStatus::parse(&status)
+        .ok_or_else(|| corrupt(format!("deadline status {status:?}")))?;
+    record.claims = get::<i64>(row, "claim_token")?.unsigned_abs();
+    record.finished_at =
+        get::<Option<std::time::SystemTime>>(row, "finished_at")?.map(Timestamp::from);
+    record.note = get(row, "note")?;
+    Ok(record)
 }
 
 fn time(at: Timestamp) -> std::time::SystemTime {
@@ -174,18 +204,7 @@ impl DeadlineStore for PgDeadlineStore {
             )
             .await
             .map_err(classify)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let mut record = DeadlineRecord::pending(deadline_of(&row)?);
-        let status: String = get(&row, "status")?;
-        record.status = DeadlineStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("deadline status {status:?}")))?;
-        record.claims = get::<i64>(&row, "claim_token")?.unsigned_abs();
-        record.finished_at =
-            get::<Option<std::time::SystemTime>>(&row, "finished_at")?.map(Timestamp::from);
-        record.note = get(&row, "note")?;
-        Ok(Some(record))
+        row.as_ref().map(record_of).transpose()
     }
 
     async fn deadline_counts(&self, now: Timestamp) -> Result<DeadlineCounts, StoreError> {
