@@ -30,6 +30,18 @@ fn main() {
         println!("leases_fail_over_without_double_apply: test");
         return;
     }
+    // `cargo test FILTER` passes the filter on: run only if it names this test.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if !filters.is_empty()
+        && !filters
+            .iter()
+            .any(|f| "leases_fail_over_without_double_apply".contains(f.as_str()))
+    {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
