@@ -362,11 +362,15 @@ async fn w9_postgres(args: &Args) -> Result<(), String> {
     let schema = format!("crossfold_w9_{}", std::process::id());
     let store = pg_store(&args.url, &schema, 8).await?;
     let result = w9_postgres_in(args, &store, &schema).await;
-    let _ = psql(
-        &args.url,
-        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-    )
-    .await;
+    if result.is_ok() {
+        let _ = psql(
+            &args.url,
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        )
+        .await;
+    } else {
+        eprintln!("  schema {schema} kept for inspection");
+    }
     result
 }
 
@@ -554,11 +558,15 @@ async fn w10(args: &Args) -> Result<(), String> {
     let schema = format!("crossfold_w10_{}", std::process::id());
     let store = pg_store(&args.url, &schema, 32).await?;
     let result = w10_in(args, &store, &schema).await;
-    let _ = psql(
-        &args.url,
-        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-    )
-    .await;
+    if result.is_ok() {
+        let _ = psql(
+            &args.url,
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        )
+        .await;
+    } else {
+        eprintln!("  schema {schema} kept for inspection");
+    }
     result
 }
 
@@ -609,6 +617,9 @@ async fn w10_in(args: &Args, store: &PgEventStore, schema: &str) -> Result<(), S
     measuring.store(false, std::sync::atomic::Ordering::Relaxed);
     arm.abort();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    if !report.verification.passed {
+        eprintln!("  W1 verification: {:?}", report.verification.problems);
+    }
     let status = runner.status_of("w10");
     runner.shutdown().await;
     let h = histogram.lock().map_err(|_| "poisoned")?.clone();

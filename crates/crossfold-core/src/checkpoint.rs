@@ -204,6 +204,24 @@ pub enum ControlRequest {
     Rebuild,
 }
 
+impl FromStr for ControlRequest {
+    type Err = ValidationError;
+    /// `pause`, `resume`, `stop`, `reset` or `rebuild` (as an operator's command names them).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pause" => Ok(ControlRequest::Pause),
+            "resume" => Ok(ControlRequest::Resume),
+            "stop" => Ok(ControlRequest::Stop),
+            "reset" => Ok(ControlRequest::Reset),
+            "rebuild" => Ok(ControlRequest::Rebuild),
+            _ => Err(ValidationError::new(
+                "control request",
+                format!("{s:?} is not pause, resume, stop, reset or rebuild"),
+            )),
+        }
+    }
+}
+
 impl ControlRequest {
     /// The desired state the request sets, if it sets one.
     pub const fn desired(self) -> Option<DesiredState> {
@@ -572,6 +590,15 @@ mod tests {
         for r in [ReplayRequest::Reset, ReplayRequest::Rebuild] {
             assert_eq!(r.as_str().parse::<ReplayRequest>().unwrap(), r);
         }
+        assert_eq!(
+            "rebuild".parse::<ControlRequest>().unwrap(),
+            ControlRequest::Rebuild
+        );
+        assert_eq!(
+            "pause".parse::<ControlRequest>().unwrap(),
+            ControlRequest::Pause
+        );
+        assert!("drop".parse::<ControlRequest>().is_err());
     }
 
     #[test]

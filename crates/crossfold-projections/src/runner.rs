@@ -955,7 +955,15 @@ async fn watchdog<S, C>(
             let now = Instant::now();
             let elapsed = now.duration_since(last_tick).as_secs_f64().max(1e-9);
             let applied = local.events_applied;
-            let lag_events = lag.unwrap_or(0);
+            // The store cannot be read (an outage): the last count stands, so that a
+            // projection held up by the outage is still seen behind, and stalls.
+            let lag_events = lag.unwrap_or_else(|| {
+                if running {
+                    usize::try_from(local.status.lag_events).unwrap_or(usize::MAX)
+                } else {
+                    0
+                }
+            });
             let mut status_state = local.state;
             let mut last_error = local.last_error.clone();
             if running && lag_events > 0 && local.last_advance.elapsed() > options.stall_after {
