@@ -494,6 +494,11 @@ fn a_saga_command_runs_once_when_the_process_dies_before_its_checkpoint() {
         dying: Arc::new(std::sync::atomic::AtomicBool::new(true)),
     };
     let runner = first.block_on(async {
+        // Both registrations before the runner starts: they come in one batch, whose commit
+        // never finishes.
+        for user in ["ada", "bob"] {
+            register(&store, user).await;
+        }
         let mut runner = ProjectionRunner::new(store.clone(), dying.clone(), options.clone());
         runner.spawn(
             ProcessManagerProjection::new(
@@ -504,9 +509,6 @@ fn a_saga_command_runs_once_when_the_process_dies_before_its_checkpoint() {
             ),
             ProjectionOptions::default(),
         );
-        for user in ["ada", "bob"] {
-            register(&store, user).await;
-        }
         runner
     });
     wait_for("the first process reacted", &|| {
