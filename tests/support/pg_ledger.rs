@@ -182,8 +182,37 @@ pub async fn append_random(store: &PgEventStore, rng: &mut fastrand::Rng, events
         .unwrap();
 }
 
-/// The fold of the whole log, read back from the store: balance and count per account.
+/// The position of the last event written, read from the table: other sessions' open
+/// transactions may keep it from being visible for a while, but it is there. (Test schemas
+/// never change log epoch, so a stored transaction id is a position's commit half.)
+pub async fn last_written(store: &PgEventStore) -> Position {
+    let client = store.pool().get().await.unwrap();
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT transaction_id::text, sequence FROM \"{}\".events \
+                 ORDER BY transaction_id DESC, sequence DESC LIMIT 1",
+                store.schema()
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    row.map_or(Position::START, |r| {
+        let commit: String = r.get(0);
+        let sequence: i64 = r.get(1);
+        Position::new(commit.parse().unwrap(), sequence as u64)
+    })
+}
+
+/// The fold of the whole log, read back from the store once everything written is visible:
+/// balance and count per account, and the last position.
 pub async fn fold(store: &PgEventStore) -> (BTreeMap<String, (i64, i64)>, Position) {
+    let written = last_written(store).await;
+    store
+        .wait_for_position(written, Duration::from_secs(60))
+        .await
+        .unwrap();
     let mut balances: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     let mut after = Position::START;
     let filter = LogFilter::categories(["account"]);

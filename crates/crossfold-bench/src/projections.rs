@@ -11,7 +11,7 @@ use crossfold_bench::bank::{BankEvent, account_stream};
 use crossfold_bench::{LoadOptions, Workload};
 use crossfold_core::{
     AppendRequest, CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter,
-    EventData, EventStore, ExpectedVersion, Lease, LogFilter, Payload, ProjectionControl,
+    EventData, EventStore, ExpectedVersion, Lease, LogFilter, Payload, Position, ProjectionControl,
     ProjectionRecord, ProjectionStatus, Recorded, Timestamp,
 };
 use crossfold_memory::{MemoryCheckpoints, MemoryStore, MemoryUnit};
@@ -115,15 +115,21 @@ fn deposit_event(amount: i64) -> EventData {
 
 /// Appends `events` deposits, 10 per append to each account in turn (so that 1,000 events in
 /// log order touch 100 accounts, as in the hand-written floor's log).
-async fn load<S: EventStore>(store: &S, events: usize, accounts: usize) -> Result<(), String> {
+/// Returns the position of the last event written.
+async fn load<S: EventStore>(
+    store: &S,
+    events: usize,
+    accounts: usize,
+) -> Result<Position, String> {
     let started = Instant::now();
+    let mut last = Position::START;
     let mut written = 0;
     let mut account = 0;
     while written < events {
         let n = 10.min(events - written);
         let stream = account_stream(account % accounts.max(1)).map_err(|e| e.to_string())?;
         account += 1;
-        store
+        let appended = store
             .append(AppendRequest::new().stream(
                 stream,
                 ExpectedVersion::Any,
@@ -131,13 +137,14 @@ async fn load<S: EventStore>(store: &S, events: usize, accounts: usize) -> Resul
             ))
             .await
             .map_err(|e| error_chain(&e))?;
+        last = last.max(appended.position().unwrap_or(last));
         written += n;
     }
     eprintln!(
         "  loaded {events} deposit events over {accounts} accounts in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(last)
 }
 
 /// Sums per account in a batch: the one row per account each batch upserts.
@@ -375,14 +382,15 @@ async fn w9_postgres(args: &Args) -> Result<(), String> {
 }
 
 async fn w9_postgres_in(args: &Args, store: &PgEventStore, schema: &str) -> Result<(), String> {
-    load(store, args.events, args.accounts).await?;
+    // The last event written, not the store's head: a transaction held open elsewhere on the
+    // server can keep the head (what readers see) behind what was written.
+    let last = load(store, args.events, args.accounts).await?;
     let table = format!("{schema}.w9_balances");
     psql(
         &args.url,
         &format!("CREATE TABLE {table} (account text PRIMARY KEY, balance bigint NOT NULL)"),
     )
     .await?;
-    let last = store.head_position().await.map_err(|e| error_chain(&e))?;
     let checkpoints = PgCheckpoints::new(store);
     let mut runner = ProjectionRunner::new(
         store.clone(),

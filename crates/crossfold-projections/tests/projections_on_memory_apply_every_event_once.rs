@@ -175,3 +175,36 @@ async fn pause_and_resume_through_another_handle() {
     assert_eq!(model.balances(1)["account-1"], 12);
     runner.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_at_once_when_the_owner_shuts_down() {
+    let store = MemoryStore::new();
+    let checkpoints = MemoryCheckpoints::new();
+    let model = Model::default();
+    append(&store, 1, &[1, 2]).await;
+    let mut first = ProjectionRunner::new(store.clone(), checkpoints.clone(), options("first"));
+    first.spawn(
+        Balances::new("p", model.clone()),
+        ProjectionOptions::default(),
+    );
+    eventually("first applied", || model.applied(1) == 2).await;
+    let mut second = ProjectionRunner::new(store.clone(), checkpoints.clone(), options("second"));
+    second.spawn(
+        Balances::new("p", model.clone()),
+        ProjectionOptions::default(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!second.status_of("p").unwrap().owned, "one owner at a time");
+    let stopped = std::time::Instant::now();
+    first.shutdown().await;
+    eventually("the standby took over", || {
+        second.status_of("p").unwrap().owned
+    })
+    .await;
+    // Released, not expired: well within the lease's time to live.
+    assert!(stopped.elapsed() < std::time::Duration::from_millis(500));
+    append(&store, 1, &[3]).await;
+    eventually("the new owner applies", || model.applied(1) == 3).await;
+    assert_eq!(model.balances(1)["account-1"], 6);
+    second.shutdown().await;
+}
