@@ -55,8 +55,8 @@ pub use crossfold_core as core;
 pub use crossfold_core::*;
 pub use crossfold_executor as executor;
 pub use crossfold_executor::{
-    Actor, ActorPermissions, Authorizer, Denied, Error, Executed, ExecutionContext, Executor,
-    ExecutorBuilder, RetryPolicy,
+    Actor, ActorPermissions, Authorizer, DeadlineHandler, DeadlineWorker, Denied, Error, Executed,
+    ExecutionContext, Executor, ExecutorBuilder, Firing, Idempotent, PollReport, RetryPolicy,
 };
 #[cfg(feature = "memory")]
 pub use crossfold_memory as memory;
@@ -66,6 +66,8 @@ pub use crossfold_memory::MemoryStore;
 pub use crossfold_monitoring as monitoring;
 #[cfg(feature = "postgres")]
 pub use crossfold_postgres as postgres;
+#[cfg(feature = "projections")]
+pub use crossfold_projections as projections;
 
 /// The names most programs need: `use crossfold::prelude::*;`.
 pub mod prelude {

@@ -10,6 +10,7 @@
 
 mod checks;
 mod floor;
+mod projections;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -59,6 +60,14 @@ SUBCOMMANDS (checks of the executor's correctness; exit status non-zero when one
         Banking commands over the in-memory store with conflicts, transient failures,
         timeouts and ambiguous commits injected; checks every outcome against the log.
         Defaults: 1000000 operations, seed 1, 16 tasks, 200 accounts, 3 attempts.
+
+    crossfold-bench projections [--url URL] [--events N] [--accounts N] [--batch N]
+                                [--duration SECS] [--concurrency N] [--floor-seconds SECS]
+                                [--only w9-memory,w9-postgres,w10]
+        W9: a balance projection rebuilt from position zero over N deposit events, on memory
+        and on PostgreSQL (compared with a hand-written rebuild through pgbench, one client);
+        W10: event created -> read model committed latency of a live projection while W1
+        runs. Defaults: 1000000 events, 10000 accounts, batches of 1000, 20 s, 16 in flight.
 ";
 
 struct Args {
@@ -153,6 +162,7 @@ async fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("pairs") => return checks::pairs().await,
         Some("campaign") => return checks::campaign().await,
+        Some("projections") => return projections::projections().await,
         _ => {}
     }
     let args = match parse_args() {

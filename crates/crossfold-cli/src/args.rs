@@ -54,6 +54,15 @@ pub(crate) enum Command {
     Health,
     /// Control the projections running in the application's processes.
     Projections(ProjectionsArgs),
+    /// Show pending and overdue deadlines, and the next ones due.
+    Deadlines(DeadlinesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeadlinesArgs {
+    /// How many of the next pending deadlines to show.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) limit: usize,
 }
 
 #[derive(Debug, Args)]

@@ -52,6 +52,40 @@ pub const CACHE_HITS_TOTAL: &str = "crossfold_executor_cache_hits_total";
 /// Executor cache lookups that had to go to the store: a counter labelled `cache`.
 pub const CACHE_MISSES_TOTAL: &str = "crossfold_executor_cache_misses_total";
 
+/// Deadlines scheduled and not yet fired, refused or cancelled: a gauge, set by deadline
+/// workers after each poll.
+pub const DEADLINES_PENDING: &str = "crossfold_deadlines_pending";
+
+/// Pending deadlines already due: a gauge, set by deadline workers after each poll. One that
+/// stays above zero means no worker fires them.
+pub const DEADLINES_OVERDUE: &str = "crossfold_deadlines_overdue";
+
+/// Deadlines a worker finished: a counter labelled `outcome` (`fired`, `refused`,
+/// `superseded` — another worker's later claim finished it, or it was cancelled meanwhile —
+/// and `error`, left for a later claim).
+pub const DEADLINES_FIRED_TOTAL: &str = "crossfold_deadlines_fired_total";
+/// Matching events past a projection's checkpoint (counted up to the runner's limit): a gauge
+/// labelled `projection`.
+pub const PROJECTION_LAG_EVENTS: &str = "crossfold_projection_lag_events";
+
+/// Seconds since a projection was last caught up (zero while live): a gauge labelled
+/// `projection`.
+pub const PROJECTION_LAG_SECONDS: &str = "crossfold_projection_lag_seconds";
+
+/// Events a projection applied (committed with its checkpoint): a counter labelled
+/// `projection`.
+pub const PROJECTION_EVENTS_APPLIED_TOTAL: &str = "crossfold_projection_events_applied_total";
+
+/// Failures met by a projection: a counter labelled `projection` and `kind` (`transient`:
+/// retried; `handler`: the projection failed; `dead_letter`: the event was set aside; `fenced`:
+/// it lost its lease).
+pub const PROJECTION_ERRORS_TOTAL: &str = "crossfold_projection_errors_total";
+
+/// A projection's state: a gauge labelled `projection` and `state` (one of
+/// [`ProjectionState::ALL`](crate::ProjectionState::ALL)'s names), 1 for its current state and 0
+/// for the others.
+pub const PROJECTION_STATE: &str = "crossfold_projection_state";
+
 /// A timed store call, as the `operation` label names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -240,6 +274,62 @@ pub const COMMAND_METRICS: [MetricDescription; 7] = [
     ),
 ];
 
+/// The metrics deadline workers record.
+pub const DEADLINE_METRICS: [MetricDescription; 3] = [
+    MetricDescription::new(
+        DEADLINES_PENDING,
+        MetricKind::Gauge,
+        None,
+        "Deadlines scheduled and not yet fired, refused or cancelled.",
+    ),
+    MetricDescription::new(
+        DEADLINES_OVERDUE,
+        MetricKind::Gauge,
+        None,
+        "Pending deadlines that are already due.",
+    ),
+    MetricDescription::new(
+        DEADLINES_FIRED_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Deadlines a worker finished, by outcome.",
+    ),
+];
+
+/// The metrics the projection runner records.
+pub const PROJECTION_METRICS: [MetricDescription; 5] = [
+    MetricDescription::new(
+        PROJECTION_LAG_EVENTS,
+        MetricKind::Gauge,
+        None,
+        "Matching events past a projection's checkpoint, counted up to the runner's limit.",
+    ),
+    MetricDescription::new(
+        PROJECTION_LAG_SECONDS,
+        MetricKind::Gauge,
+        Some("seconds"),
+        "Seconds since a projection was last caught up; zero while live.",
+    ),
+    MetricDescription::new(
+        PROJECTION_EVENTS_APPLIED_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Events a projection applied and committed with its checkpoint.",
+    ),
+    MetricDescription::new(
+        PROJECTION_ERRORS_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Failures met by a projection, by kind (transient, handler, dead_letter, fenced).",
+    ),
+    MetricDescription::new(
+        PROJECTION_STATE,
+        MetricKind::Gauge,
+        None,
+        "A projection's state: 1 for the state label it is in, 0 for the others.",
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,7 +346,12 @@ mod tests {
     /// metrics with a unit end in it.
     #[test]
     fn names_follow_prometheus_conventions() {
-        for m in STORE_METRICS.iter().chain(&COMMAND_METRICS) {
+        for m in STORE_METRICS
+            .iter()
+            .chain(&COMMAND_METRICS)
+            .chain(&DEADLINE_METRICS)
+            .chain(&PROJECTION_METRICS)
+        {
             assert!(m.name.starts_with("crossfold_"), "{}", m.name);
             assert!(
                 m.name
@@ -281,6 +376,8 @@ mod tests {
         let mut names: Vec<&str> = STORE_METRICS
             .iter()
             .chain(&COMMAND_METRICS)
+            .chain(&DEADLINE_METRICS)
+            .chain(&PROJECTION_METRICS)
             .map(|m| m.name)
             .collect();
         let count = names.len();

@@ -46,11 +46,15 @@
     )
 )]
 
+mod checkpoints;
 mod chunked;
+mod deadlines;
 mod ids;
 mod log;
 mod metrics;
 mod store;
 mod streams;
 
+pub use checkpoints::{MemoryCheckpoints, MemoryUnit};
+pub use deadlines::MemoryDeadlineStore;
 pub use store::MemoryStore;

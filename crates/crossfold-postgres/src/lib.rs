@@ -98,23 +98,27 @@
 
 mod append;
 mod config;
+mod deadlines;
 mod error;
 mod health;
 mod inspect;
 mod metrics;
 mod migrate;
 mod notify;
+mod projections;
 mod read;
 mod sql;
 mod store;
 mod types;
 
 pub use config::{PgConfig, PgConfigError};
+pub use deadlines::PgDeadlineStore;
 pub use error::PgUndecodableEvent;
 pub use health::{PgHealth, PgListenerHealth, PgPoolHealth, PgPoolStatus};
 pub use inspect::PgStreamInfo;
 pub use metrics::{OLDEST_TRANSACTION_AGE_SECONDS, POOL_CONNECTIONS, describe_metrics};
 pub use migrate::{PgMigration, PgMigrationError, PgMigrationReport, PgMigrationStatus};
+pub use projections::{PgCheckpoints, PgUnit};
 pub use store::PgEventStore;
 
 /// The driver and pool this crate is built on, for configuring connections and TLS.

@@ -101,10 +101,34 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 4,
+        name: "projections",
+        sql: include_str!("../migrations/0004_projections.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
+    PgMigration {
+        version: 5,
+        name: "deadlines",
+        sql: include_str!("../migrations/0005_deadlines.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
+
+/// The tables the application role may insert into and update: projections' checkpoints,
+/// leases, control state and dead letters (from migration 4 on).
+const APP_WRITABLE_TABLES: &str = "projections, projection_dead_letters";
 
 /// The functions the application role may call (besides reading every table of the schema).
 const APP_FUNCTIONS: &str = "append, append_one, check_log_order";
+
+/// The deadline functions the application role may call (from migration 5 on).
+const DEADLINE_FUNCTIONS: &str =
+    "schedule_deadline, cancel_deadline, claim_deadlines, complete_deadline";
 
 /// What [`PgEventStore::migrate`](crate::PgEventStore::migrate) did or
 /// [`PgEventStore::check_schema`](crate::PgEventStore::check_schema) found.
@@ -680,7 +704,14 @@ async fn apply(
             .await?;
         for row in roles {
             let role: String = row.try_get(0)?;
-            client.batch_execute(&grants(schema, &role)).await?;
+            client
+                .batch_execute(&grants(
+                    schema,
+                    &role,
+                    report.version >= 4,
+                    report.version >= 5,
+                ))
+                .await?;
         }
     }
     if report.version >= 2 {
@@ -690,20 +721,33 @@ async fn apply(
 }
 
 /// The statements that let `role` use the store in `schema`: read every table, call the
-/// append functions and the log-order check, nothing else.
-fn grants(schema: &str, role: &str) -> String {
+/// append functions and the log-order check, and (when the schema has them) write the
+/// projections' tables and call the deadline functions, nothing else.
+fn grants(schema: &str, role: &str, projections: bool, deadlines: bool) -> String {
     let q = quoted(schema);
     let r = quoted(role);
     let functions: Vec<String> = APP_FUNCTIONS
         .split(", ")
+        .chain(DEADLINE_FUNCTIONS.split(", ").filter(|_| deadlines))
         .map(|f| format!("{q}.{f}"))
         .collect();
-    format!(
+    let mut sql = format!(
         "GRANT USAGE ON SCHEMA {q} TO {r}; \
          GRANT SELECT ON ALL TABLES IN SCHEMA {q} TO {r}; \
          GRANT EXECUTE ON FUNCTION {} TO {r}",
         functions.join(", ")
-    )
+    );
+    if projections {
+        let tables: Vec<String> = APP_WRITABLE_TABLES
+            .split(", ")
+            .map(|t| format!("{q}.{t}"))
+            .collect();
+        sql.push_str(&format!(
+            "; GRANT INSERT, UPDATE ON TABLE {} TO {r}",
+            tables.join(", ")
+        ));
+    }
+    sql
 }
 
 /// Grants `role` what an application role needs on the migrated store in `schema`.
@@ -713,7 +757,18 @@ pub(crate) async fn grant_access(
     role: &str,
 ) -> Result<(), PgMigrationError> {
     let client = pool.get().await.map_err(classify_pool)?;
-    client.batch_execute(&grants(schema, role)).await?;
+    let row = client
+        .query_one(
+            "SELECT to_regclass(format('%I.projections', $1::text)) IS NOT NULL, \
+                    to_regclass(format('%I.deadlines', $1::text)) IS NOT NULL",
+            &[&schema],
+        )
+        .await?;
+    let projections: bool = row.try_get(0)?;
+    let deadlines: bool = row.try_get(1)?;
+    client
+        .batch_execute(&grants(schema, role, projections, deadlines))
+        .await?;
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 //! forge an event with a chosen transaction id nor rewrite a stream's version — and that may
 //! call `migrate()` when there is nothing to do. The tables' protections hold for everyone,
 //! even with `session_replication_role = replica`. Runs a cluster of its own (roles are
-//! cluster-wide).
+//! cluster-wide). It runs projections: their checkpoint tables are the only ones it may insert
+//! into and update.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -11,7 +12,12 @@ mod common;
 use std::time::Duration;
 
 use common::{events, raw_client_at, sid, store_at};
-use crossfold_core::{AppendRequest, EventStore, ExpectedVersion, LogFilter, Position};
+use crossfold_core::{
+    AppendRequest, CheckpointCommit, CheckpointStore, ControlRequest, DeadLetter, Deadline,
+    DeadlineId, DeadlineOutcome, DeadlineStore, EventStore, ExpectedVersion, LogFilter, Position,
+    ProjectionControl, ProjectionStatus, Timestamp,
+};
+use crossfold_postgres::{PgCheckpoints, PgDeadlineStore};
 use crossfold_testkit::cluster::TestCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,12 +33,16 @@ async fn the_app_role_cannot_forge_events() {
         .unwrap();
 
     let owner = store_at(&cluster.url_for("bank_owner", "postgres"), "bank").await;
+    // The role is let in before the deadlines exist (migration 5): migrating later extends
+    // its grant to them.
+    let report = owner.migrate_to(4).await.unwrap();
+    assert_eq!(report.applied, [1, 2, 3, 4]);
+    owner.grant_access("bank_app").await.unwrap();
     let report = owner.migrate().await.unwrap();
     assert_eq!(
         report.applied.len(),
-        crossfold_postgres::PgEventStore::migrations().len()
+        crossfold_postgres::PgEventStore::migrations().len() - 4
     );
-    owner.grant_access("bank_app").await.unwrap();
 
     let app_url = cluster.url_for("bank_app", "postgres");
     let app = store_at(&app_url, "bank").await;
@@ -95,7 +105,61 @@ async fn the_app_role_cannot_forge_events() {
         .unwrap();
     assert_eq!(next.len(), 1);
 
-    // Directly, it can write nothing.
+    // It schedules, claims and completes deadlines through their functions.
+    let deadlines = PgDeadlineStore::new(&app);
+    let id = DeadlineId::new("payment-timeout/1").unwrap();
+    let due = Timestamp::from_unix_micros(1_000_000);
+    assert!(
+        deadlines
+            .schedule(Deadline::new(id.clone(), "payment-timeout", due))
+            .await
+            .unwrap()
+    );
+    let claims = deadlines
+        .claim_due(
+            Timestamp::from_unix_micros(2_000_000),
+            5,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].deadline.due_at, due);
+    assert!(
+        deadlines
+            .complete(&claims[0], &DeadlineOutcome::Fired, due)
+            .await
+            .unwrap()
+    );
+    assert!(!deadlines.cancel(&id).await.unwrap());
+
+    // It runs projections: leases, checkpoints committed in its own transactions, dead
+    // letters, status reports and operators' requests.
+    let checkpoints = PgCheckpoints::new(&app);
+    let lease = checkpoints
+        .acquire("balances", "app", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let unit = checkpoints.begin(&lease).await.unwrap();
+    let mut commit = CheckpointCommit::new(head, 1, 1);
+    commit
+        .dead_letters
+        .push(DeadLetter::new("balances", &log[0], "bad"));
+    checkpoints.commit(&lease, unit, commit).await.unwrap();
+    checkpoints
+        .report(&lease, &ProjectionStatus::default())
+        .await
+        .unwrap();
+    checkpoints
+        .request("balances", ControlRequest::Pause)
+        .await
+        .unwrap();
+    let record = checkpoints.get("balances").await.unwrap().unwrap();
+    assert_eq!((record.position, record.dead_letters), (head, 1));
+    checkpoints.release(&lease).await.unwrap();
+
+    // Directly, it can write nothing else, and remove nothing.
     let raw = raw_client_at(&app_url).await;
     for statement in [
         "INSERT INTO bank.events (transaction_id, event_id, stream_id, stream_version, \
@@ -109,10 +173,16 @@ async fn the_app_role_cannot_forge_events() {
         "DELETE FROM bank.streams",
         "TRUNCATE bank.streams",
         "UPDATE bank.log_state SET shift = 0",
+        "UPDATE bank.deadlines SET status = 'pending'",
+        "INSERT INTO bank.deadlines (deadline_id, kind, due_at) VALUES ('x', 'x', now())",
+        "DELETE FROM bank.deadlines",
         "INSERT INTO bank.quarantined_events (transaction_id, sequence, reason) VALUES ('1', 1, 'x')",
         "ALTER TABLE bank.events DISABLE TRIGGER ALL",
         "CREATE TABLE bank.mine (a int)",
         "SELECT bank.log_discontinuity(s) FROM bank.log_state s",
+        "DELETE FROM bank.projections",
+        "DELETE FROM bank.projection_dead_letters",
+        "TRUNCATE bank.projections",
     ] {
         let err = raw.batch_execute(statement).await.unwrap_err();
         let code = err.code().map(|c| c.code().to_owned());

@@ -89,3 +89,21 @@ pub fn not_async() {}
         ["plain", "indented", "split_over_lines"]
     );
 }
+
+/// The same for the checkpoint store contract suite (one file).
+#[test]
+fn every_checkpoint_behaviour_is_run() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/checkpoint_contract.rs");
+    let written: Vec<String> = public_async_fns(&fs::read_to_string(&path).unwrap());
+    let unique: BTreeSet<&String> = written.iter().collect();
+    assert_eq!(unique.len(), written.len(), "a behaviour is written twice");
+    let listed: BTreeSet<String> = crossfold_testkit::checkpoint_contract::CHECKPOINT_BEHAVIOURS
+        .iter()
+        .map(|n| (*n).to_owned())
+        .collect();
+    let written: BTreeSet<String> = written.into_iter().collect();
+    assert_eq!(
+        written, listed,
+        "the checkpoint suite's list (`__with_checkpoint_behaviours!`) is out of date"
+    );
+}
