@@ -82,6 +82,7 @@ async fn rows(store: &PgEventStore, table: &str) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_event_fails_the_projection_or_goes_to_the_dead_letters() {
     let (store, schema) = fresh("poison").await;
+    let _drop = SchemaGuard(schema.clone());
     let account = StreamId::new("account-1").unwrap();
     let amounts = [5, 6, -7, 8, 9];
     store
