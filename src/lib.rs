@@ -58,8 +58,8 @@ pub use crossfold_core as core;
 pub use crossfold_core::*;
 pub use crossfold_executor as executor;
 pub use crossfold_executor::{
-    Actor, ActorPermissions, Authorizer, Denied, Error, Executed, ExecutionContext, Executor,
-    ExecutorBuilder, RetryPolicy,
+    Actor, ActorPermissions, Authorizer, DeadlineHandler, DeadlineWorker, Denied, Error, Executed,
+    ExecutionContext, Executor, ExecutorBuilder, Firing, Idempotent, PollReport, RetryPolicy,
 };
 #[cfg(feature = "memory")]
 pub use crossfold_memory as memory;

@@ -13,8 +13,8 @@ use clap::{Args, Parser, Subcommand};
 /// the URL's `?schema=`, else `crossfold`.
 ///
 /// Exit status: 0 success (health: healthy); 1 failure (health: degraded); 2 health:
-/// unhealthy; 3 not found; 4 the schema is not migrated or cannot be; 5 no projections to
-/// control; 64 bad arguments or configuration; 69 PostgreSQL cannot be reached.
+/// unhealthy; 3 not found (stream, event, projection); 4 the schema is not migrated or cannot
+/// be; 64 bad arguments or configuration; 69 PostgreSQL cannot be reached.
 #[derive(Debug, Parser)]
 #[command(name = "crossfold", version, max_term_width = 100)]
 pub(crate) struct Cli {
@@ -54,6 +54,15 @@ pub(crate) enum Command {
     Health,
     /// Control the projections running in the application's processes.
     Projections(ProjectionsArgs),
+    /// Show pending and overdue deadlines, and the next ones due.
+    Deadlines(DeadlinesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeadlinesArgs {
+    /// How many of the next pending deadlines to show.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) limit: usize,
 }
 
 #[derive(Debug, Args)]
@@ -165,11 +174,14 @@ pub(crate) enum ProjectionsAction {
     Status(ProjectionName),
     /// Stop a projection from applying events (its owner keeps its lease).
     Pause(ProjectionName),
-    /// Let a paused projection go on.
+    /// Let a paused, stopped or failed projection go on (a failed one retries its event).
     Resume(ProjectionName),
-    /// Rebuild a projection's read model from the start of the log.
+    /// Stop a projection until it is resumed.
+    Stop(ProjectionName),
+    /// Rebuild a projection's read model from the start of the log into a new generation,
+    /// serving the old one until the new one has caught up (blue/green).
     Rebuild(ProjectionName),
-    /// Move a projection's checkpoint back to the start, without rebuilding now.
+    /// Clear a projection's read model in place and replay it from the start of the log.
     Reset(ProjectionName),
 }
 

@@ -11,12 +11,10 @@ pub(crate) mod code {
     pub(crate) const FAILED: u8 = 1;
     /// `health`: unhealthy.
     pub(crate) const UNHEALTHY: u8 = 2;
-    /// A stream or event that does not exist.
+    /// A stream, event or projection that does not exist.
     pub(crate) const NOT_FOUND: u8 = 3;
     /// The schema is not migrated, lacks migrations, or cannot be migrated by this build.
     pub(crate) const SCHEMA: u8 = 4;
-    /// There are no projections to control.
-    pub(crate) const NOTHING_TO_CONTROL: u8 = 5;
     /// Bad arguments or configuration (sysexits' EX_USAGE).
     pub(crate) const USAGE: u8 = 64;
     /// PostgreSQL cannot be reached (sysexits' EX_UNAVAILABLE).
@@ -46,9 +44,6 @@ pub(crate) enum CliError {
     /// What was asked for does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// No projections to control.
-    #[error("{0}")]
-    NothingToControl(String),
     /// The store failed.
     #[error("the event store failed")]
     Store(#[from] StoreError),
@@ -69,7 +64,6 @@ impl CliError {
                 _ => code::SCHEMA,
             },
             CliError::NotFound(_) => code::NOT_FOUND,
-            CliError::NothingToControl(_) => code::NOTHING_TO_CONTROL,
             CliError::Store(e) if is_unreachable(e) => code::UNAVAILABLE,
             CliError::Store(_) | CliError::Output(_) => code::FAILED,
         }

@@ -4,8 +4,11 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crossfold_core::{HealthCheck, HealthReport, HealthStatus};
-use crossfold_postgres::{PgEventStore, PgMigrationError};
+use crossfold_core::{
+    DesiredState, HealthCheck, HealthReport, HealthStatus, ProjectionControl, ProjectionRecord,
+    ProjectionState, Timestamp,
+};
+use crossfold_postgres::{PgCheckpoints, PgEventStore, PgMigrationError};
 use serde_json::json;
 
 use crate::config::Settings;
@@ -17,7 +20,13 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
     let components = match crate::connect(settings, false).await {
-        Ok(store) => vec![store_report(&store).await, schema_report(&store).await],
+        Ok(store) => {
+            let mut components = vec![store_report(&store).await, schema_report(&store).await];
+            if components.iter().all(|c| c.status == HealthStatus::Healthy) {
+                components.extend(projection_reports(&store).await);
+            }
+            components
+        }
         // An unreachable server is an answer here, not a failure of the command.
         Err(CliError::Unreachable { target, source }) => vec![HealthReport::unhealthy(
             "event_store",
@@ -83,6 +92,74 @@ async fn schema_report(store: &PgEventStore) -> HealthReport {
     };
     report.checked_in = started.elapsed();
     report.detail("schema", store.schema())
+}
+
+/// One component per projection the schema knows (`projection:NAME`), from what its runner
+/// last reported: unhealthy when failed or stalled; degraded when paused, stopped, retrying, or
+/// wanted running while no process holds its lease.
+async fn projection_reports(store: &PgEventStore) -> Vec<HealthReport> {
+    let started = Instant::now();
+    let control = PgCheckpoints::new(store);
+    match tokio::time::timeout(CHECK_TIMEOUT, control.list()).await {
+        Ok(Ok(records)) => records.iter().map(projection_report).collect(),
+        Ok(Err(e)) => vec![HealthReport::unhealthy(
+            "projections",
+            format!("cannot be read: {}", chain(&e)),
+        )],
+        Err(_) => {
+            let mut report = HealthReport::unhealthy(
+                "projections",
+                format!("no answer within {CHECK_TIMEOUT:?}"),
+            );
+            report.checked_in = started.elapsed();
+            vec![report]
+        }
+    }
+}
+
+fn projection_report(record: &ProjectionRecord) -> HealthReport {
+    let status = &record.status;
+    let component = format!("projection:{}", record.name);
+    let why = |what: String| match &status.last_error {
+        Some(e) => format!("{what}: {e}"),
+        None => what,
+    };
+    let unowned = record
+        .lease_expires_at
+        .as_ref()
+        .is_none_or(|expires| *expires < Timestamp::now());
+    let (level, message) = match status.state {
+        ProjectionState::Failed => (
+            HealthStatus::Unhealthy,
+            Some(why(match status.error_position {
+                Some(p) => format!("failed at position {p}"),
+                None => "failed".to_owned(),
+            })),
+        ),
+        ProjectionState::Stalled => (HealthStatus::Unhealthy, Some(why("stalled".to_owned()))),
+        _ if record.desired != DesiredState::Running => (
+            HealthStatus::Degraded,
+            Some(format!("{} by a control request", record.desired.as_str())),
+        ),
+        ProjectionState::Paused | ProjectionState::Stopped => (
+            HealthStatus::Degraded,
+            Some(format!("{} by a control request", status.state)),
+        ),
+        _ if unowned => (
+            HealthStatus::Degraded,
+            Some("no process holds its lease: nothing applies its events".to_owned()),
+        ),
+        _ if status.retries > 0 => (HealthStatus::Degraded, Some(why("retrying".to_owned()))),
+        _ => (HealthStatus::Healthy, None),
+    };
+    let mut report = HealthReport::healthy(component)
+        .detail("state", status.state.as_str())
+        .detail("position", record.position.to_string())
+        .detail("lag_events", status.lag_events)
+        .detail("lag_seconds", status.lag_seconds);
+    report.status = level;
+    report.message = message;
+    report
 }
 
 fn print(status: HealthStatus, components: &[HealthReport], json: bool) -> Result<(), CliError> {

@@ -9,6 +9,7 @@
 
 mod args;
 mod config;
+mod deadlines;
 mod error;
 mod health;
 mod inspect;
@@ -115,6 +116,10 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Health => health::run(&settings, json).await,
         Command::Projections(args) => projections::run(&settings, args.action, json).await,
+        Command::Deadlines(args) => {
+            let store = connect_ready(&settings, false).await?;
+            deadlines::run(&store, args, json).await
+        }
     }
 }
 

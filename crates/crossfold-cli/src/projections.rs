@@ -1,126 +1,173 @@
-//! `crossfold projections list | status | pause | resume | rebuild | reset NAME`.
+//! `crossfold projections list | status | pause | resume | stop | rebuild | reset NAME`.
 //!
 //! Projections run in the application's processes; their control state (paused, rebuilding),
-//! checkpoints and leases live in the store, which is how this command reaches them. This
-//! build has no projection support yet, so every action says there is nothing to control
-//! (exit status 5). Wiring the projections crate in means implementing [`Control`] on its
-//! PostgreSQL control store and returning it from `control`; the printing below already
-//! takes what the actions return.
+//! checkpoints, leases and last reported status live in the store, which is how this command
+//! reaches them: it reads and writes the PostgreSQL checkpoint store
+//! ([`PgCheckpoints`]), and the process holding a projection's lease acts on a request within
+//! its control interval. A request is stored whether or not a process runs the projection now;
+//! the next one to take its lease obeys it.
 
 use std::io::Write;
 
-use serde_json::{Value, json};
+use crossfold_core::{CheckpointError, ControlRequest, ProjectionControl, ProjectionRecord};
+use crossfold_postgres::PgCheckpoints;
+use serde_json::json;
 
 use crate::args::ProjectionsAction;
 use crate::config::Settings;
 use crate::error::{CliError, code};
 use crate::output::table;
 
-/// One projection as `list` and `status` show it.
-#[derive(Debug)]
-pub(crate) struct ProjectionRow {
-    pub(crate) name: String,
-    pub(crate) state: String,
-    pub(crate) position: String,
-    pub(crate) lag_events: Option<u64>,
-    pub(crate) owner: Option<String>,
-}
-
-/// What the command needs from the projections' control store.
-#[allow(
-    dead_code,
-    reason = "implemented when the projections crate is wired in"
-)]
-pub(crate) trait Control {
-    /// Every projection the store knows.
-    async fn list(&self) -> Result<Vec<ProjectionRow>, CliError>;
-    /// One projection.
-    async fn status(&self, name: &str) -> Result<ProjectionRow, CliError>;
-    /// Asks the owner to pause, resume, rebuild or reset `name`; returns its state after.
-    async fn request(&self, name: &str, action: &str) -> Result<ProjectionRow, CliError>;
-}
-
-/// The control store of the projections in the configured store, when this build can reach
-/// them (it then connects with `crate::connect`); `None` without connecting, so that saying
-/// there is nothing to control does not depend on the database.
-async fn control(_settings: &Settings) -> Result<Option<Never>, CliError> {
-    Ok(None)
-}
-
-/// No control store: this build knows no projections.
-pub(crate) enum Never {}
-
-impl Control for Never {
-    async fn list(&self) -> Result<Vec<ProjectionRow>, CliError> {
-        match *self {}
-    }
-    async fn status(&self, _name: &str) -> Result<ProjectionRow, CliError> {
-        match *self {}
-    }
-    async fn request(&self, _name: &str, _action: &str) -> Result<ProjectionRow, CliError> {
-        match *self {}
-    }
-}
-
 pub(crate) async fn run(
     settings: &Settings,
     action: ProjectionsAction,
     json: bool,
 ) -> Result<u8, CliError> {
-    let Some(control) = control(settings).await? else {
-        return Err(CliError::NothingToControl(
-            "there are no projections to control: this build of crossfold has no projection \
-             support yet, so it cannot see or change the projections of the application's \
-             processes"
-                .to_owned(),
-        ));
+    let store = crate::connect_ready(settings, false).await?;
+    let control = PgCheckpoints::new(&store);
+    let (records, detailed) = match action {
+        ProjectionsAction::List => (control.list().await.map_err(store_error)?, false),
+        ProjectionsAction::Status(p) => (vec![known(&control, &p.name).await?], true),
+        ProjectionsAction::Pause(p) => (
+            request(&control, &p.name, ControlRequest::Pause).await?,
+            true,
+        ),
+        ProjectionsAction::Resume(p) => (
+            request(&control, &p.name, ControlRequest::Resume).await?,
+            true,
+        ),
+        ProjectionsAction::Stop(p) => (
+            request(&control, &p.name, ControlRequest::Stop).await?,
+            true,
+        ),
+        ProjectionsAction::Rebuild(p) => (
+            request(&control, &p.name, ControlRequest::Rebuild).await?,
+            true,
+        ),
+        ProjectionsAction::Reset(p) => (
+            request(&control, &p.name, ControlRequest::Reset).await?,
+            true,
+        ),
     };
-    let rows = match action {
-        ProjectionsAction::List => control.list().await?,
-        ProjectionsAction::Status(p) => vec![control.status(&p.name).await?],
-        ProjectionsAction::Pause(p) => vec![control.request(&p.name, "pause").await?],
-        ProjectionsAction::Resume(p) => vec![control.request(&p.name, "resume").await?],
-        ProjectionsAction::Rebuild(p) => vec![control.request(&p.name, "rebuild").await?],
-        ProjectionsAction::Reset(p) => vec![control.request(&p.name, "reset").await?],
-    };
-    print(&rows, json)?;
+    if json {
+        let list = serde_json::to_value(&records).map_err(std::io::Error::other)?;
+        writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            json!({ "projections": list })
+        )?;
+    } else if detailed {
+        for record in &records {
+            print_detail(record)?;
+        }
+    } else {
+        print_table(&records)?;
+    }
     Ok(code::OK)
 }
 
-fn print(rows: &[ProjectionRow], json: bool) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
-    if json {
-        let list: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                json!({
-                    "name": r.name,
-                    "state": r.state,
-                    "position": r.position,
-                    "lag_events": r.lag_events,
-                    "owner": r.owner,
-                })
-            })
-            .collect();
-        writeln!(out, "{}", json!({ "projections": list }))?;
-        return Ok(());
+/// A projection the store knows; asking for one it does not is "not found", not a new record.
+async fn known(control: &PgCheckpoints, name: &str) -> Result<ProjectionRecord, CliError> {
+    control
+        .get(name)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            CliError::NotFound(format!(
+                "no projection named {name:?} in this schema: `crossfold projections list` shows \
+                 those that have run"
+            ))
+        })
+}
+
+async fn request(
+    control: &PgCheckpoints,
+    name: &str,
+    request: ControlRequest,
+) -> Result<Vec<ProjectionRecord>, CliError> {
+    known(control, name).await?;
+    Ok(vec![
+        control.request(name, request).await.map_err(store_error)?,
+    ])
+}
+
+fn store_error(error: CheckpointError) -> CliError {
+    match error {
+        CheckpointError::Store(e) => CliError::Store(e),
+        other => CliError::Store(crossfold_core::StoreError::Backend(other.into())),
     }
-    let cells: Vec<Vec<String>> = rows
+}
+
+fn owner(record: &ProjectionRecord) -> String {
+    record.lease_owner.clone().unwrap_or_else(|| "-".to_owned())
+}
+
+fn lag(record: &ProjectionRecord) -> String {
+    let status = &record.status;
+    format!(
+        "{}{} events, {:.1} s",
+        if status.lag_events_capped { ">=" } else { "" },
+        status.lag_events,
+        status.lag_seconds
+    )
+}
+
+fn print_table(records: &[ProjectionRecord]) -> Result<(), CliError> {
+    let cells: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
             vec![
                 r.name.clone(),
-                r.state.clone(),
-                r.position.clone(),
-                r.lag_events.map(|l| l.to_string()).unwrap_or_default(),
-                r.owner.clone().unwrap_or_default(),
+                r.status.state.to_string(),
+                r.desired.as_str().to_owned(),
+                r.position.to_string(),
+                lag(r),
+                owner(r),
             ]
         })
         .collect();
     table(
-        &mut out,
-        &["NAME", "STATE", "POSITION", "LAG", "OWNER"],
+        &mut std::io::stdout().lock(),
+        &["NAME", "STATE", "DESIRED", "POSITION", "LAG", "OWNER"],
         &cells,
     )?;
+    Ok(())
+}
+
+fn print_detail(r: &ProjectionRecord) -> Result<(), CliError> {
+    let status = &r.status;
+    let mut rows = vec![
+        ("name", r.name.clone()),
+        ("state", status.state.to_string()),
+        ("desired", r.desired.as_str().to_owned()),
+        ("position", r.position.to_string()),
+        ("lag", lag(r)),
+        ("events/s", format!("{:.1}", status.events_per_second)),
+        ("retries", status.retries.to_string()),
+        (
+            "generation",
+            format!("{} (serving {})", r.generation, r.serving_generation),
+        ),
+        ("owner", owner(r)),
+        ("lease token", r.lease_token.to_string()),
+        ("dead letters", r.dead_letters.to_string()),
+    ];
+    if let Some(replay) = r.replay {
+        rows.push(("pending", replay.as_str().to_owned()));
+    }
+    if let Some(error) = &status.last_error {
+        rows.push(("last error", error.clone()));
+    }
+    if let Some(position) = status.error_position {
+        rows.push(("failed at", position.to_string()));
+    }
+    if let Some(at) = &status.reported_at {
+        rows.push(("reported at", at.to_string()));
+    }
+    let cells: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|(k, v)| vec![k.to_owned(), v])
+        .collect();
+    table(&mut std::io::stdout().lock(), &["FIELD", "VALUE"], &cells)?;
     Ok(())
 }

@@ -83,21 +83,3 @@ fn configuration_comes_from_flags_then_environment_then_file() {
     assert_status(&help, 0);
     assert!(stdout(&help).contains("Exit status"), "{}", stdout(&help));
 }
-
-#[test]
-fn projections_say_there_is_nothing_to_control() {
-    let scratch = Scratch::new();
-    for args in [
-        &["projections", "list"][..],
-        &["projections", "pause", "balances"],
-        &["--json", "projections", "rebuild", "balances"],
-    ] {
-        let output = scratch.crossfold(args);
-        assert_status(&output, 5);
-        assert!(
-            stderr(&output).contains("no projections to control"),
-            "{}",
-            stderr(&output)
-        );
-    }
-}

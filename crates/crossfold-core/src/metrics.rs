@@ -52,6 +52,18 @@ pub const CACHE_HITS_TOTAL: &str = "crossfold_executor_cache_hits_total";
 /// Executor cache lookups that had to go to the store: a counter labelled `cache`.
 pub const CACHE_MISSES_TOTAL: &str = "crossfold_executor_cache_misses_total";
 
+/// Deadlines scheduled and not yet fired, refused or cancelled: a gauge, set by deadline
+/// workers after each poll.
+pub const DEADLINES_PENDING: &str = "crossfold_deadlines_pending";
+
+/// Pending deadlines already due: a gauge, set by deadline workers after each poll. One that
+/// stays above zero means no worker fires them.
+pub const DEADLINES_OVERDUE: &str = "crossfold_deadlines_overdue";
+
+/// Deadlines a worker finished: a counter labelled `outcome` (`fired`, `refused`,
+/// `superseded` — another worker's later claim finished it, or it was cancelled meanwhile —
+/// and `error`, left for a later claim).
+pub const DEADLINES_FIRED_TOTAL: &str = "crossfold_deadlines_fired_total";
 /// Matching events past a projection's checkpoint (counted up to the runner's limit): a gauge
 /// labelled `projection`.
 pub const PROJECTION_LAG_EVENTS: &str = "crossfold_projection_lag_events";
@@ -262,6 +274,28 @@ pub const COMMAND_METRICS: [MetricDescription; 7] = [
     ),
 ];
 
+/// The metrics deadline workers record.
+pub const DEADLINE_METRICS: [MetricDescription; 3] = [
+    MetricDescription::new(
+        DEADLINES_PENDING,
+        MetricKind::Gauge,
+        None,
+        "Deadlines scheduled and not yet fired, refused or cancelled.",
+    ),
+    MetricDescription::new(
+        DEADLINES_OVERDUE,
+        MetricKind::Gauge,
+        None,
+        "Pending deadlines that are already due.",
+    ),
+    MetricDescription::new(
+        DEADLINES_FIRED_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Deadlines a worker finished, by outcome.",
+    ),
+];
+
 /// The metrics the projection runner records.
 pub const PROJECTION_METRICS: [MetricDescription; 5] = [
     MetricDescription::new(
@@ -315,6 +349,7 @@ mod tests {
         for m in STORE_METRICS
             .iter()
             .chain(&COMMAND_METRICS)
+            .chain(&DEADLINE_METRICS)
             .chain(&PROJECTION_METRICS)
         {
             assert!(m.name.starts_with("crossfold_"), "{}", m.name);
@@ -341,6 +376,7 @@ mod tests {
         let mut names: Vec<&str> = STORE_METRICS
             .iter()
             .chain(&COMMAND_METRICS)
+            .chain(&DEADLINE_METRICS)
             .chain(&PROJECTION_METRICS)
             .map(|m| m.name)
             .collect();

@@ -86,14 +86,18 @@
 
 mod cache;
 mod context;
+mod deadlines;
 mod error;
 mod executor;
+mod keyed;
 mod locks;
 mod metrics;
 mod retry;
 mod view;
 
 pub use context::{Actor, ActorPermissions, Authorizer, Denied, ExecutionContext};
+pub use deadlines::{DeadlineHandler, DeadlineWorker, Firing, PollReport};
 pub use error::Error;
 pub use executor::{Executed, Executor, ExecutorBuilder};
+pub use keyed::Idempotent;
 pub use retry::RetryPolicy;

@@ -48,6 +48,7 @@
 
 mod checkpoints;
 mod chunked;
+mod deadlines;
 mod ids;
 mod log;
 mod metrics;
@@ -55,4 +56,5 @@ mod store;
 mod streams;
 
 pub use checkpoints::{MemoryCheckpoints, MemoryUnit};
+pub use deadlines::MemoryDeadlineStore;
 pub use store::MemoryStore;

@@ -1,6 +1,8 @@
 //! Exporting the metrics Crossfold records in the Prometheus text format.
 
-use crossfold_core::{COMMAND_ATTEMPTS, COMMAND_METRICS, PROJECTION_METRICS, STORE_METRICS};
+use crossfold_core::{
+    COMMAND_ATTEMPTS, COMMAND_METRICS, DEADLINE_METRICS, PROJECTION_METRICS, STORE_METRICS,
+};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: from 50 µs (an in-memory
@@ -14,7 +16,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0];
 
 /// Installs a global Prometheus recorder with Crossfold's buckets and describes the executor's
-/// metrics ([`crossfold_core::COMMAND_METRICS`]) and the metrics common to the stores
+/// metrics ([`crossfold_core::COMMAND_METRICS`]), the deadline workers' metrics
+/// ([`crossfold_core::DEADLINE_METRICS`]) and the metrics common to the stores
 /// ([`crossfold_core::STORE_METRICS`]; which store records which is listed in
 /// `crossfold_core`'s `metrics` documentation). Serve [`PrometheusHandle::render`] from your
 /// application's `/metrics` endpoint.
@@ -35,12 +38,13 @@ fn builder() -> Result<PrometheusBuilder, BuildError> {
         .set_buckets_for_metric(Matcher::Full(COMMAND_ATTEMPTS.into()), ATTEMPT_BUCKETS)
 }
 
-/// Describes the metrics of the executor and those common to the stores to the recorder in
-/// scope.
+/// Describes the metrics of the executor, of deadline workers and those common to the stores
+/// to the recorder in scope.
 fn describe() {
     for m in COMMAND_METRICS
         .iter()
         .chain(&STORE_METRICS)
+        .chain(&DEADLINE_METRICS)
         .chain(&PROJECTION_METRICS)
     {
         m.describe();

@@ -354,9 +354,11 @@ pub(crate) fn validate_schema(schema: &str) -> Result<(), PgConfigError> {
 }
 
 /// A configuration that cannot be used.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct PgConfigError {
     message: String,
+    #[source]
     source: Option<tokio_postgres::Error>,
 }
 
@@ -366,18 +368,6 @@ impl PgConfigError {
             message: format!("invalid {key} {value:?}: {expected}"),
             source: None,
         }
-    }
-}
-
-impl fmt::Display for PgConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for PgConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_ref().map(|e| e as _)
     }
 }
 
@@ -413,21 +403,25 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        assert!(PgConfig::from_url("postgres://h/db?pool_size=many").is_err());
-        assert!(PgConfig::from_url("postgres://h/db?statement_timeout=soon").is_err());
-        assert!(PgConfig::from_url("postgres://h/db?schema=Bad-Name").is_err());
-        assert!(PgConfig::from_url("not a url at all ===").is_err());
+        let refused = |url: &str| PgConfig::from_url(url).unwrap_err().to_string();
+        assert!(refused("postgres://h/db?pool_size=many").contains("invalid pool_size \"many\""));
+        assert!(refused("postgres://h/db?statement_timeout=soon").contains("statement_timeout"));
+        assert!(refused("postgres://h/db?schema=Bad-Name").contains("Bad-Name"));
+        let unparsable = PgConfig::from_url("not a url at all ===").unwrap_err();
+        assert!(
+            std::error::Error::source(&unparsable).is_some(),
+            "{unparsable}"
+        );
     }
 
     #[test]
     fn schema_names() {
         assert!(validate_schema("crossfold").is_ok());
         assert!(validate_schema("_x9").is_ok());
-        assert!(validate_schema("").is_err());
-        assert!(validate_schema("9x").is_err());
-        assert!(validate_schema("a\"b").is_err());
-        assert!(validate_schema("pg_x").is_err());
-        assert!(validate_schema(&"x".repeat(49)).is_err());
+        for bad in ["", "9x", "a\"b", "pg_x", &"x".repeat(49)] {
+            let refused = validate_schema(bad).unwrap_err().to_string();
+            assert!(refused.starts_with("invalid schema"), "{bad:?}: {refused}");
+        }
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! Turning driver and pool errors into [`StoreError`]s the executor can act on: what is worth
 //! retrying (contention, timeouts, a lost connection) is told apart from what is not.
 
-use std::fmt;
-
 use crossfold_core::{Position, StoreError};
 use deadpool_postgres::PoolError;
 
@@ -59,20 +57,9 @@ pub(crate) fn classify_pool(error: PoolError) -> StoreError {
 }
 
 /// A query failed because the store's schema, tables or functions are missing.
-#[derive(Debug)]
-pub(crate) struct NotMigrated(tokio_postgres::Error);
-
-impl fmt::Display for NotMigrated {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the event store schema is missing or incomplete; run PgEventStore::migrate()")
-    }
-}
-
-impl std::error::Error for NotMigrated {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+#[derive(Debug, thiserror::Error)]
+#[error("the event store schema is missing or incomplete; run PgEventStore::migrate()")]
+pub(crate) struct NotMigrated(#[source] tokio_postgres::Error);
 
 /// A stored event this store cannot turn into a
 /// [`RecordedEvent`](crossfold_core::RecordedEvent): an id that is not a UUIDv7, metadata that
@@ -83,7 +70,11 @@ impl std::error::Error for NotMigrated {
 /// [`find`](Self::find) gets it back. A subscriber is not stuck on it for good: an operator
 /// quarantines the position ([`PgEventStore::quarantine`](crate::PgEventStore::quarantine)),
 /// after which every read skips it, or a subscriber resumes after [`position`](Self::position).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the stored event at position {position} cannot be read: {reason}; quarantine it \
+     (PgEventStore::quarantine) or resume after it"
+)]
 pub struct PgUndecodableEvent {
     position: Position,
     reason: String,
@@ -119,19 +110,6 @@ impl PgUndecodableEvent {
         None
     }
 }
-
-impl fmt::Display for PgUndecodableEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the stored event at position {} cannot be read: {}; quarantine it \
-             (PgEventStore::quarantine) or resume after it",
-            self.position, self.reason
-        )
-    }
-}
-
-impl std::error::Error for PgUndecodableEvent {}
 
 /// A row that does not have the shape this crate wrote.
 pub(crate) fn corrupt(what: impl Into<String>) -> StoreError {

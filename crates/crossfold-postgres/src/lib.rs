@@ -98,6 +98,7 @@
 
 mod append;
 mod config;
+mod deadlines;
 mod error;
 mod health;
 mod inspect;
@@ -111,6 +112,7 @@ mod store;
 mod types;
 
 pub use config::{PgConfig, PgConfigError};
+pub use deadlines::PgDeadlineStore;
 pub use error::PgUndecodableEvent;
 pub use health::{PgHealth, PgListenerHealth, PgPoolHealth, PgPoolStatus};
 pub use inspect::PgStreamInfo;

@@ -18,7 +18,6 @@
 //! * With nothing to apply, migrating only reads, so the application role (without CREATE on
 //!   anything) may call it too.
 
-use std::fmt;
 use std::time::Duration;
 
 use crossfold_core::StoreError;
@@ -110,6 +109,14 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 5,
+        name: "deadlines",
+        sql: include_str!("../migrations/0005_deadlines.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
 
 /// The tables the application role may insert into and update: projections' checkpoints,
@@ -118,6 +125,10 @@ const APP_WRITABLE_TABLES: &str = "projections, projection_dead_letters";
 
 /// The functions the application role may call (besides reading every table of the schema).
 const APP_FUNCTIONS: &str = "append, append_one, check_log_order";
+
+/// The deadline functions the application role may call (from migration 5 on).
+const DEADLINE_FUNCTIONS: &str =
+    "schedule_deadline, cancel_deadline, claim_deadlines, complete_deadline";
 
 /// What [`PgEventStore::migrate`](crate::PgEventStore::migrate) did or
 /// [`PgEventStore::check_schema`](crate::PgEventStore::check_schema) found.
@@ -154,11 +165,15 @@ pub struct PgMigrationStatus {
 
 /// Why migrating refused or failed. A refusal changed nothing; a failure rolled back the
 /// migration that failed (earlier ones in the same call stay applied).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PgMigrationError {
     /// A recorded migration differs from the embedded one with the same number: the database
     /// was migrated by a different build, or the migration was edited after it was applied.
+    #[error(
+        "migration {version} ({name}) recorded in the database has checksum {recorded}, \
+         but this build's has {embedded}; refusing to migrate"
+    )]
     ChecksumMismatch {
         /// The migration's number.
         version: u32,
@@ -171,6 +186,10 @@ pub enum PgMigrationError {
     },
     /// The database records a name for a known migration number that differs from this
     /// build's: the histories have diverged.
+    #[error(
+        "the database records migration {version} as {name:?}, which this build does \
+         not have; refusing to migrate"
+    )]
     Unknown {
         /// The migration's number.
         version: u32,
@@ -179,6 +198,10 @@ pub enum PgMigrationError {
     },
     /// The database records a breaking migration this build does not know: a newer build
     /// changed the schema in a way this one cannot work with.
+    #[error(
+        "the database records migration {version} ({name}), a breaking change made by a \
+         newer build; this build cannot use the schema"
+    )]
     Incompatible {
         /// The migration's number.
         version: u32,
@@ -186,6 +209,7 @@ pub enum PgMigrationError {
         name: String,
     },
     /// The recorded migrations skip one that this build knows: the history has a hole.
+    #[error("the database records later migrations but not {version}; refusing to migrate")]
     Missing {
         /// The migration that was never applied although later ones were.
         version: u32,
@@ -193,6 +217,10 @@ pub enum PgMigrationError {
     /// The schema lacks migrations this build needs (from
     /// [`check_schema`](crate::PgEventStore::check_schema)): the schema's owner must run
     /// [`migrate`](crate::PgEventStore::migrate).
+    #[error(
+        "the schema is at version {version} and lacks migrations {pending:?}; run \
+         PgEventStore::migrate() as the schema's owner"
+    )]
     Pending {
         /// The schema's version (0: not created).
         version: u32,
@@ -201,59 +229,8 @@ pub enum PgMigrationError {
     },
     /// The database could not be reached or failed. A lock held by other work for longer
     /// than the lock timeout is [`StoreError::Timeout`]: try again later.
-    Store(StoreError),
-}
-
-impl fmt::Display for PgMigrationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PgMigrationError::ChecksumMismatch {
-                version,
-                name,
-                recorded,
-                embedded,
-            } => write!(
-                f,
-                "migration {version} ({name}) recorded in the database has checksum {recorded}, \
-                 but this build's has {embedded}; refusing to migrate"
-            ),
-            PgMigrationError::Unknown { version, name } => write!(
-                f,
-                "the database records migration {version} as {name:?}, which this build does \
-                 not have; refusing to migrate"
-            ),
-            PgMigrationError::Incompatible { version, name } => write!(
-                f,
-                "the database records migration {version} ({name}), a breaking change made by a \
-                 newer build; this build cannot use the schema"
-            ),
-            PgMigrationError::Missing { version } => write!(
-                f,
-                "the database records later migrations but not {version}; refusing to migrate"
-            ),
-            PgMigrationError::Pending { version, pending } => write!(
-                f,
-                "the schema is at version {version} and lacks migrations {pending:?}; run \
-                 PgEventStore::migrate() as the schema's owner"
-            ),
-            PgMigrationError::Store(_) => f.write_str("migration failed"),
-        }
-    }
-}
-
-impl std::error::Error for PgMigrationError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            PgMigrationError::Store(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<StoreError> for PgMigrationError {
-    fn from(value: StoreError) -> Self {
-        PgMigrationError::Store(value)
-    }
+    #[error("migration failed: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl From<tokio_postgres::Error> for PgMigrationError {
@@ -728,7 +705,12 @@ async fn apply(
         for row in roles {
             let role: String = row.try_get(0)?;
             client
-                .batch_execute(&grants(schema, &role, report.version >= 4))
+                .batch_execute(&grants(
+                    schema,
+                    &role,
+                    report.version >= 4,
+                    report.version >= 5,
+                ))
                 .await?;
         }
     }
@@ -740,12 +722,13 @@ async fn apply(
 
 /// The statements that let `role` use the store in `schema`: read every table, call the
 /// append functions and the log-order check, and (when the schema has them) write the
-/// projections' tables, nothing else.
-fn grants(schema: &str, role: &str, projections: bool) -> String {
+/// projections' tables and call the deadline functions, nothing else.
+fn grants(schema: &str, role: &str, projections: bool, deadlines: bool) -> String {
     let q = quoted(schema);
     let r = quoted(role);
     let functions: Vec<String> = APP_FUNCTIONS
         .split(", ")
+        .chain(DEADLINE_FUNCTIONS.split(", ").filter(|_| deadlines))
         .map(|f| format!("{q}.{f}"))
         .collect();
     let mut sql = format!(
@@ -774,15 +757,17 @@ pub(crate) async fn grant_access(
     role: &str,
 ) -> Result<(), PgMigrationError> {
     let client = pool.get().await.map_err(classify_pool)?;
-    let projections: bool = client
+    let row = client
         .query_one(
-            "SELECT to_regclass(format('%I.projections', $1::text)) IS NOT NULL",
+            "SELECT to_regclass(format('%I.projections', $1::text)) IS NOT NULL, \
+                    to_regclass(format('%I.deadlines', $1::text)) IS NOT NULL",
             &[&schema],
         )
-        .await?
-        .try_get(0)?;
+        .await?;
+    let projections: bool = row.try_get(0)?;
+    let deadlines: bool = row.try_get(1)?;
     client
-        .batch_execute(&grants(schema, role, projections))
+        .batch_execute(&grants(schema, role, projections, deadlines))
         .await?;
     Ok(())
 }

@@ -96,7 +96,10 @@ mod tests {
             Xid8::from_sql(&Type::XID8, &out).unwrap(),
             Xid8(0x0102_0304_0506_0708)
         );
-        assert!(Xid8::from_sql(&Type::XID8, &[1, 2]).is_err());
+        let short = Xid8::from_sql(&Type::XID8, &[1, 2])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(short, "xid8 of 2 bytes");
     }
 
     #[test]
@@ -108,7 +111,9 @@ mod tests {
         assert_eq!(out[0], 1);
         let back = RawJsonb::from_sql(&Type::JSONB, &out).unwrap();
         assert_eq!(back.0, br#"{"a": 1}"#);
-        assert!(RawJsonb::from_sql(&Type::JSONB, &[2, b'1']).is_err());
-        assert!(RawJsonb::from_sql(&Type::JSONB, &[]).is_err());
+        let newer = RawJsonb::from_sql(&Type::JSONB, &[2, b'1']).unwrap_err();
+        assert_eq!(newer.to_string(), "unsupported JSONB format version 2");
+        let empty = RawJsonb::from_sql(&Type::JSONB, &[]).unwrap_err();
+        assert_eq!(empty.to_string(), "empty JSONB value");
     }
 }

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use common::{events, raw_client_at, sid, store_at};
 use crossfold_core::{
-    AppendRequest, CheckpointCommit, CheckpointStore, ControlRequest, DeadLetter, EventStore,
-    ExpectedVersion, LogFilter, Position, ProjectionControl, ProjectionStatus,
+    AppendRequest, CheckpointCommit, CheckpointStore, ControlRequest, DeadLetter, Deadline,
+    DeadlineId, DeadlineOutcome, DeadlineStore, EventStore, ExpectedVersion, LogFilter, Position,
+    ProjectionControl, ProjectionStatus, Timestamp,
 };
-use crossfold_postgres::PgCheckpoints;
+use crossfold_postgres::{PgCheckpoints, PgDeadlineStore};
 use crossfold_testkit::cluster::TestCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,12 +33,16 @@ async fn the_app_role_cannot_forge_events() {
         .unwrap();
 
     let owner = store_at(&cluster.url_for("bank_owner", "postgres"), "bank").await;
+    // The role is let in before the deadlines exist (migration 5): migrating later extends
+    // its grant to them.
+    let report = owner.migrate_to(4).await.unwrap();
+    assert_eq!(report.applied, [1, 2, 3, 4]);
+    owner.grant_access("bank_app").await.unwrap();
     let report = owner.migrate().await.unwrap();
     assert_eq!(
         report.applied.len(),
-        crossfold_postgres::PgEventStore::migrations().len()
+        crossfold_postgres::PgEventStore::migrations().len() - 4
     );
-    owner.grant_access("bank_app").await.unwrap();
 
     let app_url = cluster.url_for("bank_app", "postgres");
     let app = store_at(&app_url, "bank").await;
@@ -100,6 +105,34 @@ async fn the_app_role_cannot_forge_events() {
         .unwrap();
     assert_eq!(next.len(), 1);
 
+    // It schedules, claims and completes deadlines through their functions.
+    let deadlines = PgDeadlineStore::new(&app);
+    let id = DeadlineId::new("payment-timeout/1").unwrap();
+    let due = Timestamp::from_unix_micros(1_000_000);
+    assert!(
+        deadlines
+            .schedule(Deadline::new(id.clone(), "payment-timeout", due))
+            .await
+            .unwrap()
+    );
+    let claims = deadlines
+        .claim_due(
+            Timestamp::from_unix_micros(2_000_000),
+            5,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].deadline.due_at, due);
+    assert!(
+        deadlines
+            .complete(&claims[0], &DeadlineOutcome::Fired, due)
+            .await
+            .unwrap()
+    );
+    assert!(!deadlines.cancel(&id).await.unwrap());
+
     // It runs projections: leases, checkpoints committed in its own transactions, dead
     // letters, status reports and operators' requests.
     let checkpoints = PgCheckpoints::new(&app);
@@ -140,6 +173,9 @@ async fn the_app_role_cannot_forge_events() {
         "DELETE FROM bank.streams",
         "TRUNCATE bank.streams",
         "UPDATE bank.log_state SET shift = 0",
+        "UPDATE bank.deadlines SET status = 'pending'",
+        "INSERT INTO bank.deadlines (deadline_id, kind, due_at) VALUES ('x', 'x', now())",
+        "DELETE FROM bank.deadlines",
         "INSERT INTO bank.quarantined_events (transaction_id, sequence, reason) VALUES ('1', 1, 'x')",
         "ALTER TABLE bank.events DISABLE TRIGGER ALL",
         "CREATE TABLE bank.mine (a int)",

@@ -80,6 +80,7 @@ pub mod checkpoint_contract;
 pub mod cluster;
 pub mod concurrent;
 pub mod contract;
+pub mod deadlines;
 mod faulty;
 mod given;
 pub mod model;

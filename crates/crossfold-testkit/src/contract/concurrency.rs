@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use super::last_version;
 use super::{
     append_ok, assert_conflicts, assert_strictly_increasing, event, ids, read, sid, v, versions,
-    whole_log,
+    wait_visible, whole_log,
 };
 
 /// Tasks racing `Exact` appends on one stream: in each round exactly one wins, every loser gets
@@ -50,6 +50,7 @@ pub async fn racing_exact_appends_on_one_stream_let_exactly_one_win<S: EventStor
             match result {
                 Ok(appended) => {
                     assert_eq!(last_version(&appended), v(round + 1));
+                    wait_visible(&*store, &appended).await;
                     won.push(id);
                 }
                 Err(e) => {
@@ -90,7 +91,10 @@ pub async fn contending_writers_with_retries_lose_nothing<S: EventStore + 'stati
                     ))
                     .await
                 {
-                    Ok(_) => written.push(e.event_id),
+                    Ok(appended) => {
+                        wait_visible(&*store, &appended).await;
+                        written.push(e.event_id);
+                    }
                     Err(err) if err.is_conflict() => {
                         conflicts += 1;
                         assert!(conflicts < 100_000, "starved");
@@ -211,7 +215,10 @@ pub async fn concurrent_multi_stream_appends_are_all_or_nothing<S: EventStore + 
                     )
                     .await;
                 match result {
-                    Ok(_) => done.push([(x.clone(), ex.event_id), (y.clone(), ey.event_id)]),
+                    Ok(appended) => {
+                        wait_visible(&*store, &appended).await;
+                        done.push([(x.clone(), ex.event_id), (y.clone(), ey.event_id)]);
+                    }
                     Err(e) if e.is_conflict() => tokio::task::yield_now().await,
                     Err(e) => panic!("unexpected error: {e}"),
                 }

@@ -143,6 +143,16 @@ async fn append_ok<S: EventStore>(store: &S, request: AppendRequest) -> Appended
     }
 }
 
+/// Waits until the log shows an append that was made without [`append_ok`] (by racing tasks).
+async fn wait_visible<S: EventStore>(store: &S, appended: &Appended) {
+    if let Some(position) = appended.position() {
+        store
+            .wait_for_position(position, VISIBLE_WITHIN)
+            .await
+            .unwrap_or_else(|e| panic!("an append at {position} never became visible: {e}"));
+    }
+}
+
 async fn append_err<S: EventStore>(store: &S, request: AppendRequest) -> StoreError {
     let described = describe(&request);
     match store.append(request).await {
