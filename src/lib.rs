@@ -5,7 +5,10 @@
 //! **atomically**, with optimistic concurrency on every stream it read.
 //!
 //! This crate is the facade: it re-exports the core types, the executor, and (with the
-//! `memory` feature, on by default) the in-memory store. Each part is also its own crate
+//! `memory` feature, on by default) the in-memory store; the `postgres`, `monitoring` and
+//! `projections` features add the PostgreSQL store, the Prometheus exporter and health
+//! endpoints, and read models fed from the log (`crossfold::projections`, guide in
+//! `docs/projections.md`). Each part is also its own crate
 //! (`crossfold-core`, `crossfold-executor`, `crossfold-memory`, ...) for users who want only
 //! one of them.
 //!

@@ -47,6 +47,7 @@ fn main() {
 
 async fn a_killed_projection_applies_every_event_once() {
     let (store, schema) = fresh("kill").await;
+    let _drop = SchemaGuard(schema.clone());
     let mut rng = fastrand::Rng::new();
     for _ in 0..50 {
         append_random(&store, &mut rng, 10).await;

@@ -83,6 +83,7 @@ async fn next_owner(checkpoints: &PgCheckpoints, not: Option<&str>) -> (String, 
 
 async fn leases_fail_over_without_double_apply() {
     let (store, schema) = fresh("lease").await;
+    let _drop = SchemaGuard(schema.clone());
     let checkpoints = PgCheckpoints::new(&store);
     let mut rng = fastrand::Rng::new();
     for _ in 0..40 {

@@ -129,6 +129,7 @@ async fn a_projection_resumes_by_itself_after_a_database_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_a_rebuild_while_events_arrive_from_another_connection() {
     let (store, schema) = fresh("ctl").await;
+    let _drop = SchemaGuard(schema.clone());
     let mut rng = fastrand::Rng::new();
     for _ in 0..30 {
         append_random(&store, &mut rng, 10).await;

@@ -316,3 +316,40 @@ pub fn child_main() {
         }
     });
 }
+
+/// Drops its schema when dropped — also when the test panics.
+pub struct SchemaGuard(pub String);
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let schema = self.0.clone();
+        // A thread with a runtime of its own: the test's runtime cannot be blocked on.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .await;
+                }
+            });
+        });
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| {
+                    let _ = cleanup.join();
+                });
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let _ = cleanup.join();
+            }
+        }
+    }
+}

@@ -82,11 +82,13 @@ async fn a_command_applied_twice_fails_the_campaign() {
         .unwrap();
     assert!(store.struck());
     assert!(!report.passed());
+    // Which command's deposit is written twice depends on how the tasks interleave: a deposit
+    // then shows applied twice, a transfer (three events) leaves four events in the log.
     assert!(
         report
             .problems
             .iter()
-            .any(|p| p.contains("applied 2 times")),
+            .any(|p| p.contains("applied 2 times") || p.contains("(Transfer) left 4 events")),
         "{}",
         report.render()
     );

@@ -4,14 +4,14 @@
 //! own checkpoint, run side by side by a [`ProjectionRunner`].
 //!
 //! * **Exactly once into the read model's database.** A projection's handler gets a unit of
-//!   work of the [`CheckpointStore`](crossfold_core::CheckpointStore) (with PostgreSQL, the
+//!   work of the [`CheckpointStore`] (with PostgreSQL, the
 //!   transaction) and the checkpoint commits in it, so after a crash at any point every event
 //!   is applied exactly once. Effects outside that unit happen at least once.
 //! * **Typed, filtered, batched.** A projection names the events it wants
 //!   ([`LogFilter`](crossfold_core::LogFilter): all, streams, categories, event types), gets
 //!   them decoded (after its upcasters) in log order, in batches.
 //! * **Control from anywhere.** Pause, resume, stop, reset and rebuild are requests stored
-//!   with the checkpoint ([`ProjectionControl`](crossfold_core::ProjectionControl)), so another
+//!   with the checkpoint ([`ProjectionControl`]), so another
 //!   process — an operator's command line — can steer a running projection. A rebuild builds a
 //!   new generation while readers keep reading the serving one, and switches when it has
 //!   caught up.

@@ -236,6 +236,22 @@ impl Shared {
     }
 }
 
+/// An error with its causes, each once: `db error: ERROR: new row ... violates check
+/// constraint ...` rather than the driver's bare `db error`.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = e.source();
+    }
+    text
+}
+
 /// Exponential backoff with jitter.
 struct Backoff {
     first: Duration,
@@ -491,7 +507,7 @@ where
                 }
                 Ok(None) => self.sleep(self.options.renew_every()).await,
                 Err(e) => {
-                    self.shared.error("transient", &e);
+                    self.shared.error("transient", &chain(&e));
                     self.sleep(backoff.next()).await;
                 }
             }
@@ -530,7 +546,7 @@ where
                     }
                     Ok(None) => return Exit::Lost,
                     Err(e) => {
-                        self.shared.error("transient", &e);
+                        self.shared.error("transient", &chain(&e));
                         // The subscription re-reads from the stored checkpoint once the store
                         // answers again: a commit may be in doubt.
                         subscription = None;
@@ -617,7 +633,7 @@ where
                     }
                 }
                 Ok(Err(e)) => {
-                    self.shared.error("transient", &e);
+                    self.shared.error("transient", &chain(&e));
                     Err(Step::Retry)
                 }
                 Ok(Ok(batch)) => self.apply_batch(lease, current, batch).await,
@@ -660,7 +676,7 @@ where
                     // Operators see a failure at once, not at the next status interval.
                     let status = self.shared.snapshot().status;
                     if let Err(e) = self.checkpoints.report(lease, &status).await {
-                        self.shared.error("transient", &e);
+                        self.shared.error("transient", &chain(&e));
                     }
                 }
             }
@@ -671,11 +687,11 @@ where
         match error {
             UnitError::Checkpoint(CheckpointError::Fenced { .. }) => Err(Step::Lost),
             UnitError::Checkpoint(e) => {
-                self.shared.error("transient", &e);
+                self.shared.error("transient", &chain(&e));
                 Err(Step::Retry)
             }
             UnitError::Handler(e) if e.is_transient() => {
-                self.shared.error("transient", &e);
+                self.shared.error("transient", &chain(&e));
                 Err(Step::Retry)
             }
             UnitError::Handler(e) => Ok(e),
@@ -787,10 +803,10 @@ where
                             self.shared.applied(1);
                             continue;
                         }
-                        Err(e) => self.classify(e)?.to_string(),
+                        Err(e) => chain(&self.classify(e)?),
                     }
                 }
-                Err(e) => e.to_string(),
+                Err(e) => chain(&e),
             };
             self.poison(lease, record, raw, position, rejected).await?;
         }
@@ -873,7 +889,7 @@ where
             }
             Err(e) => {
                 let error = self.classify(e)?;
-                self.shared.error("handler", &error);
+                self.shared.error("handler", &chain(&error));
                 Err(Step::Failed)
             }
         }
@@ -902,7 +918,7 @@ where
             }
             Err(e) => {
                 let error = self.classify(e)?;
-                self.shared.error("handler", &error);
+                self.shared.error("handler", &chain(&error));
                 Err(Step::Failed)
             }
         }
