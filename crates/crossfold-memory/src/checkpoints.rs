@@ -180,7 +180,7 @@ impl CheckpointStore for MemoryCheckpoints {
         let lease = free.then(|| {
             entry.record.lease_token = entry.record.lease_token.saturating_add(1);
             entry.record.lease_owner = Some(owner.to_owned());
-            entry.lease_until = Some(now + ttl);
+            entry.lease_until = Some(expiry(now, ttl));
             Lease::new(name, owner, entry.record.lease_token)
         });
         async move { Ok(lease) }
@@ -196,7 +196,7 @@ impl CheckpointStore for MemoryCheckpoints {
         let renewed = match state.leased(lease) {
             // An expired lease nobody took over yet is still ours: the token is unchanged.
             Some(entry) => {
-                entry.lease_until = Some(now + ttl);
+                entry.lease_until = Some(expiry(now, ttl));
                 entry.record.lease_owner = Some(lease.owner.clone());
                 true
             }
@@ -267,4 +267,11 @@ impl CheckpointStore for MemoryCheckpoints {
         }
         async { Ok(()) }
     }
+}
+
+/// When a lease taken at `now` for `ttl` runs out; a TTL too long for the clock lasts a year.
+fn expiry(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
 }

@@ -155,7 +155,10 @@ impl PgCheckpoints {
     /// default 5 s). It bounds how long a stale owner's locks can hold up the process that
     /// took its lease over: keep it below the runner's lease time to live.
     pub fn unit_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.unit_idle_timeout = timeout.max(Duration::from_millis(1));
+        // PostgreSQL takes the setting in milliseconds as a 32-bit integer.
+        self.unit_idle_timeout = timeout
+            .max(Duration::from_millis(1))
+            .min(Duration::from_millis(i32::MAX as u64));
         self
     }
 

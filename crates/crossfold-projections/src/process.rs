@@ -182,7 +182,7 @@ pub struct ProcessManagerProjection<P, S, C, D, K, U> {
     checkpoints: K,
     mark_stream: Result<StreamId, HandlerError>,
     /// Reactions to events at or below this position are suppressed; `None` until read.
-    handled_before_replay: tokio::sync::Mutex<Option<Position>>,
+    handled_before_replay: tokio::sync::Mutex<Option<(StreamVersion, Position)>>,
     /// The highest position this process reacted to (a replay records at least it).
     reacted: std::sync::Mutex<Position>,
     _unit: PhantomData<fn() -> U>,
@@ -225,16 +225,20 @@ where
         })
     }
 
-    /// The position below which reactions are suppressed, read once from the mark stream.
+    /// The position below which reactions are suppressed, from the mark stream. Read again
+    /// whenever the stream has grown since this process last read it: another process may
+    /// have replayed while it held the lease.
     async fn suppressed_up_to(&self) -> Result<Position, HandlerError> {
+        let stream = self.mark_stream()?;
+        let store = self.executor.store();
+        let version = store.stream_version(stream).await?;
         let mut cached = self.handled_before_replay.lock().await;
-        if let Some(position) = *cached {
+        if let Some((seen, position)) = *cached
+            && seen == version
+        {
             return Ok(position);
         }
-        let stream = self.mark_stream()?;
-        let events = self
-            .executor
-            .store()
+        let events = store
             .read_stream(stream, StreamVersion::EMPTY, usize::MAX)
             .await?
             .events;
@@ -244,7 +248,10 @@ where
                 crossfold_core::decode_payload(&event.payload).map_err(HandlerError::Rejected)?;
             handled = handled.max(mark.handled);
         }
-        *cached = Some(handled);
+        let read = events
+            .last()
+            .map_or(StreamVersion::EMPTY, |e| e.stream_version);
+        *cached = Some((read, handled));
         Ok(handled)
     }
 
@@ -285,9 +292,10 @@ where
             .await?
             .into_iter()
             .flat_map(|s| s.events)
-            .filter(|e| e.event_id <= event.event_id)
+            .filter(|e| e.position <= event.position)
             .collect();
-        raw.sort_by_key(|e| e.event_id);
+        // Log order, as the events were delivered: the same state on every redelivery.
+        raw.sort_by_key(|e| e.position);
         raw.dedup_by_key(|e| e.event_id);
         let upcasters = self.manager.upcasters();
         for e in &raw {
@@ -376,7 +384,8 @@ where
                 vec![EventData::new(REPLAY_EVENT, Payload::json(payload))],
             ))
             .await?;
-        *self.handled_before_replay.lock().await = Some(handled);
+        // Read back (with the mark's version) before the next batch.
+        *self.handled_before_replay.lock().await = None;
         Ok(())
     }
 }

@@ -274,7 +274,7 @@ impl Backoff {
 
     fn next(&mut self) -> Duration {
         let wait = self.next.mul_f64(0.5 + fastrand::f64() / 2.0);
-        self.next = (self.next * 2).min(self.longest);
+        self.next = self.next.saturating_mul(2).min(self.longest);
         wait
     }
 }
@@ -530,6 +530,11 @@ where
         let mut subscription: Option<Subscription<S>> = None;
         let mut failed_at: Option<u64> = None;
         let mut next_renew = Instant::now();
+        // Halved after a transient failure, doubled back after each success: a batch that
+        // cannot finish in time (a process manager's commands outlasting the transaction's idle
+        // timeout or the lease) gets smaller until it can, instead of failing the same way.
+        let configured_batch = self.projection_options.batch_size.max(1);
+        let mut batch_size = configured_batch;
         loop {
             if self.is_shutdown() {
                 return Exit::Shutdown;
@@ -611,7 +616,7 @@ where
                     SubscriptionOptions::all()
                         .from(current.position)
                         .filter(self.filter.clone())
-                        .batch_size(self.projection_options.batch_size),
+                        .batch_size(batch_size),
                 )
             });
             let wait = next_renew.saturating_duration_since(Instant::now());
@@ -662,9 +667,14 @@ where
                     } else {
                         self.shared.set_state(ProjectionState::CatchingUp);
                     }
+                    if batch_size < configured_batch {
+                        batch_size = batch_size.saturating_mul(2).min(configured_batch);
+                        subscription = None;
+                    }
                 }
                 Err(Step::Lost) => return Exit::Lost,
                 Err(Step::Retry) => {
+                    batch_size = (batch_size / 2).max(1);
                     subscription = None;
                     record = None;
                     self.sleep(backoff.next()).await;

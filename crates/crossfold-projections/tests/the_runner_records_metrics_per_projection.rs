@@ -38,8 +38,13 @@ fn the_runner_records_metrics_per_projection() {
                 runner.status_of("metered").unwrap().status.state == ProjectionState::Live
             })
             .await;
-            // One more status interval, so that the gauges show the live state.
-            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            // The gauges follow at the next status interval.
+            eventually("the gauges show the live state", || {
+                let text = handle.render();
+                text.contains("crossfold_projection_state{projection=\"metered\",state=\"live\"} 1")
+                    && text.contains("crossfold_projection_lag_seconds{projection=\"metered\"} 0")
+            })
+            .await;
             runner.shutdown().await;
         });
     });

@@ -80,6 +80,66 @@ async fn a_transient_failure_is_retried_and_the_batch_applied_once() {
     runner.shutdown().await;
 }
 
+/// Fails transiently on every batch of more than `most` events (a batch that cannot finish in
+/// time), like `Balances` otherwise; records the sizes it was given.
+struct TooBig {
+    inner: Balances,
+    most: usize,
+    sizes: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl Projection for TooBig {
+    type Event = Bank;
+    type Unit = MemoryUnit;
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn filter(&self) -> LogFilter {
+        self.inner.filter()
+    }
+
+    async fn apply(
+        &self,
+        unit: &mut MemoryUnit,
+        context: &ApplyContext,
+        events: &[Recorded<Bank>],
+    ) -> Result<(), HandlerError> {
+        self.sizes.lock().unwrap().push(events.len());
+        if events.len() > self.most {
+            return Err(HandlerError::transient(
+                "the batch outlasted its transaction",
+            ));
+        }
+        self.inner.apply(unit, context, events).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_keeps_failing_transiently_is_retried_smaller_until_it_fits() {
+    let store = MemoryStore::new();
+    let amounts: Vec<i64> = (1..=100).collect();
+    append(&store, 1, &amounts).await;
+    let model = Model::default();
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut runner = ProjectionRunner::new(store.clone(), MemoryCheckpoints::new(), options("a"));
+    runner.spawn(
+        TooBig {
+            inner: Balances::new("shrinking", model.clone()),
+            most: 10,
+            sizes: sizes.clone(),
+        },
+        ProjectionOptions::default().batch_size(64),
+    );
+    eventually("every event applied", || model.applied(1) == 100).await;
+    assert_eq!(model.balances(1)["account-1"], 5050);
+    let sizes = sizes.lock().unwrap().clone();
+    assert_eq!(sizes.first(), Some(&64), "{sizes:?}");
+    assert!(sizes.iter().any(|&n| n <= 10), "{sizes:?}");
+    runner.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projection_that_stops_advancing_is_reported_stalled() {
     let store = MemoryStore::new();
