@@ -376,6 +376,10 @@ mod pg {
             Ok(())
         }
 
+        // These tables are rebuilt in place: a `reset` clears them and replays the log into
+        // them, and readers see them fill up again. A blue/green `rebuild` would need a table
+        // per generation, as `docs/projections.md` shows for balances; this example keeps one
+        // pair of tables, so operators should reset it rather than rebuild it.
         async fn reset(
             &self,
             unit: &mut PgUnit,
