@@ -392,28 +392,44 @@ impl<'de, T: ?Sized> Deserialize<'de> for TypedId<T> {
 mod tests {
     use super::*;
 
+    /// Why `name` is refused as a stream id.
+    fn refused(name: &str) -> String {
+        let e = StreamId::new(name).expect_err(name);
+        assert_eq!(e.field, "stream_id");
+        e.reason
+    }
+
     #[test]
     fn stream_id_rules() {
         assert!(StreamId::new("account-1").is_ok());
-        assert!(StreamId::new("").is_err());
-        assert!(StreamId::new(" a").is_err());
-        assert!(StreamId::new("a ").is_err());
-        assert!(StreamId::new("a\nb").is_err());
+        assert_eq!(refused(""), "must not be empty");
+        assert_eq!(refused(" a"), "must not start or end with whitespace");
+        assert_eq!(refused("a "), "must not start or end with whitespace");
+        assert_eq!(refused("a\nb"), "must not contain control characters");
         assert!(StreamId::new("x".repeat(255)).is_ok());
-        assert!(StreamId::new("x".repeat(256)).is_err());
-        assert!(StreamId::new("é".repeat(128)).is_err(), "limit is in bytes");
+        assert_eq!(
+            refused(&"x".repeat(256)),
+            "is 256 bytes long; at most 255 allowed"
+        );
+        assert_eq!(
+            refused(&"é".repeat(128)),
+            "is 256 bytes long; at most 255 allowed",
+            "limit is in bytes"
+        );
         // ASCII and non-ASCII names take different paths to the same rules.
-        for bad in [
-            "a\tb",
-            "\u{7f}",
-            "\tab",
-            "ab\r",
-            "é\u{85}é",
-            "é\u{1}",
-            " é",
-            "é\u{3000}",
-        ] {
-            assert!(StreamId::new(bad).is_err(), "{bad:?} must be refused");
+        for bad in ["a\tb", "\u{7f}", "\tab", "ab\r", "é\u{85}é", "é\u{1}"] {
+            assert_eq!(
+                refused(bad),
+                "must not contain control characters",
+                "{bad:?}"
+            );
+        }
+        for bad in [" é", "é\u{3000}"] {
+            assert_eq!(
+                refused(bad),
+                "must not start or end with whitespace",
+                "{bad:?}"
+            );
         }
         for good in ["a b", "a-é", "订单-1", "x\u{a0}y"] {
             assert!(StreamId::new(good).is_ok(), "{good:?} must be accepted");
@@ -424,7 +440,8 @@ mod tests {
     fn stream_id_deserialize_validates() {
         let ok: StreamId = serde_json::from_str("\"a-1\"").unwrap();
         assert_eq!(ok.as_str(), "a-1");
-        assert!(serde_json::from_str::<StreamId>("\"\"").is_err());
+        let empty = serde_json::from_str::<StreamId>("\"\"").unwrap_err();
+        assert!(empty.to_string().contains("must not be empty"), "{empty}");
     }
 
     #[test]
@@ -469,7 +486,12 @@ mod tests {
 
     #[test]
     fn non_v7_uuid_is_rejected() {
-        assert!(EventId::from_uuid(Uuid::new_v4()).is_err());
-        assert!(EventId::parse("not a uuid").is_err());
+        let v4 = Uuid::new_v4();
+        let e = EventId::from_uuid(v4).unwrap_err();
+        assert_eq!(
+            (e.field.as_ref(), e.reason),
+            ("event_id", format!("{v4} is not a UUIDv7"))
+        );
+        assert_eq!(EventId::parse("not a uuid").unwrap_err().field, "event_id");
     }
 }

@@ -192,8 +192,10 @@ mod tests {
     fn position_text_round_trip() {
         let p = Position::new(812, 33);
         assert_eq!(p.to_string().parse::<Position>().unwrap(), p);
-        assert!("12".parse::<Position>().is_err());
-        assert!("a/b".parse::<Position>().is_err());
+        for bad in ["12", "a/b"] {
+            let e = bad.parse::<Position>().unwrap_err();
+            assert_eq!(e.reason, format!("{bad:?} is not `commit/sequence`"));
+        }
     }
 
     #[test]
