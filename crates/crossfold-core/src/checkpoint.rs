@@ -579,7 +579,8 @@ mod tests {
             assert_eq!(state.as_str().parse::<ProjectionState>().unwrap(), state);
             assert_eq!(usize::from(state.index()), i);
         }
-        assert!("running".parse::<ProjectionState>().is_err());
+        let unknown = "running".parse::<ProjectionState>().unwrap_err();
+        assert_eq!(unknown.reason, "unknown: \"running\"");
         for d in [
             DesiredState::Running,
             DesiredState::Paused,
@@ -598,7 +599,8 @@ mod tests {
             "pause".parse::<ControlRequest>().unwrap(),
             ControlRequest::Pause
         );
-        assert!("drop".parse::<ControlRequest>().is_err());
+        let unknown = "drop".parse::<ControlRequest>().unwrap_err();
+        assert!(unknown.reason.contains("\"drop\""), "{unknown}");
     }
 
     #[test]

@@ -200,7 +200,11 @@ mod tests {
 
     #[test]
     fn negative_versions_are_rejected() {
-        assert!(StreamVersion::try_from_i64(-1).is_err());
+        let e = StreamVersion::try_from_i64(-1).unwrap_err();
+        assert_eq!(
+            (e.field.as_ref(), e.reason.as_str()),
+            ("stream_version", "must not be negative")
+        );
         assert_eq!(StreamVersion::try_from_i64(4).unwrap().get(), 4);
     }
 }
