@@ -175,25 +175,30 @@ struct Reader<S> {
     filter: LogFilter,
     batch_size: usize,
     max_wait: Duration,
+    /// The last read filled its batch: the reader is catching up, far from the head.
+    catching_up: bool,
 }
 
 type Fetch<S> = Pin<Box<dyn Future<Output = (Reader<S>, Result<Fetched, StoreError>)> + Send>>;
 
 impl<S: EventStore + 'static> Reader<S> {
-    async fn fetch(self, after: Position, wait: bool) -> (Self, Result<Fetched, StoreError>) {
+    async fn fetch(mut self, after: Position, wait: bool) -> (Self, Result<Fetched, StoreError>) {
         let result = self.read(after, wait).await;
         (self, result)
     }
 
-    async fn read(&self, after: Position, wait: bool) -> Result<Fetched, StoreError> {
+    async fn read(&mut self, after: Position, wait: bool) -> Result<Fetched, StoreError> {
         if wait {
             self.store.wait_for_events(after, self.max_wait).await?;
         }
         // When the filter leaves events out, a read can scan far past the cursor and return
         // nothing; knowing the head first lets the cursor move past everything scanned, so that
         // waiting does not spin on events that will never be delivered. (Read before the log:
-        // a head read after it could cover events the read did not see.)
-        let head = if self.filter.is_everything() {
+        // a head read after it could cover events the read did not see.) While the reads fill
+        // their batches the cursor moves with the events anyway, so the head is read only once
+        // a read comes back short: a catch-up pays no extra round trip per batch, and its end
+        // costs one more read.
+        let head = if self.filter.is_everything() || self.catching_up {
             None
         } else {
             Some(self.store.head_position().await?)
@@ -203,6 +208,7 @@ impl<S: EventStore + 'static> Reader<S> {
             .read_all(after, self.batch_size, &self.filter)
             .await?;
         let reached_end = events.len() < self.batch_size;
+        self.catching_up = !reached_end;
         let mut cursor = events.last().map_or(after, |e| e.position);
         if let Some(head) = head
             && reached_end
@@ -277,6 +283,7 @@ impl<S: EventStore + 'static> Subscription<S> {
                 filter: options.filter,
                 batch_size: options.batch_size.max(1),
                 max_wait: options.max_wait,
+                catching_up: false,
             }),
             fetch: None,
             cursor: options.from,
