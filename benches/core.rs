@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use crossfold::{
+use crossfold::core::{
     Codec, Command, EventData, EventId, Json, MessagePack, Metadata, Position, Recorded,
     RecordedEvent, StreamId, StreamVersion, Upcasters, encode_event,
 };

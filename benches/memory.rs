@@ -10,10 +10,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use crossfold::{
-    AppendRequest, Command, EventData, EventId, EventStore, Executor, ExpectedVersion, Json,
-    MemoryStore, Metadata, ReadSet, StreamId, StreamRead, StreamVersion, Upcasters, encode_event,
+use crossfold::core::{
+    AppendRequest, Command, EventData, EventId, EventStore, ExpectedVersion, Json, Metadata,
+    ReadSet, StreamId, StreamRead, StreamVersion, Upcasters, encode_event,
 };
+use crossfold::executor::Executor;
+use crossfold::memory::MemoryStore;
 use crossfold_bench::bank::{BankEvent, Deposit, Open, Transfer};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -24,7 +26,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn event() -> EventData {
-    let payload = crossfold::Codec::encode(&Json, &BankEvent::Deposited { amount: 1 }).unwrap();
+    let payload =
+        crossfold::core::Codec::encode(&Json, &BankEvent::Deposited { amount: 1 }).unwrap();
     EventData::new("Deposited", payload)
 }
 
@@ -228,7 +231,7 @@ fn executor_overhead(c: &mut Criterion) {
                 let entry = known.get_mut(&account).unwrap();
                 for ((_, event), raw) in decided.into_iter().zip(&appended.events) {
                     entry.1 = raw.stream_version;
-                    let recorded = crossfold::Recorded::new(event, raw);
+                    let recorded = crossfold::core::Recorded::new(event, raw);
                     Deposit::apply(&mut entry.0, &recorded);
                 }
             }

@@ -7,10 +7,10 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use crossfold::postgres::{PgConfig, PgEventStore};
-use crossfold::{
+use crossfold::core::{
     AppendRequest, Codec, EventData, EventStore, ExpectedVersion, Json, StreamId, StreamRead,
 };
+use crossfold::postgres::{PgConfig, PgEventStore};
 use crossfold_bench::bank::BankEvent;
 
 fn event() -> EventData {

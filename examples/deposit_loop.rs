@@ -16,8 +16,10 @@
 
 use std::time::Instant;
 
+use crossfold::core::{EventId, StreamId};
+use crossfold::executor::Executor;
+use crossfold::memory::MemoryStore;
 use crossfold::monitoring::install_prometheus;
-use crossfold::{EventId, Executor, MemoryStore, StreamId};
 use crossfold_bench::bank::{Deposit, Open, Transfer, account_stream};
 use crossfold_bench::memory;
 

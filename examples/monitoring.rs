@@ -24,8 +24,9 @@ use std::io::Write;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crossfold::core::{EventId, EventStore, StreamId};
+use crossfold::executor::{Actor, ExecutionContext, Executor};
 use crossfold::monitoring::{Endpoints, HealthRegistry, PrometheusHandle, install_prometheus};
-use crossfold::{Actor, EventId, EventStore, ExecutionContext, Executor, StreamId};
 use crossfold_bench::bank::{Open, Transfer, account_stream};
 use tracing_subscriber::filter::LevelFilter;
 
@@ -88,7 +89,7 @@ async fn main() -> Result<(), Failure> {
     match options.postgres.clone() {
         Some(url) => postgres(&url, metrics, &options).await,
         None => {
-            let store = crossfold::MemoryStore::new();
+            let store = crossfold::memory::MemoryStore::new();
             let health = HealthRegistry::new().register("event_store", store.clone());
             run(store, health, metrics, &options).await
         }

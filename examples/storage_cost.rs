@@ -12,10 +12,10 @@
 
 use std::sync::Arc;
 
-use crossfold::postgres::{PgConfig, PgEventStore};
-use crossfold::{
+use crossfold::core::{
     AppendRequest, EventData, EventId, EventStore, ExpectedVersion, Metadata, Payload, StreamId,
 };
+use crossfold::postgres::{PgConfig, PgEventStore};
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 

@@ -4,11 +4,14 @@
 //! their merged events into a state of its own, decides, and appends events to several streams
 //! **atomically**, with optimistic concurrency on every stream it read.
 //!
-//! This crate is the facade: it re-exports the core types, the executor, and (with the
-//! `memory` feature, on by default) the in-memory store; the `postgres`, `monitoring` and
-//! `projections` features add the PostgreSQL store, the Prometheus exporter and health
-//! endpoints, and read models fed from the log (`crossfold::projections`, guide in
-//! `docs/projections.md`). Each part is also its own crate
+//! This crate is the facade: it re-exports each of Crossfold's crates as a module —
+//! [`core`] (the vocabulary: ids, events, commands, the store contract), [`executor`], and with
+//! the `memory` feature (on by default) `memory` — and gathers the names most programs need in
+//! [`prelude`]. The `postgres`, `monitoring` and `projections` features add the PostgreSQL
+//! store, the Prometheus exporter and health endpoints, and read models fed from the log
+//! (`crossfold::projections`, guide in `docs/projections.md`). Every item has one path here:
+//! `crossfold::core::StreamId`, `crossfold::executor::Executor`,
+//! `crossfold::core::checkpoint::CheckpointStore`. Each part is also its own crate
 //! (`crossfold-core`, `crossfold-executor`, `crossfold-memory`, ...) for users who want only
 //! one of them.
 //!
@@ -55,16 +58,9 @@
 //! ```
 
 pub use crossfold_core as core;
-pub use crossfold_core::*;
 pub use crossfold_executor as executor;
-pub use crossfold_executor::{
-    Actor, ActorPermissions, Authorizer, DeadlineHandler, DeadlineWorker, Denied, Error, Executed,
-    ExecutionContext, Executor, ExecutorBuilder, Firing, Idempotent, PollReport, RetryPolicy,
-};
 #[cfg(feature = "memory")]
 pub use crossfold_memory as memory;
-#[cfg(feature = "memory")]
-pub use crossfold_memory::MemoryStore;
 #[cfg(feature = "monitoring")]
 pub use crossfold_monitoring as monitoring;
 #[cfg(feature = "postgres")]

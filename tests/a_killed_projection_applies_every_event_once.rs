@@ -83,7 +83,7 @@ async fn a_killed_projection_applies_every_event_once() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let checkpoints = crossfold::postgres::PgCheckpoints::new(&store);
     loop {
-        let record = crossfold::ProjectionControl::get(&checkpoints, "ledger")
+        let record = crossfold::core::checkpoint::ProjectionControl::get(&checkpoints, "ledger")
             .await
             .unwrap();
         if record.is_some_and(|r| r.position >= last) {

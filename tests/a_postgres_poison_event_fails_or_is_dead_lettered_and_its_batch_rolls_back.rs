@@ -10,13 +10,11 @@ mod ledger;
 
 use std::time::{Duration, Instant};
 
+use crossfold::core::checkpoint::{ProjectionControl, ProjectionState};
+use crossfold::core::{AppendRequest, EventStore, ExpectedVersion, LogFilter, Recorded, StreamId};
 use crossfold::postgres::{PgCheckpoints, PgEventStore, PgUnit};
 use crossfold::projections::{
     ApplyContext, HandlerError, OnError, Projection, ProjectionOptions, ProjectionRunner,
-};
-use crossfold::{
-    AppendRequest, EventStore, ExpectedVersion, LogFilter, ProjectionControl, ProjectionState,
-    Recorded, StreamId,
 };
 use ledger::*;
 
@@ -148,7 +146,7 @@ async fn a_refused_event_fails_the_projection_or_goes_to_the_dead_letters() {
     let at = strict.status.error_position.unwrap();
     assert!(strict.position < at);
     let log = store
-        .read_all(crossfold::Position::START, 10, &LogFilter::all())
+        .read_all(crossfold::core::Position::START, 10, &LogFilter::all())
         .await
         .unwrap();
     assert_eq!(at, log[2].position);

@@ -9,14 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crossfold::core::checkpoint::ProjectionControl;
+use crossfold::core::deadline::DeadlineStore;
+use crossfold::core::{
+    AppendRequest, Codec, EventData, EventStore, Json, LogFilter, Payload, Position, Recorded,
+    StreamId, StreamVersion, Timestamp, Upcasters,
+};
+use crossfold::executor::Executor;
+use crossfold::prelude::*;
 use crossfold::projections::{
     ApplyContext, HandlerError, Process, ProcessManager, ProcessManagerProjection, Projection,
     ProjectionOptions, ProjectionRunner, RunnerOptions, command_failure,
-};
-use crossfold::{
-    AppendRequest, Codec, DeadlineStore, EventData, EventStore, Executor, Json, LogFilter, Payload,
-    Position, ProjectionControl, Recorded, StreamId, StreamVersion, Timestamp, Upcasters,
-    prelude::*,
 };
 use serde::{Deserialize, Serialize};
 
@@ -133,14 +136,14 @@ async fn register<S: EventStore>(store: &S, user: &str) {
         "Registered",
         Payload::json(format!(r#"{{"type":"Registered","user":"{user}"}}"#).into_bytes()),
     );
-    data.metadata = Arc::new(crossfold::Metadata {
+    data.metadata = Arc::new(crossfold::core::Metadata {
         correlation_id: Some(correlation),
-        ..crossfold::Metadata::default()
+        ..crossfold::core::Metadata::default()
     });
     let appended = store
         .append(AppendRequest::new().stream(
             sid(&format!("user-{user}")),
-            crossfold::ExpectedVersion::NoStream,
+            crossfold::core::ExpectedVersion::NoStream,
             vec![data],
         ))
         .await
@@ -163,7 +166,7 @@ async fn registrations<S: EventStore>(store: &S) -> Vec<Recorded<Signup>> {
         .collect()
 }
 
-async fn welcomes<S: EventStore>(store: &S, user: &str) -> Vec<crossfold::RecordedEvent> {
+async fn welcomes<S: EventStore>(store: &S, user: &str) -> Vec<crossfold::core::RecordedEvent> {
     store
         .read_stream(
             &sid(&format!("mailbox-{user}")),
@@ -262,10 +265,10 @@ where
 /// then fails the projection or dead-letters the event); a store outage is transient.
 #[test]
 fn refusals_and_outages_follow_the_projection_error_policy() {
-    let refused = crossfold::Error::Command(CommandError::rejected("no", "refused"));
+    let refused = crossfold::executor::Error::Command(CommandError::rejected("no", "refused"));
     assert!(!command_failure(refused).is_transient());
-    let outage = crossfold::Error::Store {
-        source: crossfold::StoreError::Unavailable("down".into()),
+    let outage = crossfold::executor::Error::Store {
+        source: crossfold::core::StoreError::Unavailable("down".into()),
         attempts: 3,
     };
     assert!(command_failure(outage).is_transient());
@@ -321,9 +324,9 @@ async fn a_runner_drives_a_process_manager() {
 /// policy), or, in dead-letter mode, sets the event aside and goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_reaction_follows_the_error_policy() {
+    use crossfold::core::checkpoint::{ProjectionState, ProjectionStatus};
     use crossfold::memory::{MemoryCheckpoints, MemoryDeadlineStore};
     use crossfold::projections::OnError;
-    use crossfold::{ProjectionState, ProjectionStatus};
 
     for on_error in [OnError::Fail, OnError::DeadLetter] {
         let store = MemoryStore::new();
@@ -389,62 +392,85 @@ struct DiesBeforeCommit {
 }
 
 impl ProjectionControl for DiesBeforeCommit {
-    async fn list(&self) -> Result<Vec<crossfold::ProjectionRecord>, crossfold::CheckpointError> {
+    async fn list(
+        &self,
+    ) -> Result<
+        Vec<crossfold::core::checkpoint::ProjectionRecord>,
+        crossfold::core::checkpoint::CheckpointError,
+    > {
         self.inner.list().await
     }
     async fn get(
         &self,
         name: &str,
-    ) -> Result<Option<crossfold::ProjectionRecord>, crossfold::CheckpointError> {
+    ) -> Result<
+        Option<crossfold::core::checkpoint::ProjectionRecord>,
+        crossfold::core::checkpoint::CheckpointError,
+    > {
         self.inner.get(name).await
     }
     async fn request(
         &self,
         name: &str,
-        request: crossfold::ControlRequest,
-    ) -> Result<crossfold::ProjectionRecord, crossfold::CheckpointError> {
+        request: crossfold::core::checkpoint::ControlRequest,
+    ) -> Result<
+        crossfold::core::checkpoint::ProjectionRecord,
+        crossfold::core::checkpoint::CheckpointError,
+    > {
         self.inner.request(name, request).await
     }
     async fn dead_letters(
         &self,
         name: &str,
-    ) -> Result<Vec<crossfold::DeadLetter>, crossfold::CheckpointError> {
+    ) -> Result<
+        Vec<crossfold::core::checkpoint::DeadLetter>,
+        crossfold::core::checkpoint::CheckpointError,
+    > {
         self.inner.dead_letters(name).await
     }
 }
 
-impl crossfold::CheckpointStore for DiesBeforeCommit {
+impl crossfold::core::checkpoint::CheckpointStore for DiesBeforeCommit {
     type Unit = crossfold::memory::MemoryUnit;
     async fn acquire(
         &self,
         name: &str,
         owner: &str,
         ttl: Duration,
-    ) -> Result<Option<crossfold::Lease>, crossfold::CheckpointError> {
+    ) -> Result<
+        Option<crossfold::core::checkpoint::Lease>,
+        crossfold::core::checkpoint::CheckpointError,
+    > {
         self.inner.acquire(name, owner, ttl).await
     }
     async fn renew(
         &self,
-        lease: &crossfold::Lease,
+        lease: &crossfold::core::checkpoint::Lease,
         ttl: Duration,
-    ) -> Result<Option<crossfold::ProjectionRecord>, crossfold::CheckpointError> {
+    ) -> Result<
+        Option<crossfold::core::checkpoint::ProjectionRecord>,
+        crossfold::core::checkpoint::CheckpointError,
+    > {
         self.inner.renew(lease, ttl).await
     }
-    async fn release(&self, lease: &crossfold::Lease) -> Result<(), crossfold::CheckpointError> {
+    async fn release(
+        &self,
+        lease: &crossfold::core::checkpoint::Lease,
+    ) -> Result<(), crossfold::core::checkpoint::CheckpointError> {
         self.inner.release(lease).await
     }
     async fn begin(
         &self,
-        lease: &crossfold::Lease,
-    ) -> Result<crossfold::memory::MemoryUnit, crossfold::CheckpointError> {
+        lease: &crossfold::core::checkpoint::Lease,
+    ) -> Result<crossfold::memory::MemoryUnit, crossfold::core::checkpoint::CheckpointError> {
         self.inner.begin(lease).await
     }
     async fn commit(
         &self,
-        lease: &crossfold::Lease,
+        lease: &crossfold::core::checkpoint::Lease,
         unit: crossfold::memory::MemoryUnit,
-        commit: crossfold::CheckpointCommit,
-    ) -> Result<(), crossfold::CheckpointError> {
+        commit: crossfold::core::checkpoint::CheckpointCommit,
+    ) -> Result<(), crossfold::core::checkpoint::CheckpointError> {
         if self.dying.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
@@ -452,9 +478,9 @@ impl crossfold::CheckpointStore for DiesBeforeCommit {
     }
     async fn report(
         &self,
-        lease: &crossfold::Lease,
-        status: &crossfold::ProjectionStatus,
-    ) -> Result<(), crossfold::CheckpointError> {
+        lease: &crossfold::core::checkpoint::Lease,
+        status: &crossfold::core::checkpoint::ProjectionStatus,
+    ) -> Result<(), crossfold::core::checkpoint::CheckpointError> {
         self.inner.report(lease, status).await
     }
 }

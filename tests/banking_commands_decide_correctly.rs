@@ -9,7 +9,7 @@
 mod bank;
 
 use bank::{AccountId, BankEvent, Deposit, Money, OpenAccount, Transfer, TransferId};
-use crossfold::StreamId;
+use crossfold::core::StreamId;
 use crossfold_testkit::CommandTest;
 
 fn account(name: &str) -> AccountId {

@@ -8,8 +8,9 @@ mod bank;
 use std::collections::HashSet;
 
 use bank::{AccountId, Money, OpenAccount, Transfer, TransferId};
+use crossfold::core::{EventId, LogFilter, Position};
+use crossfold::executor::{Actor, RetryPolicy};
 use crossfold::prelude::*;
-use crossfold::{Actor, EventId, LogFilter, Position, RetryPolicy};
 use crossfold_testkit::concurrent::{command_sequences, execute_concurrently};
 use proptest::prelude::*;
 
@@ -113,8 +114,8 @@ async fn run(plans: Vec<Vec<(usize, usize, i64)>>, executors: usize) {
             "event {} twice in the log",
             event.event_id
         );
-        let decoded: Recorded<bank::BankEvent> = crossfold::Upcasters::new()
-            .decode(&crossfold::Json, event)
+        let decoded: Recorded<bank::BankEvent> = crossfold::core::Upcasters::new()
+            .decode(&crossfold::core::Json, event)
             .unwrap();
         let index = |a: &AccountId| (0..ACCOUNTS).find(|i| account(*i) == *a).unwrap();
         match &decoded.event {

@@ -6,11 +6,11 @@
 use std::collections::BTreeSet;
 
 fn described() -> BTreeSet<&'static str> {
-    let mut names: BTreeSet<&'static str> = crossfold::COMMAND_METRICS
+    let mut names: BTreeSet<&'static str> = crossfold::core::metrics::COMMAND_METRICS
         .iter()
-        .chain(&crossfold::STORE_METRICS)
-        .chain(&crossfold::PROJECTION_METRICS)
-        .chain(&crossfold::DEADLINE_METRICS)
+        .chain(&crossfold::core::metrics::STORE_METRICS)
+        .chain(&crossfold::core::metrics::PROJECTION_METRICS)
+        .chain(&crossfold::core::metrics::DEADLINE_METRICS)
         .map(|m| m.name)
         .collect();
     names.insert(crossfold::postgres::POOL_CONNECTIONS);

@@ -28,15 +28,17 @@ fn a_running_worker_fires_due_deadlines_and_stops_on_shutdown() {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
+    use crossfold::core::ManualClock;
+    use crossfold::core::deadline::{Deadline, DeadlineId, DeadlineStatus, DeadlineStore};
     use crossfold::executor::DeadlineWorker;
-    use crossfold::{Deadline, DeadlineId, DeadlineStatus, DeadlineStore, Executor, ManualClock};
+    use crossfold::executor::Executor;
 
     block_on(async {
         let store = MemoryStore::new();
         let deadlines = MemoryDeadlineStore::new();
         let clock = ManualClock::starting_now();
         let id = DeadlineId::new("expire/order-9").unwrap();
-        let due = crossfold::later(clock.now(), Duration::from_secs(60));
+        let due = (clock.now()).saturating_add(Duration::from_secs(60));
         deadlines
             .schedule(
                 Deadline::new(id.clone(), "payment-timeout", due)

@@ -6,7 +6,7 @@
 #[allow(dead_code)]
 mod shop;
 
-use crossfold::StreamId;
+use crossfold::core::StreamId;
 use crossfold_testkit::CommandTest;
 use shop::{
     CancelOrder, CancelReason, Line, OrderId, PayOrder, PlaceOrder, RefundPayment, ShopEvent, Sku,

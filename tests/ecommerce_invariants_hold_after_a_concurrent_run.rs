@@ -17,8 +17,9 @@ mod views;
 #[path = "../examples/ecommerce/workload.rs"]
 mod workload;
 
+use crossfold::core::deadline::DeadlineStore;
+use crossfold::memory::MemoryStore;
 use crossfold::memory::{MemoryCheckpoints, MemoryDeadlineStore};
-use crossfold::{DeadlineStore, MemoryStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invariants_hold_on_memory() {

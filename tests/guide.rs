@@ -73,12 +73,12 @@ impl Command for Reserve {
 
 /// Stocks `product` with three units, written straight to the store.
 async fn receive_three(store: &MemoryStore, product: &StreamId) {
-    let received = crossfold::EventData::new(
+    let received = crossfold::core::EventData::new(
         "Received",
-        crossfold::Payload::json(r#"{"type":"Received","quantity":3}"#),
+        crossfold::core::Payload::json(r#"{"type":"Received","quantity":3}"#),
     );
     store
-        .append(crossfold::AppendRequest::new().stream(
+        .append(crossfold::core::AppendRequest::new().stream(
             product.clone(),
             ExpectedVersion::NoStream,
             vec![received],
@@ -154,7 +154,7 @@ mod section_4 {
         request_id: uuid::Uuid,
     ) -> Result<(), Error> {
         let context = ExecutionContext::new()
-            .actor(crossfold::Actor::new("clerk-7").with_permission("stock:reserve"))
+            .actor(crossfold::executor::Actor::new("clerk-7").with_permission("stock:reserve"))
             .correlation_id(request_id)
             .with("channel", "web");
         executor.execute_with(command, &context).await?;
@@ -226,11 +226,11 @@ mod section_6 {
 
     async fn follow(
         store: MemoryStore,
-        saved_checkpoint: crossfold::Position,
+        saved_checkpoint: crossfold::core::Position,
         mut handle: impl FnMut(Recorded<StockEvent>),
-        mut save: impl FnMut(crossfold::Position),
+        mut save: impl FnMut(crossfold::core::Position),
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        use crossfold::{Json, LogFilter, SubscriptionExt, SubscriptionOptions, Upcasters};
+        use crossfold::core::{Json, LogFilter, SubscriptionExt, SubscriptionOptions, Upcasters};
 
         let mut subscription = store.subscribe(
             SubscriptionOptions::all()
@@ -264,7 +264,7 @@ mod section_6 {
         let saved = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let follower = tokio::spawn(follow(
             store,
-            crossfold::Position::START,
+            crossfold::core::Position::START,
             {
                 let seen = seen.clone();
                 move |e| seen.lock().unwrap().push(e.event.clone())

@@ -15,8 +15,10 @@ use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crossfold::core::checkpoint::{
+    CheckpointCommit, CheckpointError, CheckpointStore, Lease, ProjectionControl,
+};
 use crossfold::postgres::{PgCheckpoints, PgEventStore};
-use crossfold::{CheckpointCommit, CheckpointError, CheckpointStore, Lease, ProjectionControl};
 use ledger::*;
 
 const TTL: Duration = Duration::from_secs(2);
@@ -127,7 +129,7 @@ async fn leases_fail_over_without_double_apply() {
         .commit(
             &stale,
             unit,
-            CheckpointCommit::new(crossfold::Position::START, 1, 1),
+            CheckpointCommit::new(crossfold::core::Position::START, 1, 1),
         )
         .await;
     assert!(

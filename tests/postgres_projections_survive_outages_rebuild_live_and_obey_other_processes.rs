@@ -10,9 +10,10 @@ mod ledger;
 
 use std::time::{Duration, Instant};
 
+use crossfold::core::EventStore;
+use crossfold::core::checkpoint::{ControlRequest, ProjectionControl, ProjectionState};
 use crossfold::postgres::{PgCheckpoints, PgConfig, PgEventStore};
 use crossfold::projections::{ProjectionOptions, ProjectionRunner};
-use crossfold::{ControlRequest, EventStore, ProjectionControl, ProjectionState};
 use crossfold_testkit::cluster::{StopMode, TestCluster};
 use ledger::*;
 
@@ -104,9 +105,9 @@ async fn a_projection_resumes_by_itself_after_a_database_outage() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match store
-            .append(crossfold::AppendRequest::new().stream(
-                crossfold::StreamId::new("account-1").unwrap(),
-                crossfold::ExpectedVersion::Any,
+            .append(crossfold::core::AppendRequest::new().stream(
+                crossfold::core::StreamId::new("account-1").unwrap(),
+                crossfold::core::ExpectedVersion::Any,
                 vec![deposit(7)],
             ))
             .await

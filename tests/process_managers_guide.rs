@@ -60,8 +60,9 @@ impl Command for Expire {
 // Section 2: the process manager.
 use std::time::Duration;
 
+use crossfold::core::deadline::DeadlineStore;
+use crossfold::core::{Codec, EventId, EventStore, LogFilter};
 use crossfold::projections::{HandlerError, Process, ProcessManager};
-use crossfold::{Codec, DeadlineStore, EventId, EventStore, LogFilter};
 
 /// Cancels orders left unpaid for 15 minutes.
 pub struct PaymentTimeouts;
@@ -117,7 +118,7 @@ impl ProcessManager for PaymentTimeouts {
 
 // Section 3: firing deadlines.
 use crossfold::executor::{DeadlineHandler, Firing};
-use crossfold::{Error, Executed};
+use crossfold::executor::{Error, Executed};
 
 /// Fires payment deadlines with `Expire`.
 pub struct ExpireOrders;
@@ -169,7 +170,7 @@ async fn order_events(store: &MemoryStore, order: &StreamId) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpaid_orders_expire_after_fifteen_minutes() {
     // Section 4: running it.
-    use crossfold::ManualClock;
+    use crossfold::core::ManualClock;
     use crossfold::executor::DeadlineWorker;
     use crossfold::memory::{MemoryCheckpoints, MemoryDeadlineStore};
     use crossfold::projections::{
@@ -193,7 +194,7 @@ async fn unpaid_orders_expire_after_fifteen_minutes() {
         ProjectionOptions::default(),
     );
 
-    let clock = ManualClock::starting_now(); // crossfold::SystemClock in production
+    let clock = ManualClock::starting_now(); // crossfold::core::SystemClock in production
     let worker = DeadlineWorker::new(
         executor.clone(),
         deadlines.clone(),

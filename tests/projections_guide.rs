@@ -10,8 +10,11 @@
     clippy::expect_used
 )]
 
+use crossfold::core::LogFilter;
+use crossfold::core::checkpoint::{
+    CheckpointError, ControlRequest, DesiredState, ProjectionControl,
+};
 use crossfold::prelude::*;
-use crossfold::{CheckpointError, ControlRequest, DesiredState, LogFilter, ProjectionControl};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -114,9 +117,9 @@ async fn serve_until_stopped(
 // Section 3: exactly once with PostgreSQL.
 #[cfg(feature = "postgres")]
 mod balances {
+    use crossfold::core::{DomainEvent, LogFilter, Recorded};
     use crossfold::postgres::PgUnit;
     use crossfold::projections::{ApplyContext, HandlerError, Projection};
-    use crossfold::{DomainEvent, LogFilter, Recorded};
 
     #[derive(serde::Serialize, serde::Deserialize)]
     pub struct Deposited {
@@ -186,16 +189,16 @@ async fn pause_then_resume(checkpoints: &MemoryCheckpoints) -> Result<(), Checkp
 async fn the_guide_runs() {
     let store = MemoryStore::new();
     let product = StreamId::new("product-1").unwrap();
-    let received = crossfold::EventData::new(
+    let received = crossfold::core::EventData::new(
         "Received",
-        crossfold::Payload::json(r#"{"type":"Received","quantity":5}"#),
+        crossfold::core::Payload::json(r#"{"type":"Received","quantity":5}"#),
     );
-    let reserved = crossfold::EventData::new(
+    let reserved = crossfold::core::EventData::new(
         "Reserved",
-        crossfold::Payload::json(r#"{"type":"Reserved","order":"o-1","quantity":2}"#),
+        crossfold::core::Payload::json(r#"{"type":"Reserved","order":"o-1","quantity":2}"#),
     );
     store
-        .append(crossfold::AppendRequest::new().stream(
+        .append(crossfold::core::AppendRequest::new().stream(
             product,
             ExpectedVersion::NoStream,
             vec![received, reserved],

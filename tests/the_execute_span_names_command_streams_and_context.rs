@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crossfold::core::StreamId;
+use crossfold::executor::{Actor, ExecutionContext, Executor};
 use crossfold::postgres::{PgConfig, PgEventStore};
-use crossfold::{Actor, ExecutionContext, Executor, StreamId};
 use crossfold_bench::bank::{Open, Transfer};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
+use crossfold::core::{TypedId, ValidationError};
 use crossfold::prelude::*;
-use crossfold::{TypedId, ValidationError};
 use serde::{Deserialize, Serialize};
 
 /// An amount of money in cents. Never negative: the type has no negative values, and
@@ -497,9 +497,9 @@ pub(crate) async fn balance<S: EventStore>(
         .read_stream(account.stream(), StreamVersion::EMPTY, usize::MAX)
         .await?;
     let mut state = Accounts::default();
-    let upcasters = crossfold::Upcasters::new();
+    let upcasters = crossfold::core::Upcasters::new();
     for raw in &stream.events {
-        let event: Recorded<BankEvent> = upcasters.decode(&crossfold::Json, raw)?;
+        let event: Recorded<BankEvent> = upcasters.decode(&crossfold::core::Json, raw)?;
         state.apply(&event);
     }
     Ok(state.get(account))

@@ -15,8 +15,9 @@ mod bank;
 mod order;
 
 use bank::{AccountId, Deposit, Money, OpenAccount, Transfer, TransferId, Withdraw};
+use crossfold::core::RecordedEvent;
+use crossfold::executor::{Actor, Executed};
 use crossfold::prelude::*;
-use crossfold::{Actor, Executed, RecordedEvent};
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 

@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
+use crossfold::core::checkpoint::CheckpointStore;
+use crossfold::core::deadline::DeadlineStore;
+use crossfold::core::{EventStore, Json, LogFilter, ManualClock};
 use crossfold::executor::{DeadlineWorker, PollReport};
+use crossfold::executor::{Executor, RetryPolicy};
 use crossfold::projections::{
     ProcessManagerProjection, Projection, ProjectionOptions, ProjectionRunner, RunnerOptions,
-};
-use crossfold::{
-    CheckpointStore, DeadlineStore, EventStore, Executor, Json, LogFilter, ManualClock, RetryPolicy,
 };
 
 use crate::saga::{ExpireUnpaidOrders, PaymentSaga};

@@ -20,8 +20,10 @@ mod workload;
 
 use std::time::Duration;
 
+use crossfold::core::checkpoint::CheckpointStore;
+use crossfold::core::deadline::DeadlineStore;
+use crossfold::executor::Executed;
 use crossfold::prelude::*;
-use crossfold::{CheckpointStore, DeadlineStore, Executed};
 
 use app::{App, Failure};
 use shop::{

@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
+use crossfold::core::deadline::DeadlineStore;
+use crossfold::core::{Codec, EventStore, LogFilter, Recorded, StreamId};
+use crossfold::executor::Executed;
 use crossfold::executor::{DeadlineHandler, Firing};
 use crossfold::projections::{HandlerError, Process, ProcessManager, command_failure};
-use crossfold::{Codec, DeadlineStore, EventStore, Executed, LogFilter, Recorded, StreamId};
 
 use crate::shop::{CancelOrder, CancelReason, OrderId, PayOrder, RefundPayment, Shop, ShopEvent};
 
@@ -123,12 +125,12 @@ async fn cancel_deadline<S: EventStore, C: Codec, D: DeadlineStore>(
 pub(crate) struct ExpireUnpaidOrders;
 
 impl<S: EventStore, C: Codec> DeadlineHandler<S, C> for ExpireUnpaidOrders {
-    async fn fire(&self, firing: Firing<'_, S, C>) -> Result<Executed, crossfold::Error> {
+    async fn fire(&self, firing: Firing<'_, S, C>) -> Result<Executed, crossfold::executor::Error> {
         let order: OrderId = serde_json::from_value(firing.deadline().payload["order"].clone())
             .map_err(|e| {
-                crossfold::Error::Command(crossfold::CommandError::InvalidState(format!(
-                    "payment deadline without an order: {e}"
-                )))
+                crossfold::executor::Error::Command(crossfold::core::CommandError::InvalidState(
+                    format!("payment deadline without an order: {e}"),
+                ))
             })?;
         firing
             .execute(CancelOrder {

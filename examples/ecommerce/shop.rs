@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crossfold::core::{EventId, ValidationError};
 use crossfold::prelude::*;
-use crossfold::{EventId, ValidationError};
 use serde::{Deserialize, Serialize};
 
 fn checked_name(kind: &'static str, id: &str) -> Result<(), ValidationError> {

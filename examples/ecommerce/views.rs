@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crossfold::core::{LogFilter, Recorded};
 use crossfold::memory::MemoryUnit;
 use crossfold::projections::{ApplyContext, HandlerError, Projection};
-use crossfold::{LogFilter, Recorded};
 
 use crate::shop::{CancelReason, OrderId, ShopEvent, Sku};
 
@@ -205,8 +205,8 @@ pub(crate) use pg::PgViews;
 mod pg {
     use std::collections::BTreeMap;
 
-    use crossfold::LogFilter;
-    use crossfold::Recorded;
+    use crossfold::core::LogFilter;
+    use crossfold::core::Recorded;
     use crossfold::postgres::{PgEventStore, PgUnit};
     use crossfold::projections::{ApplyContext, HandlerError, Projection};
 

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crossfold::{CheckpointStore, DeadlineStore, EventStore, Json, LogFilter, Position, Upcasters};
+use crossfold::core::checkpoint::CheckpointStore;
+use crossfold::core::deadline::DeadlineStore;
+use crossfold::core::{EventStore, Json, LogFilter, Position, Upcasters};
 
 use crate::app::{App, Failure};
 use crate::saga::PAYMENT_TIMEOUT;

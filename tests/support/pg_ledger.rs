@@ -14,13 +14,13 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crossfold::core::{
+    AppendRequest, DomainEvent, EventData, EventStore, ExpectedVersion, LogFilter, Payload,
+    Position, Recorded, StreamId,
+};
 use crossfold::postgres::{PgCheckpoints, PgConfig, PgEventStore, PgUnit};
 use crossfold::projections::{
     ApplyContext, HandlerError, Projection, ProjectionOptions, ProjectionRunner, RunnerOptions,
-};
-use crossfold::{
-    AppendRequest, DomainEvent, EventData, EventStore, ExpectedVersion, LogFilter, Payload,
-    Position, Recorded, StreamId,
 };
 use serde::{Deserialize, Serialize};
 

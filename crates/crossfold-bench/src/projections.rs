@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 
 use crossfold_bench::bank::{BankEvent, account_stream};
 use crossfold_bench::{LoadOptions, Workload};
+use crossfold_core::checkpoint::{
+    CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter, Lease,
+    ProjectionControl, ProjectionRecord, ProjectionStatus,
+};
 use crossfold_core::{
-    AppendRequest, CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter,
-    EventData, EventStore, ExpectedVersion, Lease, LogFilter, Payload, Position, ProjectionControl,
-    ProjectionRecord, ProjectionStatus, Recorded, Timestamp,
+    AppendRequest, EventData, EventStore, ExpectedVersion, LogFilter, Payload, Position, Recorded,
+    Timestamp,
 };
 use crossfold_memory::{MemoryCheckpoints, MemoryStore, MemoryUnit};
 use crossfold_postgres::{PgCheckpoints, PgConfig, PgEventStore, PgUnit};

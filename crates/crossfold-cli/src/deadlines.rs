@@ -2,7 +2,8 @@
 
 use std::io::Write;
 
-use crossfold_core::{DeadlineStore, Timestamp};
+use crossfold_core::Timestamp;
+use crossfold_core::deadline::DeadlineStore;
 use crossfold_postgres::{PgDeadlineStore, PgEventStore};
 use serde_json::json;
 

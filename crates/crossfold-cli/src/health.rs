@@ -4,10 +4,10 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crossfold_core::{
-    DesiredState, HealthCheck, HealthReport, HealthStatus, ProjectionControl, ProjectionRecord,
-    ProjectionState, Timestamp,
+use crossfold_core::checkpoint::{
+    DesiredState, ProjectionControl, ProjectionRecord, ProjectionState,
 };
+use crossfold_core::{HealthCheck, HealthReport, HealthStatus, Timestamp};
 use crossfold_postgres::{PgCheckpoints, PgEventStore, PgMigrationError};
 use serde_json::json;
 

@@ -9,7 +9,9 @@
 
 use std::io::Write;
 
-use crossfold_core::{CheckpointError, ControlRequest, ProjectionControl, ProjectionRecord};
+use crossfold_core::checkpoint::{
+    CheckpointError, ControlRequest, ProjectionControl, ProjectionRecord,
+};
 use crossfold_postgres::PgCheckpoints;
 use serde_json::json;
 

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use crossfold_core::{Deadline, DeadlineId, DeadlineStore, Timestamp, later};
+use crossfold_core::Timestamp;
+use crossfold_core::deadline::{Deadline, DeadlineId, DeadlineStore};
 use crossfold_postgres::PgDeadlineStore;
 
 #[test]
@@ -21,8 +22,8 @@ fn deadlines_shows_pending_and_overdue() {
         let past = Timestamp::from_unix_micros(now.unix_micros() - 3_600_000_000);
         for (id, due) in [
             ("payment-timeout/late", past),
-            ("payment-timeout/soon", later(now, hour)),
-            ("payment-timeout/cancelled", later(now, hour)),
+            ("payment-timeout/soon", now.saturating_add(hour)),
+            ("payment-timeout/cancelled", now.saturating_add(hour)),
         ] {
             let deadline = Deadline::new(DeadlineId::new(id).unwrap(), "payment-timeout", due);
             deadlines.schedule(deadline).await.unwrap();

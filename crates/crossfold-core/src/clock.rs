@@ -91,12 +91,6 @@ impl Clock for ManualClock {
     }
 }
 
-/// `at` plus `by`, saturating.
-pub fn later(at: Timestamp, by: Duration) -> Timestamp {
-    let by = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
-    Timestamp::from_unix_micros(at.unix_micros().saturating_add(by))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,7 +113,9 @@ mod tests {
         let now = SystemClock.now().unix_micros();
         assert!(now >= before);
         assert_eq!(
-            later(Timestamp::from_unix_micros(1), Duration::from_secs(1)).unix_micros(),
+            Timestamp::from_unix_micros(1)
+                .saturating_add(Duration::from_secs(1))
+                .unix_micros(),
             1_000_001
         );
     }

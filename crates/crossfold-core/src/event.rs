@@ -37,6 +37,12 @@ impl Timestamp {
         self.0
     }
 
+    /// This time plus `by`, saturating at the largest timestamp.
+    pub fn saturating_add(self, by: Duration) -> Self {
+        let by = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_add(by))
+    }
+
     /// As a `SystemTime`.
     pub fn to_system_time(self) -> SystemTime {
         if self.0 >= 0 {

@@ -1,15 +1,14 @@
 //! Firing durable deadlines: a worker claims the due ones from a
-//! [`DeadlineStore`](crossfold_core::DeadlineStore) and executes a command for each, under an
+//! [`DeadlineStore`](crossfold_core::deadline::DeadlineStore) and executes a command for each, under an
 //! idempotency key derived from the deadline, so a deadline fires once even when a worker
 //! dies between the command and marking it fired, or two nodes poll at once.
 
 use std::future::Future;
 use std::time::Duration;
 
-use crossfold_core::{
-    Clock, Codec, Command, DEADLINES_FIRED_TOTAL, DEADLINES_OVERDUE, DEADLINES_PENDING, Deadline,
-    DeadlineCounts, DeadlineOutcome, DeadlineStore, EventStore, StoreError,
-};
+use crossfold_core::deadline::{Deadline, DeadlineCounts, DeadlineOutcome, DeadlineStore};
+use crossfold_core::metrics::{DEADLINES_FIRED_TOTAL, DEADLINES_OVERDUE, DEADLINES_PENDING};
+use crossfold_core::{Clock, Codec, Command, EventStore, StoreError};
 use metrics::{counter, gauge};
 
 use crate::context::ExecutionContext;

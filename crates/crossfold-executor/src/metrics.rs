@@ -1,12 +1,12 @@
 //! Per-command metric handles. Recording is a no-op until the host application installs a
 //! `metrics` recorder (for example the Prometheus exporter). The names and their descriptions
-//! live in `crossfold_core::COMMAND_METRICS`, so an exporter describes them without depending
+//! live in `crossfold_core::metrics::COMMAND_METRICS`, so an exporter describes them without depending
 //! on the executor.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use crossfold_core::{
+use crossfold_core::metrics::{
     CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, COMMAND_ATTEMPTS, COMMAND_CONFLICTS_TOTAL,
     COMMAND_DURATION_SECONDS, COMMAND_RETRIES_TOTAL, COMMANDS_TOTAL,
 };

@@ -2,24 +2,25 @@
 
 use std::time::Duration;
 
-/// Retry policy for conflicts and transient store errors: exponential backoff with full
-/// jitter, capped. Business errors are never retried.
+use crossfold_core::{Backoff, Jitter};
+
+/// Retry policy for conflicts and transient store errors: how many attempts, and the
+/// [`Backoff`] between them (by default exponential from 1 ms to 100 ms with full jitter).
+/// Business errors are never retried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// How many times a command may run in total (at least 1).
     pub max_attempts: u32,
-    /// The backoff before the second attempt; it doubles for each further attempt.
-    pub base_delay: Duration,
-    /// The longest backoff.
-    pub max_delay: Duration,
+    /// The waits between attempts.
+    pub backoff: Backoff,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: 10,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(100),
+            backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(100))
+                .jitter(Jitter::Full),
         }
     }
 }
@@ -39,31 +40,27 @@ impl RetryPolicy {
         self
     }
 
-    /// Sets the base delay.
+    /// Sets the waits between attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets the first wait, keeping the cap and the jitter.
     pub fn base_delay(mut self, delay: Duration) -> Self {
-        self.base_delay = delay;
+        self.backoff = Backoff::new(delay, self.backoff.max()).jitter(self.backoff.jitter_kind());
         self
     }
 
-    /// Sets the delay cap.
+    /// Sets the longest wait, keeping the first wait and the jitter.
     pub fn max_delay(mut self, delay: Duration) -> Self {
-        self.max_delay = delay;
+        self.backoff = Backoff::new(self.backoff.first(), delay).jitter(self.backoff.jitter_kind());
         self
     }
 
-    /// The ceiling of the backoff after `attempt` failed attempts (1-based): `base * 2^(attempt-1)`,
-    /// capped.
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << attempt.saturating_sub(1).min(20);
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
-    }
-
-    /// A random delay in `[0, ceiling(attempt)]` ("full jitter"), so retrying commands spread
-    /// out instead of colliding again.
+    /// The wait after `attempt` failed attempts (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let ceiling = self.ceiling(attempt);
-        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(fastrand::u64(0..=nanos))
+        self.backoff.delay(attempt)
     }
 }
 
@@ -72,17 +69,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_is_capped() {
+    fn the_default_waits_with_full_jitter_and_setters_keep_the_rest() {
         let p = RetryPolicy::default()
             .base_delay(Duration::from_millis(2))
             .max_delay(Duration::from_millis(50));
-        assert_eq!(p.ceiling(1), Duration::from_millis(2));
-        assert_eq!(p.ceiling(2), Duration::from_millis(4));
-        assert_eq!(p.ceiling(4), Duration::from_millis(16));
-        assert_eq!(p.ceiling(10), Duration::from_millis(50));
-        assert_eq!(p.ceiling(u32::MAX), Duration::from_millis(50));
+        assert_eq!(p.backoff.jitter_kind(), Jitter::Full);
+        assert_eq!(p.backoff.ceiling(1), Duration::from_millis(2));
+        assert_eq!(p.backoff.ceiling(10), Duration::from_millis(50));
         for attempt in 1..20 {
-            assert!(p.delay(attempt) <= p.ceiling(attempt));
+            assert!(p.delay(attempt) <= p.backoff.ceiling(attempt));
         }
     }
 

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use crossfold_core::deadline::{Deadline, DeadlineId, DeadlineStore};
 use crossfold_core::{Codec, EventStore};
 use crossfold_core::{
-    Command, CommandError, Deadline, DeadlineId, DeadlineStore, DomainEvent, Emit, ManualClock,
-    Recorded, StreamId, StreamRef, Timestamp,
+    Command, CommandError, DomainEvent, Emit, ManualClock, Recorded, StreamId, StreamRef, Timestamp,
 };
 use crossfold_executor::{DeadlineHandler, DeadlineWorker, Error, Executed, Executor, Firing};
 use crossfold_memory::{MemoryDeadlineStore, MemoryStore};

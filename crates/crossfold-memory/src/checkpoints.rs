@@ -7,9 +7,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crossfold_core::{
+use crossfold_core::Timestamp;
+use crossfold_core::checkpoint::{
     CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter, Lease,
-    ProjectionControl, ProjectionRecord, ProjectionStatus, Timestamp,
+    ProjectionControl, ProjectionRecord, ProjectionStatus,
 };
 
 /// The unit of work of [`MemoryCheckpoints`]: actions to run when the checkpoint commits.

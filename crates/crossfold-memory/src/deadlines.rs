@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crossfold_core::{
+use crossfold_core::deadline::{
     ClaimedDeadline, Deadline, DeadlineCounts, DeadlineId, DeadlineOutcome, DeadlineRecord,
-    DeadlineStatus, DeadlineStore, StoreError, Timestamp, later,
+    DeadlineStatus, DeadlineStore,
 };
+use crossfold_core::{StoreError, Timestamp};
 
 #[derive(Debug)]
 struct Row {
@@ -87,7 +88,7 @@ impl DeadlineStore for MemoryDeadlineStore {
             (a.record.deadline.due_at, &a.record.deadline.id)
                 .cmp(&(b.record.deadline.due_at, &b.record.deadline.id))
         });
-        let until = later(now, lease);
+        let until = now.saturating_add(lease);
         Ok(due
             .into_iter()
             .take(limit)

@@ -1,5 +1,5 @@
 //! The store metrics the memory store records, under `store="memory"`: the two counters of
-//! [`crossfold_core::STORE_METRICS`] (appended events, and failed appends by kind). Recording is
+//! [`crossfold_core::metrics::STORE_METRICS`] (appended events, and failed appends by kind). Recording is
 //! a no-op until the application installs a `metrics` recorder.
 //!
 //! Calls are not timed (`crossfold_store_operation_duration_seconds` has no `memory` series).
@@ -12,7 +12,8 @@
 
 use std::sync::OnceLock;
 
-use crossfold_core::{STORE_APPENDED_EVENTS_TOTAL, STORE_ERRORS_TOTAL, StoreError, StoreOperation};
+use crossfold_core::StoreError;
+use crossfold_core::metrics::{STORE_APPENDED_EVENTS_TOTAL, STORE_ERRORS_TOTAL, StoreOperation};
 use metrics::{Counter, counter};
 
 /// The `store` label.

@@ -52,8 +52,8 @@ use crate::streams::{self, StreamEntry, Streams};
 /// # Metrics
 ///
 /// Appends count, under `store="memory"`, the events they write
-/// ([`STORE_APPENDED_EVENTS_TOTAL`](crossfold_core::STORE_APPENDED_EVENTS_TOTAL)) and their
-/// failures by kind ([`STORE_ERRORS_TOTAL`](crossfold_core::STORE_ERRORS_TOTAL), `operation`
+/// ([`STORE_APPENDED_EVENTS_TOTAL`](crossfold_core::metrics::STORE_APPENDED_EVENTS_TOTAL)) and their
+/// failures by kind ([`STORE_ERRORS_TOTAL`](crossfold_core::metrics::STORE_ERRORS_TOTAL), `operation`
 /// `append`; no other call can fail). Calls are not timed: two clock reads per call would cost
 /// every user about 3% of an in-memory command, and with a Prometheus recorder put the metrics
 /// past their budget of 5% of a command; the executor times whole commands. The counters bind

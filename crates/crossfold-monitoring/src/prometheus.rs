@@ -1,6 +1,6 @@
 //! Exporting the metrics Crossfold records in the Prometheus text format.
 
-use crossfold_core::{
+use crossfold_core::metrics::{
     COMMAND_ATTEMPTS, COMMAND_METRICS, DEADLINE_METRICS, PROJECTION_METRICS, STORE_METRICS,
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
@@ -16,9 +16,9 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0];
 
 /// Installs a global Prometheus recorder with Crossfold's buckets and describes the executor's
-/// metrics ([`crossfold_core::COMMAND_METRICS`]), the deadline workers' metrics
-/// ([`crossfold_core::DEADLINE_METRICS`]) and the metrics common to the stores
-/// ([`crossfold_core::STORE_METRICS`]; which store records which is listed in
+/// metrics ([`crossfold_core::metrics::COMMAND_METRICS`]), the deadline workers' metrics
+/// ([`crossfold_core::metrics::DEADLINE_METRICS`]) and the metrics common to the stores
+/// ([`crossfold_core::metrics::STORE_METRICS`]; which store records which is listed in
 /// `crossfold_core`'s `metrics` documentation). Serve [`PrometheusHandle::render`] from your
 /// application's `/metrics` endpoint.
 ///
@@ -54,7 +54,9 @@ fn describe() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossfold_core::{COMMANDS_TOTAL, STORE_ERRORS_TOTAL, STORE_OPERATION_DURATION_SECONDS};
+    use crossfold_core::metrics::{
+        COMMANDS_TOTAL, STORE_ERRORS_TOTAL, STORE_OPERATION_DURATION_SECONDS,
+    };
 
     /// The exporter's side only: the series are recorded here by hand, under a made-up store
     /// name. What each store really records is tested in that store's crate.

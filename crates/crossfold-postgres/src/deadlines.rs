@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use crossfold_core::{
+use crossfold_core::deadline::{
     ClaimedDeadline, Deadline, DeadlineCounts, DeadlineId, DeadlineOutcome, DeadlineRecord,
-    DeadlineStatus, DeadlineStore, StoreError, Timestamp, later,
+    DeadlineStatus, DeadlineStore,
 };
+use crossfold_core::{StoreError, Timestamp};
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -134,7 +135,7 @@ impl DeadlineStore for PgDeadlineStore {
         lease: Duration,
     ) -> Result<Vec<ClaimedDeadline>, StoreError> {
         let client = self.client().await?;
-        let until = later(now, lease);
+        let until = now.saturating_add(lease);
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let rows = client
             .query(

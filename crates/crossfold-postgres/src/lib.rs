@@ -48,7 +48,7 @@
 //! * **Errors are classified** for retrying: serialization failures and deadlocks are
 //!   `Contention`, statement timeouts `Timeout`, lost or refused connections `Unavailable`.
 //! * **Observable.** Every call records the common store metrics
-//!   ([`crossfold_core::STORE_METRICS`], label `store="postgres"`), and the pool and the oldest
+//!   ([`crossfold_core::metrics::STORE_METRICS`], label `store="postgres"`), and the pool and the oldest
 //!   open transaction are gauges ([`POOL_CONNECTIONS`], [`OLDEST_TRANSACTION_AGE_SECONDS`]).
 //!   Recording is a no-op until the application installs a `metrics` recorder; install it
 //!   before the store's first call, then call [`describe_metrics`] for help texts. The store is

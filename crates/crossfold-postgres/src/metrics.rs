@@ -1,14 +1,15 @@
 //! What the store records through the `metrics` facade: the metrics every store records (see
-//! [`crossfold_core::STORE_METRICS`]), plus the pool and the age of the transaction that holds
+//! [`crossfold_core::metrics::STORE_METRICS`]), plus the pool and the age of the transaction that holds
 //! the visibility horizon back. Recording is a no-op until the application installs a recorder.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossfold_core::{
+use crossfold_core::StoreError;
+use crossfold_core::metrics::{
     MetricDescription, MetricKind, STORE_APPENDED_EVENTS_TOTAL, STORE_ERRORS_TOTAL, STORE_METRICS,
-    STORE_OPERATION_DURATION_SECONDS, StoreError, StoreOperation,
+    STORE_OPERATION_DURATION_SECONDS, StoreOperation,
 };
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 

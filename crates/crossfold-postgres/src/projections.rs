@@ -4,11 +4,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use crossfold_core::{
-    CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter, EventId, Lease,
-    Position, ProjectionControl, ProjectionRecord, ProjectionStatus, StoreError, StreamId,
-    StreamVersion, Timestamp,
+use crossfold_core::checkpoint::{
+    CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter, Lease,
+    ProjectionControl, ProjectionRecord, ProjectionStatus,
 };
+use crossfold_core::{EventId, Position, StoreError, StreamId, StreamVersion, Timestamp};
 use deadpool_postgres::{ClientWrapper, Object, Pool};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;

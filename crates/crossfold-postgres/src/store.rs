@@ -4,9 +4,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crossfold_core::metrics::StoreOperation;
 use crossfold_core::{
     AppendRequest, Appended, EventStore, EventType, LogFilter, Position, RecordedEvent, StoreError,
-    StoreOperation, StreamEvents, StreamId, StreamRead, StreamVersion,
+    StreamEvents, StreamId, StreamRead, StreamVersion,
 };
 use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,

@@ -12,11 +12,12 @@ mod common;
 use std::time::Duration;
 
 use common::{events, raw_client_at, sid, store_at};
-use crossfold_core::{
-    AppendRequest, CheckpointCommit, CheckpointStore, ControlRequest, DeadLetter, Deadline,
-    DeadlineId, DeadlineOutcome, DeadlineStore, EventStore, ExpectedVersion, LogFilter, Position,
-    ProjectionControl, ProjectionStatus, Timestamp,
+use crossfold_core::checkpoint::{
+    CheckpointCommit, CheckpointStore, ControlRequest, DeadLetter, ProjectionControl,
+    ProjectionStatus,
 };
+use crossfold_core::deadline::{Deadline, DeadlineId, DeadlineOutcome, DeadlineStore};
+use crossfold_core::{AppendRequest, EventStore, ExpectedVersion, LogFilter, Position, Timestamp};
 use crossfold_postgres::{PgCheckpoints, PgDeadlineStore};
 use crossfold_testkit::cluster::TestCluster;
 

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossfold_core::{HealthCheck, HealthReport, HealthStatus, ProjectionState};
+use crossfold_core::checkpoint::ProjectionState;
+use crossfold_core::{HealthCheck, HealthReport, HealthStatus};
 
 use crate::runner::Shared;
 

@@ -28,10 +28,11 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use crossfold_core::checkpoint::ProjectionControl;
+use crossfold_core::deadline::{Deadline, DeadlineId, DeadlineStore};
 use crossfold_core::{
-    Codec, Command, Deadline, DeadlineId, DeadlineStore, DomainEvent, EventData, EventId,
-    EventStore, ExpectedVersion, Json, LogFilter, Payload, Position, ProjectionControl, Recorded,
-    StreamId, StreamRead, StreamVersion, Timestamp, Upcasters, later,
+    Codec, Command, DomainEvent, EventData, EventId, EventStore, ExpectedVersion, Json, LogFilter,
+    Payload, Position, Recorded, StreamId, StreamRead, StreamVersion, Timestamp, Upcasters,
 };
 use crossfold_executor::{Error, Executed, ExecutionContext, Executor, Idempotent};
 use serde::{Deserialize, Serialize};
@@ -150,7 +151,7 @@ impl<S: EventStore, C: Codec, D: DeadlineStore> Process<'_, S, C, D> {
         payload: serde_json::Value,
     ) -> Result<DeadlineId, HandlerError> {
         let id = self.deadline_id(kind, self.event_id)?;
-        let deadline = Deadline::new(id.clone(), kind, later(self.recorded_at, after))
+        let deadline = Deadline::new(id.clone(), kind, self.recorded_at.saturating_add(after))
             .payload(payload)
             .caused_by(self.event_id.as_uuid(), self.correlation_id);
         self.deadlines.schedule(deadline).await?;

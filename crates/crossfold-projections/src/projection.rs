@@ -2,9 +2,8 @@
 
 use std::future::Future;
 
-use crossfold_core::{
-    BoxError, CheckpointError, DomainEvent, LogFilter, Recorded, StoreError, Upcasters,
-};
+use crossfold_core::checkpoint::CheckpointError;
+use crossfold_core::{BoxError, DomainEvent, LogFilter, Recorded, StoreError, Upcasters};
 
 /// Where a batch is being applied: which projection, which generation of its read model.
 #[derive(Clone, Debug, PartialEq, Eq)]

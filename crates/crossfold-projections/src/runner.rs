@@ -3,13 +3,17 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crossfold_core::{
+use crossfold_core::checkpoint::{
     CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter, DesiredState,
-    EventBatch, EventStore, Json, Lease, LogFilter, PROJECTION_ERRORS_TOTAL,
-    PROJECTION_EVENTS_APPLIED_TOTAL, PROJECTION_LAG_EVENTS, PROJECTION_LAG_SECONDS,
-    PROJECTION_STATE, Position, ProjectionRecord, ProjectionState, ProjectionStatus, Recorded,
-    RecordedEvent, ReplayRequest, Subscription, SubscriptionExt, SubscriptionOptions, Timestamp,
-    Upcasters,
+    Lease, ProjectionRecord, ProjectionState, ProjectionStatus, ReplayRequest,
+};
+use crossfold_core::metrics::{
+    PROJECTION_ERRORS_TOTAL, PROJECTION_EVENTS_APPLIED_TOTAL, PROJECTION_LAG_EVENTS,
+    PROJECTION_LAG_SECONDS, PROJECTION_STATE,
+};
+use crossfold_core::{
+    EventBatch, EventStore, Json, LogFilter, Position, Recorded, RecordedEvent, Subscription,
+    SubscriptionExt, SubscriptionOptions, Timestamp, Upcasters,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -318,7 +322,7 @@ impl From<HandlerError> for UnitError {
 /// Start projections with [`spawn`](Self::spawn); each is run by exactly one runner among all
 /// processes sharing the checkpoint store (the one holding its lease). Steer them through
 /// [`request`](Self::request) or, from another process, the store's
-/// [`ProjectionControl`](crossfold_core::ProjectionControl). Call [`shutdown`](Self::shutdown)
+/// [`ProjectionControl`](crossfold_core::checkpoint::ProjectionControl). Call [`shutdown`](Self::shutdown)
 /// to hand the leases over cleanly.
 pub struct ProjectionRunner<S, C> {
     store: S,
@@ -429,7 +433,8 @@ where
         name: &str,
         request: ControlRequest,
     ) -> Result<ProjectionRecord, CheckpointError> {
-        crossfold_core::ProjectionControl::request(&self.checkpoints, name, request).await
+        crossfold_core::checkpoint::ProjectionControl::request(&self.checkpoints, name, request)
+            .await
     }
 
     /// Stops every projection after the batch it is applying, hands its lease over, and waits.

@@ -6,9 +6,11 @@
 mod common;
 
 use common::*;
-use crossfold_core::{HealthStatus, ProjectionControl, ProjectionState};
+use crossfold_core::HealthStatus;
+use crossfold_core::checkpoint::ControlRequest;
+use crossfold_core::checkpoint::{ProjectionControl, ProjectionState};
 use crossfold_memory::{MemoryCheckpoints, MemoryStore};
-use crossfold_projections::{ControlRequest, OnError, ProjectionOptions, ProjectionRunner};
+use crossfold_projections::{OnError, ProjectionOptions, ProjectionRunner};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_event_fails_only_its_projection_until_resumed() {

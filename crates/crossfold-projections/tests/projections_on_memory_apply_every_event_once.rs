@@ -8,9 +8,11 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use crossfold_core::{LogFilter, ProjectionControl, ProjectionState};
+use crossfold_core::LogFilter;
+use crossfold_core::checkpoint::ControlRequest;
+use crossfold_core::checkpoint::{ProjectionControl, ProjectionState};
 use crossfold_memory::{MemoryCheckpoints, MemoryStore};
-use crossfold_projections::{ControlRequest, ProjectionOptions, ProjectionRunner};
+use crossfold_projections::{ProjectionOptions, ProjectionRunner};
 
 fn fold(log: &[(u32, i64)]) -> BTreeMap<String, i64> {
     let mut balances = BTreeMap::new();

@@ -7,7 +7,8 @@
 mod common;
 
 use common::*;
-use crossfold_core::{PROJECTION_METRICS, ProjectionState};
+use crossfold_core::checkpoint::ProjectionState;
+use crossfold_core::metrics::PROJECTION_METRICS;
 use crossfold_memory::{MemoryCheckpoints, MemoryStore};
 use crossfold_projections::{OnError, ProjectionOptions, ProjectionRunner};
 use metrics_exporter_prometheus::PrometheusBuilder;

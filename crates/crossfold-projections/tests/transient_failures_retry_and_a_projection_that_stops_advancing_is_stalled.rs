@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::*;
-use crossfold_core::{HealthStatus, LogFilter, ProjectionControl, ProjectionState, Recorded};
+use crossfold_core::checkpoint::{ProjectionControl, ProjectionState};
+use crossfold_core::{HealthStatus, LogFilter, Recorded};
 use crossfold_memory::{MemoryCheckpoints, MemoryStore, MemoryUnit};
 use crossfold_projections::{
     ApplyContext, HandlerError, Projection, ProjectionOptions, ProjectionRunner,

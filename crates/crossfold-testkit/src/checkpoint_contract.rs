@@ -1,5 +1,5 @@
 //! The checkpoint store contract suite: every behaviour of [`CheckpointStore`] and
-//! [`ProjectionControl`](crossfold_core::ProjectionControl), as one public async function each,
+//! [`ProjectionControl`](crossfold_core::checkpoint::ProjectionControl), as one public async function each,
 //! run against a fresh store.
 //!
 //! Stores run them through [`checkpoint_contract_tests!`](crate::checkpoint_contract_tests),
@@ -16,11 +16,11 @@
 
 use std::time::Duration;
 
-use crossfold_core::{
+use crossfold_core::checkpoint::{
     CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter, DesiredState,
-    EventData, EventId, Lease, Payload, Position, ProjectionState, ProjectionStatus, ReplayRequest,
-    StreamId, StreamVersion,
+    Lease, ProjectionState, ProjectionStatus, ReplayRequest,
 };
+use crossfold_core::{EventData, EventId, Payload, Position, StreamId, StreamVersion};
 
 const TTL: Duration = Duration::from_secs(30);
 

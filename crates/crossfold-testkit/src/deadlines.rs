@@ -11,11 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crossfold_core::deadline::{
+    ClaimedDeadline, Deadline, DeadlineCounts, DeadlineId, DeadlineOutcome, DeadlineRecord,
+    DeadlineStatus, DeadlineStore,
+};
 use crossfold_core::{
-    AppendRequest, ClaimedDeadline, Codec, Command, CommandError, Deadline, DeadlineCounts,
-    DeadlineId, DeadlineOutcome, DeadlineRecord, DeadlineStatus, DeadlineStore, DomainEvent, Emit,
-    EventData, EventStore, ExpectedVersion, ManualClock, Payload, Recorded, StoreError, StreamId,
-    StreamRef, StreamVersion, Timestamp, later,
+    AppendRequest, Codec, Command, CommandError, DomainEvent, Emit, EventData, EventStore,
+    ExpectedVersion, ManualClock, Payload, Recorded, StoreError, StreamId, StreamRef,
+    StreamVersion, Timestamp,
 };
 use crossfold_executor::{DeadlineHandler, DeadlineWorker, Error, Executed, Executor, Firing};
 use serde::{Deserialize, Serialize};
@@ -167,9 +170,13 @@ async fn place_order<S: EventStore, D: DeadlineStore>(
         .unwrap();
     let placed = &appended.events[0];
     let id = DeadlineId::for_event("payment-timeout", placed.event_id).unwrap();
-    let deadline = Deadline::new(id.clone(), "payment-timeout", later(now, 15 * MINUTE))
-        .payload(serde_json::json!({ "order": order }))
-        .caused_by(placed.event_id.as_uuid(), placed.metadata.correlation_id);
+    let deadline = Deadline::new(
+        id.clone(),
+        "payment-timeout",
+        now.saturating_add(15 * MINUTE),
+    )
+    .payload(serde_json::json!({ "order": order }))
+    .caused_by(placed.event_id.as_uuid(), placed.metadata.correlation_id);
     assert!(deadlines.schedule(deadline.clone()).await.unwrap());
     assert!(
         !deadlines.schedule(deadline).await.unwrap(),
