@@ -21,7 +21,8 @@ const TAIL_BATCH: usize = 500;
 const FOLLOW_WAIT: Duration = Duration::from_secs(5);
 
 fn stream_id(text: &str) -> Result<StreamId, CliError> {
-    StreamId::new(text).map_err(|e| CliError::Config(format!("{text:?} is not a stream id: {e}")))
+    StreamId::from_stored(text)
+        .map_err(|e| CliError::Config(format!("{text:?} is not a stream id: {e}")))
 }
 
 pub(crate) async fn streams(

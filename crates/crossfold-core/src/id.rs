@@ -15,6 +15,12 @@ use crate::error::ValidationError;
 /// The name of an event stream: 1–255 bytes of UTF-8, no control characters, no leading or
 /// trailing whitespace.
 ///
+/// Names that start with `$` belong to Crossfold's *system streams* (idempotency records,
+/// process managers' marks): [`StreamId::new`] refuses them, so a user's id can never land in
+/// that namespace (where it would be hidden from every log read); [`StreamId::system`] builds
+/// one on purpose, and [`StreamId::from_stored`] accepts either kind, for names read back from
+/// a store.
+///
 /// Cloning is cheap (the name is shared), so commands and stores pass stream ids around freely.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId(Arc<str>);
@@ -25,8 +31,35 @@ impl StreamId {
 
     /// Validates `name` and returns it as a stream id.
     ///
-    /// Fails with a [`ValidationError`] naming the rule that was broken.
+    /// Fails with a [`ValidationError`] naming the rule that was broken, also when `name` starts
+    /// with `$` ([`SYSTEM_PREFIX`](Self::SYSTEM_PREFIX)): that namespace is Crossfold's own.
     pub fn new(name: impl AsRef<str>) -> Result<Self, ValidationError> {
+        let name = name.as_ref();
+        if name.starts_with(Self::SYSTEM_PREFIX) {
+            return Err(ValidationError::new(
+                "stream_id",
+                "starts with '$', which is reserved for system streams (see StreamId::system)",
+            ));
+        }
+        Self::check(name)?;
+        Ok(Self(Arc::from(name)))
+    }
+
+    /// The system stream `$name` (for example `StreamId::system("idempotency-42")` is
+    /// `$idempotency-42`). System streams hold records of Crossfold's own or of a library built
+    /// on it; reads of the log and subscriptions leave them out unless a filter asks for them.
+    ///
+    /// Fails with a [`ValidationError`] if `$name` is not a valid stream name.
+    pub fn system(name: impl fmt::Display) -> Result<Self, ValidationError> {
+        let name = format!("{}{name}", Self::SYSTEM_PREFIX);
+        Self::check(&name)?;
+        Ok(Self(Arc::from(name)))
+    }
+
+    /// Validates a name read back from a store or typed by an operator: a user stream or a
+    /// system stream alike. Application code building ids from its own input uses
+    /// [`new`](Self::new).
+    pub fn from_stored(name: impl AsRef<str>) -> Result<Self, ValidationError> {
         let name = name.as_ref();
         Self::check(name)?;
         Ok(Self(Arc::from(name)))
@@ -87,8 +120,8 @@ impl StreamId {
     /// Whether this is a system stream: its name starts with `$`. Crossfold keeps its own
     /// records in such streams (the executor's idempotency markers, `$idempotency-<key>`), and
     /// reads of the global log and subscriptions leave them out unless a [`LogFilter`] asks for
-    /// them with [`with_system_streams`](crate::LogFilter::with_system_streams). Commands may read
-    /// and write system streams like any other; the prefix only hides them from the log.
+    /// them with [`with_system_streams`](crate::LogFilter::with_system_streams) or names them.
+    /// Only [`system`](Self::system) and [`from_stored`](Self::from_stored) make such ids.
     ///
     /// [`LogFilter`]: crate::LogFilter
     pub fn is_system(&self) -> bool {
@@ -442,6 +475,30 @@ mod tests {
         assert_eq!(ok.as_str(), "a-1");
         let empty = serde_json::from_str::<StreamId>("\"\"").unwrap_err();
         assert!(empty.to_string().contains("must not be empty"), "{empty}");
+        let system = serde_json::from_str::<StreamId>("\"$idempotency-1\"").unwrap_err();
+        assert!(
+            system.to_string().contains("reserved for system"),
+            "{system}"
+        );
+    }
+
+    #[test]
+    fn the_system_namespace_needs_its_own_constructor() {
+        for name in ["$idempotency-1", "$$; SELECT 1; $$", "$"] {
+            let refused = StreamId::new(name).unwrap_err();
+            assert_eq!(refused.field, "stream_id");
+            assert!(
+                refused.reason.contains("reserved for system streams"),
+                "{refused}"
+            );
+            assert!(StreamId::from_stored(name).unwrap().is_system());
+        }
+        let marker = StreamId::system("idempotency-1").unwrap();
+        assert_eq!(marker.as_str(), "$idempotency-1");
+        assert!(marker.is_system());
+        assert!(!StreamId::new("a$b").unwrap().is_system());
+        assert!(StreamId::system("x\n").is_err());
+        assert!(StreamId::from_stored("").is_err());
     }
 
     #[test]

@@ -601,7 +601,7 @@ mod tests {
     #[test]
     fn system_streams_are_left_out_unless_asked_for_or_named() {
         let marker = EventData::new("$CommandCompleted", Payload::json(&b"{}"[..])).record(
-            sid("$idempotency-k"),
+            StreamId::system("idempotency-k").unwrap(),
             StreamVersion::new(1),
             Position::new(1, 1),
         );
@@ -609,7 +609,7 @@ mod tests {
         assert!(!LogFilter::all().matches(&marker));
         assert!(!LogFilter::event_types(["$CommandCompleted"]).matches(&marker));
         assert!(LogFilter::all().with_system_streams().matches(&marker));
-        assert!(LogFilter::streams([sid("$idempotency-k")]).matches(&marker));
+        assert!(LogFilter::streams([StreamId::system("idempotency-k").unwrap()]).matches(&marker));
         assert!(LogFilter::all().with_system_streams().is_everything());
         assert!(!LogFilter::all().is_everything());
     }

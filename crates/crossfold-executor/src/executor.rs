@@ -247,7 +247,7 @@ impl From<Error> for Failure {
     }
 }
 
-const IDEMPOTENCY_PREFIX: &str = "$idempotency-";
+const IDEMPOTENCY_PREFIX: &str = "idempotency-";
 const IDEMPOTENCY_EVENT: &str = "$CommandCompleted";
 
 #[derive(Serialize, Deserialize)]
@@ -448,7 +448,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         }
         let marker = match command.idempotency_key() {
             Some(key) => Some(
-                StreamId::new(format!("{IDEMPOTENCY_PREFIX}{key}"))
+                StreamId::system(format!("{IDEMPOTENCY_PREFIX}{key}"))
                     .map_err(|e| Error::Command(e.into()))?,
             ),
             None => None,

@@ -315,7 +315,7 @@ mod tests {
         let mut log = Log::default();
         let mut ids = Vec::new();
         let user = StreamId::new("s").unwrap();
-        let system = StreamId::new("$marker").unwrap();
+        let system = StreamId::system("marker").unwrap();
         // Batches: [s, $, s], [$], [s, s]
         for streams in [&[&user, &system, &user][..], &[&system], &[&user, &user]] {
             let batch: Vec<RecordedEvent> = streams

@@ -80,7 +80,7 @@ impl PgEventStore {
                 let stream: &str = get(row, 0)?;
                 let version: i64 = get(row, 1)?;
                 Ok(PgStreamInfo {
-                    stream: StreamId::new(stream)
+                    stream: StreamId::from_stored(stream)
                         .map_err(|e| corrupt(format!("stored stream id {stream:?}: {e}")))?,
                     version: StreamVersion::try_from_i64(version)
                         .map_err(|e| corrupt(format!("stream version: {e}")))?,

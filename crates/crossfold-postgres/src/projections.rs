@@ -276,7 +276,7 @@ impl ProjectionControl for PgCheckpoints {
                     .map_err(|e| StoreError::Backend(Box::new(e)))?;
                 let stream: String = row.try_get(3).map_err(get)?;
                 let stream_id =
-                    StreamId::new(stream).map_err(|e| StoreError::Backend(Box::new(e)))?;
+                    StreamId::from_stored(stream).map_err(|e| StoreError::Backend(Box::new(e)))?;
                 let version = StreamVersion::try_from_i64(row.try_get(4).map_err(get)?)
                     .map_err(|e| StoreError::Backend(Box::new(e)))?;
                 let event_type: String = row.try_get(5).map_err(get)?;

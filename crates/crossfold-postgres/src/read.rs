@@ -125,7 +125,7 @@ impl Decoder {
         {
             return Ok(s.clone());
         }
-        let s = StreamId::new(name)?;
+        let s = StreamId::from_stored(name)?;
         self.stream = Some(s.clone());
         Ok(s)
     }

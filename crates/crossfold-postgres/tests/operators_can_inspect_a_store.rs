@@ -6,7 +6,9 @@
 mod common;
 
 use common::*;
-use crossfold_core::{AppendRequest, EventId, EventStore, ExpectedVersion, LogFilter, Position};
+use crossfold_core::{
+    AppendRequest, EventId, EventStore, ExpectedVersion, LogFilter, Position, StreamId,
+};
 use crossfold_postgres::{PgEventStore, PgMigrationError};
 
 async fn populated() -> TestStore {
@@ -20,7 +22,8 @@ async fn populated() -> TestStore {
     ] {
         store
             .append(AppendRequest::new().stream(
-                sid(stream),
+                // The system stream too: an operator reads back whatever a store holds.
+                StreamId::from_stored(stream).unwrap(),
                 ExpectedVersion::NoStream,
                 events("Ev", n),
             ))

@@ -202,7 +202,7 @@ where
     /// `deadlines`, run with the checkpoint store `checkpoints`.
     pub fn new(manager: P, executor: Executor<S, C>, deadlines: D, checkpoints: K) -> Self {
         let mark_stream =
-            StreamId::new(format!("$process-{}", manager.name())).map_err(HandlerError::rejected);
+            StreamId::system(format!("process-{}", manager.name())).map_err(HandlerError::rejected);
         Self {
             manager,
             executor,

@@ -280,7 +280,10 @@ pub async fn system_streams_are_left_out_of_the_log_unless_asked<S: EventStore +
     store: S,
 ) {
     let store = Arc::new(store);
-    let (user, system) = (sid("visible"), sid("$hidden-1"));
+    let (user, system) = (
+        sid("visible"),
+        crossfold_core::StreamId::system("hidden-1").unwrap(),
+    );
     let first = events("E", 2);
     append_ok(
         &*store,
