@@ -558,9 +558,12 @@ fn ending(kind: Kind, amount: i64, result: Result<Executed, Error>) -> (Record, 
             (record(Ending::Refused, None), None)
         }
         Err(e) if e.may_have_written() => (record(Ending::InDoubt, None), None),
-        Err(e) if e.is_conflict() => (record(Ending::GaveUp, None), None),
+        Err(e) if e.is_conflict() || e.is_contended() => (record(Ending::GaveUp, None), None),
         Err(e) if e.is_transient() => (record(Ending::GaveUpFailing, None), None),
-        Err(e) => failed(kind_error(kind, amount), e.to_string()),
+        Err(e) => failed(
+            kind_error(kind, amount),
+            crossfold_core::ErrorChain(&e).to_string(),
+        ),
     }
 }
 

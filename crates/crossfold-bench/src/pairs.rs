@@ -387,12 +387,15 @@ async fn run_with<S: EventStore + Clone + 'static, const P: bool>(
                         tally.impossible.fetch_add(1, Ordering::Relaxed);
                         remember(&tally.first_impossible, message);
                     }
-                    Err(e) if e.is_conflict() => {
+                    Err(e) if e.is_conflict() || e.is_contended() => {
                         tally.gave_up.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
                         tally.errors.fetch_add(1, Ordering::Relaxed);
-                        remember(&tally.first_error, e.to_string());
+                        remember(
+                            &tally.first_error,
+                            crossfold_core::ErrorChain(&e).to_string(),
+                        );
                     }
                 }
             }

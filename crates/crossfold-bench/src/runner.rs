@@ -66,7 +66,7 @@ impl Outcome {
                 ..Outcome::default()
             },
             Err(e) => Outcome {
-                error: Some(e.to_string()),
+                error: Some(crossfold_core::ErrorChain(&e).to_string()),
                 ..Outcome::default()
             },
         }

@@ -534,6 +534,9 @@ mod tests {
         assert_eq!(error.operation, CodecOperation::Encode);
         assert_eq!(error.event_type, "Unencodable");
         assert_eq!(error.event_id, Some(id));
-        assert!(error.to_string().contains("no way"), "{error}");
+        assert!(
+            crate::ErrorChain(&error).to_string().contains("no way"),
+            "{error}"
+        );
     }
 }

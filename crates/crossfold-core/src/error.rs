@@ -10,6 +10,48 @@ use crate::version::{ExpectedVersion, StreamVersion};
 /// A boxed error from a lower layer (a database driver, a serializer).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// Shows an error followed by its causes, each once: `store failed after 3 attempts: store
+/// unavailable: connection refused: Connection refused (os error 111)`.
+///
+/// Crossfold's errors follow the convention of the standard library and sqlx: an error's own
+/// message does not repeat its cause, which is reachable through
+/// [`source`](std::error::Error::source). Logs, command-line tools and status reports print the
+/// whole chain with this. A cause whose text the message already ends with (an error that does
+/// repeat its cause) is not printed twice.
+///
+/// ```
+/// use crossfold_core::{ErrorChain, StoreError};
+///
+/// let error = StoreError::Unavailable("connection refused".into());
+/// assert_eq!(error.to_string(), "store unavailable");
+/// assert_eq!(ErrorChain(&error).to_string(), "store unavailable: connection refused");
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !text.is_empty() && !shown.ends_with(&text) {
+                write!(f, ": {text}")?;
+                shown = text;
+            }
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 /// Input that a smart constructor refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {field}: {reason}")]
@@ -82,7 +124,7 @@ impl fmt::Display for CodecOperation {
 
 /// An event that could not be encoded, decoded or upcast. Names the event so it can be found.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {operation} event {event_type:?}{}: {source}", self.location())]
+#[error("cannot {operation} event {event_type:?}{}", self.location())]
 pub struct CodecError {
     /// What was being done.
     pub operation: CodecOperation,
@@ -148,19 +190,19 @@ pub enum StoreError {
     /// The store could not be reached, or the connection was lost. Retrying may succeed.
     /// **On an append it may mean "maybe written"**: a connection lost after the request was
     /// sent can hide a commit (the executor checks before deciding again).
-    #[error("store unavailable: {0}")]
+    #[error("store unavailable")]
     Unavailable(#[source] BoxError),
     /// The store aborted the operation because of concurrent work (a serialization failure or a
     /// deadlock). Nothing was written; retrying may succeed.
-    #[error("store aborted the operation because of concurrent work: {0}")]
+    #[error("store aborted the operation because of concurrent work")]
     Contention(#[source] BoxError),
     /// The store did not answer within its configured time limit. **On an append it may mean
     /// "maybe written"** unless the store knows the append was rolled back: a limit enforced by
     /// the client can strike after the commit.
-    #[error("store operation timed out: {0}")]
+    #[error("store operation timed out")]
     Timeout(#[source] BoxError),
     /// The store failed in a way that retrying will not fix (for example a missing schema).
-    #[error("store failed: {0}")]
+    #[error("store failed")]
     Backend(#[source] BoxError),
 }
 
@@ -170,14 +212,15 @@ impl StoreError {
         matches!(self, StoreError::Conflict(_))
     }
 
-    /// Whether retrying the same operation may succeed.
+    /// Whether the store failed for a moment, so that the same call may succeed later: it was
+    /// unreachable ([`Unavailable`](Self::Unavailable)), aborted for concurrent work
+    /// ([`Contention`](Self::Contention)) or too slow ([`Timeout`](Self::Timeout)). A version
+    /// conflict is not transient: the same append fails again; deciding again on the new
+    /// versions is what helps ([`is_conflict`](Self::is_conflict)).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StoreError::Conflict(_)
-                | StoreError::Unavailable(_)
-                | StoreError::Contention(_)
-                | StoreError::Timeout(_)
+            StoreError::Unavailable(_) | StoreError::Contention(_) | StoreError::Timeout(_)
         )
     }
 
@@ -283,7 +326,7 @@ mod tests {
             text.contains("b (expected no stream, actual version 1)"),
             "{text}"
         );
-        assert!(err.is_conflict() && err.is_transient());
+        assert!(err.is_conflict() && !err.is_transient());
     }
 
     #[test]
@@ -295,10 +338,11 @@ mod tests {
     }
 
     #[test]
-    fn messages_carry_their_cause() {
+    fn messages_leave_their_cause_to_the_chain() {
         let unavailable = StoreError::Unavailable("connection refused".into());
+        assert_eq!(unavailable.to_string(), "store unavailable");
         assert_eq!(
-            unavailable.to_string(),
+            ErrorChain(&unavailable).to_string(),
             "store unavailable: connection refused"
         );
         let codec = CodecError::new(
@@ -306,10 +350,25 @@ mod tests {
             "Deposited",
             "missing field `amount`",
         );
+        assert_eq!(codec.to_string(), "cannot decode event \"Deposited\"");
         assert_eq!(
-            codec.to_string(),
+            ErrorChain(&codec).to_string(),
             "cannot decode event \"Deposited\": missing field `amount`"
         );
+        // A transparent wrapper shows its inner error once; a message that already ends with
+        // its cause does not repeat it.
+        let wrapped = StoreError::Serialization(codec);
+        assert_eq!(
+            ErrorChain(&wrapped).to_string(),
+            "cannot decode event \"Deposited\": missing field `amount`"
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: inner")]
+        struct Repeats(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner")]
+        struct Inner;
+        assert_eq!(ErrorChain(&Repeats(Inner)).to_string(), "outer: inner");
     }
 
     #[test]

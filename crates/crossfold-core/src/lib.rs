@@ -49,7 +49,8 @@ pub use codec::{
 };
 pub use command::{Command, Emit, ReadSet, StreamRef, StreamSet, TokenSource};
 pub use error::{
-    BoxError, CodecError, CodecOperation, CommandError, StoreError, StreamConflict, ValidationError,
+    BoxError, CodecError, CodecOperation, CommandError, ErrorChain, StoreError, StreamConflict,
+    ValidationError,
 };
 pub use event::{
     EventData, EventType, Metadata, Payload, PayloadFormat, Recorded, RecordedEvent, Timestamp,

@@ -193,7 +193,7 @@ where
                     }
                     DeadlineOutcome::Fired
                 }
-                Err(error) if error.is_transient() || error.may_have_written() => {
+                Err(error) if error.is_retryable() => {
                     tracing::warn!(deadline = %deadline.id, %error, "deadline failed; a later claim fires it");
                     report.failed += 1;
                     counter!(DEADLINES_FIRED_TOTAL, "outcome" => "error").increment(1);

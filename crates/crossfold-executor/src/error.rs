@@ -42,9 +42,10 @@ pub enum Error {
     /// (otherwise the error is [`OutcomeUnknown`](Self::OutcomeUnknown)). One exception, a store
     /// that breaks its contract: a [`StoreError::Backend`] saying that the store's answer does
     /// not list the events appended follows an append the store reported as successful.
-    #[error("{source} (after {attempts} attempt{})", if *.attempts == 1 { "" } else { "s" })]
+    #[error("store error after {attempts} attempt{}", if *.attempts == 1 { "" } else { "s" })]
     Store {
         /// The store's error (the last one, after retries).
+        #[source]
         source: StoreError,
         /// How many times the command ran.
         attempts: u32,
@@ -95,11 +96,12 @@ pub enum Error {
     /// a request whose client is gone can keep running, and so how long such an append can
     /// still commit.
     #[error(
-        "the outcome is unknown, the command may have been applied: {source} (after {attempts} attempt{})",
+        "the outcome is unknown, the command may have been applied (after {attempts} attempt{})",
         if *.attempts == 1 { "" } else { "s" }
     )]
     OutcomeUnknown {
         /// The store error that left the outcome open.
+        #[source]
         source: StoreError,
         /// How many times the command ran (checks of the outcome included).
         attempts: u32,
@@ -117,24 +119,39 @@ impl Error {
         Error::Store { source, attempts }
     }
 
-    /// Whether the command failed because its streams kept changing.
+    /// Whether the appends kept meeting version conflicts until the retry policy gave up
+    /// ([`Store`](Self::Store) with [`StoreError::Conflict`]): other writers changed the streams
+    /// every time. Nothing was written.
     pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Store { source, .. } if source.is_conflict())
+    }
+
+    /// Whether the executor gave up confirming a refusal or a no-op because the streams kept
+    /// changing ([`Contended`](Self::Contended)). Nothing was written.
+    pub fn is_contended(&self) -> bool {
+        matches!(self, Error::Contended { .. })
+    }
+
+    /// Whether the store, or the time limit, failed the execution for a moment: the store was
+    /// unreachable, aborted for concurrent work or timed out ([`StoreError::is_transient`]),
+    /// the outcome of an append stayed unknown ([`OutcomeUnknown`](Self::OutcomeUnknown)), or
+    /// the execution's own limit struck ([`Timeout`](Self::Timeout)). The last two
+    /// [may have written](Self::may_have_written).
+    pub fn is_transient(&self) -> bool {
         match self {
-            Error::Store { source, .. } => source.is_conflict(),
-            Error::Contended { .. } => true,
+            Error::Store { source, .. } => source.is_transient(),
+            Error::OutcomeUnknown { .. } | Error::Timeout(_) => true,
             _ => false,
         }
     }
 
-    /// Whether executing the command again later may succeed. For an error that
-    /// [may have written](Self::may_have_written), executing again may also apply the command
-    /// twice, unless it has an idempotency key.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Error::Store { source, .. } => source.is_transient(),
-            Error::Contended { .. } | Error::OutcomeUnknown { .. } | Error::Timeout(_) => true,
-            _ => false,
-        }
+    /// Whether executing the command again later may succeed: a conflict, contention or a
+    /// transient failure — everything but a refusal, an authorization failure, a codec error
+    /// or a store failure that retrying cannot fix. For an error that
+    /// [may have written](Self::may_have_written), executing again may apply the command
+    /// twice unless it runs under an idempotency key.
+    pub fn is_retryable(&self) -> bool {
+        self.is_conflict() || self.is_contended() || self.is_transient()
     }
 
     /// Whether the command may have been applied despite the error:

@@ -239,9 +239,7 @@ fn may_have_committed(error: &StoreError) -> bool {
 impl From<Error> for Failure {
     fn from(value: Error) -> Self {
         match value {
-            Error::Store { source, .. } if source.is_transient() && !source.is_conflict() => {
-                Failure::Transient(source)
-            }
+            Error::Store { source, .. } if source.is_transient() => Failure::Transient(source),
             other => Failure::Fatal(other),
         }
     }

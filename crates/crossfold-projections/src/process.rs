@@ -83,10 +83,11 @@ pub trait ProcessManager: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
-/// Classifies a command's failure for the runner: transient (a store failure worth retrying,
-/// or an outcome in doubt, which the retry resolves through the idempotency key) or not.
+/// Classifies a command's failure for the runner: transient (worth executing again: a store
+/// failure, streams that kept changing, or an outcome in doubt, which the retry resolves through
+/// the idempotency key) or not.
 pub fn command_failure(error: Error) -> HandlerError {
-    if error.is_transient() || error.may_have_written() {
+    if error.is_retryable() {
         HandlerError::Transient(Box::new(error))
     } else {
         HandlerError::Rejected(Box::new(error))

@@ -66,10 +66,11 @@ impl HandlerError {
     }
 }
 
-/// A store error is transient when the store says so.
+/// A store error is retried when the store failed for a moment or the streams changed (the
+/// handler runs again on the new versions).
 impl From<StoreError> for HandlerError {
     fn from(error: StoreError) -> Self {
-        if error.is_transient() {
+        if error.is_transient() || error.is_conflict() {
             HandlerError::Transient(Box::new(error))
         } else {
             HandlerError::Rejected(Box::new(error))
