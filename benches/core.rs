@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use crossfold::core::{
-    Codec, Command, EventData, EventId, Json, MessagePack, Metadata, Position, Recorded,
+    Codec, Command, EventData, EventId, Fold, Json, MessagePack, Metadata, Position, Recorded,
     RecordedEvent, StreamId, StreamVersion, Upcasters, encode_event,
 };
 use crossfold_bench::bank::{BankEvent, Deposit};
@@ -44,7 +44,7 @@ fn fold(c: &mut Criterion) {
                 let mut state = <Deposit as Command>::State::default();
                 for raw in &events {
                     let event: Recorded<BankEvent> = upcasters.decode(&Json, raw).unwrap();
-                    Deposit::apply(&mut state, &event);
+                    state.apply(&event);
                 }
                 black_box(state)
             })
@@ -59,7 +59,7 @@ fn fold(c: &mut Criterion) {
         b.iter(|| {
             let mut state = <Deposit as Command>::State::default();
             for event in &decoded {
-                Deposit::apply(&mut state, event);
+                state.apply(event);
             }
             black_box(state)
         })

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crossfold::core::{
-    AppendRequest, Command, EventData, EventId, EventStore, ExpectedVersion, Json, Metadata,
+    AppendRequest, Command, EventData, EventId, EventStore, ExpectedVersion, Fold, Json, Metadata,
     ReadSet, StreamId, StreamRead, StreamVersion, Upcasters, encode_event,
 };
 use crossfold::executor::Executor;
@@ -186,7 +186,7 @@ fn executor_overhead(c: &mut Criterion) {
                 .unwrap();
             let mut state = <Deposit as Command>::State::default();
             for raw in &read[0].events {
-                Deposit::apply(&mut state, &upcasters.decode(&Json, raw).unwrap());
+                state.apply(&upcasters.decode(&Json, raw).unwrap());
             }
             known
                 .borrow_mut()
@@ -232,7 +232,7 @@ fn executor_overhead(c: &mut Criterion) {
                 for ((_, event), raw) in decided.into_iter().zip(&appended.events) {
                     entry.1 = raw.stream_version;
                     let recorded = crossfold::core::Recorded::new(event, raw);
-                    Deposit::apply(&mut entry.0, &recorded);
+                    entry.0.apply(&recorded);
                 }
             }
         })

@@ -1,8 +1,9 @@
 //! # Crossfold
 //!
-//! Event sourcing without long-lived aggregates. A command declares the streams it reads, folds
-//! their merged events into a state of its own, decides, and appends events to several streams
-//! **atomically**, with optimistic concurrency on every stream it read.
+//! Event sourcing without long-lived aggregates. A command declares the streams it reads, decides
+//! on a state folded from their merged events, and appends events to several streams
+//! **atomically**, with optimistic concurrency on every stream it read. The state carries its own
+//! fold ([`Fold`](prelude::Fold)), shared by every command that decides on it.
 //!
 //! This crate is the facade: it re-exports each of Crossfold's crates as a module —
 //! [`core`] (the vocabulary: ids, events, commands, the store contract), [`executor`], and with
@@ -26,21 +27,27 @@
 //!     fn event_type(&self) -> &'static str { "Reserved" }
 //! }
 //!
+//! /// Who holds a seat: the state every seat command decides on, folded from the seat's events.
+//! #[derive(Clone, Default)]
+//! struct Seat { holder: Option<String> }
+//! impl Fold<SeatEvent> for Seat {
+//!     fn apply(&mut self, e: &Recorded<SeatEvent>) {
+//!         let SeatEvent::Reserved { by } = &e.event;
+//!         self.holder = Some(by.clone());
+//!     }
+//! }
+//!
 //! /// Reserve a seat, unless someone already has.
 //! struct Reserve { seat: StreamId, by: String }
 //! impl Command for Reserve {
 //!     type Event = SeatEvent;
-//!     type State = Option<String>;
+//!     type State = Seat;
 //!     type Streams = StreamId;
 //!     fn streams(&self) -> StreamId { self.seat.clone() }
-//!     fn apply(holder: &mut Option<String>, e: &Recorded<SeatEvent>) {
-//!         let SeatEvent::Reserved { by } = &e.event;
-//!         *holder = Some(by.clone());
-//!     }
-//!     fn handle<'x>(&self, holder: &Option<String>, seat: StreamRef<'x>, out: &mut Emit<'x, SeatEvent>)
+//!     fn handle<'x>(&self, state: &Seat, seat: StreamRef<'x>, out: &mut Emit<'x, SeatEvent>)
 //!         -> Result<(), CommandError>
 //!     {
-//!         if let Some(h) = holder {
+//!         if let Some(h) = &state.holder {
 //!             return Err(CommandError::rejected("seat_taken", format!("held by {h}")));
 //!         }
 //!         out.append(seat, SeatEvent::Reserved { by: self.by.clone() });
@@ -71,8 +78,8 @@ pub use crossfold_projections as projections;
 /// The names most programs need: `use crossfold::prelude::*;`.
 pub mod prelude {
     pub use crossfold_core::{
-        Command, CommandError, DomainEvent, Emit, EventStore, ExpectedVersion, Recorded, StreamId,
-        StreamRef, StreamVersion, SubscriptionExt, ValidationError,
+        Command, CommandError, DomainEvent, Emit, EventStore, ExpectedVersion, Fold, Recorded,
+        StreamId, StreamRef, StreamVersion, SubscriptionExt, ValidationError,
     };
     pub use crossfold_executor::{Error, ExecutionContext, Executor};
     #[cfg(feature = "memory")]

@@ -56,7 +56,6 @@ impl Command for SendWelcome {
     fn streams(&self) -> StreamId {
         sid(&format!("mailbox-{}", self.user))
     }
-    fn apply(_: &mut (), _: &Recorded<Signup>) {}
     fn handle<'x>(
         &self,
         _: &(),

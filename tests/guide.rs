@@ -24,7 +24,22 @@ impl DomainEvent for StockEvent {
     }
 }
 
-// Section 2: a command.
+// Section 2: a state and a command.
+/// A product's stock, as the commands that reserve it see it.
+#[derive(Clone, Debug, Default)]
+pub struct Stock {
+    pub available: u32,
+}
+
+impl Fold<StockEvent> for Stock {
+    fn apply(&mut self, event: &Recorded<StockEvent>) {
+        match &event.event {
+            StockEvent::Received { quantity } => self.available += quantity,
+            StockEvent::Reserved { quantity, .. } => self.available -= quantity,
+        }
+    }
+}
+
 /// Reserve `quantity` units of a product for an order.
 pub struct Reserve {
     pub product: StreamId,
@@ -34,30 +49,23 @@ pub struct Reserve {
 
 impl Command for Reserve {
     type Event = StockEvent;
-    type State = u32; // units available
+    type State = Stock;
     type Streams = StreamId; // one stream; use [StreamId; N] or Vec<StreamId> for several
 
     fn streams(&self) -> StreamId {
         self.product.clone()
     }
 
-    fn apply(available: &mut u32, event: &Recorded<StockEvent>) {
-        match &event.event {
-            StockEvent::Received { quantity } => *available += quantity,
-            StockEvent::Reserved { quantity, .. } => *available -= quantity,
-        }
-    }
-
     fn handle<'x>(
         &self,
-        available: &u32,
+        stock: &Stock,
         product: StreamRef<'x>,
         out: &mut Emit<'x, StockEvent>,
     ) -> Result<(), CommandError> {
-        if *available < self.quantity {
+        if stock.available < self.quantity {
             return Err(CommandError::rejected(
                 "out_of_stock",
-                format!("{} available, {} wanted", available, self.quantity),
+                format!("{} available, {} wanted", stock.available, self.quantity),
             ));
         }
         out.append(
@@ -363,7 +371,7 @@ fn the_guide_is_the_code_tested_here() {
         .collect();
     assert_eq!(
         blocks.len(),
-        8,
+        9,
         "the guide's rust blocks changed: update tests/guide.rs"
     );
     for block in blocks {

@@ -26,6 +26,16 @@ impl DomainEvent for OrderEvent {
     }
 }
 
+/// An order's last event: `Placed` while it waits for its payment.
+#[derive(Clone, Debug, Default)]
+pub struct LastEvent(pub Option<OrderEvent>);
+
+impl Fold<OrderEvent> for LastEvent {
+    fn apply(&mut self, event: &Recorded<OrderEvent>) {
+        self.0 = Some(event.event.clone());
+    }
+}
+
 /// Expires an order that is still unpaid; does nothing otherwise.
 pub struct Expire {
     pub order: StreamId,
@@ -33,24 +43,20 @@ pub struct Expire {
 
 impl Command for Expire {
     type Event = OrderEvent;
-    type State = Option<OrderEvent>; // the order's last event
+    type State = LastEvent;
     type Streams = StreamId;
 
     fn streams(&self) -> StreamId {
         self.order.clone()
     }
 
-    fn apply(last: &mut Option<OrderEvent>, event: &Recorded<OrderEvent>) {
-        *last = Some(event.event.clone());
-    }
-
     fn handle<'x>(
         &self,
-        last: &Option<OrderEvent>,
+        last: &LastEvent,
         order: StreamRef<'x>,
         out: &mut Emit<'x, OrderEvent>,
     ) -> Result<(), CommandError> {
-        if *last == Some(OrderEvent::Placed) {
+        if last.0 == Some(OrderEvent::Placed) {
             out.append(order, OrderEvent::Expired);
         }
         Ok(())
@@ -144,7 +150,6 @@ impl Command for Record {
     fn streams(&self) -> StreamId {
         self.order.clone()
     }
-    fn apply(_: &mut (), _: &Recorded<OrderEvent>) {}
     fn handle<'x>(
         &self,
         _: &(),

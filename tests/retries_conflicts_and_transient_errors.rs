@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use crossfold_core::{
-    Command, CommandError, Emit, EventStore, LogFilter, Position, Recorded, StoreError, StreamId,
-    StreamRef,
+    Command, CommandError, Emit, EventStore, LogFilter, Position, StoreError, StreamId, StreamRef,
 };
 use crossfold_executor::{Error, Executor, RetryPolicy};
 use crossfold_testkit::{Fault, FaultKind, FaultyStore, Operation};
@@ -174,7 +173,6 @@ impl Command for Pay {
     fn streams(&self) -> StreamId {
         self.account.clone()
     }
-    fn apply(_: &mut (), _: &Recorded<Ledger>) {}
     fn handle<'x>(
         &self,
         _: &(),

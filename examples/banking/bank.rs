@@ -182,9 +182,28 @@ impl Accounts {
         }
     }
 
-    /// Folds one event.
-    pub(crate) fn apply(&mut self, event: &BankEvent) {
-        match event {
+    fn require_open(&self, account: &AccountId) -> Result<AccountView, CommandError> {
+        let view = self.get(account);
+        if view.open {
+            Ok(view)
+        } else {
+            Err(CommandError::rejected(
+                "unknown_account",
+                format!("account {account} does not exist"),
+            ))
+        }
+    }
+}
+
+/// Every bank command decides on [`Accounts`], so they all share this fold. Each event changes
+/// only its own account (or the transfer's own flag), so the state is a union of per-stream
+/// parts: the executor caches one part per stream, and a transfer between accounts that never
+/// met starts from their cached parts instead of reading and refolding both histories.
+impl Fold<BankEvent> for Accounts {
+    const PER_STREAM: bool = true;
+
+    fn apply(&mut self, event: &Recorded<BankEvent>) {
+        match &event.event {
             BankEvent::AccountOpened { account, .. } => self.entry(account).open = true,
             BankEvent::MoneyDeposited { account, amount } => {
                 let view = self.entry(account);
@@ -198,9 +217,8 @@ impl Accounts {
         }
     }
 
-    /// Combines a part folded from one stream: each event only changes its own account (or the
-    /// transfer's own flag), so parts simply add up.
-    pub(crate) fn merge(&mut self, part: &Accounts) {
+    /// Parts simply add up: no two parts hold the same account's events.
+    fn merge(&mut self, part: &Accounts) {
         self.transfer_completed |= part.transfer_completed;
         for (account, view) in &part.accounts {
             let entry = self.entry(account);
@@ -209,18 +227,6 @@ impl Accounts {
                 .balance
                 .checked_add(view.balance)
                 .unwrap_or(entry.balance);
-        }
-    }
-
-    fn require_open(&self, account: &AccountId) -> Result<AccountView, CommandError> {
-        let view = self.get(account);
-        if view.open {
-            Ok(view)
-        } else {
-            Err(CommandError::rejected(
-                "unknown_account",
-                format!("account {account} does not exist"),
-            ))
         }
     }
 }
@@ -253,16 +259,6 @@ impl Command for OpenAccount {
 
     fn streams(&self) -> StreamId {
         self.account.stream().clone()
-    }
-
-    const PER_STREAM: bool = true;
-
-    fn apply(state: &mut Accounts, event: &Recorded<BankEvent>) {
-        state.apply(event);
-    }
-
-    fn merge(state: &mut Accounts, part: &Accounts) {
-        state.merge(part);
     }
 
     fn handle<'x>(
@@ -316,16 +312,6 @@ impl Command for Deposit {
         self.account.stream().clone()
     }
 
-    const PER_STREAM: bool = true;
-
-    fn apply(state: &mut Accounts, event: &Recorded<BankEvent>) {
-        state.apply(event);
-    }
-
-    fn merge(state: &mut Accounts, part: &Accounts) {
-        state.merge(part);
-    }
-
     fn handle<'x>(
         &self,
         state: &Accounts,
@@ -357,16 +343,6 @@ impl Command for Withdraw {
 
     fn streams(&self) -> StreamId {
         self.account.stream().clone()
-    }
-
-    const PER_STREAM: bool = true;
-
-    fn apply(state: &mut Accounts, event: &Recorded<BankEvent>) {
-        state.apply(event);
-    }
-
-    fn merge(state: &mut Accounts, part: &Accounts) {
-        state.merge(part);
     }
 
     fn handle<'x>(
@@ -433,16 +409,6 @@ impl Command for Transfer {
             self.to.stream().clone(),
             self.stream.clone(),
         ]
-    }
-
-    const PER_STREAM: bool = true;
-
-    fn apply(state: &mut Accounts, event: &Recorded<BankEvent>) {
-        state.apply(event);
-    }
-
-    fn merge(state: &mut Accounts, part: &Accounts) {
-        state.merge(part);
     }
 
     fn handle<'x>(

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crossfold::core::deadline::DeadlineStore;
-use crossfold::core::{Codec, EventStore, LogFilter, Recorded, StreamId};
+use crossfold::core::{Codec, EventStore, Fold, LogFilter, Recorded, StreamId};
 use crossfold::executor::Executed;
 use crossfold::executor::{DeadlineHandler, Firing};
 use crossfold::projections::{HandlerError, Process, ProcessManager, command_failure};
@@ -48,8 +48,9 @@ impl ProcessManager for PaymentSaga {
         streams
     }
 
+    /// The commands' own fold: the saga sees the order as they do.
     fn apply(state: &mut Shop, event: &Recorded<ShopEvent>) {
-        state.apply(&event.event, event.event_id);
+        state.apply(event);
     }
 
     async fn react<S: EventStore, C: Codec, D: DeadlineStore>(

@@ -231,9 +231,31 @@ pub(crate) struct Shop {
 }
 
 impl Shop {
-    /// Folds one event.
-    pub(crate) fn apply(&mut self, event: &ShopEvent, event_id: EventId) {
-        match event {
+    fn order(&self, id: &OrderId) -> Result<&Order, CommandError> {
+        self.orders.get(id).ok_or_else(|| {
+            CommandError::rejected("unknown_order", format!("order {id} does not exist"))
+        })
+    }
+
+    fn product(&self, sku: &Sku) -> Result<&Product, CommandError> {
+        self.products.get(sku).ok_or_else(|| {
+            CommandError::rejected("unknown_product", format!("product {sku} does not exist"))
+        })
+    }
+
+    /// The product streams of an order's lines (what the order commands discover).
+    fn product_streams_of(&self, order: &OrderId) -> Vec<StreamId> {
+        self.orders
+            .get(order)
+            .map(|o| o.lines.iter().map(|l| l.sku.stream().clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Every shop command (and the payment saga) decides on [`Shop`], so they share this fold.
+impl Fold<ShopEvent> for Shop {
+    fn apply(&mut self, event: &Recorded<ShopEvent>) {
+        match &event.event {
             ShopEvent::ProductAdded {
                 sku,
                 name,
@@ -275,7 +297,7 @@ impl Shop {
                         status: OrderStatus::Placed,
                         lines: lines.clone(),
                         total_cents: *total_cents,
-                        placed_by: event_id,
+                        placed_by: event.event_id,
                         received_cents: 0,
                     },
                 );
@@ -309,30 +331,6 @@ impl Shop {
             }
         }
     }
-
-    fn order(&self, id: &OrderId) -> Result<&Order, CommandError> {
-        self.orders.get(id).ok_or_else(|| {
-            CommandError::rejected("unknown_order", format!("order {id} does not exist"))
-        })
-    }
-
-    fn product(&self, sku: &Sku) -> Result<&Product, CommandError> {
-        self.products.get(sku).ok_or_else(|| {
-            CommandError::rejected("unknown_product", format!("product {sku} does not exist"))
-        })
-    }
-
-    /// The product streams of an order's lines (what the order commands discover).
-    fn product_streams_of(&self, order: &OrderId) -> Vec<StreamId> {
-        self.orders
-            .get(order)
-            .map(|o| o.lines.iter().map(|l| l.sku.stream().clone()).collect())
-            .unwrap_or_default()
-    }
-}
-
-fn fold(state: &mut Shop, event: &Recorded<ShopEvent>) {
-    state.apply(&event.event, event.event_id);
 }
 
 fn token<'x>(out: &Emit<'x, ShopEvent>, stream: &StreamId) -> Result<StreamRef<'x>, CommandError> {
@@ -356,10 +354,6 @@ impl Command for AddProduct {
 
     fn streams(&self) -> StreamId {
         self.sku.stream().clone()
-    }
-
-    fn apply(state: &mut Shop, event: &Recorded<ShopEvent>) {
-        fold(state, event);
     }
 
     fn handle<'x>(
@@ -400,10 +394,6 @@ impl Command for Restock {
 
     fn streams(&self) -> StreamId {
         self.sku.stream().clone()
-    }
-
-    fn apply(state: &mut Shop, event: &Recorded<ShopEvent>) {
-        fold(state, event);
     }
 
     fn handle<'x>(
@@ -487,10 +477,6 @@ impl Command for PlaceOrder {
         self.lines.iter().map(|l| l.sku.stream().clone()).collect()
     }
 
-    fn apply(state: &mut Shop, event: &Recorded<ShopEvent>) {
-        fold(state, event);
-    }
-
     fn handle<'x>(
         &self,
         state: &Shop,
@@ -560,10 +546,6 @@ impl Command for ReceivePayment {
             .unwrap_or_else(|_| self.order.stream().clone())
     }
 
-    fn apply(state: &mut Shop, event: &Recorded<ShopEvent>) {
-        fold(state, event);
-    }
-
     fn idempotency_key(&self) -> Option<String> {
         Some(format!("payment/{}", self.payment_ref))
     }
@@ -602,10 +584,6 @@ impl Command for PayOrder {
 
     fn discover(&self, state: &Shop) -> Vec<StreamId> {
         state.product_streams_of(&self.order)
-    }
-
-    fn apply(state: &mut Shop, event: &Recorded<ShopEvent>) {
-        fold(state, event);
     }
 
     fn handle<'x>(
@@ -681,10 +659,6 @@ impl Command for CancelOrder {
         state.product_streams_of(&self.order)
     }
 
-    fn apply(state: &mut Shop, event: &Recorded<ShopEvent>) {
-        fold(state, event);
-    }
-
     fn handle<'x>(
         &self,
         state: &Shop,
@@ -744,10 +718,6 @@ impl Command for RefundPayment {
             .payment_stream()
             .unwrap_or_else(|_| self.order.stream().clone());
         [payment, self.order.stream().clone()]
-    }
-
-    fn apply(state: &mut Shop, event: &Recorded<ShopEvent>) {
-        fold(state, event);
     }
 
     fn handle<'x>(

@@ -2,7 +2,7 @@
 //! accounts and splits from one account to four.
 
 use crossfold_core::{
-    Command, CommandError, DomainEvent, Emit, Recorded, StreamId, StreamRef, ValidationError,
+    Command, CommandError, DomainEvent, Emit, Fold, Recorded, StreamId, StreamRef, ValidationError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +69,25 @@ pub struct Balances {
 }
 
 impl Balances {
-    fn fold(&mut self, event: &Recorded<BankEvent>) {
+    fn balance(&self, stream: &StreamId) -> Option<i64> {
+        self.accounts
+            .iter()
+            .find(|(s, _)| s == stream)
+            .map(|(_, b)| *b)
+    }
+
+    fn open(&self, stream: &StreamId) -> Result<i64, CommandError> {
+        self.balance(stream)
+            .ok_or_else(|| CommandError::StreamNotFound(stream.clone()))
+    }
+}
+
+/// Every bank command decides on [`Balances`] and shares this fold; each event changes only its
+/// own stream's balance (or the transfer's flag), so parts are cached per stream.
+impl Fold<BankEvent> for Balances {
+    const PER_STREAM: bool = true;
+
+    fn apply(&mut self, event: &Recorded<BankEvent>) {
         match event.event {
             BankEvent::TransferCompleted { .. } => self.completed = true,
             ref e => {
@@ -96,18 +114,6 @@ impl Balances {
             }
         }
     }
-
-    fn balance(&self, stream: &StreamId) -> Option<i64> {
-        self.accounts
-            .iter()
-            .find(|(s, _)| s == stream)
-            .map(|(_, b)| *b)
-    }
-
-    fn open(&self, stream: &StreamId) -> Result<i64, CommandError> {
-        self.balance(stream)
-            .ok_or_else(|| CommandError::StreamNotFound(stream.clone()))
-    }
 }
 
 /// Opens an account.
@@ -125,16 +131,6 @@ impl Command for Open {
 
     fn streams(&self) -> StreamId {
         self.account.clone()
-    }
-
-    const PER_STREAM: bool = true;
-
-    fn apply(state: &mut Balances, event: &Recorded<BankEvent>) {
-        state.fold(event);
-    }
-
-    fn merge(state: &mut Balances, part: &Balances) {
-        state.merge(part);
     }
 
     fn handle<'x>(
@@ -177,16 +173,6 @@ impl Command for Deposit {
         self.account.clone()
     }
 
-    const PER_STREAM: bool = true;
-
-    fn apply(state: &mut Balances, event: &Recorded<BankEvent>) {
-        state.fold(event);
-    }
-
-    fn merge(state: &mut Balances, part: &Balances) {
-        state.merge(part);
-    }
-
     fn handle<'x>(
         &self,
         state: &Balances,
@@ -219,16 +205,6 @@ impl Command for Withdraw {
 
     fn streams(&self) -> StreamId {
         self.account.clone()
-    }
-
-    const PER_STREAM: bool = true;
-
-    fn apply(state: &mut Balances, event: &Recorded<BankEvent>) {
-        state.fold(event);
-    }
-
-    fn merge(state: &mut Balances, part: &Balances) {
-        state.merge(part);
     }
 
     fn handle<'x>(
@@ -273,16 +249,6 @@ impl Command for Transfer {
 
     fn streams(&self) -> [StreamId; 3] {
         [self.from.clone(), self.to.clone(), self.transfer.clone()]
-    }
-
-    const PER_STREAM: bool = true;
-
-    fn apply(state: &mut Balances, event: &Recorded<BankEvent>) {
-        state.fold(event);
-    }
-
-    fn merge(state: &mut Balances, part: &Balances) {
-        state.merge(part);
     }
 
     fn handle<'x>(
@@ -337,16 +303,6 @@ impl Command for Split {
             self.to[2].clone(),
             self.to[3].clone(),
         ]
-    }
-
-    const PER_STREAM: bool = true;
-
-    fn apply(state: &mut Balances, event: &Recorded<BankEvent>) {
-        state.fold(event);
-    }
-
-    fn merge(state: &mut Balances, part: &Balances) {
-        state.merge(part);
     }
 
     fn handle<'x>(

@@ -2,7 +2,7 @@
 //! recorded on the counter and on a fresh invoice stream in the same append.
 
 use crossfold_core::{
-    Command, CommandError, DomainEvent, Emit, Recorded, StreamId, StreamRef, ValidationError,
+    Command, CommandError, DomainEvent, Emit, Fold, Recorded, StreamId, StreamRef, ValidationError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,15 @@ pub struct Numbering {
     numbered: bool,
 }
 
+impl Fold<InvoiceEvent> for Numbering {
+    fn apply(&mut self, event: &Recorded<InvoiceEvent>) {
+        match event.event {
+            InvoiceEvent::NumberTaken { number } => self.last = number,
+            InvoiceEvent::InvoiceNumbered { .. } => self.numbered = true,
+        }
+    }
+}
+
 /// W12: gives an invoice the counter's next number.
 ///
 /// Written in the plain shape a guide reader would write it — two declared streams, the state
@@ -62,13 +71,6 @@ impl Command for NumberInvoice {
 
     fn streams(&self) -> [StreamId; 2] {
         [self.counter.clone(), self.invoice.clone()]
-    }
-
-    fn apply(state: &mut Numbering, event: &Recorded<InvoiceEvent>) {
-        match event.event {
-            InvoiceEvent::NumberTaken { number } => state.last = number,
-            InvoiceEvent::InvoiceNumbered { .. } => state.numbered = true,
-        }
     }
 
     fn handle<'x>(

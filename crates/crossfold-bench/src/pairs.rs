@@ -10,10 +10,10 @@
 //!
 //! The commands mix the ways a command's view can be put together: both streams declared
 //! ([`Flip`], [`Mark`]), the second stream found by discovery ([`MarkDiscovering`]), each with a
-//! per-combination state or with per-stream parts (`PER_STREAM`). Marks write to one stream of
-//! the pair, so a conflict names one stream while the other may have moved too. Several
-//! executors (separate caches, like separate processes) share the store, and many tasks share
-//! each executor.
+//! per-combination state or with per-stream parts (their [`Flags`] state declares
+//! `PER_STREAM`). Marks write to one stream of the pair, so a conflict names one stream while
+//! the other may have moved too. Several executors (separate caches, like separate processes)
+//! share the store, and many tasks share each executor.
 //!
 //! ```
 //! use crossfold_bench::pairs::{PairsOptions, run_pairs};
@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossfold_core::{
-    Command, CommandError, DomainEvent, Emit, EventStore, Json, Recorded, StoreError, StreamId,
-    StreamRef, StreamVersion, Upcasters,
+    Command, CommandError, DomainEvent, Emit, EventStore, Fold, Json, Recorded, StoreError,
+    StreamId, StreamRef, StreamVersion, Upcasters,
 };
 use crossfold_executor::{Error, Executor, RetryPolicy};
 use serde::{Deserialize, Serialize};
@@ -60,14 +60,18 @@ impl DomainEvent for PairEvent {
     }
 }
 
-/// The flag of each stream read (absent: never flipped, `false`).
+/// The flag of each stream read (absent: never flipped, `false`). Whether it is kept as
+/// per-stream parts (`PER_STREAM`) is a property of the state, so the commands that run with
+/// parts decide on `Flags<true>` and the others on `Flags<false>`.
 #[derive(Clone, Debug, Default)]
-pub struct Flags {
+pub struct Flags<const PER_STREAM: bool> {
     flags: Vec<(StreamId, bool)>,
 }
 
-impl Flags {
-    fn fold(&mut self, event: &Recorded<PairEvent>) {
+impl<const P: bool> Fold<PairEvent> for Flags<P> {
+    const PER_STREAM: bool = P;
+
+    fn apply(&mut self, event: &Recorded<PairEvent>) {
         let PairEvent::Flipped { to } = event.event else {
             return;
         };
@@ -78,7 +82,7 @@ impl Flags {
     }
 
     /// Parts folded from single streams combine by union: each event sets its own stream's flag.
-    fn merge(&mut self, part: &Flags) {
+    fn merge(&mut self, part: &Self) {
         for (stream, flag) in &part.flags {
             match self.flags.iter_mut().find(|(s, _)| s == stream) {
                 Some((_, f)) => *f = *flag,
@@ -86,7 +90,9 @@ impl Flags {
             }
         }
     }
+}
 
+impl<const P: bool> Flags<P> {
     fn of(&self, stream: &StreamId) -> bool {
         self.flags
             .iter()
@@ -125,25 +131,16 @@ pub struct Flip<const PER_STREAM: bool> {
 
 impl<const P: bool> Command for Flip<P> {
     type Event = PairEvent;
-    type State = Flags;
+    type State = Flags<P>;
     type Streams = [StreamId; 2];
-    const PER_STREAM: bool = P;
 
     fn streams(&self) -> [StreamId; 2] {
         [self.left.clone(), self.right.clone()]
     }
 
-    fn apply(state: &mut Flags, event: &Recorded<PairEvent>) {
-        state.fold(event);
-    }
-
-    fn merge(state: &mut Flags, part: &Flags) {
-        state.merge(part);
-    }
-
     fn handle<'x>(
         &self,
-        state: &Flags,
+        state: &Flags<P>,
         [left, right]: [StreamRef<'x>; 2],
         out: &mut Emit<'x, PairEvent>,
     ) -> Result<(), CommandError> {
@@ -167,25 +164,16 @@ pub struct Mark<const PER_STREAM: bool> {
 
 impl<const P: bool> Command for Mark<P> {
     type Event = PairEvent;
-    type State = Flags;
+    type State = Flags<P>;
     type Streams = [StreamId; 2];
-    const PER_STREAM: bool = P;
 
     fn streams(&self) -> [StreamId; 2] {
         [self.left.clone(), self.right.clone()]
     }
 
-    fn apply(state: &mut Flags, event: &Recorded<PairEvent>) {
-        state.fold(event);
-    }
-
-    fn merge(state: &mut Flags, part: &Flags) {
-        state.merge(part);
-    }
-
     fn handle<'x>(
         &self,
-        state: &Flags,
+        state: &Flags<P>,
         [left, right]: [StreamRef<'x>; 2],
         out: &mut Emit<'x, PairEvent>,
     ) -> Result<(), CommandError> {
@@ -206,29 +194,20 @@ pub struct MarkDiscovering<const PER_STREAM: bool> {
 
 impl<const P: bool> Command for MarkDiscovering<P> {
     type Event = PairEvent;
-    type State = Flags;
+    type State = Flags<P>;
     type Streams = StreamId;
-    const PER_STREAM: bool = P;
 
     fn streams(&self) -> StreamId {
         self.left.clone()
     }
 
-    fn discover(&self, _: &Flags) -> Vec<StreamId> {
+    fn discover(&self, _: &Flags<P>) -> Vec<StreamId> {
         vec![self.right.clone()]
-    }
-
-    fn apply(state: &mut Flags, event: &Recorded<PairEvent>) {
-        state.fold(event);
-    }
-
-    fn merge(state: &mut Flags, part: &Flags) {
-        state.merge(part);
     }
 
     fn handle<'x>(
         &self,
-        state: &Flags,
+        state: &Flags<P>,
         left: StreamRef<'x>,
         out: &mut Emit<'x, PairEvent>,
     ) -> Result<(), CommandError> {

@@ -8,14 +8,19 @@ use std::marker::PhantomData;
 
 use crate::codec::DomainEvent;
 use crate::error::CommandError;
-use crate::event::Recorded;
+use crate::fold::Fold;
 use crate::id::StreamId;
 
 /// A command in the aggregate-per-command style.
 ///
+/// The command says which streams it reads and decides; the state it decides on folds itself
+/// (see [`Fold`]), so commands over the same state share its fold.
+///
 /// ```
 /// use serde::{Deserialize, Serialize};
-/// use crossfold_core::{Command, CommandError, DomainEvent, Emit, Recorded, StreamId, StreamRef};
+/// use crossfold_core::{
+///     Command, CommandError, DomainEvent, Emit, Fold, Recorded, StreamId, StreamRef,
+/// };
 ///
 /// #[derive(Serialize, Deserialize)]
 /// enum CounterEvent { Incremented }
@@ -23,21 +28,26 @@ use crate::id::StreamId;
 ///     fn event_type(&self) -> &'static str { "Incremented" }
 /// }
 ///
+/// /// How many times the counter was incremented.
+/// #[derive(Clone, Default)]
+/// struct Count(u32);
+/// impl Fold<CounterEvent> for Count {
+///     fn apply(&mut self, _event: &Recorded<CounterEvent>) { self.0 += 1; }
+/// }
+///
 /// /// Increments a counter, at most up to a limit.
 /// struct Increment { counter: StreamId, limit: u32 }
 ///
 /// impl Command for Increment {
 ///     type Event = CounterEvent;
-///     type State = u32;
+///     type State = Count;
 ///     type Streams = StreamId;
 ///
 ///     fn streams(&self) -> StreamId { self.counter.clone() }
 ///
-///     fn apply(count: &mut u32, _event: &Recorded<CounterEvent>) { *count += 1; }
-///
 ///     fn handle<'x>(
 ///         &self,
-///         count: &u32,
+///         Count(count): &Count,
 ///         counter: StreamRef<'x>,
 ///         out: &mut Emit<'x, CounterEvent>,
 ///     ) -> Result<(), CommandError> {
@@ -52,18 +62,16 @@ use crate::id::StreamId;
 pub trait Command: Send + Sync + 'static {
     /// The events this command reads and writes.
     type Event: DomainEvent;
-    /// The command's own view of its streams, built by [`apply`](Self::apply). It must depend
-    /// only on the events folded (that is what lets the executor cache it).
-    type State: Default + Clone + Send + Sync + 'static;
+    /// The state it decides on: its view of the streams it reads, built by the state's own
+    /// [`Fold`] (`()` for a command that needs none). It must depend only on the events
+    /// folded (that is what lets the executor cache it).
+    type State: Fold<Self::Event>;
     /// The declared streams: a [`StreamId`], an array `[StreamId; N]`, a `Vec<StreamId>`, or
     /// your own [`StreamSet`].
     type Streams: StreamSet;
 
     /// The streams to read; the command may write to any of them.
     fn streams(&self) -> Self::Streams;
-
-    /// Folds one event into the state. Events of all streams arrive merged in event-id order.
-    fn apply(state: &mut Self::State, event: &Recorded<Self::Event>);
 
     /// Decides. Appends events through `out` using the tokens of the declared streams, or
     /// returns an error; either way it must not have side effects.
@@ -80,21 +88,6 @@ pub trait Command: Send + Sync + 'static {
     fn discover(&self, state: &Self::State) -> Vec<StreamId> {
         let _ = state;
         Vec::new()
-    }
-
-    /// Declares that the state is a union of independent per-stream parts: every event changes
-    /// only the part that belongs to its own stream, so folding each stream alone and
-    /// [`merge`](Self::merge)-ing the results gives the same state as folding the merged
-    /// events. The executor then caches one folded part per stream and combines parts, instead
-    /// of refolding whole histories for every new combination of streams (a transfer between
-    /// two accounts that never met before costs no read). `CommandTest` in the testkit checks
-    /// the claim on every scenario it runs.
-    const PER_STREAM: bool = false;
-
-    /// Merges `part` — the state folded from one stream's events alone — into `state`. Only
-    /// called when [`PER_STREAM`](Self::PER_STREAM) is true.
-    fn merge(state: &mut Self::State, part: &Self::State) {
-        let _ = (state, part);
     }
 
     /// The permission the caller must hold, checked by the executor's authorizer.
@@ -372,7 +365,6 @@ mod tests {
         fn streams(&self) -> [StreamId; 3] {
             self.streams.clone()
         }
-        fn apply(_: &mut (), _: &Recorded<Touched>) {}
         fn handle<'x>(
             &self,
             _: &(),
@@ -422,7 +414,6 @@ mod tests {
         fn streams(&self) -> Vec<StreamId> {
             self.0.clone()
         }
-        fn apply(_: &mut (), _: &Recorded<Touched>) {}
         fn handle<'x>(
             &self,
             _: &(),
@@ -470,7 +461,6 @@ mod tests {
         fn streams(&self) -> Greedy {
             Greedy
         }
-        fn apply(_: &mut (), _: &Recorded<Touched>) {}
         fn handle<'x>(
             &self,
             _: &(),

@@ -2,10 +2,10 @@
 //!
 //! The vocabulary of Crossfold: identities ([`StreamId`], [`EventId`], [`Position`]), versions
 //! and append conditions ([`StreamVersion`], [`ExpectedVersion`]), event envelopes
-//! ([`RecordedEvent`], [`Recorded`]), commands ([`Command`] and its write tokens), codecs
-//! ([`Json`], [`MessagePack`], [`Upcasters`]), the [`EventStore`] contract every store
-//! implements and its [`Subscription`]s, the errors of all of them, health checks
-//! ([`HealthCheck`]), and the [`Backoff`] every retry loop waits by.
+//! ([`RecordedEvent`], [`Recorded`]), commands ([`Command`] and its write tokens) and the
+//! states they fold ([`Fold`]), codecs ([`Json`], [`MessagePack`], [`Upcasters`]), the
+//! [`EventStore`] contract every store implements and its [`Subscription`]s, the errors of all
+//! of them, health checks ([`HealthCheck`]), and the [`Backoff`] every retry loop waits by.
 //!
 //! Three modules hold what only some programs need:
 //!
@@ -34,6 +34,7 @@ mod command;
 pub mod deadline;
 mod error;
 mod event;
+mod fold;
 mod health;
 mod id;
 pub mod metrics;
@@ -55,6 +56,7 @@ pub use error::{
 pub use event::{
     EventData, EventType, Metadata, Payload, PayloadFormat, Recorded, RecordedEvent, Timestamp,
 };
+pub use fold::Fold;
 pub use health::{HealthCheck, HealthReport, HealthStatus};
 pub use id::{EventId, StreamId, TypedId};
 pub use store::{

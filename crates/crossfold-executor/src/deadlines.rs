@@ -22,14 +22,13 @@ use crate::keyed::Idempotent;
 /// ```
 /// use crossfold_core::{Codec, EventStore};
 /// use crossfold_executor::{DeadlineHandler, Error, Executed, Firing};
-/// # use crossfold_core::{Command, CommandError, DomainEvent, Emit, Recorded, StreamId, StreamRef};
+/// # use crossfold_core::{Command, CommandError, DomainEvent, Emit, StreamId, StreamRef};
 /// # #[derive(serde::Serialize, serde::Deserialize)] struct Expired;
 /// # impl DomainEvent for Expired { fn event_type(&self) -> &'static str { "Expired" } }
 /// # struct Expire { order: StreamId }
 /// # impl Command for Expire {
 /// #     type Event = Expired; type State = (); type Streams = StreamId;
 /// #     fn streams(&self) -> StreamId { self.order.clone() }
-/// #     fn apply(_: &mut (), _: &Recorded<Expired>) {}
 /// #     fn handle<'x>(&self, _: &(), s: StreamRef<'x>, out: &mut Emit<'x, Expired>) -> Result<(), CommandError> {
 /// #         out.append(s, Expired); Ok(())
 /// #     }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crossfold_core::{
     AppendRequest, AppendStream, Codec, CodecError, CodecOperation, Command, CommandError,
-    DomainEvent, EventData, EventId, EventStore, EventType, ExpectedVersion, Json, Metadata,
+    DomainEvent, EventData, EventId, EventStore, EventType, ExpectedVersion, Fold, Json, Metadata,
     ReadSet, Recorded, RecordedEvent, StoreError, StreamConflict, StreamId, StreamRead, StreamSet,
     StreamVersion, Timestamp, Upcasters, encode_events,
 };
@@ -974,12 +974,12 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             let event = Recorded::new(event, raw);
             match work.parts.as_mut() {
                 Some(parts) => {
-                    Cmd::apply(&mut parts[stream].state, &event);
+                    parts[stream].state.apply(&event);
                     parts[stream].floor = Some(raw.event_id);
                 }
                 None => {
-                    Cmd::apply(&mut work.state, &event);
-                    work.track_base(stream, &event, Cmd::apply);
+                    work.state.apply(&event);
+                    work.track_base(stream, &event, Fold::apply);
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! A command run under an idempotency key chosen by its caller.
 
-use crossfold_core::{Command, CommandError, Emit, Recorded, StreamId, StreamSet};
+use crossfold_core::{Command, CommandError, Emit, StreamId, StreamSet};
 
 /// `command`, executed with the idempotency key `key` instead of its own: running it again
 /// with the same key returns the first outcome and writes nothing. Deadline workers and
@@ -39,14 +39,8 @@ impl<C: Command> Command for Idempotent<C> {
     type State = C::State;
     type Streams = C::Streams;
 
-    const PER_STREAM: bool = C::PER_STREAM;
-
     fn streams(&self) -> C::Streams {
         self.command.streams()
-    }
-
-    fn apply(state: &mut C::State, event: &Recorded<C::Event>) {
-        C::apply(state, event);
     }
 
     fn handle<'x>(
@@ -60,10 +54,6 @@ impl<C: Command> Command for Idempotent<C> {
 
     fn discover(&self, state: &C::State) -> Vec<StreamId> {
         self.command.discover(state)
-    }
-
-    fn merge(state: &mut C::State, part: &C::State) {
-        C::merge(state, part);
     }
 
     fn required_permission(&self) -> Option<&str> {

@@ -8,7 +8,9 @@
 //! exponential backoff and jitter; business errors never are.
 //!
 //! ```
-//! use crossfold_core::{Command, CommandError, DomainEvent, Emit, Recorded, StreamId, StreamRef};
+//! use crossfold_core::{
+//!     Command, CommandError, DomainEvent, Emit, Fold, Recorded, StreamId, StreamRef,
+//! };
 //! use crossfold_executor::Executor;
 //! use crossfold_memory::MemoryStore;
 //! use serde::{Deserialize, Serialize};
@@ -19,17 +21,23 @@
 //!     fn event_type(&self) -> &'static str { "Noted" }
 //! }
 //!
+//! /// How many notes a journal holds.
+//! #[derive(Clone, Default)]
+//! struct Notes(usize);
+//! impl Fold<Noted> for Notes {
+//!     fn apply(&mut self, _: &Recorded<Noted>) { self.0 += 1; }
+//! }
+//!
 //! struct Note { journal: StreamId, text: String }
 //! impl Command for Note {
 //!     type Event = Noted;
-//!     type State = usize;
+//!     type State = Notes;
 //!     type Streams = StreamId;
 //!     fn streams(&self) -> StreamId { self.journal.clone() }
-//!     fn apply(count: &mut usize, _: &Recorded<Noted>) { *count += 1; }
-//!     fn handle<'x>(&self, count: &usize, journal: StreamRef<'x>, out: &mut Emit<'x, Noted>)
+//!     fn handle<'x>(&self, notes: &Notes, journal: StreamRef<'x>, out: &mut Emit<'x, Noted>)
 //!         -> Result<(), CommandError>
 //!     {
-//!         if *count >= 2 {
+//!         if notes.0 >= 2 {
 //!             return Err(CommandError::rejected("journal_full", "two notes at most"));
 //!         }
 //!         out.append(journal, Noted(self.text.clone()));
@@ -62,23 +70,28 @@
 //!
 //! ## Design notes: why the optional parts of a command stay on `Command`
 //!
-//! `Command` has three required items (`streams`, `apply`, `handle`); everything else has a
-//! default that costs nothing when unused. Some of those defaults are about how the executor
-//! runs a command rather than what it decides — `PER_STREAM`/`merge` and `expects_new` are cache
-//! hints, `required_permission` feeds the [`Authorizer`], `idempotency_key` the
-//! de-duplication — and a tower-like design would move them out of the trait. They stay, for
-//! three reasons:
+//! `Command` has two required methods (`streams`, `handle`); everything else has a default
+//! that costs nothing when unused. How the state is folded is not on `Command` at all: `apply`
+//! and the `PER_STREAM`/`merge` cache hint belong to the state's
+//! [`Fold`](crossfold_core::Fold), so commands over one state share them and the executor reads
+//! `PER_STREAM` from the state's type. Some of the command's own defaults are about how the
+//! executor runs it rather than what it decides — `expects_new` is a cache hint,
+//! `required_permission` feeds the [`Authorizer`], `idempotency_key` the de-duplication — and
+//! a tower-like design would move them out of the trait. They stay, for three reasons:
 //!
 //! * Rust has no specialization: an executor generic over `C: Command` cannot ask whether `C`
-//!   also implements an opt-in trait (`PerStream`, `Idempotent`). Opt-in traits would need a
-//!   separate `execute_*` method per combination of capabilities, or a registry keyed by type
-//!   that turns a compile-time property into a run-time lookup on the hot path.
+//!   also implements an opt-in trait (`FreshStreams`, `Idempotent`). Opt-in traits would need
+//!   a separate `execute_*` method per combination of capabilities, or a registry keyed by type
+//!   that turns a compile-time property into a run-time lookup on the hot path. The same holds
+//!   for the state: `PER_STREAM` is an associated const of `Fold` with a default, not an opt-in
+//!   `PerStream` trait.
 //! * They are properties of the command *type* that the executor needs before it reads
-//!   anything (which cache to use, which streams to skip, whether to lock), so they must be
-//!   known statically to cost nothing; an associated const and inlined empty defaults are free.
-//! * A command's author is the one who knows them (whether its state is per stream, which of
-//!   its streams are fresh, which permission it needs), so they belong beside `apply`/`handle`,
-//!   where `CommandTest` can also check the `PER_STREAM` claim on every scenario.
+//!   anything (which streams to skip, whether to lock), so they must be known statically to
+//!   cost nothing; an associated const and inlined empty defaults are free.
+//! * A command's author is the one who knows them (which of its streams are fresh, which
+//!   permission it needs), so they belong beside `handle`; whoever writes a state's fold knows
+//!   whether the state is per stream, so `PER_STREAM` sits beside `Fold::apply`, where
+//!   `CommandTest` checks the claim on every scenario.
 //!
 //! What is a policy of the *caller* is not on the command: retries, time limits, caches'
 //! sizes, the authorizer and the codec are [`ExecutorBuilder`] options, and who is asking and why

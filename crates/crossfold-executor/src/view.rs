@@ -2,7 +2,7 @@
 //! the store), how it catches up after a conflict, and what is kept for the next command.
 //!
 //! Two ways to hold state:
-//! * **per stream** — for commands that declare `PER_STREAM`: one folded part per stream,
+//! * **per stream** — for commands whose state declares `PER_STREAM`: one folded part per stream,
 //!   cached by (command type, stream) and merged for each execution. A new combination of
 //!   known streams costs no read and no fold.
 //! * **per combination** — for the rest: the state folded over the merged events of the whole
@@ -19,7 +19,7 @@
 use std::any::{Any, TypeId};
 
 use crossfold_core::{
-    Codec, Command, EventId, EventStore, ReadSet, RecordedEvent, StoreError, StreamConflict,
+    Codec, Command, EventId, EventStore, Fold, ReadSet, RecordedEvent, StoreError, StreamConflict,
     StreamEvents, StreamId, StreamRead, StreamVersion,
 };
 
@@ -185,7 +185,10 @@ impl<St: Default> Working<St> {
     }
 
     /// Rebuilds the state from the parts (per-stream commands only).
-    pub(crate) fn merge_parts<Cmd: Command<State = St>>(&mut self) {
+    pub(crate) fn merge_parts<Cmd: Command<State = St>>(&mut self)
+    where
+        St: Fold<Cmd::Event>,
+    {
         if let Some(parts) = &self.parts {
             self.floor = parts.iter().filter_map(|p| p.floor).max();
             if parts.len() == 1 {
@@ -193,7 +196,7 @@ impl<St: Default> Working<St> {
             }
             let mut state = St::default();
             for part in parts {
-                Cmd::merge(&mut state, &part.state);
+                state.merge(&part.state);
             }
             self.state = state;
         }
@@ -223,7 +226,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         declared: &ReadSet,
         use_cache: bool,
     ) -> Result<Working<Cmd::State>, Error> {
-        if Cmd::PER_STREAM {
+        if <Cmd::State as Fold<Cmd::Event>>::PER_STREAM {
             return self.load_parts(command, declared.clone(), use_cache).await;
         }
         if use_cache && let Some(work) = self.cached_combination(command, declared) {
@@ -651,7 +654,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                 .inner
                 .upcasters
                 .decode::<Cmd::Event, C>(&self.inner.codec, raw)?;
-            Cmd::apply(state, &event);
+            state.apply(&event);
         }
         Ok(())
     }
@@ -731,15 +734,15 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         match work.parts.as_mut() {
             Some(parts) => {
                 for (i, event) in &decoded {
-                    Cmd::apply(&mut parts[*i].state, event);
+                    parts[*i].state.apply(event);
                     parts[*i].floor = parts[*i].floor.max(Some(event.event_id));
                 }
                 work.merge_parts::<Cmd>();
             }
             None => {
                 for (i, event) in &decoded {
-                    Cmd::apply(&mut work.state, event);
-                    work.track_base(*i, event, Cmd::apply);
+                    work.state.apply(event);
+                    work.track_base(*i, event, Fold::apply);
                 }
                 work.floor = work.floor.max(tail.last().map(|(_, e)| e.event_id));
             }

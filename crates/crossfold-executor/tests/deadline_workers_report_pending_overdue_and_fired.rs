@@ -8,7 +8,7 @@ use std::time::Duration;
 use crossfold_core::deadline::{Deadline, DeadlineId, DeadlineStore};
 use crossfold_core::{Codec, EventStore};
 use crossfold_core::{
-    Command, CommandError, DomainEvent, Emit, ManualClock, Recorded, StreamId, StreamRef, Timestamp,
+    Command, CommandError, DomainEvent, Emit, ManualClock, StreamId, StreamRef, Timestamp,
 };
 use crossfold_executor::{DeadlineHandler, DeadlineWorker, Error, Executed, Executor, Firing};
 use crossfold_memory::{MemoryDeadlineStore, MemoryStore};
@@ -32,7 +32,6 @@ impl Command for Ring {
     fn streams(&self) -> StreamId {
         self.0.clone()
     }
-    fn apply(_: &mut (), _: &Recorded<Rang>) {}
     fn handle<'x>(
         &self,
         _: &(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crossfold_core::{
     AppendRequest, Appended, Command, CommandError, DomainEvent, Emit, EventData, EventStore,
-    ExpectedVersion, LogFilter, Payload, Position, Recorded, RecordedEvent, StoreError,
+    ExpectedVersion, Fold, LogFilter, Payload, Position, Recorded, RecordedEvent, StoreError,
     StreamEvents, StreamId, StreamRead, StreamRef,
 };
 use crossfold_executor::Executor;
@@ -38,24 +38,29 @@ impl DomainEvent for Pair {
     }
 }
 
+/// Each stream's flag; kept as per-stream parts when `P` (`PER_STREAM`).
 #[derive(Clone, Debug, Default)]
-struct Flags(Vec<(StreamId, bool)>);
+struct Flags<const P: bool>(Vec<(StreamId, bool)>);
 
-impl Flags {
-    fn of(&self, stream: &StreamId) -> bool {
-        self.0.iter().any(|(s, f)| s == stream && *f)
-    }
-    fn fold(&mut self, event: &Recorded<Pair>) {
+impl<const P: bool> Fold<Pair> for Flags<P> {
+    const PER_STREAM: bool = P;
+    fn apply(&mut self, event: &Recorded<Pair>) {
         if let Pair::Flipped { to } = event.event {
             self.0.retain(|(s, _)| *s != event.stream_id);
             self.0.push((event.stream_id.clone(), to));
         }
     }
-    fn merge(&mut self, part: &Flags) {
+    fn merge(&mut self, part: &Self) {
         for (stream, flag) in &part.0 {
             self.0.retain(|(s, _)| s != stream);
             self.0.push((stream.clone(), *flag));
         }
+    }
+}
+
+impl<const P: bool> Flags<P> {
+    fn of(&self, stream: &StreamId) -> bool {
+        self.0.iter().any(|(s, f)| s == stream && *f)
     }
     fn agree(&self, a: &StreamId, b: &StreamId) -> Result<(), CommandError> {
         if self.of(a) == self.of(b) {
@@ -78,21 +83,14 @@ struct Mark<const P: bool> {
 
 impl<const P: bool> Command for Mark<P> {
     type Event = Pair;
-    type State = Flags;
+    type State = Flags<P>;
     type Streams = [StreamId; 2];
-    const PER_STREAM: bool = P;
     fn streams(&self) -> [StreamId; 2] {
         [self.a.clone(), self.b.clone()]
     }
-    fn apply(state: &mut Flags, event: &Recorded<Pair>) {
-        state.fold(event);
-    }
-    fn merge(state: &mut Flags, part: &Flags) {
-        state.merge(part);
-    }
     fn handle<'x>(
         &self,
-        state: &Flags,
+        state: &Flags<P>,
         [a, _]: [StreamRef<'x>; 2],
         out: &mut Emit<'x, Pair>,
     ) -> Result<(), CommandError> {
@@ -110,24 +108,17 @@ struct MarkDiscovering<const P: bool> {
 
 impl<const P: bool> Command for MarkDiscovering<P> {
     type Event = Pair;
-    type State = Flags;
+    type State = Flags<P>;
     type Streams = StreamId;
-    const PER_STREAM: bool = P;
     fn streams(&self) -> StreamId {
         self.a.clone()
     }
-    fn discover(&self, _: &Flags) -> Vec<StreamId> {
+    fn discover(&self, _: &Flags<P>) -> Vec<StreamId> {
         vec![self.b.clone()]
-    }
-    fn apply(state: &mut Flags, event: &Recorded<Pair>) {
-        state.fold(event);
-    }
-    fn merge(state: &mut Flags, part: &Flags) {
-        state.merge(part);
     }
     fn handle<'x>(
         &self,
-        state: &Flags,
+        state: &Flags<P>,
         a: StreamRef<'x>,
         out: &mut Emit<'x, Pair>,
     ) -> Result<(), CommandError> {

@@ -3,7 +3,8 @@
 //! version-checked append.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use crossfold_core::{
-    Command, CommandError, DomainEvent, Emit, EventStore, Recorded, StoreError, StreamId, StreamRef,
+    Command, CommandError, DomainEvent, Emit, EventStore, Fold, Recorded, StoreError, StreamId,
+    StreamRef,
 };
 use crossfold_executor::{Error, Executor, RetryPolicy};
 use crossfold_memory::MemoryStore;
@@ -37,6 +38,34 @@ struct OrderStock {
     available: Vec<(StreamId, u32)>,
 }
 
+impl Fold<Shop> for OrderStock {
+    fn apply(&mut self, event: &Recorded<Shop>) {
+        match &event.event {
+            Shop::OrderPlaced { products } => {
+                self.products = products
+                    .iter()
+                    .map(|p| sid(&format!("product-{p}")))
+                    .collect();
+            }
+            Shop::Stocked { quantity } | Shop::Reserved { quantity } => {
+                let delta = if matches!(event.event, Shop::Stocked { .. }) {
+                    *quantity as i64
+                } else {
+                    -(*quantity as i64)
+                };
+                match self
+                    .available
+                    .iter_mut()
+                    .find(|(s, _)| *s == event.stream_id)
+                {
+                    Some((_, q)) => *q = (*q as i64 + delta) as u32,
+                    None => self.available.push((event.stream_id.clone(), delta as u32)),
+                }
+            }
+        }
+    }
+}
+
 struct Place {
     order: StreamId,
     products: Vec<String>,
@@ -49,7 +78,6 @@ impl Command for Place {
     fn streams(&self) -> StreamId {
         self.order.clone()
     }
-    fn apply(_: &mut (), _: &Recorded<Shop>) {}
     fn handle<'x>(
         &self,
         _: &(),
@@ -78,7 +106,6 @@ impl Command for Stock {
     fn streams(&self) -> StreamId {
         self.product.clone()
     }
-    fn apply(_: &mut (), _: &Recorded<Shop>) {}
     fn handle<'x>(
         &self,
         _: &(),
@@ -105,33 +132,6 @@ impl Command for Reserve {
     type Streams = StreamId;
     fn streams(&self) -> StreamId {
         self.order.clone()
-    }
-    fn apply(state: &mut OrderStock, event: &Recorded<Shop>) {
-        match &event.event {
-            Shop::OrderPlaced { products } => {
-                state.products = products
-                    .iter()
-                    .map(|p| sid(&format!("product-{p}")))
-                    .collect();
-            }
-            Shop::Stocked { quantity } | Shop::Reserved { quantity } => {
-                let delta = if matches!(event.event, Shop::Stocked { .. }) {
-                    *quantity as i64
-                } else {
-                    -(*quantity as i64)
-                };
-                match state
-                    .available
-                    .iter_mut()
-                    .find(|(s, _)| *s == event.stream_id)
-                {
-                    Some((_, q)) => *q = (*q as i64 + delta) as u32,
-                    None => state
-                        .available
-                        .push((event.stream_id.clone(), delta as u32)),
-                }
-            }
-        }
     }
     fn discover(&self, state: &OrderStock) -> Vec<StreamId> {
         state.products.clone()

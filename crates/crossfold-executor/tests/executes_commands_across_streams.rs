@@ -152,7 +152,6 @@ async fn commands_that_decide_nothing_write_nothing() {
         fn streams(&self) -> crossfold_core::StreamId {
             sid("quiet")
         }
-        fn apply(_: &mut (), _: &crossfold_core::Recorded<Ledger>) {}
         fn handle<'x>(
             &self,
             _: &(),

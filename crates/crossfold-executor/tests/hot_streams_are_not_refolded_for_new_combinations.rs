@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crossfold_core::{
     AppendRequest, Appended, Command, CommandError, DomainEvent, Emit, EventData, EventStore,
-    ExpectedVersion, LogFilter, Payload, Position, Recorded, RecordedEvent, StoreError,
+    ExpectedVersion, Fold, LogFilter, Payload, Position, Recorded, RecordedEvent, StoreError,
     StreamEvents, StreamId, StreamRead, StreamRef, StreamVersion,
 };
 use crossfold_executor::Executor;
@@ -47,6 +47,16 @@ struct Numbers {
     invoiced: Option<u64>,
 }
 
+impl Fold<Numbering> for Numbers {
+    fn apply(&mut self, event: &Recorded<Numbering>) {
+        FOLDED.fetch_add(1, Ordering::Relaxed);
+        match event.event {
+            Numbering::Issued { number } => self.last_issued = number,
+            Numbering::Invoiced { number } => self.invoiced = Some(number),
+        }
+    }
+}
+
 /// Issues the next number of a counter to a new invoice, refusing an invoice that has one.
 struct Issue {
     counter: StreamId,
@@ -60,14 +70,6 @@ impl Command for Issue {
 
     fn streams(&self) -> [StreamId; 2] {
         [self.counter.clone(), self.invoice.clone()]
-    }
-
-    fn apply(state: &mut Numbers, event: &Recorded<Numbering>) {
-        FOLDED.fetch_add(1, Ordering::Relaxed);
-        match event.event {
-            Numbering::Issued { number } => state.last_issued = number,
-            Numbering::Invoiced { number } => state.invoiced = Some(number),
-        }
     }
 
     fn handle<'x>(

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use crossfold_core::{
-    Command, CommandError, Emit, EventStore, LogFilter, Position, Recorded, StreamId, StreamRef,
+    Command, CommandError, Emit, EventStore, LogFilter, Position, StreamId, StreamRef,
 };
 use crossfold_executor::Executor;
 use crossfold_memory::MemoryStore;
@@ -22,9 +22,6 @@ impl Command for Pay {
     type Streams = StreamId;
     fn streams(&self) -> StreamId {
         self.account.clone()
-    }
-    fn apply(state: &mut Balances, event: &Recorded<Ledger>) {
-        state.fold(event);
     }
     fn handle<'x>(
         &self,

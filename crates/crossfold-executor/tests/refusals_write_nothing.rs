@@ -16,9 +16,6 @@ impl crossfold_core::Command for Guarded {
     fn streams(&self) -> crossfold_core::StreamId {
         self.0.account.clone()
     }
-    fn apply(state: &mut Balances, event: &crossfold_core::Recorded<Ledger>) {
-        state.fold(event);
-    }
     fn handle<'x>(
         &self,
         state: &Balances,
@@ -144,7 +141,6 @@ async fn an_invalid_idempotency_key_is_a_validation_error() {
         fn streams(&self) -> crossfold_core::StreamId {
             sid("x")
         }
-        fn apply(_: &mut (), _: &crossfold_core::Recorded<Ledger>) {}
         fn handle<'x>(
             &self,
             _: &(),

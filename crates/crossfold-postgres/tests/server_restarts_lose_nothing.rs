@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use common::events;
 use crossfold_core::{
     AppendRequest, Command, CommandError, DomainEvent, Emit, EventId, EventStore, ExpectedVersion,
-    HealthCheck, HealthStatus, LogFilter, Position, Recorded, StreamId, StreamRef, StreamVersion,
-    SubscriptionExt, SubscriptionOptions,
+    Fold, HealthCheck, HealthStatus, LogFilter, Position, Recorded, StreamId, StreamRef,
+    StreamVersion, SubscriptionExt, SubscriptionOptions,
 };
 use crossfold_executor::{Executor, RetryPolicy};
 use crossfold_postgres::{PgConfig, PgEventStore};
@@ -42,6 +42,16 @@ impl DomainEvent for Deposited {
     }
 }
 
+/// An account's balance.
+#[derive(Clone, Default)]
+struct Balance(u64);
+
+impl Fold<Deposited> for Balance {
+    fn apply(&mut self, event: &Recorded<Deposited>) {
+        self.0 += event.amount;
+    }
+}
+
 /// A deposit with no idempotency key: running it twice would deposit twice.
 struct Deposit {
     account: StreamId,
@@ -50,20 +60,16 @@ struct Deposit {
 
 impl Command for Deposit {
     type Event = Deposited;
-    type State = u64;
+    type State = Balance;
     type Streams = StreamId;
 
     fn streams(&self) -> StreamId {
         self.account.clone()
     }
 
-    fn apply(balance: &mut u64, event: &Recorded<Deposited>) {
-        *balance += event.amount;
-    }
-
     fn handle<'x>(
         &self,
-        _: &u64,
+        _: &Balance,
         account: StreamRef<'x>,
         out: &mut Emit<'x, Deposited>,
     ) -> Result<(), CommandError> {

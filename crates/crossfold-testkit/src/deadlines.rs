@@ -17,8 +17,8 @@ use crossfold_core::deadline::{
 };
 use crossfold_core::{
     AppendRequest, Codec, Command, CommandError, DomainEvent, Emit, EventData, EventStore,
-    ExpectedVersion, ManualClock, Payload, Recorded, StoreError, StreamId, StreamRef,
-    StreamVersion, Timestamp,
+    ExpectedVersion, ManualClock, Payload, StoreError, StreamId, StreamRef, StreamVersion,
+    Timestamp,
 };
 use crossfold_executor::{DeadlineHandler, DeadlineWorker, Error, Executed, Executor, Firing};
 use serde::{Deserialize, Serialize};
@@ -57,7 +57,6 @@ impl Command for ExpireOrder {
     fn streams(&self) -> StreamId {
         self.order.clone()
     }
-    fn apply(_: &mut (), _: &Recorded<OrderEvent>) {}
     fn handle<'x>(
         &self,
         _: &(),

@@ -6,8 +6,8 @@ use std::fmt::{self, Debug, Write as _};
 use std::sync::Arc;
 
 use crossfold_core::{
-    Command, CommandError, DomainEvent, EventId, Metadata, Position, ReadSet, Recorded, StreamId,
-    StreamVersion,
+    Command, CommandError, DomainEvent, EventId, Fold, Metadata, Position, ReadSet, Recorded,
+    StreamId, StreamVersion,
 };
 
 /// How many times discovery may add streams before the command fails as one whose `discover`
@@ -36,21 +36,25 @@ impl ToStreamId for &StreamId {
 ///
 /// ```
 /// # use serde::{Deserialize, Serialize};
-/// # use crossfold_core::{Command, CommandError, DomainEvent, Emit, Recorded, StreamId, StreamRef};
+/// # use crossfold_core::{Command, CommandError, DomainEvent, Emit, Fold, Recorded, StreamId, StreamRef};
 /// use crossfold_testkit::CommandTest;
 /// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
 /// # enum CounterEvent { Incremented }
 /// # impl DomainEvent for CounterEvent {
 /// #     fn event_type(&self) -> &'static str { "Incremented" }
 /// # }
+/// # #[derive(Clone, Default)]
+/// # struct Count(u32);
+/// # impl Fold<CounterEvent> for Count {
+/// #     fn apply(&mut self, _: &Recorded<CounterEvent>) { self.0 += 1; }
+/// # }
 /// # struct Increment { counter: StreamId, limit: u32 }
 /// # impl Command for Increment {
 /// #     type Event = CounterEvent;
-/// #     type State = u32;
+/// #     type State = Count;
 /// #     type Streams = StreamId;
 /// #     fn streams(&self) -> StreamId { self.counter.clone() }
-/// #     fn apply(count: &mut u32, _: &Recorded<CounterEvent>) { *count += 1; }
-/// #     fn handle<'x>(&self, count: &u32, counter: StreamRef<'x>, out: &mut Emit<'x, CounterEvent>)
+/// #     fn handle<'x>(&self, Count(count): &Count, counter: StreamRef<'x>, out: &mut Emit<'x, CounterEvent>)
 /// #         -> Result<(), CommandError> {
 /// #         if *count >= self.limit {
 /// #             return Err(CommandError::rejected("limit_reached", format!("already {count}")));
@@ -203,7 +207,7 @@ impl<E: DomainEvent> Given<E> {
                     .filter_map(|(i, e)| read_set.ids().get(i).map(|s| (s.clone(), e)))
                     .collect()
             });
-        if C::PER_STREAM {
+        if <C::State as Fold<C::Event>>::PER_STREAM {
             check_per_stream_claim(&command, &self.history, &read_set, &result);
         }
         Then {
@@ -216,9 +220,10 @@ impl<E: DomainEvent> Given<E> {
     }
 }
 
-/// A command that declares `PER_STREAM` promises that merging states folded from each stream
-/// alone equals folding the merged events. The executor relies on it; check it here, where a
-/// broken promise is cheap to find: both ways must decide the same.
+/// A state that declares `PER_STREAM` promises that merging states folded from each stream
+/// alone equals folding the merged events. The executor relies on it; check it here, on every
+/// command over the state, where a broken promise is cheap to find: both ways must decide the
+/// same.
 #[track_caller]
 fn check_per_stream_claim<C: Command>(
     command: &C,
@@ -228,10 +233,7 @@ fn check_per_stream_claim<C: Command>(
 ) {
     let mut state = C::State::default();
     for stream in read_set.ids() {
-        C::merge(
-            &mut state,
-            &fold::<C>(history, std::slice::from_ref(stream)),
-        );
+        state.merge(&fold::<C>(history, std::slice::from_ref(stream)));
     }
     let parts_result: Result<Vec<(StreamId, C::Event)>, CommandError> =
         read_set.decide(command, &state).map(|events| {
@@ -253,18 +255,19 @@ fn check_per_stream_claim<C: Command>(
     let (merged, parts) = (show(merged_result), show(&parts_result));
     assert!(
         merged == parts,
-        "{} declares PER_STREAM, but its state is not a merge of per-stream parts:\n  \
+        "the state of {} ({}) declares PER_STREAM, but it is not a merge of per-stream parts:\n  \
          folding the merged events decides: {merged}\n  \
          merging per-stream folds decides:  {parts}\n\
-         Fix `merge`, or remove `PER_STREAM` (the executor would decide on the second).",
-        command.name()
+         Fix its `Fold::merge`, or remove its `PER_STREAM` (the executor would decide on the second).",
+        command.name(),
+        std::any::type_name::<C::State>()
     );
 }
 
 fn fold<C: Command>(history: &[Recorded<C::Event>], streams: &[StreamId]) -> C::State {
     let mut state = C::State::default();
     for event in history.iter().filter(|e| streams.contains(&e.stream_id)) {
-        C::apply(&mut state, event);
+        state.apply(event);
     }
     state
 }
@@ -495,11 +498,40 @@ mod tests {
         StreamId::new(s).unwrap()
     }
 
+    /// Balances per stream, and the order events were folded in.
     #[derive(Clone, Default, Debug)]
     struct Balances {
         per_stream: HashMap<StreamId, i64>,
         order: Vec<(StreamId, u64)>,
+    }
+
+    impl Fold<Ev> for Balances {
+        fn apply(&mut self, e: &Recorded<Ev>) {
+            self.order
+                .push((e.stream_id.clone(), e.stream_version.get()));
+            let b = self.per_stream.entry(e.stream_id.clone()).or_default();
+            match e.event {
+                Ev::Deposited(n) => *b += i64::from(n),
+                Ev::Withdrawn(n) => *b -= i64::from(n),
+                _ => {}
+            }
+        }
+    }
+
+    /// Balances, and the streams that links named.
+    #[derive(Clone, Default, Debug)]
+    struct Linked {
+        balances: Balances,
         linked: Vec<StreamId>,
+    }
+
+    impl Fold<Ev> for Linked {
+        fn apply(&mut self, e: &Recorded<Ev>) {
+            if let Ev::Linked(name) = &e.event {
+                self.linked.push(sid(name));
+            }
+            self.balances.apply(e);
+        }
     }
 
     struct Transfer {
@@ -513,17 +545,6 @@ mod tests {
         type Streams = [StreamId; 2];
         fn streams(&self) -> [StreamId; 2] {
             [self.from.clone(), self.to.clone()]
-        }
-        fn apply(state: &mut Balances, e: &Recorded<Ev>) {
-            state
-                .order
-                .push((e.stream_id.clone(), e.stream_version.get()));
-            let b = state.per_stream.entry(e.stream_id.clone()).or_default();
-            match e.event {
-                Ev::Deposited(n) => *b += i64::from(n),
-                Ev::Withdrawn(n) => *b -= i64::from(n),
-                _ => {}
-            }
         }
         fn handle<'x>(
             &self,
@@ -624,23 +645,17 @@ mod tests {
     }
     impl Command for FollowLinks {
         type Event = Ev;
-        type State = Balances;
+        type State = Linked;
         type Streams = StreamId;
         fn streams(&self) -> StreamId {
             self.hub.clone()
         }
-        fn apply(state: &mut Balances, e: &Recorded<Ev>) {
-            if let Ev::Linked(name) = &e.event {
-                state.linked.push(sid(name));
-            }
-            Transfer::apply(state, e);
-        }
-        fn discover(&self, state: &Balances) -> Vec<StreamId> {
+        fn discover(&self, state: &Linked) -> Vec<StreamId> {
             state.linked.clone()
         }
         fn handle<'x>(
             &self,
-            state: &Balances,
+            state: &Linked,
             _hub: StreamRef<'x>,
             out: &mut Emit<'x, Ev>,
         ) -> Result<(), CommandError> {
@@ -648,7 +663,7 @@ mod tests {
                 let token = out
                     .stream(linked)
                     .ok_or_else(|| CommandError::InvalidState(format!("{linked} not read")))?;
-                let balance = state.per_stream.get(linked).copied().unwrap_or(0);
+                let balance = state.balances.per_stream.get(linked).copied().unwrap_or(0);
                 out.append(token, Ev::Withdrawn(balance as u32));
             }
             Ok(())
@@ -675,7 +690,6 @@ mod tests {
         type State = ();
         type Streams = ();
         fn streams(&self) {}
-        fn apply(_: &mut (), _: &Recorded<Ev>) {}
         fn discover(&self, _: &()) -> Vec<StreamId> {
             vec![StreamId::new(format!("s-{}", EventId::generate())).unwrap()]
         }
@@ -709,32 +723,39 @@ mod tests {
         assert!(h.windows(2).all(|w| w[0].event_id < w[1].event_id));
     }
 
-    /// Counts events across its streams; claims PER_STREAM with a correct or a broken merge.
+    /// Counts events across streams; claims PER_STREAM with a correct or a broken merge.
+    #[derive(Clone, Default, Debug)]
+    struct Count<const CORRECT: bool>(u32);
+
+    impl<const CORRECT: bool> Fold<Ev> for Count<CORRECT> {
+        const PER_STREAM: bool = true;
+        fn apply(&mut self, _: &Recorded<Ev>) {
+            self.0 += 1;
+        }
+        fn merge(&mut self, part: &Self) {
+            // The broken variant forgets to add: a state that is not a merge of its parts.
+            self.0 = if CORRECT { self.0 + part.0 } else { part.0 };
+        }
+    }
+
+    /// Writes the count of its streams' events.
     struct Tally<const CORRECT: bool> {
         streams: [StreamId; 2],
     }
     impl<const CORRECT: bool> Command for Tally<CORRECT> {
         type Event = Ev;
-        type State = u32;
+        type State = Count<CORRECT>;
         type Streams = [StreamId; 2];
-        const PER_STREAM: bool = true;
         fn streams(&self) -> [StreamId; 2] {
             self.streams.clone()
         }
-        fn apply(count: &mut u32, _: &Recorded<Ev>) {
-            *count += 1;
-        }
-        fn merge(count: &mut u32, part: &u32) {
-            // The broken variant forgets to add: a state that is not a merge of its parts.
-            *count = if CORRECT { *count + part } else { *part };
-        }
         fn handle<'x>(
             &self,
-            count: &u32,
+            count: &Count<CORRECT>,
             [a, _]: [StreamRef<'x>; 2],
             out: &mut Emit<'x, Ev>,
         ) -> Result<(), CommandError> {
-            out.append(a, Ev::Deposited(*count));
+            out.append(a, Ev::Deposited(count.0));
             Ok(())
         }
     }

@@ -16,7 +16,9 @@
 //!   chosen calls, for chaos tests of the executor.
 //!
 //! ```
-//! use crossfold_core::{Command, CommandError, DomainEvent, Emit, Recorded, StreamId, StreamRef};
+//! use crossfold_core::{
+//!     Command, CommandError, DomainEvent, Emit, Fold, Recorded, StreamId, StreamRef,
+//! };
 //! use crossfold_testkit::CommandTest;
 //! use serde::{Deserialize, Serialize};
 //!
@@ -28,16 +30,21 @@
 //!     }
 //! }
 //!
+//! #[derive(Clone, Default)]
+//! struct Door { open: bool }
+//! impl Fold<DoorEvent> for Door {
+//!     fn apply(&mut self, e: &Recorded<DoorEvent>) { self.open = e.event == DoorEvent::Opened; }
+//! }
+//!
 //! struct Open { door: StreamId }
 //! impl Command for Open {
 //!     type Event = DoorEvent;
-//!     type State = bool; // is it open?
+//!     type State = Door;
 //!     type Streams = StreamId;
 //!     fn streams(&self) -> StreamId { self.door.clone() }
-//!     fn apply(open: &mut bool, e: &Recorded<DoorEvent>) { *open = e.event == DoorEvent::Opened; }
-//!     fn handle<'x>(&self, open: &bool, door: StreamRef<'x>, out: &mut Emit<'x, DoorEvent>)
+//!     fn handle<'x>(&self, state: &Door, door: StreamRef<'x>, out: &mut Emit<'x, DoorEvent>)
 //!         -> Result<(), CommandError> {
-//!         if *open {
+//!         if state.open {
 //!             return Err(CommandError::rejected("already_open", "the door is open"));
 //!         }
 //!         out.append(door, DoorEvent::Opened);

@@ -1,5 +1,5 @@
 // A stream token is branded with the lifetime of one execution: it cannot be kept for later.
-use crossfold_core::{Command, CommandError, DomainEvent, Emit, Recorded, StreamId, StreamRef};
+use crossfold_core::{Command, CommandError, DomainEvent, Emit, StreamId, StreamRef};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
@@ -26,8 +26,6 @@ impl Command for Hoarder {
     fn streams(&self) -> StreamId {
         self.declared.clone()
     }
-
-    fn apply(_: &mut (), _: &Recorded<Touched>) {}
 
     fn handle<'x>(
         &self,

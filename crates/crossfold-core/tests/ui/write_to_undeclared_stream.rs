@@ -1,6 +1,6 @@
 // A command may only append through the tokens the executor hands out for its declared
 // streams; a raw `StreamId` is not accepted.
-use crossfold_core::{Command, CommandError, DomainEvent, Emit, Recorded, StreamId, StreamRef};
+use crossfold_core::{Command, CommandError, DomainEvent, Emit, StreamId, StreamRef};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -24,8 +24,6 @@ impl Command for Sneaky {
     fn streams(&self) -> StreamId {
         self.declared.clone()
     }
-
-    fn apply(_: &mut (), _: &Recorded<Touched>) {}
 
     fn handle<'x>(
         &self,

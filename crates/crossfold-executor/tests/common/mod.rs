@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use crossfold_core::{
-    Command, CommandError, DomainEvent, Emit, EventStore, Json, Recorded, StreamId, StreamRef,
-    StreamVersion, Upcasters,
+    Command, CommandError, DomainEvent, Emit, EventStore, Fold, Json, Recorded, StreamId,
+    StreamRef, StreamVersion, Upcasters,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,19 +43,13 @@ impl Balances {
             .find(|(s, _)| s == stream)
             .map_or(0, |(_, b)| *b)
     }
+}
 
-    /// Balances are per stream, so parts folded from single streams simply add up.
-    pub(crate) fn merge(&mut self, part: &Balances) {
-        self.events += part.events;
-        for (stream, balance) in &part.by_stream {
-            match self.by_stream.iter_mut().find(|(s, _)| s == stream) {
-                Some((_, b)) => *b += balance,
-                None => self.by_stream.push((stream.clone(), *balance)),
-            }
-        }
-    }
-
-    pub(crate) fn fold(&mut self, event: &Recorded<Ledger>) {
+/// Every ledger command decides on [`Balances`] and shares this fold. The state is a union of
+/// per-stream parts but does not say so, so these commands exercise the executor's
+/// per-combination caches; [`PerStreamBalances`] is the same state declaring it.
+impl Fold<Ledger> for Balances {
+    fn apply(&mut self, event: &Recorded<Ledger>) {
         self.events += 1;
         let delta = match event.event {
             Ledger::Credited { amount } => amount,
@@ -73,6 +67,27 @@ impl Balances {
     }
 }
 
+/// [`Balances`], declared a union of per-stream parts (`PER_STREAM`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PerStreamBalances(pub(crate) Balances);
+
+impl Fold<Ledger> for PerStreamBalances {
+    const PER_STREAM: bool = true;
+    fn apply(&mut self, event: &Recorded<Ledger>) {
+        self.0.apply(event);
+    }
+    /// Balances are per stream, so parts folded from single streams simply add up.
+    fn merge(&mut self, part: &Self) {
+        self.0.events += part.0.events;
+        for (stream, balance) in &part.0.by_stream {
+            match self.0.by_stream.iter_mut().find(|(s, _)| s == stream) {
+                Some((_, b)) => *b += balance,
+                None => self.0.by_stream.push((stream.clone(), *balance)),
+            }
+        }
+    }
+}
+
 pub(crate) struct Credit {
     pub(crate) account: StreamId,
     pub(crate) amount: i64,
@@ -84,9 +99,6 @@ impl Command for Credit {
     type Streams = StreamId;
     fn streams(&self) -> StreamId {
         self.account.clone()
-    }
-    fn apply(state: &mut Balances, event: &Recorded<Ledger>) {
-        state.fold(event);
     }
     fn handle<'x>(
         &self,
@@ -115,9 +127,6 @@ impl Command for Debit {
     type Streams = StreamId;
     fn streams(&self) -> StreamId {
         self.account.clone()
-    }
-    fn apply(state: &mut Balances, event: &Recorded<Ledger>) {
-        state.fold(event);
     }
     fn handle<'x>(
         &self,
@@ -156,9 +165,6 @@ impl Command for Move {
     fn streams(&self) -> [StreamId; 2] {
         [self.from.clone(), self.to.clone()]
     }
-    fn apply(state: &mut Balances, event: &Recorded<Ledger>) {
-        state.fold(event);
-    }
     fn handle<'x>(
         &self,
         state: &Balances,
@@ -196,9 +202,6 @@ impl Command for Count {
     fn streams(&self) -> Vec<StreamId> {
         self.streams.clone()
     }
-    fn apply(state: &mut Balances, event: &Recorded<Ledger>) {
-        state.fold(event);
-    }
     fn handle<'x>(
         &self,
         state: &Balances,
@@ -218,38 +221,31 @@ pub(crate) async fn balance<S: EventStore>(store: &S, stream: &StreamId) -> i64 
         .unwrap();
     let mut state = Balances::default();
     for raw in &read.events {
-        state.fold(&Upcasters::new().decode(&Json, raw).unwrap());
+        state.apply(&Upcasters::new().decode(&Json, raw).unwrap());
     }
     state.of(stream)
 }
 
-/// Runs a ledger command with per-stream state caching.
+/// Runs a ledger command with per-stream state caching: on [`PerStreamBalances`].
 pub(crate) struct PerStream<C>(pub(crate) C);
 
 impl<C: Command<Event = Ledger, State = Balances>> Command for PerStream<C> {
     type Event = Ledger;
-    type State = Balances;
+    type State = PerStreamBalances;
     type Streams = C::Streams;
-    const PER_STREAM: bool = true;
     fn streams(&self) -> C::Streams {
         self.0.streams()
     }
-    fn apply(state: &mut Balances, event: &Recorded<Ledger>) {
-        C::apply(state, event)
-    }
-    fn merge(state: &mut Balances, part: &Balances) {
-        state.merge(part)
-    }
     fn handle<'x>(
         &self,
-        state: &Balances,
+        state: &PerStreamBalances,
         streams: <C::Streams as crossfold_core::StreamSet>::Tokens<'x>,
         out: &mut Emit<'x, Ledger>,
     ) -> Result<(), CommandError> {
-        self.0.handle(state, streams, out)
+        self.0.handle(&state.0, streams, out)
     }
-    fn discover(&self, state: &Balances) -> Vec<StreamId> {
-        self.0.discover(state)
+    fn discover(&self, state: &PerStreamBalances) -> Vec<StreamId> {
+        self.0.discover(&state.0)
     }
     fn expects_new(&self, stream: &StreamId) -> bool {
         self.0.expects_new(stream)
