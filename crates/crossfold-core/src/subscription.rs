@@ -47,7 +47,8 @@ impl Default for SubscriptionOptions {
 }
 
 impl SubscriptionOptions {
-    /// Every event (but those of system streams), from the beginning.
+    /// Every event of every application stream (as [`LogFilter::all`]: system streams are left
+    /// out), from the beginning.
     pub fn all() -> Self {
         Self::default()
     }
