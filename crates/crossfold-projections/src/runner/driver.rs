@@ -261,7 +261,12 @@ where
                 State::Holding(held, Some(record))
             }
             Err(Step::Lost) => State::Lost(held.lease),
-            Err(Step::Retry) => State::BackingOff(held),
+            Err(Step::Retry) => {
+                // The reset may have committed before the error reached us: read from the
+                // record's checkpoint again rather than on from where the old generation was.
+                held.subscription = None;
+                State::BackingOff(held)
+            }
             Err(Step::Failed) => {
                 held.failed_at = Some(record.control_seq);
                 State::Holding(held, Some(record))
