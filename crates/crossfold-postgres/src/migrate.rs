@@ -5,10 +5,10 @@
 //!   `default_transaction_isolation`), with a `lock_timeout`, so a migration waiting for a table
 //!   lock gives up instead of queueing every append behind it. A file whose first line is
 //!   `-- crossfold:no-transaction` runs outside any transaction, statement by statement (for
-//!   `CREATE INDEX CONCURRENTLY`); such a file holds no dollar-quoted bodies, and stays valid
-//!   with every ` CONCURRENTLY` removed: that is how it runs, in a transaction, on a store
-//!   that the same call created (its log is empty, and a concurrent build would only wait for
-//!   every older transaction in the database).
+//!   `CREATE INDEX CONCURRENTLY`); such a file stays valid with every ` CONCURRENTLY` removed:
+//!   that is how it runs, in a transaction, on a store that the same call created (its log is
+//!   empty, and a concurrent build would only wait for every older transaction in the
+//!   database).
 //! * Migrators take turns under a session-level advisory lock held on a connection taken out
 //!   of the pool, so an abandoned call releases it by closing that connection.
 //! * Checksums cover the SQL without its comments and with whitespace collapsed, so editing a
@@ -26,6 +26,10 @@ use tokio_postgres::IsolationLevel;
 
 use crate::error::{classify, classify_pool};
 use crate::sql::quoted;
+
+mod script;
+
+use script::{canonical, statements};
 
 /// The first line of a migration that must run outside a transaction.
 #[cfg(test)]
@@ -237,110 +241,6 @@ impl From<tokio_postgres::Error> for PgMigrationError {
     fn from(value: tokio_postgres::Error) -> Self {
         PgMigrationError::Store(classify(value))
     }
-}
-
-/// The SQL as its checksum sees it: comments removed and whitespace collapsed, so neither a
-/// reworded comment nor a CRLF checkout changes it. Quoted strings and identifiers are kept
-/// as they are. (Backslash escapes in `E'...'` strings are not understood: migrations do not
-/// use them.)
-pub(crate) fn canonical(sql: &str) -> String {
-    let bytes = sql.as_bytes();
-    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
-    let mut space = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        let next = bytes.get(i + 1).copied();
-        if c == b'-' && next == Some(b'-') {
-            while i < bytes.len() && bytes[i] != b'\n' {
-                i += 1;
-            }
-            space = true;
-            continue;
-        }
-        if c == b'/' && next == Some(b'*') {
-            // Block comments nest in PostgreSQL.
-            let mut depth = 0usize;
-            while i < bytes.len() {
-                if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
-                    depth += 1;
-                    i += 2;
-                } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            space = true;
-            continue;
-        }
-        if c.is_ascii_whitespace() {
-            space = true;
-            i += 1;
-            continue;
-        }
-        if space && !out.is_empty() {
-            out.push(b' ');
-        }
-        space = false;
-        if c == b'\'' || c == b'"' {
-            // Copied verbatim up to the closing quote (a doubled quote is part of the text).
-            out.push(c);
-            i += 1;
-            while i < bytes.len() {
-                out.push(bytes[i]);
-                if bytes[i] == c {
-                    if bytes.get(i + 1) == Some(&c) {
-                        out.push(c);
-                        i += 2;
-                        continue;
-                    }
-                    i += 1;
-                    break;
-                }
-                i += 1;
-            }
-            continue;
-        }
-        out.push(c);
-        i += 1;
-    }
-    // Only ASCII bytes were removed, so the rest is still UTF-8.
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The statements of a migration that runs outside a transaction, split at top-level `;`.
-fn statements(sql: &str) -> Vec<String> {
-    let text = canonical(sql);
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut quote: Option<char> = None;
-    for c in text.chars() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '\'' || c == '"' => quote = Some(c),
-            None if c == ';' => {
-                let statement = current.trim();
-                if !statement.is_empty() {
-                    out.push(statement.to_owned());
-                }
-                current.clear();
-                continue;
-            }
-            None => {}
-        }
-        current.push(c);
-    }
-    let statement = current.trim();
-    if !statement.is_empty() {
-        out.push(statement.to_owned());
-    }
-    out
 }
 
 /// What the database records: the schema, and its migrations.
@@ -830,13 +730,6 @@ mod tests {
                 "migration {} declares its transaction mode on its first line",
                 m.version
             );
-            if !m.transactional {
-                assert!(
-                    !m.sql.contains('$'),
-                    "migration {} cannot be split",
-                    m.version
-                );
-            }
         }
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(
@@ -850,28 +743,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn comments_and_line_endings_do_not_count() {
-        let shipped = "-- A comment.\nCREATE TABLE t (a int); -- why\n/* block /* nested */ */\nSELECT '--kept'  , \"x  y\";\n";
-        let edited = "-- A reworded comment.\r\nCREATE TABLE t (a int);\r\n\r\nSELECT '--kept' , \"x  y\"; -- new\r\n";
-        assert_eq!(canonical(shipped), canonical(edited));
-        assert_eq!(
-            canonical(shipped),
-            "CREATE TABLE t (a int); SELECT '--kept' , \"x  y\";"
-        );
-        assert_ne!(canonical("SELECT 'a  b'"), canonical("SELECT 'a b'"));
-        assert_ne!(canonical("SELECT 1"), canonical("SELECT 2"));
-    }
-
-    #[test]
-    fn a_no_transaction_migration_splits_into_its_statements() {
-        let sql = "-- crossfold:no-transaction\n-- Why; with a semicolon.\nDROP INDEX CONCURRENTLY IF EXISTS a;\nCREATE INDEX CONCURRENTLY a ON t (split_part(s, ';', 1));\n";
-        assert_eq!(
-            statements(sql),
-            [
-                "DROP INDEX CONCURRENTLY IF EXISTS a",
-                "CREATE INDEX CONCURRENTLY a ON t (split_part(s, ';', 1))"
-            ]
-        );
+    /// Databases migrated by earlier builds recorded these checksums (of each migration's
+    /// canonical text, and of the whole file): if one changed, every such database would
+    /// refuse this build. Hashed by the server, as `migrate` does.
+    #[tokio::test]
+    async fn shipped_migrations_keep_their_checksums() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot reach PostgreSQL at {url} ({e}); set DATABASE_URL to a server")
+            });
+        tokio::spawn(connection);
+        let sums = checksums(&client).await.unwrap();
+        let expected = [
+            (
+                "ed4962a750cada59e618bd90693b715b24032c9dc688d463bbf7053025e71413",
+                "1c23000c49f876206f8b36cfa9e36e9bcffc833d1763f54976d52dfc2f14ef42",
+            ),
+            (
+                "2bc54648bbbe032f7c2a6ec9dc42c9991beb789c6f3c29f7028a0b1acac1a2dc",
+                "5cd0becb0d918d78c0525e2a8464c657510774fcd22f149f5a79bd1231faeb17",
+            ),
+            (
+                "903db88bc655e52e7c38d45b06adc1cf3454f58d2a7afce3304382d87875084e",
+                "ac9a32fcefd371b44735ad542dec4e59a22e5e79b164ab01ab21541351341552",
+            ),
+            (
+                "68e75444e8bc18fa8ca56378d07c4666cf8e16a79d837a96dc9cbe55b16f0e42",
+                "aa9668a4b3bb02aaf5678ddd8650e0e4f37575df05ce2394552c25372a6dfc65",
+            ),
+            (
+                "82219c168fc78e987f7acb1b56fd2efa9429091f58d3e17f64c2be64901dcc82",
+                "905b4de1631a241b7c372a3325a1e31e796fce992804d1913e83954e54f0e601",
+            ),
+        ];
+        assert_eq!(sums.len(), MIGRATIONS.len());
+        for ((m, (canonical, whole)), (pinned_canonical, pinned_whole)) in
+            MIGRATIONS.iter().zip(&sums).zip(expected)
+        {
+            assert_eq!(
+                (canonical.as_str(), whole.as_str()),
+                (pinned_canonical, pinned_whole),
+                "migration {} ({})",
+                m.version,
+                m.name
+            );
+        }
     }
 }
