@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use crossfold_core::StoreError;
+use crossfold_core::{Backoff, StoreError};
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::IsolationLevel;
 
@@ -537,6 +537,10 @@ pub(crate) async fn status(
     })
 }
 
+/// The pauses between two tries for another migrator's advisory lock: from 10 ms, doubling up to
+/// 200 ms, without jitter.
+const LOCK_POLL: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
+
 /// Applies the missing migrations up to `target` (all when `None`) to `schema`, each in a
 /// transaction of its own (or none, see the module docs), while holding the schema's advisory
 /// lock, so concurrent migrators take turns and the second finds nothing left to do.
@@ -553,7 +557,7 @@ pub(crate) async fn migrate(
     // Keyed by schema, so stores in different schemas migrate independently. Polled rather
     // than waited for: a statement waiting for the lock is a transaction, and CREATE INDEX
     // CONCURRENTLY in the lock holder waits for every transaction to end — a deadlock.
-    let mut pause = Duration::from_millis(10);
+    let mut pauses = LOCK_POLL.delays();
     loop {
         let row = client
             .query_one(
@@ -564,8 +568,7 @@ pub(crate) async fn migrate(
         if row.try_get::<_, bool>(0)? {
             break;
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
+        tokio::time::sleep(pauses.next_delay()).await;
     }
     // A migration may rightly take longer than the application's statement timeout (an index
     // built over a large log); this connection is closed afterwards.
