@@ -20,12 +20,19 @@
 
 use std::time::Duration;
 
-use crossfold_core::StoreError;
+use crossfold_core::{Backoff, StoreError};
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::IsolationLevel;
 
-use crate::error::{classify, classify_pool};
+use crate::error::classify_pool;
 use crate::sql::quoted;
+
+mod access;
+mod report;
+
+use access::grants;
+pub(crate) use access::{check_log_order, grant_access};
+pub use report::{PgMigrationError, PgMigrationReport, PgMigrationStatus};
 
 mod script;
 
@@ -122,126 +129,6 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         legacy_checksums: &[],
     },
 ];
-
-/// The tables the application role may insert into and update: projections' checkpoints,
-/// leases, control state and dead letters (from migration 4 on).
-const APP_WRITABLE_TABLES: &str = "projections, projection_dead_letters";
-
-/// The functions the application role may call (besides reading every table of the schema).
-const APP_FUNCTIONS: &str = "append, append_one, check_log_order";
-
-/// The deadline functions the application role may call (from migration 5 on).
-const DEADLINE_FUNCTIONS: &str =
-    "schedule_deadline, cancel_deadline, claim_deadlines, complete_deadline";
-
-/// What [`PgEventStore::migrate`](crate::PgEventStore::migrate) did or
-/// [`PgEventStore::check_schema`](crate::PgEventStore::check_schema) found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PgMigrationReport {
-    /// The migrations applied by this call, in order (empty when the schema was up to date).
-    pub applied: Vec<u32>,
-    /// The schema's version afterwards: the highest migration recorded in it.
-    pub version: u32,
-    /// Migrations recorded in the database that this build does not know, all compatible
-    /// with it (a newer build migrated the schema; see [`PgMigration::is_breaking`]).
-    pub newer: Vec<u32>,
-}
-
-/// Where a schema's migrations stand, from
-/// [`PgEventStore::migration_status`](crate::PgEventStore::migration_status): what is applied,
-/// what this build would apply, and what a newer build added.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PgMigrationStatus {
-    /// Whether the schema exists at all.
-    pub schema_exists: bool,
-    /// The schema's version: the highest migration recorded in it (0: none).
-    pub version: u32,
-    /// The known migrations recorded in the schema, with when each was applied (as
-    /// PostgreSQL prints a `timestamptz` in JSON), in order.
-    pub applied: Vec<(u32, Option<String>)>,
-    /// The migrations [`migrate`](crate::PgEventStore::migrate) would apply, in order.
-    pub pending: Vec<u32>,
-    /// Migrations recorded by a newer build that this one does not know, all compatible.
-    pub newer: Vec<u32>,
-}
-
-/// Why migrating refused or failed. A refusal changed nothing; a failure rolled back the
-/// migration that failed (earlier ones in the same call stay applied).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PgMigrationError {
-    /// A recorded migration differs from the embedded one with the same number: the database
-    /// was migrated by a different build, or the migration was edited after it was applied.
-    #[error(
-        "migration {version} ({name}) recorded in the database has checksum {recorded}, \
-         but this build's has {embedded}; refusing to migrate"
-    )]
-    ChecksumMismatch {
-        /// The migration's number.
-        version: u32,
-        /// Its embedded name.
-        name: &'static str,
-        /// The checksum recorded in the database.
-        recorded: String,
-        /// The checksum of the embedded SQL.
-        embedded: String,
-    },
-    /// The database records a name for a known migration number that differs from this
-    /// build's: the histories have diverged.
-    #[error(
-        "the database records migration {version} as {name:?}, which this build does \
-         not have; refusing to migrate"
-    )]
-    Unknown {
-        /// The migration's number.
-        version: u32,
-        /// Its recorded name.
-        name: String,
-    },
-    /// The database records a breaking migration this build does not know: a newer build
-    /// changed the schema in a way this one cannot work with.
-    #[error(
-        "the database records migration {version} ({name}), a breaking change made by a \
-         newer build; this build cannot use the schema"
-    )]
-    Incompatible {
-        /// The migration's number.
-        version: u32,
-        /// Its recorded name.
-        name: String,
-    },
-    /// The recorded migrations skip one that this build knows: the history has a hole.
-    #[error("the database records later migrations but not {version}; refusing to migrate")]
-    Missing {
-        /// The migration that was never applied although later ones were.
-        version: u32,
-    },
-    /// The schema lacks migrations this build needs (from
-    /// [`check_schema`](crate::PgEventStore::check_schema)): the schema's owner must run
-    /// [`migrate`](crate::PgEventStore::migrate).
-    #[error(
-        "the schema is at version {version} and lacks migrations {pending:?}; run \
-         PgEventStore::migrate() as the schema's owner"
-    )]
-    Pending {
-        /// The schema's version (0: not created).
-        version: u32,
-        /// The migrations to apply.
-        pending: Vec<u32>,
-    },
-    /// The database could not be reached or failed. A lock held by other work for longer
-    /// than the lock timeout is [`StoreError::Timeout`]: try again later.
-    #[error("migration failed: {0}")]
-    Store(#[from] StoreError),
-}
-
-impl From<tokio_postgres::Error> for PgMigrationError {
-    fn from(value: tokio_postgres::Error) -> Self {
-        PgMigrationError::Store(classify(value))
-    }
-}
 
 /// What the database records: the schema, and its migrations.
 struct Recorded {
@@ -437,6 +324,10 @@ pub(crate) async fn status(
     })
 }
 
+/// The pauses between two tries for another migrator's advisory lock: from 10 ms, doubling up to
+/// 200 ms, without jitter.
+const LOCK_POLL: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
+
 /// Applies the missing migrations up to `target` (all when `None`) to `schema`, each in a
 /// transaction of its own (or none, see the module docs), while holding the schema's advisory
 /// lock, so concurrent migrators take turns and the second finds nothing left to do.
@@ -453,7 +344,7 @@ pub(crate) async fn migrate(
     // Keyed by schema, so stores in different schemas migrate independently. Polled rather
     // than waited for: a statement waiting for the lock is a transaction, and CREATE INDEX
     // CONCURRENTLY in the lock holder waits for every transaction to end — a deadlock.
-    let mut pause = Duration::from_millis(10);
+    let mut pauses = LOCK_POLL.delays();
     loop {
         let row = client
             .query_one(
@@ -464,8 +355,7 @@ pub(crate) async fn migrate(
         if row.try_get::<_, bool>(0)? {
             break;
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
+        tokio::time::sleep(pauses.next_delay()).await;
     }
     // A migration may rightly take longer than the application's statement timeout (an index
     // built over a large log); this connection is closed afterwards.
@@ -618,91 +508,6 @@ async fn apply(
         check_log_order(client, schema).await?;
     }
     Ok(report)
-}
-
-/// The statements that let `role` use the store in `schema`: read every table, call the
-/// append functions and the log-order check, and (when the schema has them) write the
-/// projections' tables and call the deadline functions, nothing else.
-fn grants(schema: &str, role: &str, projections: bool, deadlines: bool) -> String {
-    let q = quoted(schema);
-    let r = quoted(role);
-    let functions: Vec<String> = APP_FUNCTIONS
-        .split(", ")
-        .chain(DEADLINE_FUNCTIONS.split(", ").filter(|_| deadlines))
-        .map(|f| format!("{q}.{f}"))
-        .collect();
-    let mut sql = format!(
-        "GRANT USAGE ON SCHEMA {q} TO {r}; \
-         GRANT SELECT ON ALL TABLES IN SCHEMA {q} TO {r}; \
-         GRANT EXECUTE ON FUNCTION {} TO {r}",
-        functions.join(", ")
-    );
-    if projections {
-        let tables: Vec<String> = APP_WRITABLE_TABLES
-            .split(", ")
-            .map(|t| format!("{q}.{t}"))
-            .collect();
-        sql.push_str(&format!(
-            "; GRANT INSERT, UPDATE ON TABLE {} TO {r}",
-            tables.join(", ")
-        ));
-    }
-    sql
-}
-
-/// Grants `role` what an application role needs on the migrated store in `schema`.
-pub(crate) async fn grant_access(
-    pool: &Pool,
-    schema: &str,
-    role: &str,
-) -> Result<(), PgMigrationError> {
-    let client = pool.get().await.map_err(classify_pool)?;
-    let row = client
-        .query_one(
-            "SELECT to_regclass(format('%I.projections', $1::text)) IS NOT NULL, \
-                    to_regclass(format('%I.deadlines', $1::text)) IS NOT NULL",
-            &[&schema],
-        )
-        .await?;
-    let projections: bool = row.try_get(0)?;
-    let deadlines: bool = row.try_get(1)?;
-    client
-        .batch_execute(&grants(schema, role, projections, deadlines))
-        .await?;
-    Ok(())
-}
-
-/// Runs the log-order check (see migration 0002), starting a new log epoch if the store was
-/// moved to another cluster or timeline. Returns whether it did.
-pub(crate) async fn check_log_order(
-    client: &tokio_postgres::Client,
-    schema: &str,
-) -> Result<bool, StoreError> {
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT epoch, advanced FROM {}.check_log_order()",
-                quoted(schema)
-            ),
-            &[],
-        )
-        .await
-        .map_err(classify)?;
-    let epoch: i32 = row
-        .try_get(0)
-        .map_err(|e| StoreError::Backend(Box::new(e)))?;
-    let advanced: bool = row
-        .try_get(1)
-        .map_err(|e| StoreError::Backend(Box::new(e)))?;
-    if advanced {
-        tracing::warn!(
-            schema,
-            epoch,
-            "crossfold: the event log started a new epoch (the store moved to another cluster \
-             or timeline); positions of new events jump ahead so that no subscriber skips them"
-        );
-    }
-    Ok(advanced)
 }
 
 #[cfg(test)]
