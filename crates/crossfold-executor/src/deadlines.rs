@@ -13,7 +13,8 @@ use metrics::{counter, gauge};
 
 use crate::context::ExecutionContext;
 use crate::error::Error;
-use crate::executor::{Executed, Executor};
+use crate::execute::Executor;
+use crate::executed::Executed;
 use crate::keyed::Idempotent;
 
 /// What to do when a deadline is due: build its command from the deadline and run it through

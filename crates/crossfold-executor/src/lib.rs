@@ -84,20 +84,27 @@
 //! sizes, the authorizer and the codec are [`ExecutorBuilder`] options, and who is asking and why
 //! travels in the [`ExecutionContext`].
 
+// An execution goes one way: `execute` (span, metrics, authorization, time limit) → `retry`
+// (the loop over attempts) → `attempt`, `load`, `doubt`, `idempotency` → the store.
+mod attempt;
 mod cache;
 mod context;
 mod deadlines;
+mod doubt;
 mod error;
-mod executor;
+mod execute;
+mod executed;
+mod idempotency;
 mod keyed;
+mod load;
 mod locks;
 mod metrics;
 mod retry;
-mod view;
 
 pub use context::{Actor, ActorPermissions, Authorizer, Denied, ExecutionContext};
 pub use deadlines::{DeadlineHandler, DeadlineWorker, Firing, PollReport};
 pub use error::Error;
-pub use executor::{Executed, Executor, ExecutorBuilder};
+pub use execute::{Executor, ExecutorBuilder};
+pub use executed::Executed;
 pub use keyed::Idempotent;
 pub use retry::RetryPolicy;
