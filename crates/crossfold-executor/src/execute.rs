@@ -201,6 +201,10 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
     /// refusal — was made on a state in which all streams read were at versions that
     /// coexisted.
     ///
+    /// With an [idempotency key](ExecutionContext::idempotency_key) in `context`, an execution
+    /// whose key an earlier one already used never writes: where it would, it returns that
+    /// execution's outcome ([`Executed::replayed`]).
+    ///
     /// On any error nothing was written, except [`Error::OutcomeUnknown`] and
     /// [`Error::Timeout`] ([`Error::may_have_written`]). An append that fails without telling
     /// whether it committed is looked up (by its event ids) before anything is decided again,

@@ -1,4 +1,4 @@
-//! Idempotency: an execution of a command with a key also appends, in the same atomic
+//! Idempotency: an execution whose context carries a key also appends, in the same atomic
 //! append, a record of what it wrote to the new system stream `$idempotency-<key>`. A second
 //! execution with that key conflicts on the record's stream and returns the outcome it
 //! records instead of writing again — across processes too, since the store decides.

@@ -65,12 +65,11 @@
 //! `Command` has three required items (`streams`, `apply`, `handle`); everything else has a
 //! default that costs nothing when unused. Some of those defaults are about how the executor
 //! runs a command rather than what it decides — `PER_STREAM`/`merge` and `expects_new` are cache
-//! hints, `required_permission` feeds the [`Authorizer`], `idempotency_key` the
-//! de-duplication — and a tower-like design would move them out of the trait. They stay, for
-//! three reasons:
+//! hints, `required_permission` feeds the [`Authorizer`] — and a tower-like design would move
+//! them out of the trait. They stay, for three reasons:
 //!
 //! * Rust has no specialization: an executor generic over `C: Command` cannot ask whether `C`
-//!   also implements an opt-in trait (`PerStream`, `Idempotent`). Opt-in traits would need a
+//!   also implements an opt-in trait (a `PerStream`, say). Opt-in traits would need a
 //!   separate `execute_*` method per combination of capabilities, or a registry keyed by type
 //!   that turns a compile-time property into a run-time lookup on the hot path.
 //! * They are properties of the command *type* that the executor needs before it reads
@@ -82,7 +81,10 @@
 //!
 //! What is a policy of the *caller* is not on the command: retries, time limits, caches'
 //! sizes, the authorizer and the codec are [`ExecutorBuilder`] options, and who is asking and why
-//! travels in the [`ExecutionContext`].
+//! travels in the [`ExecutionContext`]. So does the idempotency key
+//! ([`ExecutionContext::idempotency_key`]): it names a request (a payment, the message a process
+//! manager handles, a deadline that fires), not a property of the command, so the caller gives it
+//! per execution and any command can run under one.
 
 // An execution goes one way: `execute` (span, metrics, authorization, time limit) → `retry`
 // (the loop over attempts) → `attempt`, `load`, `doubt`, `idempotency` → the store.
@@ -95,7 +97,6 @@ mod error;
 mod execute;
 mod executed;
 mod idempotency;
-mod keyed;
 mod load;
 mod locks;
 mod metrics;
@@ -106,5 +107,4 @@ pub use deadlines::{DeadlineHandler, DeadlineWorker, Firing, PollReport};
 pub use error::Error;
 pub use execute::{Executor, ExecutorBuilder};
 pub use executed::Executed;
-pub use keyed::Idempotent;
 pub use retry::RetryPolicy;

@@ -147,7 +147,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
         context: &ExecutionContext,
         metrics: &CommandMetrics,
     ) -> Result<Executed, Error> {
-        let marker = idempotency::marker_stream(command.idempotency_key().as_deref())?;
+        let marker = idempotency::marker_stream(context.idempotency_key.as_deref())?;
         let declared = ReadSet::of(command);
         // A stream the command expects to be new (named after a fresh id) is not shared with
         // other commands of this process; locking it would only add false collisions.
