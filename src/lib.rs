@@ -71,8 +71,8 @@ pub use crossfold_projections as projections;
 /// The names most programs need: `use crossfold::prelude::*;`.
 pub mod prelude {
     pub use crossfold_core::{
-        Command, CommandError, DomainEvent, Emit, EventStore, ExpectedVersion, Recorded, StreamId,
-        StreamRef, StreamVersion, SubscriptionExt, ValidationError,
+        Command, CommandError, DomainEvent, Emit, ErrorChain, EventStore, ExpectedVersion,
+        Recorded, StreamId, StreamRef, StreamVersion, SubscriptionExt, ValidationError,
     };
     pub use crossfold_executor::{Error, ExecutionContext, Executor};
     #[cfg(feature = "memory")]

@@ -430,8 +430,7 @@ impl ProjectionControl for DiesBeforeCommit {
     }
 }
 
-impl crossfold::core::checkpoint::CheckpointStore for DiesBeforeCommit {
-    type Unit = crossfold::memory::MemoryUnit;
+impl crossfold::core::checkpoint::Leases for DiesBeforeCommit {
     async fn acquire(
         &self,
         name: &str,
@@ -459,6 +458,17 @@ impl crossfold::core::checkpoint::CheckpointStore for DiesBeforeCommit {
     ) -> Result<(), crossfold::core::checkpoint::CheckpointError> {
         self.inner.release(lease).await
     }
+    async fn report(
+        &self,
+        lease: &crossfold::core::checkpoint::Lease,
+        status: &crossfold::core::checkpoint::ProjectionStatus,
+    ) -> Result<(), crossfold::core::checkpoint::CheckpointError> {
+        self.inner.report(lease, status).await
+    }
+}
+
+impl crossfold::core::checkpoint::UnitOfWork for DiesBeforeCommit {
+    type Unit = crossfold::memory::MemoryUnit;
     async fn begin(
         &self,
         lease: &crossfold::core::checkpoint::Lease,
@@ -475,13 +485,6 @@ impl crossfold::core::checkpoint::CheckpointStore for DiesBeforeCommit {
             std::future::pending::<()>().await;
         }
         self.inner.commit(lease, unit, commit).await
-    }
-    async fn report(
-        &self,
-        lease: &crossfold::core::checkpoint::Lease,
-        status: &crossfold::core::checkpoint::ProjectionStatus,
-    ) -> Result<(), crossfold::core::checkpoint::CheckpointError> {
-        self.inner.report(lease, status).await
     }
 }
 

@@ -236,7 +236,7 @@ mod section_5 {
                 println!("sorry: {message}")
             }
             Err(e) if e.may_have_written() => println!("may have been applied, look first: {e}"),
-            Err(e) if e.is_transient() => println!("busy, try again: {e}"),
+            Err(e) if e.is_retryable() => println!("busy, try again: {}", ErrorChain(&e)),
             Err(e) => return Err(e.into()),
         }
         Ok(())

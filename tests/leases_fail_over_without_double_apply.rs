@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crossfold::core::checkpoint::{
-    CheckpointCommit, CheckpointError, CheckpointStore, Lease, ProjectionControl,
+    CheckpointCommit, CheckpointError, Lease, ProjectionControl, UnitOfWork,
 };
 use crossfold::postgres::{PgCheckpoints, PgEventStore};
 use ledger::*;

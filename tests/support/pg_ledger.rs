@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crossfold::core::{
-    AppendRequest, DomainEvent, EventData, EventStore, ExpectedVersion, LogFilter, Payload,
-    Position, Recorded, StreamId,
+    AppendRequest, Backoff, DomainEvent, EventData, EventStore, ExpectedVersion, Jitter, LogFilter,
+    Payload, Position, Recorded, StreamId,
 };
 use crossfold::postgres::{PgCheckpoints, PgConfig, PgEventStore, PgUnit};
 use crossfold::projections::{
@@ -264,7 +264,10 @@ pub fn runner_options(owner: &str, ttl: Duration) -> RunnerOptions {
         .lease_ttl(ttl)
         .control_interval(Duration::from_millis(100))
         .status_interval(Duration::from_millis(200))
-        .retry_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .retry_backoff(
+            Backoff::new(Duration::from_millis(20), Duration::from_millis(200))
+                .jitter(Jitter::Equal),
+        )
 }
 
 /// Starts this test binary as a child running the ledger projection.

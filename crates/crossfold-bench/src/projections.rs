@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use crossfold_bench::bank::{BankEvent, account_stream};
 use crossfold_bench::{LoadOptions, Workload};
 use crossfold_core::checkpoint::{
-    CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter, Lease,
-    ProjectionControl, ProjectionRecord, ProjectionStatus,
+    CheckpointCommit, CheckpointError, ControlRequest, DeadLetter, Lease, Leases,
+    ProjectionControl, ProjectionRecord, ProjectionStatus, UnitOfWork,
 };
 use crossfold_core::{
     AppendRequest, EventData, EventStore, ExpectedVersion, LogFilter, Payload, Position, Recorded,
@@ -474,9 +474,7 @@ impl ProjectionControl for Timed {
     }
 }
 
-impl CheckpointStore for Timed {
-    type Unit = TimedUnit;
-
+impl Leases for Timed {
     async fn acquire(
         &self,
         name: &str,
@@ -495,6 +493,18 @@ impl CheckpointStore for Timed {
     async fn release(&self, lease: &Lease) -> Result<(), CheckpointError> {
         self.inner.release(lease).await
     }
+    async fn report(
+        &self,
+        lease: &Lease,
+        status: &ProjectionStatus,
+    ) -> Result<(), CheckpointError> {
+        self.inner.report(lease, status).await
+    }
+}
+
+impl UnitOfWork for Timed {
+    type Unit = TimedUnit;
+
     async fn begin(&self, lease: &Lease) -> Result<TimedUnit, CheckpointError> {
         Ok(TimedUnit {
             inner: self.inner.begin(lease).await?,
@@ -518,13 +528,6 @@ impl CheckpointStore for Timed {
             let _ = histogram.record(micros.max(1));
         }
         Ok(())
-    }
-    async fn report(
-        &self,
-        lease: &Lease,
-        status: &ProjectionStatus,
-    ) -> Result<(), CheckpointError> {
-        self.inner.report(lease, status).await
     }
 }
 

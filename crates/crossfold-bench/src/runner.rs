@@ -350,11 +350,11 @@ impl<S: EventStore + Clone + 'static> Task<S> {
         let mut events = 0u64;
         loop {
             match subscription.read_available().await {
-                Ok(batch) if batch.is_empty() => break,
-                Ok(batch) => events += batch.len() as u64,
+                Ok(batch) if batch.events.is_empty() => break,
+                Ok(batch) => events += batch.events.len() as u64,
                 Err(e) => {
                     return Outcome {
-                        error: Some(e.to_string()),
+                        error: Some(crossfold_core::ErrorChain(&e).to_string()),
                         ..Outcome::default()
                     };
                 }

@@ -2,17 +2,22 @@
 //! leases that let one process at a time run a projection, and the control state through which
 //! another process pauses, resumes or rebuilds it.
 //!
-//! A [`CheckpointStore`] hands out a *unit of work* ([`CheckpointStore::Unit`]) for each batch a
-//! projection applies: the handler writes its read model through it, and
-//! [`commit`](CheckpointStore::commit) stores the new checkpoint in the same unit — for
-//! PostgreSQL one transaction — so after a crash at any point the read model has applied every
-//! event exactly once. The commit checks the [`Lease`]'s fencing token: a process that lost its
-//! lease (paused by the garbage collector, cut off by the network) cannot commit over the
-//! process that took the projection over.
+//! A store has three jobs, one trait each:
 //!
-//! The control half ([`ProjectionControl`]) is what an operator's tool needs: list projections,
-//! read their status, and ask for a pause, resume, stop, reset or rebuild. Requests are stored;
-//! the process running the projection picks them up within its control interval.
+//! * [`UnitOfWork`] hands out a *unit of work* ([`UnitOfWork::Unit`]) for each batch a
+//!   projection applies: the handler writes its read model through it, and
+//!   [`commit`](UnitOfWork::commit) stores the new checkpoint in the same unit — for PostgreSQL
+//!   one transaction — so after a crash at any point the read model has applied every event
+//!   exactly once. The commit checks the [`Lease`]'s fencing token: a process that lost its
+//!   lease (paused by the garbage collector, cut off by the network) cannot commit over the
+//!   process that took the projection over.
+//! * [`Leases`] lets one process at a time run a projection: acquire, renew, release, and the
+//!   owner's status reports.
+//! * [`ProjectionControl`] is what an operator's tool needs: list projections, read their
+//!   status, and ask for a pause, resume, stop, reset or rebuild. Requests are stored; the
+//!   process running the projection picks them up within its control interval.
+//!
+//! [`CheckpointStore`] names the three together: what a projection runner is generic over.
 //!
 //! This module does no I/O: the memory and PostgreSQL stores implement it.
 
@@ -484,17 +489,22 @@ impl CheckpointError {
     }
 }
 
-/// Reading and steering projections from anywhere: what an operator's tool needs. Every
-/// [`CheckpointStore`] is one; the PostgreSQL one can be opened with only a URL and a schema.
+/// Reading and steering projections from anywhere: what an operator's tool needs, with no
+/// lease. Every [`CheckpointStore`] is one; the PostgreSQL one can be opened with only a URL and
+/// a schema.
 pub trait ProjectionControl: Send + Sync {
     /// Every projection the store knows, by name.
     fn list(&self) -> impl Future<Output = Result<Vec<ProjectionRecord>, CheckpointError>> + Send;
 
-    /// One projection (`None` if unknown).
+    /// One projection (`None` if unknown). By default it reads them all and picks one; stores
+    /// override it with a direct read.
     fn get(
         &self,
         name: &str,
-    ) -> impl Future<Output = Result<Option<ProjectionRecord>, CheckpointError>> + Send;
+    ) -> impl Future<Output = Result<Option<ProjectionRecord>, CheckpointError>> + Send {
+        let all = self.list();
+        async move { Ok(all.await?.into_iter().find(|r| r.name == name)) }
+    }
 
     /// Stores a request for the projection's runner and returns the record as updated.
     /// Creates the projection's record if it has none, so a projection can be paused before it
@@ -512,19 +522,13 @@ pub trait ProjectionControl: Send + Sync {
     ) -> impl Future<Output = Result<Vec<DeadLetter>, CheckpointError>> + Send;
 }
 
-/// Checkpoints committed with a read model's writes, leases and control state.
+/// The right to run a projection, one process at a time: what its owner does outside the unit
+/// of work.
 ///
-/// Implementations must guarantee (the contract suite in `crossfold-testkit` checks it):
-/// * a [`commit`](Self::commit) with a token other than the projection's current one is
-///   refused with [`CheckpointError::Fenced`], and then neither the checkpoint nor the unit's
-///   writes take effect;
-/// * a unit dropped without commit leaves nothing behind;
-/// * at most one unexpired lease exists per projection; acquiring one increments the token.
-pub trait CheckpointStore: ProjectionControl + Clone + 'static {
-    /// What a projection's handler writes its read model through; committed with the
-    /// checkpoint.
-    type Unit: Send;
-
+/// Implementations must guarantee (the contract suite in `crossfold-testkit` checks it) that at
+/// most one unexpired lease exists per projection, and that acquiring one increments the
+/// fencing token, so that [`UnitOfWork::commit`] can refuse the previous holder.
+pub trait Leases: Send + Sync {
     /// Takes the projection's lease for `owner` if no one else holds an unexpired one (creating
     /// its record if needed), for `ttl`, with a new token. An owner holding it already takes it
     /// again — a restarted process with a stable name need not wait for its old lease to
@@ -547,6 +551,26 @@ pub trait CheckpointStore: ProjectionControl + Clone + 'static {
     /// Gives a lease up so another process can take the projection at once.
     fn release(&self, lease: &Lease) -> impl Future<Output = Result<(), CheckpointError>> + Send;
 
+    /// Stores the owner's status report (ignored, without error, if the lease is stale).
+    fn report(
+        &self,
+        lease: &Lease,
+        status: &ProjectionStatus,
+    ) -> impl Future<Output = Result<(), CheckpointError>> + Send;
+}
+
+/// Checkpoints committed with a read model's writes: a unit of work per batch.
+///
+/// Implementations must guarantee (the contract suite in `crossfold-testkit` checks it):
+/// * a [`commit`](Self::commit) with a token other than the projection's current one is
+///   refused with [`CheckpointError::Fenced`], and then neither the checkpoint nor the unit's
+///   writes take effect;
+/// * a unit dropped without commit leaves nothing behind.
+pub trait UnitOfWork: Send + Sync {
+    /// What a projection's handler writes its read model through; committed with the
+    /// checkpoint.
+    type Unit: Send;
+
     /// Starts a unit of work for a batch of the lease's projection.
     fn begin(
         &self,
@@ -560,14 +584,14 @@ pub trait CheckpointStore: ProjectionControl + Clone + 'static {
         unit: Self::Unit,
         commit: CheckpointCommit,
     ) -> impl Future<Output = Result<(), CheckpointError>> + Send;
-
-    /// Stores the runner's status report (ignored, without error, if the lease is stale).
-    fn report(
-        &self,
-        lease: &Lease,
-        status: &ProjectionStatus,
-    ) -> impl Future<Output = Result<(), CheckpointError>> + Send;
 }
+
+/// Everything a projection runner needs of one store: [`UnitOfWork`], [`Leases`] and
+/// [`ProjectionControl`], cheap to clone. Implemented for every type that has the three; a
+/// store implements those.
+pub trait CheckpointStore: UnitOfWork + Leases + ProjectionControl + Clone + 'static {}
+
+impl<T> CheckpointStore for T where T: UnitOfWork + Leases + ProjectionControl + Clone + 'static {}
 
 #[cfg(test)]
 mod tests {

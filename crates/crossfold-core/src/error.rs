@@ -245,7 +245,7 @@ impl StoreError {
     ];
 
     /// The variant as a short snake_case name, one of [`KINDS`](Self::KINDS): the `kind` label
-    /// of [`STORE_ERRORS_TOTAL`](crate::STORE_ERRORS_TOTAL), stable across releases.
+    /// of [`STORE_ERRORS_TOTAL`](crate::metrics::STORE_ERRORS_TOTAL), stable across releases.
     pub fn kind(&self) -> &'static str {
         Self::KINDS[self.kind_index()]
     }

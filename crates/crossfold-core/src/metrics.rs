@@ -82,7 +82,7 @@ pub const PROJECTION_EVENTS_APPLIED_TOTAL: &str = "crossfold_projection_events_a
 pub const PROJECTION_ERRORS_TOTAL: &str = "crossfold_projection_errors_total";
 
 /// A projection's state: a gauge labelled `projection` and `state` (one of
-/// [`ProjectionState::ALL`](crate::ProjectionState::ALL)'s names), 1 for its current state and 0
+/// [`ProjectionState::ALL`](crate::checkpoint::ProjectionState::ALL)'s names), 1 for its current state and 0
 /// for the others.
 pub const PROJECTION_STATE: &str = "crossfold_projection_state";
 

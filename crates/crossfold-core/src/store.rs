@@ -260,7 +260,9 @@ pub struct LogFilter {
 }
 
 impl LogFilter {
-    /// Every event of every stream but the system streams.
+    /// Every event of every application stream: all streams but Crossfold's system streams
+    /// (names starting with `$`, which [`StreamId::new`] refuses, so no id of yours is one).
+    /// Add [`with_system_streams`](Self::with_system_streams) for those too.
     pub fn all() -> Self {
         Self::default()
     }

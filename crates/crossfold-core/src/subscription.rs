@@ -47,7 +47,8 @@ impl Default for SubscriptionOptions {
 }
 
 impl SubscriptionOptions {
-    /// Every event (but those of system streams), from the beginning.
+    /// Every event of every application stream (as [`LogFilter::all`]: system streams are left
+    /// out), from the beginning.
     pub fn all() -> Self {
         Self::default()
     }
@@ -105,6 +106,10 @@ pub trait SubscriptionExt: Stream<Item = Result<RecordedEvent, StoreError>> + Un
     /// (at least one, at most the batch size), waiting for new events if necessary.
     fn poll_next_batch(&mut self, cx: &mut Context<'_>) -> Poll<Result<EventBatch, StoreError>>;
 
+    /// Polls for what is visible now, without waiting for new events to commit: every event
+    /// already fetched, or one read's events — an empty batch when there is nothing new.
+    fn poll_available(&mut self, cx: &mut Context<'_>) -> Poll<Result<EventBatch, StoreError>>;
+
     /// The next event, waiting for one to commit if necessary. A subscription never ends; a
     /// failed read is returned as an error and the next call tries again from the same place.
     fn next_event(&mut self) -> impl Future<Output = Result<RecordedEvent, StoreError>> + Send
@@ -125,6 +130,19 @@ pub trait SubscriptionExt: Stream<Item = Result<RecordedEvent, StoreError>> + Un
         Self: Send + Sized,
     {
         poll_fn(move |cx| self.poll_next_batch(cx))
+    }
+
+    /// The next batch of what is visible now, never waiting for new events to commit: empty
+    /// when there is nothing new (see [`poll_available`](Self::poll_available)). It still takes
+    /// one read of the store, and a store may take a moment to establish what is visible
+    /// (PostgreSQL waits, up to its configured visibility wait, for older transactions that
+    /// are still open). For tests and for polling loops of your own; a projection waits with
+    /// [`next_batch`](Self::next_batch).
+    fn read_available(&mut self) -> impl Future<Output = Result<EventBatch, StoreError>> + Send
+    where
+        Self: Send + Sized,
+    {
+        poll_fn(move |cx| self.poll_available(cx))
     }
 
     /// A stream of batches instead of single events.
@@ -294,30 +312,6 @@ impl<S: EventStore + 'static> Subscription<S> {
         }
     }
 
-    /// The checkpoint to resume from: every matching event at or before it has been delivered.
-    pub fn position(&self) -> Position {
-        self.delivered
-    }
-
-    /// Whether the subscription has delivered everything visible so far (it is live).
-    pub fn is_caught_up(&self) -> bool {
-        self.reached_end && self.buffer.is_empty()
-    }
-
-    /// The next batch of what is visible now, without waiting for new events to commit: empty
-    /// when there is nothing new. It still takes one read of the store, and a store may take a
-    /// moment to establish what is visible (PostgreSQL waits, up to its configured visibility
-    /// wait, for older transactions that are still open).
-    pub async fn read_available(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
-        if self.buffer.is_empty() {
-            if self.fetch.is_none() {
-                self.wait_next = false;
-            }
-            poll_fn(|cx| self.poll_fetch(cx)).await?;
-        }
-        Ok(self.drain())
-    }
-
     fn pop(&mut self) -> Option<RecordedEvent> {
         let event = self.buffer.pop_front()?;
         self.delivered = if self.buffer.is_empty() {
@@ -385,11 +379,26 @@ impl<S: EventStore + 'static> Stream for Subscription<S> {
 
 impl<S: EventStore + 'static> SubscriptionExt for Subscription<S> {
     fn position(&self) -> Position {
-        Subscription::position(self)
+        self.delivered
     }
 
     fn is_caught_up(&self) -> bool {
-        Subscription::is_caught_up(self)
+        self.reached_end && self.buffer.is_empty()
+    }
+
+    fn poll_available(&mut self, cx: &mut Context<'_>) -> Poll<Result<EventBatch, StoreError>> {
+        if self.buffer.is_empty() {
+            if self.fetch.is_none() {
+                // Read what is there now rather than waiting for something new.
+                self.wait_next = false;
+            }
+            ready!(self.poll_fetch(cx))?;
+        }
+        let events = self.drain();
+        Poll::Ready(Ok(EventBatch {
+            events,
+            position: self.delivered,
+        }))
     }
 
     fn poll_next_batch(&mut self, cx: &mut Context<'_>) -> Poll<Result<EventBatch, StoreError>> {

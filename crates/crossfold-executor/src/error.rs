@@ -197,7 +197,7 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossfold_core::{ExpectedVersion, StreamId, StreamVersion};
+    use crossfold_core::{ErrorChain, ExpectedVersion, StreamId, StreamVersion};
 
     #[test]
     fn store_errors_keep_their_class_and_their_cause() {
@@ -209,37 +209,45 @@ mod tests {
             }]),
             5,
         );
-        assert!(conflict.is_conflict() && conflict.is_transient());
+        assert!(conflict.is_conflict() && conflict.is_retryable());
+        assert!(!conflict.is_transient() && !conflict.is_contended());
         assert_eq!(conflict.conflicts().len(), 1);
+        assert_eq!(conflict.to_string(), "store error after 5 attempts");
         assert_eq!(
-            conflict.to_string(),
-            "version conflict on account-1 (expected version 2, actual version 3) (after 5 attempts)"
+            ErrorChain(&conflict).to_string(),
+            "store error after 5 attempts: version conflict on account-1 (expected version 2, \
+             actual version 3)"
         );
 
         let unavailable = Error::store(StoreError::Unavailable("connection refused".into()), 1);
-        assert!(unavailable.is_transient() && !unavailable.is_conflict());
+        assert!(unavailable.is_transient() && unavailable.is_retryable());
+        assert!(!unavailable.is_conflict());
         assert_eq!(
-            unavailable.to_string(),
-            "store unavailable: connection refused (after 1 attempt)"
+            ErrorChain(&unavailable).to_string(),
+            "store error after 1 attempt: store unavailable: connection refused"
         );
         let source = std::error::Error::source(&unavailable).map(ToString::to_string);
-        assert_eq!(
-            source.as_deref(),
-            Some("store unavailable: connection refused")
-        );
+        assert_eq!(source.as_deref(), Some("store unavailable"));
 
         let invalid = Error::store(StoreError::InvalidRequest("x".into()), 1);
-        assert!(!invalid.is_transient());
+        assert!(!invalid.is_transient() && !invalid.is_retryable());
     }
 
     #[test]
     fn refusals_are_neither_conflicts_nor_transient() {
         let refused = Error::from(CommandError::rejected("insufficient_funds", "5 < 10"));
         assert_eq!(refused.rule(), Some("insufficient_funds"));
-        assert!(!refused.is_conflict() && !refused.is_transient());
+        assert!(!refused.is_conflict() && !refused.is_transient() && !refused.is_retryable());
         assert_eq!(refused.to_string(), "insufficient_funds: 5 < 10");
-        assert!(Error::Contended { attempts: 3 }.is_transient());
         assert!(!refused.may_have_written());
+    }
+
+    #[test]
+    fn giving_up_on_a_confirmation_is_contention_not_a_conflict() {
+        let contended = Error::Contended { attempts: 3 };
+        assert!(contended.is_contended() && contended.is_retryable());
+        assert!(!contended.is_conflict() && !contended.is_transient());
+        assert!(!contended.may_have_written());
     }
 
     #[test]
@@ -250,9 +258,9 @@ mod tests {
         };
         assert!(unknown.may_have_written() && unknown.is_transient() && !unknown.is_conflict());
         assert_eq!(
-            unknown.to_string(),
-            "the outcome is unknown, the command may have been applied: store unavailable: \
-             connection reset (after 10 attempts)"
+            ErrorChain(&unknown).to_string(),
+            "the outcome is unknown, the command may have been applied (after 10 attempts): \
+             store unavailable: connection reset"
         );
         assert!(matches!(
             unknown.store_error(),

@@ -54,7 +54,9 @@
 //! [`CommandError`](crossfold_core::CommandError), the store's failure as its
 //! [`StoreError`](crossfold_core::StoreError) (with the number of attempts made), and the
 //! executor's own cases (authorization, timeouts, discovery that does not settle, an append
-//! whose outcome could not be found out). Each error's message includes its cause;
+//! whose outcome could not be found out). Each error's message says what failed and leaves its
+//! cause to [`source`](std::error::Error::source) (print the whole chain with
+//! [`ErrorChain`](crossfold_core::ErrorChain)); [`Error::is_retryable`],
 //! [`Error::is_transient`] and [`Error::is_conflict`] classify it, and
 //! [`Error::may_have_written`] says whether the command may have been applied all the same
 //! (only [`Error::OutcomeUnknown`] and [`Error::Timeout`]; see [`Error`] for how the executor

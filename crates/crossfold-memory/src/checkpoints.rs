@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crossfold_core::Timestamp;
 use crossfold_core::checkpoint::{
-    CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter, Lease,
-    ProjectionControl, ProjectionRecord, ProjectionStatus,
+    CheckpointCommit, CheckpointError, ControlRequest, DeadLetter, Lease, Leases,
+    ProjectionControl, ProjectionRecord, ProjectionStatus, UnitOfWork,
 };
 
 /// The unit of work of [`MemoryCheckpoints`]: actions to run when the checkpoint commits.
@@ -52,8 +52,9 @@ struct State {
     dead_letters: Vec<DeadLetter>,
 }
 
-/// A [`CheckpointStore`] in memory: checkpoints, leases (between runners of one process),
-/// control state and dead letters. Cheap to clone; clones share the state.
+/// A [`CheckpointStore`](crossfold_core::checkpoint::CheckpointStore) in memory: checkpoints,
+/// leases (between runners of one process), control state and dead letters. Cheap to clone;
+/// clones share the state.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryCheckpoints {
     state: Arc<Mutex<State>>,
@@ -164,9 +165,7 @@ impl ProjectionControl for MemoryCheckpoints {
     }
 }
 
-impl CheckpointStore for MemoryCheckpoints {
-    type Unit = MemoryUnit;
-
+impl Leases for MemoryCheckpoints {
     fn acquire(
         &self,
         name: &str,
@@ -222,6 +221,21 @@ impl CheckpointStore for MemoryCheckpoints {
         async { Ok(()) }
     }
 
+    fn report(
+        &self,
+        lease: &Lease,
+        status: &ProjectionStatus,
+    ) -> impl Future<Output = Result<(), CheckpointError>> + Send {
+        if let Some(entry) = self.state().leased(lease) {
+            entry.record.status = status.clone();
+        }
+        async { Ok(()) }
+    }
+}
+
+impl UnitOfWork for MemoryCheckpoints {
+    type Unit = MemoryUnit;
+
     async fn begin(&self, _lease: &Lease) -> Result<MemoryUnit, CheckpointError> {
         Ok(MemoryUnit::default())
     }
@@ -256,17 +270,6 @@ impl CheckpointStore for MemoryCheckpoints {
         };
         drop(state);
         async move { result }
-    }
-
-    fn report(
-        &self,
-        lease: &Lease,
-        status: &ProjectionStatus,
-    ) -> impl Future<Output = Result<(), CheckpointError>> + Send {
-        if let Some(entry) = self.state().leased(lease) {
-            entry.record.status = status.clone();
-        }
-        async { Ok(()) }
     }
 }
 

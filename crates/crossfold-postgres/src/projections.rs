@@ -5,8 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crossfold_core::checkpoint::{
-    CheckpointCommit, CheckpointError, CheckpointStore, ControlRequest, DeadLetter, Lease,
-    ProjectionControl, ProjectionRecord, ProjectionStatus,
+    CheckpointCommit, CheckpointError, ControlRequest, DeadLetter, Lease, Leases,
+    ProjectionControl, ProjectionRecord, ProjectionStatus, UnitOfWork,
 };
 use crossfold_core::{EventId, Position, StoreError, StreamId, StreamVersion, Timestamp};
 use deadpool_postgres::{ClientWrapper, Object, Pool};
@@ -296,9 +296,7 @@ impl ProjectionControl for PgCheckpoints {
     }
 }
 
-impl CheckpointStore for PgCheckpoints {
-    type Unit = PgUnit;
-
+impl Leases for PgCheckpoints {
     async fn acquire(
         &self,
         name: &str,
@@ -364,6 +362,30 @@ impl CheckpointStore for PgCheckpoints {
             .map_err(db)?;
         Ok(())
     }
+
+    async fn report(
+        &self,
+        lease: &Lease,
+        status: &ProjectionStatus,
+    ) -> Result<(), CheckpointError> {
+        let client = self.connection().await?;
+        let token = int(lease.token, "lease token")?;
+        client
+            .execute(
+                &self.sql(
+                    "UPDATE {s}.projections SET status = $3 \
+                     WHERE name = $1 AND lease_token = $2",
+                ),
+                &[&lease.name, &token, &Json(status)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+impl UnitOfWork for PgCheckpoints {
+    type Unit = PgUnit;
 
     async fn begin(&self, _lease: &Lease) -> Result<PgUnit, CheckpointError> {
         let client = self.connection().await?;
@@ -448,26 +470,6 @@ impl CheckpointStore for PgCheckpoints {
         client.batch_execute("COMMIT").await.map_err(db)?;
         // Committed: the connection goes back to the pool.
         drop(unit.take());
-        Ok(())
-    }
-
-    async fn report(
-        &self,
-        lease: &Lease,
-        status: &ProjectionStatus,
-    ) -> Result<(), CheckpointError> {
-        let client = self.connection().await?;
-        let token = int(lease.token, "lease token")?;
-        client
-            .execute(
-                &self.sql(
-                    "UPDATE {s}.projections SET status = $3 \
-                     WHERE name = $1 AND lease_token = $2",
-                ),
-                &[&lease.name, &token, &Json(status)],
-            )
-            .await
-            .map_err(db)?;
         Ok(())
     }
 }

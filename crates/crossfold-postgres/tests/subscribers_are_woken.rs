@@ -100,7 +100,14 @@ async fn a_subscription_in_another_process_is_woken_by_each_live_event() {
             .filter(LogFilter::streams([sid("live-0"), sid("live-2")]))
             .max_wait(LONG),
     );
-    assert!(subscription.read_available().await.unwrap().is_empty());
+    assert!(
+        subscription
+            .read_available()
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
     assert!(subscription.is_caught_up());
     for i in 0..9 {
         let batch = events("E", 1);

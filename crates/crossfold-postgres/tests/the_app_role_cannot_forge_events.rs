@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::{events, raw_client_at, sid, store_at};
 use crossfold_core::checkpoint::{
-    CheckpointCommit, CheckpointStore, ControlRequest, DeadLetter, ProjectionControl,
-    ProjectionStatus,
+    CheckpointCommit, ControlRequest, DeadLetter, Leases, ProjectionControl, ProjectionStatus,
+    UnitOfWork,
 };
 use crossfold_core::deadline::{Deadline, DeadlineId, DeadlineOutcome, DeadlineStore};
 use crossfold_core::{AppendRequest, EventStore, ExpectedVersion, LogFilter, Position, Timestamp};

@@ -28,12 +28,10 @@
 //!
 //! The repository's `docs/projections.md` is the guide.
 
-mod health;
 mod process;
 mod projection;
 mod runner;
 
-pub use health::ProjectionHealth;
 pub use process::{Process, ProcessManager, ProcessManagerProjection, command_failure};
 pub use projection::{ApplyContext, HandlerError, OnError, Projection, ProjectionOptions};
-pub use runner::{ProjectionRunner, RunnerOptions, RunnerStatus};
+pub use runner::{ProjectionHealth, ProjectionRunner, RunnerOptions, RunnerStatus};

@@ -41,12 +41,12 @@ impl ApplyContext {
 pub enum HandlerError {
     /// Retrying may succeed (the read model's database is away, a lock timed out): the runner
     /// rolls the batch back and applies it again after a backoff.
-    #[error("transient failure: {0}")]
+    #[error("transient failure")]
     Transient(#[source] BoxError),
     /// The event cannot be applied (a bug, a violated constraint, bad data): the projection
     /// fails at it, or sets it aside in dead-letter mode.
-    #[error("{0}")]
-    Rejected(#[source] BoxError),
+    #[error(transparent)]
+    Rejected(BoxError),
 }
 
 impl HandlerError {

@@ -1,6 +1,8 @@
-//! The checkpoint store contract suite: every behaviour of [`CheckpointStore`] and
-//! [`ProjectionControl`](crossfold_core::checkpoint::ProjectionControl), as one public async function each,
-//! run against a fresh store.
+//! The checkpoint store contract suite: every behaviour of a [`CheckpointStore`] — its
+//! [`UnitOfWork`](crossfold_core::checkpoint::UnitOfWork),
+//! [`Leases`](crossfold_core::checkpoint::Leases) and
+//! [`ProjectionControl`](crossfold_core::checkpoint::ProjectionControl) — as one public async
+//! function each, run against a fresh store.
 //!
 //! Stores run them through [`checkpoint_contract_tests!`](crate::checkpoint_contract_tests),
 //! which turns each behaviour into its own `#[test]`; all of them are named in

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossfold_core::{
-    AppendRequest, DomainEvent, EventData, EventStore, ExpectedVersion, LogFilter, Payload,
-    Recorded, StreamId,
+    AppendRequest, Backoff, DomainEvent, EventData, EventStore, ExpectedVersion, Jitter, LogFilter,
+    Payload, Recorded, StreamId,
 };
 use crossfold_memory::{MemoryStore, MemoryUnit};
 use crossfold_projections::{ApplyContext, HandlerError, Projection, RunnerOptions};
@@ -157,7 +157,10 @@ pub fn options(owner: &str) -> RunnerOptions {
         .lease_ttl(Duration::from_millis(600))
         .control_interval(Duration::from_millis(50))
         .status_interval(Duration::from_millis(50))
-        .retry_backoff(Duration::from_millis(10), Duration::from_millis(100))
+        .retry_backoff(
+            Backoff::new(Duration::from_millis(10), Duration::from_millis(100))
+                .jitter(Jitter::Equal),
+        )
 }
 
 /// Waits until `condition` holds, failing after 10 s.

@@ -41,6 +41,7 @@ async fn available<S: EventStore + 'static>(
     with_deadline("read_available()", subscription.read_available())
         .await
         .unwrap()
+        .events
 }
 
 async fn take<S: EventStore + 'static>(

@@ -6,7 +6,7 @@ use std::time::Instant;
 use crossfold_core::checkpoint::ProjectionState;
 use crossfold_core::{HealthCheck, HealthReport, HealthStatus};
 
-use crate::runner::Shared;
+use super::status::Shared;
 
 /// One projection's health (`projection:NAME`): unhealthy when failed or stalled, degraded
 /// when paused, stopped, or lagging longer than the runner's `degraded_lag`; healthy
@@ -17,7 +17,7 @@ pub struct ProjectionHealth {
 }
 
 impl ProjectionHealth {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
 

@@ -1,0 +1,290 @@
+//! What a projection's driver and its watchdog share: the status as this process sees it, and
+//! the watchdog that computes lag, rate and stalls from it.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crossfold_core::checkpoint::{
+    Lease, Leases, ProjectionRecord, ProjectionState, ProjectionStatus,
+};
+use crossfold_core::metrics::{
+    PROJECTION_ERRORS_TOTAL, PROJECTION_EVENTS_APPLIED_TOTAL, PROJECTION_LAG_EVENTS,
+    PROJECTION_LAG_SECONDS, PROJECTION_STATE,
+};
+use crossfold_core::{ErrorChain, EventStore, LogFilter, Position, Timestamp};
+use tokio::sync::watch;
+
+use super::options::RunnerOptions;
+
+/// One projection as this runner sees it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RunnerStatus {
+    /// The projection.
+    pub name: String,
+    /// Whether this process holds its lease (runs it).
+    pub owned: bool,
+    /// Its committed checkpoint (as of this process's last commit or read).
+    pub position: Position,
+    /// The generation applied to.
+    pub generation: u64,
+    /// The generation readers should read.
+    pub serving_generation: u64,
+    /// Its status (as last computed, with stalls).
+    pub status: ProjectionStatus,
+}
+
+/// What the task and the watchdog of one projection share.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) name: String,
+    pub(super) filter: LogFilter,
+    pub(super) degraded_lag: Duration,
+    local: Mutex<Local>,
+}
+
+#[derive(Debug)]
+struct Local {
+    state: ProjectionState,
+    lease: Option<Lease>,
+    position: Position,
+    generation: u64,
+    serving_generation: u64,
+    last_advance: Instant,
+    last_caught_up: Instant,
+    events_applied: u64,
+    retries: u32,
+    last_error: Option<String>,
+    error_position: Option<Position>,
+    status: ProjectionStatus,
+}
+
+impl Shared {
+    pub(super) fn new(name: String, filter: LogFilter, degraded_lag: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            name,
+            filter,
+            degraded_lag,
+            local: Mutex::new(Local {
+                state: ProjectionState::Idle,
+                lease: None,
+                position: Position::START,
+                generation: 1,
+                serving_generation: 1,
+                last_advance: now,
+                last_caught_up: now,
+                events_applied: 0,
+                retries: 0,
+                last_error: None,
+                error_position: None,
+                status: ProjectionStatus::default(),
+            }),
+        }
+    }
+
+    fn local(&self) -> MutexGuard<'_, Local> {
+        // A panic while holding the lock leaves plain data behind: keep using it.
+        self.local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn snapshot(&self) -> RunnerStatus {
+        let local = self.local();
+        // Lag and rate come from the last status computation; the rest is current.
+        let mut status = local.status.clone();
+        if status.state != ProjectionState::Stalled {
+            status.state = local.state;
+            status.last_error = local.last_error.clone();
+        }
+        status.error_position = local.error_position;
+        status.retries = local.retries;
+        status.events_applied = local.events_applied;
+        RunnerStatus {
+            name: self.name.clone(),
+            owned: local.lease.is_some(),
+            position: local.position,
+            generation: local.generation,
+            serving_generation: local.serving_generation,
+            status,
+        }
+    }
+
+    /// The state shown now (the watchdog may show it stalled on top).
+    pub(super) fn state(&self) -> ProjectionState {
+        self.local().state
+    }
+
+    pub(super) fn set_state(&self, state: ProjectionState) {
+        let mut local = self.local();
+        local.state = state;
+        if state == ProjectionState::Live {
+            local.last_caught_up = Instant::now();
+        }
+        local.status.state = state;
+    }
+
+    /// This process took the lease.
+    pub(super) fn hold(&self, lease: &Lease) {
+        self.local().lease = Some(lease.clone());
+    }
+
+    /// This process no longer holds the lease: the projection is idle here.
+    pub(super) fn let_go(&self) {
+        let mut local = self.local();
+        local.lease = None;
+        local.state = ProjectionState::Idle;
+        local.status.state = ProjectionState::Idle;
+    }
+
+    pub(super) fn record(&self, record: &ProjectionRecord) {
+        let mut local = self.local();
+        if record.position != local.position {
+            local.last_advance = Instant::now();
+        }
+        local.position = record.position;
+        local.generation = record.generation;
+        local.serving_generation = record.serving_generation;
+    }
+
+    pub(super) fn error(&self, kind: &'static str, error: &dyn std::fmt::Display) {
+        metrics::counter!(PROJECTION_ERRORS_TOTAL, "projection" => self.name.clone(), "kind" => kind)
+            .increment(1);
+        let mut local = self.local();
+        local.last_error = Some(error.to_string());
+        if kind == "transient" {
+            local.retries = local.retries.saturating_add(1);
+        }
+    }
+
+    /// The projection failed at the event at `position`.
+    pub(super) fn failed_at(&self, position: Position) {
+        self.local().error_position = Some(position);
+    }
+
+    /// A failed projection runs again: its failure is no longer shown.
+    pub(super) fn clear_failure(&self) {
+        let mut local = self.local();
+        local.error_position = None;
+        local.last_error = None;
+    }
+
+    pub(super) fn applied(&self, events: u64) {
+        metrics::counter!(PROJECTION_EVENTS_APPLIED_TOTAL, "projection" => self.name.clone())
+            .increment(events);
+        let mut local = self.local();
+        local.events_applied = local.events_applied.saturating_add(events);
+        local.last_advance = Instant::now();
+        local.retries = 0;
+        local.last_error = None;
+        local.error_position = None;
+    }
+}
+
+/// Computes one projection's status now and then: lag, rate, stalls; reports it to the store
+/// and records the metrics.
+pub(super) async fn watchdog<S, C>(
+    store: S,
+    checkpoints: C,
+    options: RunnerOptions,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: EventStore,
+    C: Leases,
+{
+    let mut last_applied = 0u64;
+    let mut last_tick = Instant::now();
+    let name = shared.name.clone();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(options.status_interval) => {}
+            _ = shutdown.wait_for(|down| *down) => return,
+        }
+        let (lease, position, state) = {
+            let local = shared.local();
+            (local.lease.clone(), local.position, local.state)
+        };
+        let Some(lease) = lease else {
+            last_applied = shared.local().events_applied;
+            continue;
+        };
+        let running = matches!(
+            state,
+            ProjectionState::CatchingUp | ProjectionState::Live | ProjectionState::Rebuilding
+        );
+        let lag = if running {
+            store
+                .read_all(position, options.lag_count_limit, &shared.filter)
+                .await
+                .map(|events| events.len())
+                .ok()
+        } else {
+            None
+        };
+        let status = {
+            let mut local = shared.local();
+            let now = Instant::now();
+            let elapsed = now.duration_since(last_tick).as_secs_f64().max(1e-9);
+            let applied = local.events_applied;
+            // The store cannot be read (an outage): the last count stands, so that a
+            // projection held up by the outage is still seen behind, and stalls.
+            let lag_events = lag.unwrap_or_else(|| {
+                if running {
+                    usize::try_from(local.status.lag_events).unwrap_or(usize::MAX)
+                } else {
+                    0
+                }
+            });
+            let mut status_state = local.state;
+            let mut last_error = local.last_error.clone();
+            if running && lag_events > 0 && local.last_advance.elapsed() > options.stall_after {
+                status_state = ProjectionState::Stalled;
+                last_error = Some(format!(
+                    "no progress for {:.0?} while events exist past the checkpoint{}",
+                    local.last_advance.elapsed(),
+                    local
+                        .last_error
+                        .as_deref()
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                ));
+            }
+            if running && lag_events == 0 && lag.is_some() {
+                local.last_caught_up = now;
+            }
+            let lag_seconds = if state == ProjectionState::Live && lag_events == 0 {
+                0.0
+            } else {
+                local.last_caught_up.elapsed().as_secs_f64()
+            };
+            let mut status = ProjectionStatus::default();
+            status.state = status_state;
+            status.lag_events = lag_events as u64;
+            status.lag_events_capped = lag_events >= options.lag_count_limit;
+            status.lag_seconds = lag_seconds;
+            status.events_per_second = applied.saturating_sub(last_applied) as f64 / elapsed;
+            status.events_applied = applied;
+            status.retries = local.retries;
+            status.last_error = last_error;
+            status.error_position = local.error_position;
+            status.reported_at = Some(Timestamp::now());
+            local.status = status.clone();
+            last_applied = applied;
+            last_tick = now;
+            status
+        };
+        metrics::gauge!(PROJECTION_LAG_EVENTS, "projection" => name.clone())
+            .set(status.lag_events as f64);
+        metrics::gauge!(PROJECTION_LAG_SECONDS, "projection" => name.clone())
+            .set(status.lag_seconds);
+        for s in ProjectionState::ALL {
+            metrics::gauge!(PROJECTION_STATE, "projection" => name.clone(), "state" => s.as_str())
+                .set(if s == status.state { 1.0 } else { 0.0 });
+        }
+        if let Err(e) = checkpoints.report(&lease, &status).await {
+            tracing::debug!(projection = %name, error = %ErrorChain(&e), "crossfold: cannot report projection status");
+        }
+    }
+}
