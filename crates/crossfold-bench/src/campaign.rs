@@ -40,7 +40,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossfold_core::{
-    CommandError, EventId, EventStore, LogFilter, Position, StoreError, StreamId, ValidationError,
+    CommandError, ErrorChain, EventId, EventStore, LogFilter, Position, StoreError, StreamId,
+    ValidationError,
 };
 use crossfold_executor::{Error, Executed, ExecutionContext, Executor, RetryPolicy};
 use crossfold_testkit::{Fault, FaultKind, FaultyStore, Operation};
@@ -371,7 +372,7 @@ pub async fn run_campaign<S: EventStore + Clone + 'static>(
                 report.errors += 1;
                 report
                     .first_error
-                    .get_or_insert(format!("a task failed: {e}"));
+                    .get_or_insert(format!("a task failed: {}", ErrorChain(&e)));
             }
         }
     }
@@ -504,7 +505,10 @@ async fn one_command<S: EventStore>(
                 Err(e) => {
                     return (
                         id,
-                        failed(kind_error(Kind::Transfer, amount), e.to_string()),
+                        failed(
+                            kind_error(Kind::Transfer, amount),
+                            ErrorChain(&e).to_string(),
+                        ),
                     );
                 }
             };
@@ -560,10 +564,7 @@ fn ending(kind: Kind, amount: i64, result: Result<Executed, Error>) -> (Record, 
         Err(e) if e.may_have_written() => (record(Ending::InDoubt, None), None),
         Err(e) if e.is_conflict() || e.is_contended() => (record(Ending::GaveUp, None), None),
         Err(e) if e.is_transient() => (record(Ending::GaveUpFailing, None), None),
-        Err(e) => failed(
-            kind_error(kind, amount),
-            crossfold_core::ErrorChain(&e).to_string(),
-        ),
+        Err(e) => failed(kind_error(kind, amount), ErrorChain(&e).to_string()),
     }
 }
 
@@ -620,7 +621,10 @@ async fn verify<S: EventStore>(
             let change = match serde_json::from_slice::<BankEvent>(&event.payload.bytes) {
                 Ok(e) => e.balance_change(),
                 Err(e) => {
-                    problem(report, format!("undecodable event {}: {e}", event.event_id));
+                    problem(
+                        report,
+                        format!("undecodable event {}: {}", event.event_id, ErrorChain(&e)),
+                    );
                     0
                 }
             };

@@ -2,61 +2,27 @@
 
 use std::process::ExitCode;
 
-use crossfold_bench::campaign::{CampaignOptions, run_campaign};
+use crossfold_bench::campaign::run_campaign;
 use crossfold_bench::pairs::{PairsOptions, PairsReport, run_pairs};
+use crossfold_core::ErrorChain;
 use crossfold_memory::MemoryStore;
 use crossfold_postgres::{PgConfig, PgEventStore};
 
-use crate::{USAGE, error_chain, number};
-
-fn usage_error(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("crossfold-bench: {e}\n\n{USAGE}");
-    ExitCode::from(2)
-}
-
-fn text(v: Result<std::ffi::OsString, lexopt::Error>) -> Result<String, String> {
-    v.map_err(|e| e.to_string())?
-        .into_string()
-        .map_err(|_| "argument is not UTF-8".to_string())
-}
+use crate::args::{CampaignArgs, PairsArgs, Store};
 
 /// `crossfold-bench pairs ...`
-pub(crate) async fn pairs() -> ExitCode {
-    use lexopt::prelude::*;
-    let mut options = PairsOptions::new(100_000);
-    let mut store = "memory".to_owned();
-    let mut url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut parser = lexopt::Parser::from_args(std::env::args_os().skip(2));
-    let parsed: Result<(), String> = (|| {
-        while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
-            match arg {
-                Long("store") => store = text(parser.value())?,
-                Long("url") => url = text(parser.value())?,
-                Long("executions") => options.executions = number(&text(parser.value())?)?,
-                Long("tasks") => options.tasks = number(&text(parser.value())?)?,
-                Long("executors") => options.executors = number(&text(parser.value())?)?,
-                Long("pairs") => options.pairs = number(&text(parser.value())?)?,
-                Long("seed") => options.seed = number(&text(parser.value())?)?,
-                Long("per-stream") => options.per_stream = true,
-                other => return Err(other.unexpected().to_string()),
-            }
-        }
-        Ok(())
-    })();
-    if let Err(e) = parsed {
-        return usage_error(e);
-    }
+pub(crate) async fn pairs(args: PairsArgs) -> ExitCode {
+    let options = args.options();
+    let store = args.store.name();
     eprintln!(
         "pairs on {store}: {} executions, {} tasks, {} executors, {} pairs, per_stream={}",
         options.executions, options.tasks, options.executors, options.pairs, options.per_stream
     );
-    let result = match store.as_str() {
-        "memory" => run_pairs(MemoryStore::new(), &options)
+    let result = match args.store {
+        Store::Memory => run_pairs(MemoryStore::new(), &options)
             .await
-            .map_err(|e| error_chain(&e)),
-        "postgres" => pairs_on_postgres(&url, &options).await,
-        other => return usage_error(format!("--store must be memory or postgres, not {other:?}")),
+            .map_err(|e| ErrorChain(&e).to_string()),
+        Store::Postgres => pairs_on_postgres(&args.url, &options).await,
     };
     match result {
         Ok(report) => {
@@ -99,19 +65,19 @@ pub(crate) async fn pairs() -> ExitCode {
 async fn pairs_on_postgres(url: &str, options: &PairsOptions) -> Result<PairsReport, String> {
     let schema = format!("crossfold_pairs_{}", std::process::id());
     let config = PgConfig::from_url(url)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ErrorChain(&e).to_string())?
         .schema(schema.clone())
         .pool_size(options.tasks + 2);
     let store = PgEventStore::connect(config)
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| format!("cannot connect: {}", ErrorChain(&e)))?;
     store
         .migrate()
         .await
-        .map_err(|e| format!("migration failed: {e}"))?;
+        .map_err(|e| format!("migration failed: {}", ErrorChain(&e)))?;
     let result = run_pairs(store.clone(), options)
         .await
-        .map_err(|e| error_chain(&e));
+        .map_err(|e| ErrorChain(&e).to_string());
     drop(store);
     if let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await {
         tokio::spawn(connection);
@@ -123,27 +89,8 @@ async fn pairs_on_postgres(url: &str, options: &PairsOptions) -> Result<PairsRep
 }
 
 /// `crossfold-bench campaign ...`
-pub(crate) async fn campaign() -> ExitCode {
-    use lexopt::prelude::*;
-    let mut options = CampaignOptions::new(1_000_000, 1);
-    let mut parser = lexopt::Parser::from_args(std::env::args_os().skip(2));
-    let parsed: Result<(), String> = (|| {
-        while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
-            match arg {
-                Long("operations") => options.operations = number(&text(parser.value())?)?,
-                Long("seed") => options.seed = number(&text(parser.value())?)?,
-                Long("tasks") => options.tasks = number(&text(parser.value())?)?,
-                Long("executors") => options.executors = number(&text(parser.value())?)?,
-                Long("accounts") => options.accounts = number(&text(parser.value())?)?,
-                Long("attempts") => options.max_attempts = number(&text(parser.value())?)?,
-                other => return Err(other.unexpected().to_string()),
-            }
-        }
-        Ok(())
-    })();
-    if let Err(e) = parsed {
-        return usage_error(e);
-    }
+pub(crate) async fn campaign(args: CampaignArgs) -> ExitCode {
+    let options = args.options();
     eprintln!(
         "campaign: {} operations, seed {}, {} tasks over {} executors, {} accounts, \
          {} attempts per command",
@@ -164,7 +111,7 @@ pub(crate) async fn campaign() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("crossfold-bench campaign: {}", error_chain(&e));
+            eprintln!("crossfold-bench campaign: {}", ErrorChain(&e));
             ExitCode::FAILURE
         }
     }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crossfold_core::ErrorChain;
 use serde_json::json;
 
 /// The scripts, in the order they run.
@@ -57,7 +58,7 @@ async fn run_all(url: &str, dir: &Path, seconds: u64, clients: usize) -> Result<
         .arg(&schema)
         .output()
         .await
-        .map_err(|e| format!("cannot run psql: {e}"))?;
+        .map_err(|e| format!("cannot run psql: {}", ErrorChain(&e)))?;
     if !out.status.success() {
         return Err(format!(
             "floor schema failed: {}",
@@ -77,7 +78,7 @@ async fn run_all(url: &str, dir: &Path, seconds: u64, clients: usize) -> Result<
             .arg(url)
             .output()
             .await
-            .map_err(|e| format!("cannot run pgbench: {e}"))?;
+            .map_err(|e| format!("cannot run pgbench: {}", ErrorChain(&e)))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let (tps, latency) = parse(&text).ok_or_else(|| {
             format!(
@@ -108,10 +109,11 @@ fn parse(text: &str) -> Option<(f64, f64)> {
 
 fn write_scripts() -> Result<PathBuf, String> {
     let dir = std::env::temp_dir().join(format!("crossfold-floor-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create {}: {}", dir.display(), ErrorChain(&e)))?;
     for (name, sql) in SCRIPTS {
         std::fs::write(dir.join(format!("{name}.sql")), sql)
-            .map_err(|e| format!("cannot write script {name}: {e}"))?;
+            .map_err(|e| format!("cannot write script {name}: {}", ErrorChain(&e)))?;
     }
     Ok(dir)
 }
@@ -121,7 +123,7 @@ async fn psql(url: &str, sql: &str) -> Result<(), String> {
         .args(["-q", url, "-c", sql])
         .output()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ErrorChain(&e).to_string())?;
     if out.status.success() {
         Ok(())
     } else {

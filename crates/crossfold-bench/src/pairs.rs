@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossfold_core::{
-    Command, CommandError, DomainEvent, Emit, EventStore, Json, Recorded, StoreError, StreamId,
-    StreamRef, StreamVersion, Upcasters,
+    Command, CommandError, DomainEvent, Emit, ErrorChain, EventStore, Json, Recorded, StoreError,
+    StreamId, StreamRef, StreamVersion, Upcasters,
 };
 use crossfold_executor::{Error, Executor, RetryPolicy};
 use serde::{Deserialize, Serialize};
@@ -339,7 +339,7 @@ async fn run_with<S: EventStore + Clone + 'static, const P: bool>(
     let pairs: Vec<(StreamId, StreamId)> = (0..options.pairs.max(1))
         .map(pair_streams)
         .collect::<Result<_, _>>()
-        .map_err(|e| StoreError::InvalidRequest(e.to_string()))?;
+        .map_err(|e| StoreError::InvalidRequest(ErrorChain(&e).to_string()))?;
     let pairs = Arc::new(pairs);
     // Quick retries: contention is the point here, and a retry that waits long only slows the
     // run down without changing what is checked.
@@ -392,10 +392,7 @@ async fn run_with<S: EventStore + Clone + 'static, const P: bool>(
                     }
                     Err(e) => {
                         tally.errors.fetch_add(1, Ordering::Relaxed);
-                        remember(
-                            &tally.first_error,
-                            crossfold_core::ErrorChain(&e).to_string(),
-                        );
+                        remember(&tally.first_error, ErrorChain(&e).to_string());
                     }
                 }
             }
@@ -404,7 +401,10 @@ async fn run_with<S: EventStore + Clone + 'static, const P: bool>(
     for task in tasks {
         if let Err(e) = task.await {
             tally.errors.fetch_add(1, Ordering::Relaxed);
-            remember(&tally.first_error, format!("a task failed: {e}"));
+            remember(
+                &tally.first_error,
+                format!("a task failed: {}", ErrorChain(&e)),
+            );
         }
     }
     let elapsed = started.elapsed();

@@ -14,8 +14,8 @@ use crossfold_core::checkpoint::{
     ProjectionControl, ProjectionRecord, ProjectionStatus, UnitOfWork,
 };
 use crossfold_core::{
-    AppendRequest, EventData, EventStore, ExpectedVersion, LogFilter, Payload, Position, Recorded,
-    Timestamp,
+    AppendRequest, ErrorChain, EventData, EventStore, ExpectedVersion, LogFilter, Payload,
+    Position, Recorded, Timestamp,
 };
 use crossfold_memory::{MemoryCheckpoints, MemoryStore, MemoryUnit};
 use crossfold_postgres::{PgCheckpoints, PgConfig, PgEventStore, PgUnit};
@@ -24,79 +24,24 @@ use crossfold_projections::{
 };
 use hdrhistogram::Histogram;
 
-use crate::{USAGE, error_chain, number};
-
-fn text(v: Result<std::ffi::OsString, lexopt::Error>) -> Result<String, String> {
-    v.map_err(|e| e.to_string())?
-        .into_string()
-        .map_err(|_| "argument is not UTF-8".to_string())
-}
-
-struct Args {
-    url: String,
-    events: usize,
-    accounts: usize,
-    batch: usize,
-    duration: u64,
-    concurrency: usize,
-    floor_seconds: u64,
-    only: Option<String>,
-}
+use crate::args::{ProjectionRun, ProjectionsArgs};
 
 /// `crossfold-bench projections ...`
-pub(crate) async fn projections() -> ExitCode {
-    use lexopt::prelude::*;
-    let mut args = Args {
-        url: std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-        events: 1_000_000,
-        accounts: 10_000,
-        batch: 1000,
-        duration: 20,
-        concurrency: 16,
-        floor_seconds: 15,
-        only: None,
-    };
-    let mut parser = lexopt::Parser::from_args(std::env::args_os().skip(2));
-    let parsed: Result<(), String> = (|| {
-        while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
-            match arg {
-                Long("url") => args.url = text(parser.value())?,
-                Long("events") => args.events = number(&text(parser.value())?)?,
-                Long("accounts") => args.accounts = number(&text(parser.value())?)?,
-                Long("batch") => args.batch = number(&text(parser.value())?)?,
-                Long("duration") => args.duration = number(&text(parser.value())?)?,
-                Long("concurrency") => args.concurrency = number(&text(parser.value())?)?,
-                Long("floor-seconds") => args.floor_seconds = number(&text(parser.value())?)?,
-                Long("only") => args.only = Some(text(parser.value())?),
-                other => return Err(other.unexpected().to_string()),
-            }
-        }
-        Ok(())
-    })();
-    if let Err(e) = parsed {
-        eprintln!("crossfold-bench: {e}\n\n{USAGE}");
-        return ExitCode::from(2);
-    }
-    let run = |name: &str| {
-        args.only
-            .as_deref()
-            .is_none_or(|o| o.split(',').any(|x| x == name))
-    };
+pub(crate) async fn projections(args: ProjectionsArgs) -> ExitCode {
     let mut failed = false;
-    if run("w9-memory")
+    if args.runs(ProjectionRun::W9Memory)
         && let Err(e) = w9_memory(&args).await
     {
         eprintln!("w9-memory failed: {e}");
         failed = true;
     }
-    if run("w9-postgres")
+    if args.runs(ProjectionRun::W9Postgres)
         && let Err(e) = w9_postgres(&args).await
     {
         eprintln!("w9-postgres failed: {e}");
         failed = true;
     }
-    if run("w10")
+    if args.runs(ProjectionRun::W10)
         && let Err(e) = w10(&args).await
     {
         eprintln!("w10 failed: {e}");
@@ -130,7 +75,8 @@ async fn load<S: EventStore>(
     let mut account = 0;
     while written < events {
         let n = 10.min(events - written);
-        let stream = account_stream(account % accounts.max(1)).map_err(|e| e.to_string())?;
+        let stream =
+            account_stream(account % accounts.max(1)).map_err(|e| ErrorChain(&e).to_string())?;
         account += 1;
         let appended = store
             .append(AppendRequest::new().stream(
@@ -139,7 +85,7 @@ async fn load<S: EventStore>(
                 (0..n).map(|_| deposit_event(1)).collect(),
             ))
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| ErrorChain(&e).to_string())?;
         last = last.max(appended.position().unwrap_or(last));
         written += n;
     }
@@ -202,7 +148,7 @@ impl Projection for MemoryBalances {
     }
 }
 
-async fn w9_memory(args: &Args) -> Result<(), String> {
+async fn w9_memory(args: &ProjectionsArgs) -> Result<(), String> {
     eprintln!(
         "w9-memory: rebuild from position zero, {} events",
         args.events
@@ -290,7 +236,7 @@ async fn psql(url: &str, sql: &str) -> Result<String, String> {
         .args(["-q", "-At", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
         .output()
         .await
-        .map_err(|e| format!("cannot run psql: {e}"))?;
+        .map_err(|e| format!("cannot run psql: {}", ErrorChain(&e)))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
@@ -301,17 +247,19 @@ async fn psql(url: &str, sql: &str) -> Result<String, String> {
 /// The hand-written rebuild through pgbench: rows upserted per second.
 async fn w9_floor(url: &str, seconds: u64) -> Result<f64, String> {
     let dir = std::env::temp_dir().join(format!("crossfold-w9-floor-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(|e| ErrorChain(&e).to_string())?;
     let schema = dir.join("schema.sql");
-    std::fs::write(&schema, include_str!("../floor/schema.sql")).map_err(|e| e.to_string())?;
+    std::fs::write(&schema, include_str!("../floor/schema.sql"))
+        .map_err(|e| ErrorChain(&e).to_string())?;
     let script = dir.join("rebuild.sql");
-    std::fs::write(&script, include_str!("../floor/rebuild.sql")).map_err(|e| e.to_string())?;
+    std::fs::write(&script, include_str!("../floor/rebuild.sql"))
+        .map_err(|e| ErrorChain(&e).to_string())?;
     let out = tokio::process::Command::new("psql")
         .args(["-q", "-v", "ON_ERROR_STOP=1", url, "-f"])
         .arg(&schema)
         .output()
         .await
-        .map_err(|e| format!("cannot run psql: {e}"))?;
+        .map_err(|e| format!("cannot run psql: {}", ErrorChain(&e)))?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
@@ -329,7 +277,7 @@ async fn w9_floor(url: &str, seconds: u64) -> Result<f64, String> {
         .arg(url)
         .output()
         .await
-        .map_err(|e| format!("cannot run pgbench: {e}"))?;
+        .map_err(|e| format!("cannot run pgbench: {}", ErrorChain(&e)))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let _ = psql(
         url,
@@ -354,17 +302,20 @@ async fn w9_floor(url: &str, seconds: u64) -> Result<f64, String> {
 
 async fn pg_store(url: &str, schema: &str, pool: usize) -> Result<PgEventStore, String> {
     let config = PgConfig::from_url(url)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ErrorChain(&e).to_string())?
         .schema(schema)
         .pool_size(pool);
     let store = PgEventStore::connect(config)
         .await
-        .map_err(|e| error_chain(&e))?;
-    store.migrate().await.map_err(|e| error_chain(&e))?;
+        .map_err(|e| ErrorChain(&e).to_string())?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| ErrorChain(&e).to_string())?;
     Ok(store)
 }
 
-async fn w9_postgres(args: &Args) -> Result<(), String> {
+async fn w9_postgres(args: &ProjectionsArgs) -> Result<(), String> {
     eprintln!(
         "w9-postgres: rebuild from position zero, {} events",
         args.events
@@ -384,7 +335,11 @@ async fn w9_postgres(args: &Args) -> Result<(), String> {
     result
 }
 
-async fn w9_postgres_in(args: &Args, store: &PgEventStore, schema: &str) -> Result<(), String> {
+async fn w9_postgres_in(
+    args: &ProjectionsArgs,
+    store: &PgEventStore,
+    schema: &str,
+) -> Result<(), String> {
     // The last event written, not the store's head: a transaction held open elsewhere on the
     // server can keep the head (what readers see) behind what was written.
     let last = load(store, args.events, args.accounts).await?;
@@ -408,7 +363,10 @@ async fn w9_postgres_in(args: &Args, store: &PgEventStore, schema: &str) -> Resu
         ProjectionOptions::default().batch_size(args.batch),
     );
     loop {
-        let record = checkpoints.get("w9").await.map_err(|e| error_chain(&e))?;
+        let record = checkpoints
+            .get("w9")
+            .await
+            .map_err(|e| ErrorChain(&e).to_string())?;
         if record.is_some_and(|r| r.position >= last) {
             break;
         }
@@ -564,10 +522,11 @@ impl Projection for LiveBalances {
     }
 }
 
-async fn w10(args: &Args) -> Result<(), String> {
+async fn w10(args: &ProjectionsArgs) -> Result<(), String> {
     eprintln!(
-        "w10: projection lag while W1 runs at full speed ({} in flight, {} s)",
-        args.concurrency, args.duration
+        "w10: projection lag while W1 runs at full speed ({} in flight, {})",
+        args.concurrency,
+        humantime::format_duration(args.duration)
     );
     let schema = format!("crossfold_w10_{}", std::process::id());
     let store = pg_store(&args.url, &schema, 32).await?;
@@ -584,7 +543,7 @@ async fn w10(args: &Args) -> Result<(), String> {
     result
 }
 
-async fn w10_in(args: &Args, store: &PgEventStore, schema: &str) -> Result<(), String> {
+async fn w10_in(args: &ProjectionsArgs, store: &PgEventStore, schema: &str) -> Result<(), String> {
     let table = format!("{schema}.w10_balances");
     psql(
         &args.url,
@@ -592,7 +551,8 @@ async fn w10_in(args: &Args, store: &PgEventStore, schema: &str) -> Result<(), S
     )
     .await?;
     let histogram = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?,
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+            .map_err(|e| ErrorChain(&e).to_string())?,
     ));
     let checkpoints = Timed {
         inner: PgCheckpoints::new(store),
@@ -612,7 +572,7 @@ async fn w10_in(args: &Args, store: &PgEventStore, schema: &str) -> Result<(), S
         ProjectionOptions::default().batch_size(args.batch),
     );
     let mut options = LoadOptions::new(Workload::Deposit);
-    options.duration = Duration::from_secs(args.duration);
+    options.duration = args.duration;
     options.warmup = Duration::from_secs(3);
     options.concurrency = args.concurrency;
     options.accounts = args.accounts;
@@ -627,7 +587,7 @@ async fn w10_in(args: &Args, store: &PgEventStore, schema: &str) -> Result<(), S
     });
     let report = crossfold_bench::run(store.clone(), &options)
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| ErrorChain(&e).to_string())?;
     measuring.store(false, std::sync::atomic::Ordering::Relaxed);
     arm.abort();
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -1,8 +1,8 @@
 //! Results: a report per run, as JSON for scripts and as a table for people.
 
-use std::fmt::Write;
 use std::time::Duration;
 
+use comfy_table::{CellAlignment, Table, presets};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -185,12 +185,11 @@ impl LoadReport {
     }
 }
 
-/// Renders reports as a fixed-width table.
+/// Renders reports as a table for people: a line per report, no borders, numbers aligned
+/// right, and a last column saying whether the run verified (or what went wrong).
 pub fn render_table(reports: &[LoadReport]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<11} {:<8} {:>3} {:>10} {:>11} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>6} {:>5} {:>9} {:>9}  check",
+    let mut table = Table::new();
+    table.load_style(presets::NOTHING).set_header(vec![
         "workload",
         "store",
         "C",
@@ -206,7 +205,8 @@ pub fn render_table(reports: &[LoadReport]) -> String {
         "fail",
         "first5s/s",
         "last5s/s",
-    );
+        "check",
+    ]);
     for r in reports {
         let check = if r.is_valid() {
             match &r.stopped_early {
@@ -222,26 +222,34 @@ pub fn render_table(reports: &[LoadReport]) -> String {
                 r.first_error.as_deref().unwrap_or("")
             )
         };
-        let _ = writeln!(
-            out,
-            "{:<11} {:<8} {:>3} {:>10.0} {:>11.0} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>7.1} {:>6} {:>6} {:>5} {:>9.0} {:>9.0}  {}",
-            r.workload,
-            r.store,
-            r.concurrency,
-            r.ops_per_sec,
-            r.events_per_sec,
-            r.latency_ms.p50,
-            r.latency_ms.p95,
-            r.latency_ms.p99,
-            r.latency_ms.p999,
-            r.latency_ms.max,
-            r.conflicts,
-            r.retries,
-            r.failed,
-            r.first_5s_rate,
-            r.last_5s_rate,
-            check
-        );
+        table.add_row(vec![
+            r.workload.clone(),
+            r.store.clone(),
+            r.concurrency.to_string(),
+            format!("{:.0}", r.ops_per_sec),
+            format!("{:.0}", r.events_per_sec),
+            format!("{:.2}", r.latency_ms.p50),
+            format!("{:.2}", r.latency_ms.p95),
+            format!("{:.2}", r.latency_ms.p99),
+            format!("{:.2}", r.latency_ms.p999),
+            format!("{:.1}", r.latency_ms.max),
+            r.conflicts.to_string(),
+            r.retries.to_string(),
+            r.failed.to_string(),
+            format!("{:.0}", r.first_5s_rate),
+            format!("{:.0}", r.last_5s_rate),
+            check,
+        ]);
     }
-    out
+    let numbers = 2..15;
+    let last = 15;
+    for (i, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, if i + 1 == last { 2 } else { 1 }));
+        if numbers.contains(&i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    let mut text = table.trim_fmt();
+    text.push('\n');
+    text
 }

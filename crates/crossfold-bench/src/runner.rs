@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossfold_core::{
-    AppendRequest, Codec, CommandError, EventData, EventId, EventStore, EventType, ExpectedVersion,
-    Json, Metadata, Position, StoreError, StreamId, StreamRead, StreamVersion, SubscriptionExt,
-    SubscriptionOptions, Timestamp,
+    AppendRequest, Codec, CommandError, ErrorChain, EventData, EventId, EventStore, EventType,
+    ExpectedVersion, Json, Metadata, Position, StoreError, StreamId, StreamRead, StreamVersion,
+    SubscriptionExt, SubscriptionOptions, Timestamp,
 };
 use crossfold_executor::{Error, Executed, Executor};
 use hdrhistogram::Histogram;
@@ -66,7 +66,7 @@ impl Outcome {
                 ..Outcome::default()
             },
             Err(e) => Outcome {
-                error: Some(crossfold_core::ErrorChain(&e).to_string()),
+                error: Some(ErrorChain(&e).to_string()),
                 ..Outcome::default()
             },
         }
@@ -158,7 +158,7 @@ impl Stats {
 /// An empty latency histogram: microseconds, up to an hour, 3 significant digits.
 fn new_histogram() -> Result<Histogram<u64>, LoadError> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3)
-        .map_err(|e| LoadError::Setup(format!("histogram: {e}").into()))
+        .map_err(|e| LoadError::Setup(format!("histogram: {}", ErrorChain(&e)).into()))
 }
 
 /// When measuring starts and ends.
@@ -238,7 +238,7 @@ impl<S: EventStore + Clone + 'static> Task<S> {
                     Ok(s) => s,
                     Err(e) => {
                         return Outcome {
-                            error: Some(e.to_string()),
+                            error: Some(ErrorChain(&e).to_string()),
                             ..Outcome::default()
                         };
                     }
@@ -273,7 +273,7 @@ impl<S: EventStore + Clone + 'static> Task<S> {
                     Ok(s) => s,
                     Err(e) => {
                         return Outcome {
-                            error: Some(e.to_string()),
+                            error: Some(ErrorChain(&e).to_string()),
                             ..Outcome::default()
                         };
                     }
@@ -297,7 +297,7 @@ impl<S: EventStore + Clone + 'static> Task<S> {
                     },
                     Err(e) => Outcome {
                         failed: e.is_conflict(),
-                        error: (!e.is_conflict()).then(|| e.to_string()),
+                        error: (!e.is_conflict()).then(|| ErrorChain(&e).to_string()),
                         ..Outcome::default()
                     },
                 }
@@ -314,7 +314,7 @@ impl<S: EventStore + Clone + 'static> Task<S> {
                         ..Outcome::default()
                     },
                     Err(e) => Outcome {
-                        error: Some(e.to_string()),
+                        error: Some(ErrorChain(&e).to_string()),
                         ..Outcome::default()
                     },
                 }
@@ -325,7 +325,7 @@ impl<S: EventStore + Clone + 'static> Task<S> {
                     Ok(s) => s,
                     Err(e) => {
                         return Outcome {
-                            error: Some(e.to_string()),
+                            error: Some(ErrorChain(&e).to_string()),
                             ..Outcome::default()
                         };
                     }
@@ -354,7 +354,7 @@ impl<S: EventStore + Clone + 'static> Task<S> {
                 Ok(batch) => events += batch.events.len() as u64,
                 Err(e) => {
                     return Outcome {
-                        error: Some(crossfold_core::ErrorChain(&e).to_string()),
+                        error: Some(ErrorChain(&e).to_string()),
                         ..Outcome::default()
                     };
                 }
@@ -456,7 +456,7 @@ where
                 total.errors += 1;
                 total
                     .first_error
-                    .get_or_insert_with(|| format!("task failed: {e}"));
+                    .get_or_insert_with(|| format!("task failed: {}", ErrorChain(&e)));
             }
         }
     }
@@ -488,7 +488,7 @@ where
                 total.errors += 1;
                 total
                     .first_error
-                    .get_or_insert_with(|| format!("subscriber failed: {e}"));
+                    .get_or_insert_with(|| format!("subscriber failed: {}", ErrorChain(&e)));
                 None
             }
         },
@@ -580,7 +580,7 @@ async fn setup<S: EventStore + Clone + 'static>(
             for handle in handles {
                 handle
                     .await
-                    .map_err(|e| LoadError::Setup(e.to_string().into()))?
+                    .map_err(|e| LoadError::Setup(e.into()))?
                     .map_err(|e| LoadError::Setup(e.into()))?;
             }
             Ok(Prepared {
@@ -600,9 +600,7 @@ async fn fill_streams<S: EventStore + Clone + 'static>(
     concurrency: usize,
 ) -> Result<Prepared, LoadError> {
     let encode = |e: &BankEvent| -> Result<EventData, LoadError> {
-        let payload = Json
-            .encode(e)
-            .map_err(|err| LoadError::Setup(err.to_string().into()))?;
+        let payload = Json.encode(e).map_err(LoadError::Setup)?;
         Ok(EventData {
             event_id: EventId::generate(),
             event_type: EventType::from_static(crossfold_core::DomainEvent::event_type(e)),
@@ -658,7 +656,7 @@ async fn fill_streams<S: EventStore + Clone + 'static>(
     for handle in handles {
         handle
             .await
-            .map_err(|e| LoadError::Setup(e.to_string().into()))?
+            .map_err(|e| LoadError::Setup(e.into()))?
             .map_err(|e| LoadError::Setup(e.into()))?;
     }
     let per_account = INITIAL_BALANCE + (per_stream as i64 - 1);
@@ -672,7 +670,7 @@ async fn fill_streams<S: EventStore + Clone + 'static>(
 fn batch_events() -> Result<Vec<EventData>, LoadError> {
     let payload = Json
         .encode(&serde_json::json!({"sku": "abc", "qty": 1}))
-        .map_err(|e| LoadError::Setup(e.to_string().into()))?;
+        .map_err(LoadError::Setup)?;
     let metadata = Arc::new(Metadata::now());
     Ok((0..100)
         .map(|_| EventData {
@@ -692,7 +690,10 @@ async fn follow_live<S: EventStore + Clone + 'static>(
     clock: Clock,
     mut latency: Histogram<u64>,
 ) -> Result<Histogram<u64>, String> {
-    let head = store.head_position().await.map_err(|e| e.to_string())?;
+    let head = store
+        .head_position()
+        .await
+        .map_err(|e| ErrorChain(&e).to_string())?;
     let mut subscription = store.subscribe(
         SubscriptionOptions::all()
             .from(head.max(Position::START))
@@ -709,7 +710,7 @@ async fn follow_live<S: EventStore + Clone + 'static>(
         let remaining = stop.saturating_duration_since(Instant::now());
         let batch = match tokio::time::timeout(remaining, subscription.next_batch()).await {
             Ok(Ok(batch)) => batch,
-            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Err(e)) => return Err(ErrorChain(&e).to_string()),
             Err(_) => break,
         };
         let now = Timestamp::now().unix_micros();

@@ -4,7 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crossfold_core::{EventId, EventStore, LogFilter, Position, StoreError, StreamId, StreamRead};
+use crossfold_core::{
+    ErrorChain, EventId, EventStore, LogFilter, Position, StoreError, StreamId, StreamRead,
+};
 
 use crate::bank::BankEvent;
 use crate::counter::InvoiceEvent;
@@ -101,7 +103,11 @@ pub(crate) async fn verify<S: EventStore>(
                         }
                     }
                     Err(e) => {
-                        problems.detail(format!("undecodable event {}: {e}", event.event_id));
+                        problems.detail(format!(
+                            "undecodable event {}: {}",
+                            event.event_id,
+                            ErrorChain(&e)
+                        ));
                     }
                 }
             } else if expect.numbered
@@ -114,7 +120,11 @@ pub(crate) async fn verify<S: EventStore>(
                         }
                     }
                     Err(e) => {
-                        problems.detail(format!("undecodable event {}: {e}", event.event_id));
+                        problems.detail(format!(
+                            "undecodable event {}: {}",
+                            event.event_id,
+                            ErrorChain(&e)
+                        ));
                     }
                 }
             }

@@ -164,9 +164,9 @@ impl LoadOptions {
 #[non_exhaustive]
 pub enum LoadError {
     /// Preparing the data failed.
-    #[error("setting up the workload failed: {0}")]
+    #[error("setting up the workload failed")]
     Setup(#[source] crossfold_core::BoxError),
     /// Reading the data back for verification failed.
-    #[error("reading the data back failed: {0}")]
+    #[error("reading the data back failed")]
     Verify(#[source] crossfold_core::StoreError),
 }

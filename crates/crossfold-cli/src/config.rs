@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crossfold_core::ErrorChain;
 use serde::Deserialize;
 
 use crate::args::Cli;
@@ -65,14 +66,16 @@ impl Settings {
 fn read(path: &Path) -> Result<File, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         CliError::Config(format!(
-            "cannot read the config file {}: {e}",
-            path.display()
+            "cannot read the config file {}: {}",
+            path.display(),
+            ErrorChain(&e)
         ))
     })?;
     toml::from_str(&text).map_err(|e| {
         CliError::Config(format!(
-            "the config file {} is not valid: {e}(it may hold database_url and schema)",
-            path.display()
+            "the config file {} is not valid: {}(it may hold database_url and schema)",
+            path.display(),
+            ErrorChain(&e)
         ))
     })
 }

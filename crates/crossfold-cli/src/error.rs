@@ -1,4 +1,7 @@
 //! Why a command failed, the exit status that says so to scripts, and what to do about it.
+//!
+//! Messages do not repeat their causes: whatever shows an error to a person shows it with
+//! its causes, as [`crossfold_core::ErrorChain`] prints them.
 
 use crossfold_core::StoreError;
 use crossfold_postgres::PgMigrationError;
@@ -35,7 +38,7 @@ pub(crate) enum CliError {
         source: StoreError,
     },
     /// The schema is not ready for this command.
-    #[error("the schema {schema:?} is not ready: {source}")]
+    #[error("the schema {schema:?} is not ready")]
     Schema {
         schema: String,
         #[source]
@@ -117,20 +120,4 @@ impl CliError {
 /// Whether the store error means the server could not be reached at all.
 fn is_unreachable(e: &StoreError) -> bool {
     matches!(e, StoreError::Unavailable(_))
-}
-
-/// The error and its causes, one after the other (`a: b: c`), for a one-line message.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Wrappers that repeat their cause's text add nothing.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 use crossfold_core::checkpoint::{
     DesiredState, ProjectionControl, ProjectionRecord, ProjectionState,
 };
-use crossfold_core::{HealthCheck, HealthReport, HealthStatus, Timestamp};
+use crossfold_core::{ErrorChain, HealthCheck, HealthReport, HealthStatus, Timestamp};
 use crossfold_postgres::{PgCheckpoints, PgEventStore, PgMigrationError};
-use serde_json::json;
 
 use crate::config::Settings;
-use crate::error::{CliError, chain, code};
+use crate::error::{CliError, code};
 use crate::output::table;
 
 /// A check that takes longer is reported unhealthy: a probe must answer.
@@ -30,7 +29,10 @@ pub(crate) async fn run(settings: &Settings, json: bool) -> Result<u8, CliError>
         // An unreachable server is an answer here, not a failure of the command.
         Err(CliError::Unreachable { target, source }) => vec![HealthReport::unhealthy(
             "event_store",
-            format!("PostgreSQL at {target} did not answer: {}", chain(&source)),
+            format!(
+                "PostgreSQL at {target} did not answer: {}",
+                ErrorChain(&source)
+            ),
         )],
         Err(other) => return Err(other),
     };
@@ -71,9 +73,9 @@ async fn schema_report(store: &PgEventStore) -> HealthReport {
     let mut report = match result {
         Err(_) => HealthReport::unhealthy("schema", format!("no answer within {CHECK_TIMEOUT:?}")),
         Ok(Err(PgMigrationError::Store(e))) => {
-            HealthReport::unhealthy("schema", format!("cannot be read: {}", chain(&e)))
+            HealthReport::unhealthy("schema", format!("cannot be read: {}", ErrorChain(&e)))
         }
-        Ok(Err(e)) => HealthReport::unhealthy("schema", e.to_string()),
+        Ok(Err(e)) => HealthReport::unhealthy("schema", ErrorChain(&e).to_string()),
         Ok(Ok(status)) if !status.schema_exists || status.version == 0 => HealthReport::unhealthy(
             "schema",
             "no Crossfold store in this schema: run `crossfold migrate`",
@@ -104,7 +106,7 @@ async fn projection_reports(store: &PgEventStore) -> Vec<HealthReport> {
         Ok(Ok(records)) => records.iter().map(projection_report).collect(),
         Ok(Err(e)) => vec![HealthReport::unhealthy(
             "projections",
-            format!("cannot be read: {}", chain(&e)),
+            format!("cannot be read: {}", ErrorChain(&e)),
         )],
         Err(_) => {
             let mut report = HealthReport::unhealthy(
@@ -165,20 +167,7 @@ fn projection_report(record: &ProjectionRecord) -> HealthReport {
 fn print(status: HealthStatus, components: &[HealthReport], json: bool) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     if json {
-        // The shape of the /health/ready answer of crossfold-monitoring.
-        let list: Vec<_> = components
-            .iter()
-            .map(|c| {
-                json!({
-                    "component": c.component,
-                    "status": c.status,
-                    "message": c.message,
-                    "checked_in_seconds": c.checked_in.as_secs_f64(),
-                    "details": c.details,
-                })
-            })
-            .collect();
-        writeln!(out, "{}", json!({ "status": status, "components": list }))?;
+        writeln!(out, "{}", HealthReport::document(status, components))?;
         return Ok(());
     }
     writeln!(out, "{status}")?;

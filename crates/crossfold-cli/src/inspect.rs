@@ -4,7 +4,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use crossfold_core::{
-    EventId, EventStore, EventType, LogFilter, Position, RecordedEvent, StreamId, StreamVersion,
+    ErrorChain, EventId, EventStore, EventType, LogFilter, Position, RecordedEvent, StreamId,
+    StreamVersion,
 };
 use crossfold_postgres::PgEventStore;
 use serde_json::json;
@@ -22,7 +23,7 @@ const FOLLOW_WAIT: Duration = Duration::from_secs(5);
 
 fn stream_id(text: &str) -> Result<StreamId, CliError> {
     StreamId::from_stored(text)
-        .map_err(|e| CliError::Config(format!("{text:?} is not a stream id: {e}")))
+        .map_err(|e| CliError::Config(format!("{text:?} is not a stream id: {}", ErrorChain(&e))))
 }
 
 pub(crate) async fn streams(
@@ -158,8 +159,13 @@ pub(crate) async fn event(
     args: EventArgs,
     json: bool,
 ) -> Result<u8, CliError> {
-    let id = EventId::parse(args.id.trim())
-        .map_err(|e| CliError::Config(format!("{:?} is not an event id (a UUID): {e}", args.id)))?;
+    let id = EventId::parse(args.id.trim()).map_err(|e| {
+        CliError::Config(format!(
+            "{:?} is not an event id (a UUID): {}",
+            args.id,
+            ErrorChain(&e)
+        ))
+    })?;
     let Some(event) = store.read_event(id).await? else {
         return Err(CliError::NotFound(format!("no event has the id {id}")));
     };
@@ -205,7 +211,8 @@ fn parse_position(text: &str) -> Result<Option<Position>, CliError> {
         _ => text.parse().map(Some).map_err(|e| {
             CliError::Config(format!(
                 "{text:?} is not a position (COMMIT/SEQUENCE as tail prints them, start or \
-                 head): {e}"
+                 head): {}",
+                ErrorChain(&e)
             ))
         }),
     }

@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use crossfold_core::ErrorChain;
 use crossfold_postgres::tokio_postgres::config::Host;
 use crossfold_postgres::{PgConfig, PgEventStore};
 
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("crossfold: cannot start: {e}");
+            eprintln!("crossfold: cannot start: {}", ErrorChain(&e));
             return ExitCode::from(code::FAILED);
         }
     };
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
 /// Prints a failure on stderr: a line of text, or with `--json` a JSON object, so a script
 /// that reads stderr as JSON still can.
 fn report(error: &CliError, json: bool) {
-    let message = error::chain(error);
+    let message = ErrorChain(error).to_string();
     let hint = error.hint();
     let mut stderr = std::io::stderr().lock();
     if json {
@@ -127,10 +128,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
 /// following the log.
 pub(crate) fn pg_config(settings: &Settings, listen: bool) -> Result<PgConfig, CliError> {
     let mut config = PgConfig::from_url(&settings.database_url).map_err(|e| {
-        CliError::Config(format!(
-            "the database URL is not valid: {}",
-            error::chain(&e)
-        ))
+        CliError::Config(format!("the database URL is not valid: {}", ErrorChain(&e)))
     })?;
     if let Some(schema) = &settings.schema {
         config = config.schema(schema.clone());
@@ -141,7 +139,7 @@ pub(crate) fn pg_config(settings: &Settings, listen: bool) -> Result<PgConfig, C
     config = config.pool_size(2).listen(listen);
     config
         .validate()
-        .map_err(|e| CliError::Config(error::chain(&e)))?;
+        .map_err(|e| CliError::Config(ErrorChain(&e).to_string()))?;
     Ok(config)
 }
 

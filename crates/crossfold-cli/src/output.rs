@@ -2,42 +2,26 @@
 
 use std::io::Write;
 
-use crossfold_core::{PayloadFormat, RecordedEvent};
+use comfy_table::{Table, presets};
+use crossfold_core::{ErrorChain, PayloadFormat, RecordedEvent};
 use serde_json::{Value, json};
 
-/// Prints rows under a header, each column as wide as its widest cell; the last column is
-/// not padded.
+/// Prints rows under a header, without borders: columns two spaces apart, each as wide as its
+/// widest cell (in display width), no spaces at the ends of lines.
 pub(crate) fn table(
     out: &mut impl Write,
     header: &[&str],
     rows: &[Vec<String>],
 ) -> std::io::Result<()> {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
+    let mut table = Table::new();
+    table
+        .load_style(presets::NOTHING)
+        .set_header(header.to_vec())
+        .add_rows(rows.iter().cloned());
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
     }
-    let line =
-        |out: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| -> std::io::Result<()> {
-            let mut text = String::new();
-            for (i, (cell, width)) in cells.zip(&widths).enumerate() {
-                if i > 0 {
-                    text.push_str("  ");
-                }
-                text.push_str(cell);
-                if i + 1 < widths.len() {
-                    let pad = width.saturating_sub(cell.chars().count());
-                    text.extend(std::iter::repeat_n(' ', pad));
-                }
-            }
-            writeln!(out, "{}", text.trim_end())
-        };
-    line(out, &mut header.iter().copied())?;
-    for row in rows {
-        line(out, &mut row.iter().map(String::as_str))?;
-    }
-    Ok(())
+    writeln!(out, "{}", table.trim_fmt())
 }
 
 /// An event's payload as JSON: JSON payloads as they are, MessagePack payloads decoded. A
@@ -45,9 +29,11 @@ pub(crate) fn table(
 pub(crate) fn payload(event: &RecordedEvent) -> Value {
     let bytes = &event.payload.bytes;
     let decoded = match event.payload.format {
-        PayloadFormat::Json => serde_json::from_slice::<Value>(bytes).map_err(|e| e.to_string()),
+        PayloadFormat::Json => {
+            serde_json::from_slice::<Value>(bytes).map_err(|e| ErrorChain(&e).to_string())
+        }
         PayloadFormat::MessagePack => {
-            rmp_serde::from_slice::<Value>(bytes).map_err(|e| e.to_string())
+            rmp_serde::from_slice::<Value>(bytes).map_err(|e| ErrorChain(&e).to_string())
         }
     };
     decoded.unwrap_or_else(|reason| {
@@ -146,6 +132,23 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out),
             "STREAM     EVENTS\naccount-1  2\na          10\n"
+        );
+    }
+    #[test]
+    fn wide_characters_take_their_display_width() {
+        let mut out = Vec::new();
+        table(
+            &mut out,
+            &["STREAM", "EVENTS"],
+            &[
+                vec!["日本-1".into(), "2".into()],
+                vec!["a".into(), "10".into()],
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "STREAM  EVENTS\n日本-1  2\na       10\n"
         );
     }
 }

@@ -70,6 +70,40 @@ impl HealthReport {
         self.details.insert(key.into(), value.into());
         self
     }
+
+    /// The health document of a system of components, whose overall status is `status`: the
+    /// body of `crossfold-monitoring`'s `/health/ready` answer and what `crossfold health
+    /// --json` prints, so that one parser reads both. It holds the overall `status` and per
+    /// component its name, `status`, `message` (null when healthy), `checked_in_seconds` and
+    /// `details` ([`to_json`](Self::to_json)).
+    ///
+    /// ```
+    /// use crossfold_core::{HealthReport, HealthStatus};
+    ///
+    /// let store = HealthReport::healthy("event_store").detail("pool_size", 16);
+    /// let document = HealthReport::document(HealthStatus::Healthy, &[store]);
+    /// assert_eq!(
+    ///     document.to_string(),
+    ///     r#"{"components":[{"checked_in_seconds":0.0,"component":"event_store","details":{"pool_size":16},"message":null,"status":"healthy"}],"status":"healthy"}"#
+    /// );
+    /// ```
+    pub fn document(status: HealthStatus, components: &[HealthReport]) -> serde_json::Value {
+        let components: Vec<serde_json::Value> =
+            components.iter().map(HealthReport::to_json).collect();
+        serde_json::json!({ "status": status, "components": components })
+    }
+
+    /// This report as a component of the health [`document`](Self::document): the time the
+    /// check took in seconds (`checked_in_seconds`), the rest under the field names.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "component": self.component,
+            "status": self.status,
+            "message": self.message,
+            "checked_in_seconds": self.checked_in.as_secs_f64(),
+            "details": self.details,
+        })
+    }
 }
 
 /// Something that can say whether it is healthy. Stores implement it; so can projections and

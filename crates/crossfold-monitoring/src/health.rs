@@ -29,7 +29,8 @@ impl SystemHealth {
     }
 
     /// The body of a readiness answer: the overall `status`, and per component its name,
-    /// `status`, `message` (null when healthy), `checked_in_seconds` and `details`.
+    /// `status`, `message` (null when healthy), `checked_in_seconds` and `details`
+    /// ([`HealthReport::document`], which `crossfold health --json` prints too).
     ///
     /// ```json
     /// {"status":"degraded","components":[{"component":"event_store","status":"degraded",
@@ -37,20 +38,7 @@ impl SystemHealth {
     ///   "details":{"pool_size":16,"pool_waiting":3}}]}
     /// ```
     pub fn to_json(&self) -> serde_json::Value {
-        let components: Vec<serde_json::Value> = self
-            .components
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "component": c.component,
-                    "status": c.status,
-                    "message": c.message,
-                    "checked_in_seconds": c.checked_in.as_secs_f64(),
-                    "details": c.details,
-                })
-            })
-            .collect();
-        serde_json::json!({ "status": self.status, "components": components })
+        HealthReport::document(self.status, &self.components)
     }
 }
 

@@ -4,6 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use percent_encoding::percent_decode_str;
+
 /// The longest schema name accepted: the LISTEN channel is derived from it and PostgreSQL
 /// identifiers stop at 63 bytes.
 const MAX_SCHEMA_LEN: usize = 48;
@@ -93,21 +95,24 @@ impl PgConfig {
     /// Besides the driver's own parameters, a URL may carry the store's settings as query
     /// parameters: `schema`, `pool_size`, `pool_wait_timeout`, `pool_create_timeout`,
     /// `pool_recycle_timeout`, `statement_timeout`, `notify_interval`, `visibility_wait`,
-    /// `long_transaction_threshold`, `migration_lock_timeout` (durations as `250ms`, `5s`, or a
-    /// number of milliseconds).
+    /// `long_transaction_threshold`, `migration_lock_timeout` (durations as `250ms`, `5s`,
+    /// `1m 30s`, or a number of milliseconds). Their names and values are percent-decoded
+    /// (`%20` is a space, `+` stays a plus sign, as in the rest of the URL); every other part
+    /// of the URL, and every other parameter, is read by tokio-postgres, which refuses
+    /// parameters it does not know.
     pub fn from_url(url: &str) -> Result<Self, PgConfigError> {
-        let (base, query) = match url.split_once('?') {
-            Some((base, query)) if url.contains("://") => (base, query),
-            _ => (url, ""),
-        };
+        let (base, query) = split_query(url);
         let mut driver_params = Vec::new();
         let mut ours = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if OUR_PARAMS.contains(&key) {
-                ours.push((key, value));
-            } else {
-                driver_params.push(pair);
+            let known = percent_decode_str(key)
+                .decode_utf8()
+                .ok()
+                .and_then(|key| OUR_PARAMS.iter().find(|ours| **ours == key));
+            match known {
+                Some(key) => ours.push((*key, decode(key, value)?)),
+                None => driver_params.push(pair),
             }
         }
         let driver_url = if driver_params.is_empty() {
@@ -117,11 +122,11 @@ impl PgConfig {
         };
         let pg = tokio_postgres::Config::from_str(&driver_url).map_err(|e| PgConfigError {
             message: "invalid connection string".to_owned(),
-            source: Some(e),
+            source: Some(Box::new(e)),
         })?;
         let mut config = Self::new(pg);
         for (key, value) in ours {
-            config = config.apply_param(key, value)?;
+            config = config.apply_param(key, &value)?;
         }
         config.validate()?;
         Ok(config)
@@ -320,19 +325,47 @@ const OUR_PARAMS: &[&str] = &[
     "migration_lock_timeout",
 ];
 
-fn parse_duration(key: &str, value: &str) -> Result<Duration, PgConfigError> {
-    let bad = || PgConfigError::invalid(key, value, "expected a duration such as 250ms or 5s");
-    let (digits, unit_ms) = if let Some(ms) = value.strip_suffix("ms") {
-        (ms, 1)
-    } else if let Some(s) = value.strip_suffix('s') {
-        (s, 1000)
-    } else {
-        (value, 1)
+/// A URL's connection part and its query string (empty for a `key=value` string). The query
+/// starts at the first `?` after the user info, which the driver ends at the first `@`, so a
+/// `?` in a password is not taken for the start of the query.
+fn split_query(url: &str) -> (&str, &str) {
+    let Some(scheme) = url.find("://") else {
+        return (url, "");
     };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    Ok(Duration::from_millis(
-        n.checked_mul(unit_ms).ok_or_else(bad)?,
-    ))
+    let after_scheme = scheme + "://".len();
+    let host = url[after_scheme..]
+        .find('@')
+        .map_or(after_scheme, |at| after_scheme + at + 1);
+    match url[host..].find('?') {
+        Some(question) => (&url[..host + question], &url[host + question + 1..]),
+        None => (url, ""),
+    }
+}
+
+/// A query parameter's value, percent-decoded as the driver decodes its own.
+fn decode(key: &str, value: &str) -> Result<String, PgConfigError> {
+    percent_decode_str(value)
+        .decode_utf8()
+        .map(|value| value.into_owned())
+        .map_err(|e| PgConfigError {
+            message: format!("invalid {key} {value:?}: not UTF-8 once percent-decoded"),
+            source: Some(Box::new(e)),
+        })
+}
+
+/// A duration as people write it (`250ms`, `5s`, `1m 30s`: humantime's syntax), or a number
+/// of milliseconds.
+fn parse_duration(key: &str, value: &str) -> Result<Duration, PgConfigError> {
+    if let Ok(millis) = value.parse::<u64>() {
+        return Ok(Duration::from_millis(millis));
+    }
+    humantime::parse_duration(value).map_err(|e| PgConfigError {
+        message: format!(
+            "invalid {key} {value:?}: expected a duration such as 250ms, 5s or 1m 30s, or a \
+             number of milliseconds"
+        ),
+        source: Some(Box::new(e)),
+    })
 }
 
 pub(crate) fn validate_schema(schema: &str) -> Result<(), PgConfigError> {
@@ -359,7 +392,7 @@ pub(crate) fn validate_schema(schema: &str) -> Result<(), PgConfigError> {
 pub struct PgConfigError {
     message: String,
     #[source]
-    source: Option<tokio_postgres::Error>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl PgConfigError {
@@ -411,6 +444,61 @@ mod tests {
         assert!(
             std::error::Error::source(&unparsable).is_some(),
             "{unparsable}"
+        );
+    }
+
+    #[test]
+    fn durations_are_written_as_people_write_them() {
+        let c = PgConfig::from_url(
+            "postgres://h/db?statement_timeout=1m%2030s&pool_wait_timeout=1500\
+             &visibility_wait=2min&notify_interval=250ms&migration_lock_timeout=3s",
+        )
+        .unwrap();
+        assert_eq!(c.get_statement_timeout(), Some(Duration::from_secs(90)));
+        assert_eq!(c.wait_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(c.visibility_wait, Duration::from_secs(120));
+        assert_eq!(c.notify_interval, Duration::from_millis(250));
+        assert_eq!(c.migration_lock_timeout, Duration::from_secs(3));
+        let refused = PgConfig::from_url("postgres://h/db?visibility_wait=5 parsecs").unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with("invalid visibility_wait \"5 parsecs\": expected a duration"),
+            "{refused}"
+        );
+        assert!(std::error::Error::source(&refused).is_some());
+    }
+
+    #[test]
+    fn store_parameters_are_percent_decoded() {
+        let c = PgConfig::from_url("postgres://h/db?sch%65ma=billing%5F2").unwrap();
+        assert_eq!(c.get_schema(), "billing_2");
+        let refused = |url: &str| PgConfig::from_url(url).unwrap_err().to_string();
+        assert!(refused("postgres://h/db?schema=my%20schema").contains("\"my schema\""));
+        assert!(refused("postgres://h/db?schema=a%2Fb").contains("\"a/b\""));
+        // `+` is a plus sign here, as the driver reads it, not a space.
+        assert!(refused("postgres://h/db?schema=a+b").contains("\"a+b\""));
+        assert!(refused("postgres://h/db?schema=%FF").contains("not UTF-8"));
+    }
+
+    #[test]
+    fn the_connection_part_is_the_drivers() {
+        let c = PgConfig::from_url("postgres://u%40corp:p%40ss%2540?x@h:5433/my%20db?schema=s1")
+            .unwrap();
+        assert_eq!(c.pg.get_user(), Some("u@corp"));
+        assert_eq!(c.pg.get_password(), Some(&b"p@ss%40?x"[..]));
+        assert_eq!(c.pg.get_dbname(), Some("my db"));
+        assert_eq!(c.pg.get_ports(), &[5433]);
+        assert_eq!(c.get_schema(), "s1");
+        // Parameters that are not the store's go to the driver, which refuses those it does
+        // not know.
+        let unknown = PgConfig::from_url("postgres://h/db?schema=s1&colour=blue").unwrap_err();
+        assert_eq!(unknown.to_string(), "invalid connection string");
+        assert!(
+            crossfold_core::ErrorChain(&unknown)
+                .to_string()
+                .contains("colour"),
+            "{unknown}"
         );
     }
 

@@ -15,10 +15,9 @@ use uuid::Uuid;
 
 use crate::error::{classify, classify_pool, corrupt};
 use crate::sql::quoted;
-use crate::store::PgEventStore;
 
-/// A [`DeadlineStore`] in the schema of a [`PgEventStore`], sharing its connection pool.
-/// Cheap to clone.
+/// A [`DeadlineStore`] in the schema of a [`PgEventStore`](crate::PgEventStore), sharing its
+/// connection pool ([`PgDeadlineStore::new`]). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct PgDeadlineStore {
     pool: Pool,
@@ -26,11 +25,11 @@ pub struct PgDeadlineStore {
 }
 
 impl PgDeadlineStore {
-    /// The deadlines of `store`'s schema (migrated to version 5 or later).
-    pub fn new(store: &PgEventStore) -> Self {
+    /// The deadlines of `schema`, through `pool`.
+    pub(crate) fn over(pool: Pool, schema: &str) -> Self {
         Self {
-            pool: store.pool().clone(),
-            schema: quoted(store.schema()),
+            pool,
+            schema: quoted(schema),
         }
     }
 

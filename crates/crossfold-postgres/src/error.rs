@@ -1,27 +1,64 @@
 //! Turning driver and pool errors into [`StoreError`]s the executor can act on: what is worth
 //! retrying (contention, timeouts, a lost connection) is told apart from what is not.
 
+use std::sync::LazyLock;
+
 use crossfold_core::{Position, StoreError};
 use deadpool_postgres::PoolError;
+use tokio_postgres::error::SqlState;
 
-/// SQLSTATE raised by the append function when a stream's condition fails.
-pub(crate) const CONFLICT: &str = "CF001";
+/// SQLSTATE `CF001`, raised by the append function when a stream's condition fails, with the
+/// conflicts as a JSON array in its DETAIL (`[{"stream": ..., "actual": ...}]`). The store's
+/// own SQL raises codes of class `CF` only (see the migrations); the other one, `CF002` from the
+/// triggers that keep events immutable and stream rows in place, is a `Backend` error like any
+/// refusal and needs no constant.
+pub(crate) static CONFLICT: LazyLock<SqlState> = LazyLock::new(|| SqlState::from_code("CF001"));
+
+/// Contention: worth retrying at once (with backoff).
+const CONTENTION: [SqlState; 2] = [
+    SqlState::T_R_SERIALIZATION_FAILURE,
+    SqlState::T_R_DEADLOCK_DETECTED,
+];
+
+/// query_canceled (statement_timeout), lock_not_available (lock_timeout).
+const TIMEOUT: [SqlState; 2] = [SqlState::QUERY_CANCELED, SqlState::LOCK_NOT_AVAILABLE];
+
+/// Admin/crash shutdown, cannot_connect_now, too_many_connections (and, by class, every
+/// connection exception): the server is going away or not there yet.
+const UNAVAILABLE: [SqlState; 4] = [
+    SqlState::ADMIN_SHUTDOWN,
+    SqlState::CRASH_SHUTDOWN,
+    SqlState::CANNOT_CONNECT_NOW,
+    SqlState::TOO_MANY_CONNECTIONS,
+];
+
+/// invalid_schema_name, undefined_table, undefined_function: not migrated.
+const NOT_MIGRATED: [SqlState; 3] = [
+    SqlState::INVALID_SCHEMA_NAME,
+    SqlState::UNDEFINED_TABLE,
+    SqlState::UNDEFINED_FUNCTION,
+];
+
+/// Whether `code` is in the class (the first two characters) of `class`, e.g. every
+/// `08...` code in the class of [`SqlState::CONNECTION_EXCEPTION`]. PostgreSQL adds codes to a
+/// class over time; a class is how its docs tell clients to handle the ones they do not know.
+pub(crate) fn in_class(code: &SqlState, class: &SqlState) -> bool {
+    code.code().get(..2) == class.code().get(..2)
+}
 
 /// Classifies a driver error, keeping it as the `source`.
 pub(crate) fn classify(error: tokio_postgres::Error) -> StoreError {
-    if let Some(code) = error.code().map(|c| c.code()) {
-        return match code {
-            // serialization_failure, deadlock_detected
-            "40001" | "40P01" => StoreError::Contention(error.into()),
-            // query_canceled (statement_timeout), lock_not_available (lock_timeout)
-            "57014" | "55P03" => StoreError::Timeout(error.into()),
-            // admin/crash shutdown, cannot_connect_now, too_many_connections, and the whole
-            // connection_exception class: the server is going away or not there yet.
-            "57P01" | "57P02" | "57P03" | "53300" => StoreError::Unavailable(error.into()),
-            c if c.starts_with("08") => StoreError::Unavailable(error.into()),
-            // invalid_schema_name, undefined_table, undefined_function: not migrated.
-            "3F000" | "42P01" | "42883" => StoreError::Backend(Box::new(NotMigrated(error))),
-            _ => StoreError::Backend(error.into()),
+    if let Some(code) = error.code() {
+        return if CONTENTION.contains(code) {
+            StoreError::Contention(error.into())
+        } else if TIMEOUT.contains(code) {
+            StoreError::Timeout(error.into())
+        } else if UNAVAILABLE.contains(code) || in_class(code, &SqlState::CONNECTION_EXCEPTION) {
+            StoreError::Unavailable(error.into())
+        } else if NOT_MIGRATED.contains(code) {
+            StoreError::Backend(Box::new(NotMigrated(error)))
+        } else {
+            StoreError::Backend(error.into())
         };
     }
     if is_connection_failure(&error) {
@@ -31,7 +68,9 @@ pub(crate) fn classify(error: tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// Whether a non-database error means the server could not be reached or the connection broke.
+/// Whether a non-database error means the server could not be reached or the connection broke:
+/// the driver says so (`is_closed`), or an I/O error is among its causes — a refused or reset
+/// connection, or the driver's connect timeout (an [`std::io::ErrorKind::TimedOut`]).
 fn is_connection_failure(error: &tokio_postgres::Error) -> bool {
     if error.is_closed() {
         return true;
@@ -43,8 +82,7 @@ fn is_connection_failure(error: &tokio_postgres::Error) -> bool {
         }
         source = e.source();
     }
-    // The driver's connect timeout carries no cause; its message is the only way to tell.
-    error.to_string().contains("timeout")
+    false
 }
 
 /// Classifies a pool error: the pool timing out or being closed means the store is unavailable.
@@ -121,7 +159,7 @@ mod tests {
     use super::*;
 
     /// Real driver errors with the given SQLSTATEs, raised by the server.
-    async fn raised(codes: &[&str]) -> Vec<tokio_postgres::Error> {
+    async fn raised(codes: &[SqlState]) -> Vec<tokio_postgres::Error> {
         let url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -132,7 +170,10 @@ mod tests {
         tokio::spawn(connection);
         let mut out = Vec::new();
         for code in codes {
-            let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '{code}'; END $$");
+            let sql = format!(
+                "DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '{}'; END $$",
+                code.code()
+            );
             out.push(client.batch_execute(&sql).await.unwrap_err());
         }
         out
@@ -141,8 +182,18 @@ mod tests {
     #[tokio::test]
     async fn sqlstates_are_classified_for_retrying() {
         let codes = [
-            "40001", "40P01", "57014", "55P03", "57P01", "08006", "53300", "42P01", "23514",
-            "XX000",
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::QUERY_CANCELED,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::UNDEFINED_TABLE,
+            SqlState::CHECK_VIOLATION,
+            SqlState::INTERNAL_ERROR,
+            CONFLICT.clone(),
+            SqlState::from_code("CF002"),
         ];
         let kinds: Vec<&str> = raised(&codes)
             .await
@@ -167,23 +218,57 @@ mod tests {
                 "unavailable",
                 "backend",
                 "backend",
+                "backend",
+                "backend",
                 "backend"
             ]
         );
     }
 
+    #[test]
+    fn a_class_is_the_first_two_characters() {
+        let lost = SqlState::from_code("08XYZ");
+        assert!(in_class(&lost, &SqlState::CONNECTION_EXCEPTION));
+        assert!(in_class(
+            &SqlState::PROTOCOL_VIOLATION,
+            &SqlState::CONNECTION_EXCEPTION
+        ));
+        assert!(!in_class(
+            &SqlState::DATA_EXCEPTION,
+            &SqlState::CONNECTION_EXCEPTION
+        ));
+    }
+
     #[tokio::test]
     async fn the_driver_error_is_kept_as_source() {
-        let e = classify(raised(&["40001"]).await.remove(0));
+        let e = classify(
+            raised(&[SqlState::T_R_SERIALIZATION_FAILURE])
+                .await
+                .remove(0),
+        );
         let source = std::error::Error::source(&e).unwrap();
         let driver = source.downcast_ref::<tokio_postgres::Error>().unwrap();
-        assert_eq!(driver.code().unwrap().code(), "40001");
-        let missing = classify(raised(&["42P01"]).await.remove(0));
+        assert_eq!(driver.code(), Some(&SqlState::T_R_SERIALIZATION_FAILURE));
+        let missing = classify(raised(&[SqlState::UNDEFINED_TABLE]).await.remove(0));
         assert!(
             std::error::Error::source(&missing)
                 .unwrap()
                 .to_string()
                 .contains("migrate()")
+        );
+    }
+
+    /// A connection that cannot be made is unavailable because of its kind (an I/O error from
+    /// the driver), not because of what its message says.
+    #[tokio::test]
+    async fn a_refused_connection_is_unavailable() {
+        let error = tokio_postgres::connect("host=127.0.0.1 port=1 user=x", tokio_postgres::NoTls)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(classify(error), StoreError::Unavailable(_)),
+            "refused"
         );
     }
 }

@@ -1,11 +1,15 @@
-//! What a health check reports, and how it becomes a [`HealthStatus`].
+//! What a health check asks the server, what it reports, and how that becomes a
+//! [`HealthStatus`]; the pool and the `LISTEN` connection as health components of their own.
 
 use std::time::{Duration, Instant};
 
-use crossfold_core::{HealthCheck, HealthReport, HealthStatus, StoreError};
-use deadpool_postgres::{PoolError, TimeoutType};
+use crossfold_core::{ErrorChain, HealthCheck, HealthReport, HealthStatus, StoreError};
+use deadpool_postgres::{Pool, PoolError, TimeoutType};
 
-use crate::PgEventStore;
+use crate::db::Db;
+use crate::error::classify;
+use crate::notify::ListenerState;
+use crate::types::{Xid8, get};
 
 /// The state of the store's connection pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,32 +104,56 @@ impl PgPoolStatus {
     }
 }
 
-/// `Unhealthy` when the server does not answer; `Degraded` when the pool is exhausted, a
-/// writing transaction has been open (or the visibility horizon has stood still) longer than
-/// [`PgConfig::long_transaction_threshold`](crate::PgConfig::long_transaction_threshold), or
-/// the `LISTEN` connection is down (subscribers then fall back to polling); `Healthy`
-/// otherwise. Details: `latency_seconds`, `pool_max_size`, `pool_size`, `pool_available` and
-/// `pool_waiting` (the pool as the check found it, its own connection not counted),
-/// `listener_connected`, `oldest_transaction_age_seconds` (null when none is open or none is
-/// visible to the store's role), `horizon_lag_transactions`, `horizon_age_seconds` (null
-/// unless the horizon stood still since an earlier check) and
-/// `long_transaction_threshold_seconds`; `error_kind` when the check failed.
-impl HealthCheck for PgEventStore {
-    async fn check_health(&self) -> HealthReport {
-        let started = Instant::now();
-        // Taken before the check borrows a connection of its own.
-        let pool = self.pool_status();
-        let result = self.health().await;
-        let mut report =
-            assess(result, pool, self.long_transaction_threshold()).detail("schema", self.schema());
-        report.checked_in = started.elapsed();
-        report
-    }
+/// Asks the server: round-trip latency (getting a connection included), the age of the oldest
+/// open writing transaction and how far the visibility horizon trails, recorded in `horizon`.
+/// The pool's state is read after the connection went back, so it does not count the check's
+/// own.
+pub(crate) async fn check(
+    db: &Db,
+    listener: &ListenerState,
+    horizon: &HorizonWatch,
+) -> Result<PgHealth, StoreError> {
+    let start = Instant::now();
+    let client = db.client().await?;
+    // Only transactions holding a transaction id hold the horizon back. Other roles'
+    // sessions show in pg_stat_activity only with pg_read_all_stats; the snapshot's bounds
+    // are readable by every role, and tell how far the horizon trails.
+    let statement = client
+        .prepare_cached(
+            "SELECT extract(epoch FROM now() - least( \
+                 (SELECT min(xact_start) FROM pg_stat_activity \
+                  WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()), \
+                 (SELECT min(prepared) FROM pg_prepared_xacts)))::float8, \
+                    pg_snapshot_xmin(s), pg_snapshot_xmax(s) \
+             FROM pg_current_snapshot() AS s",
+        )
+        .await
+        .map_err(classify)?;
+    let row = client.query_one(&statement, &[]).await.map_err(classify)?;
+    let latency = start.elapsed();
+    // Returned first, so the pool state does not count the health check's own connection.
+    drop(client);
+    let age: Option<f64> = get(&row, 0)?;
+    let xmin: Xid8 = get(&row, 1)?;
+    let xmax: Xid8 = get(&row, 2)?;
+    let (horizon_lag, horizon_age) = horizon.observe(xmin.0, xmax.0, start);
+    Ok(PgHealth {
+        latency,
+        pool: PgPoolStatus::from(db.pool.status()),
+        listener_connected: !listener.listening() || listener.connected(),
+        oldest_transaction_age: age
+            .filter(|s| s.is_finite())
+            .map(|s| Duration::from_secs_f64(s.max(0.0))),
+        horizon_lag,
+        horizon_age,
+    })
 }
 
 const COMPONENT: &str = "event_store";
 
-fn assess(
+/// The report of a health check that found `result`, with the pool as it was before the check
+/// took a connection.
+pub(crate) fn assess(
     result: Result<PgHealth, StoreError>,
     pool: PgPoolStatus,
     threshold: Duration,
@@ -146,7 +174,7 @@ fn assess(
             } else {
                 HealthReport::unhealthy(
                     COMPONENT,
-                    format!("PostgreSQL did not answer: {}", error_chain(&e)),
+                    format!("PostgreSQL did not answer: {}", ErrorChain(&e)),
                 )
             };
             return with_pool(report, pool).detail("error_kind", e.kind());
@@ -215,16 +243,26 @@ fn assess(
 }
 
 /// The store's connection pool as a health component of its own, for a readiness answer
-/// that lists components separately ([`PgEventStore::pool_health`]). Degraded while the pool
+/// that lists components separately
+/// ([`PgEventStore::pool_health`](crate::PgEventStore::pool_health)). Degraded while the pool
 /// is exhausted (every connection it may open is in use, or calls wait for one); healthy
 /// otherwise. Takes no connection and sends no query. Details: `pool_max_size`, `pool_size`,
 /// `pool_available`, `pool_waiting`. (The store's own check reports the pool too.)
 #[derive(Clone, Debug)]
-pub struct PgPoolHealth(pub(crate) PgEventStore);
+pub struct PgPoolHealth {
+    pool: Pool,
+    schema: String,
+}
+
+impl PgPoolHealth {
+    pub(crate) fn new(pool: Pool, schema: String) -> Self {
+        Self { pool, schema }
+    }
+}
 
 impl HealthCheck for PgPoolHealth {
     async fn check_health(&self) -> HealthReport {
-        let pool = self.0.pool_status();
+        let pool = PgPoolStatus::from(self.pool.status());
         let report = if pool.is_exhausted() {
             HealthReport {
                 status: HealthStatus::Degraded,
@@ -239,20 +277,26 @@ impl HealthCheck for PgPoolHealth {
         } else {
             HealthReport::healthy("pool")
         };
-        with_pool(report, pool).detail("schema", self.0.schema())
+        with_pool(report, pool).detail("schema", self.schema.as_str())
     }
 }
 
 /// The `LISTEN` connection that wakes subscribers, as a health component of its own
-/// ([`PgEventStore::listener_health`]). Degraded while it is down (subscribers then poll, so
-/// events arrive late, never lost); healthy while it is up or listening is turned off. Sends
-/// no query. Details: `listening`, `listener_connected`.
+/// ([`PgEventStore::listener_health`](crate::PgEventStore::listener_health)). Degraded while
+/// it is down (subscribers then poll, so events arrive late, never lost); healthy while it is
+/// up or listening is turned off. Sends no query. Details: `listening`, `listener_connected`.
 #[derive(Clone, Debug)]
-pub struct PgListenerHealth(pub(crate) PgEventStore);
+pub struct PgListenerHealth(ListenerState);
+
+impl PgListenerHealth {
+    pub(crate) fn new(listener: ListenerState) -> Self {
+        Self(listener)
+    }
+}
 
 impl HealthCheck for PgListenerHealth {
     async fn check_health(&self) -> HealthReport {
-        let (listening, connected) = self.0.listener_state();
+        let (listening, connected) = (self.0.listening(), self.0.connected());
         let report = if listening && !connected {
             HealthReport {
                 status: HealthStatus::Degraded,
@@ -285,19 +329,6 @@ fn waited_for_a_connection(e: &StoreError) -> bool {
     std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<PoolError>())
         .is_some_and(|p| matches!(p, PoolError::Timeout(TimeoutType::Wait)))
-}
-
-/// An error and its causes on one line: `StoreError`'s own message ("store unavailable") does
-/// not say what went wrong.
-fn error_chain(e: &StoreError) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

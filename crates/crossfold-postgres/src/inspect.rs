@@ -7,12 +7,13 @@ use crossfold_core::{
     Timestamp,
 };
 
-use crate::PgEventStore;
-use crate::error::{classify, classify_pool, corrupt};
-use crate::read::{Decoder, get, position};
+use crate::db::Db;
+use crate::error::{classify, corrupt};
+use crate::read::Decoder;
 use crate::sql::{EVENT_COLUMNS, quoted};
+use crate::types::{get, limit_param, position};
 
-/// One stream, as [`PgEventStore::list_streams`] finds it.
+/// One stream, as [`PgEventStore::list_streams`](crate::PgEventStore::list_streams) finds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PgStreamInfo {
@@ -47,138 +48,127 @@ fn micros(column: &str) -> String {
     MICROS.replace("{}", column)
 }
 
-impl PgEventStore {
-    /// Streams whose id starts with `prefix` (`""`: all), in id order, after `after` (for
-    /// paging: pass the last stream of the previous page), at most `limit`. Streams that only
-    /// ever were checked while absent (version 0) are not streams yet and are left out; so are
-    /// system streams (`$...`) unless `system` is set.
-    pub async fn list_streams(
-        &self,
-        prefix: &str,
-        after: Option<&StreamId>,
-        limit: usize,
-        system: bool,
-    ) -> Result<Vec<PgStreamInfo>, StoreError> {
-        let client = self.pool().get().await.map_err(classify_pool)?;
-        let sql = format!(
-            "SELECT stream_id, version, {}, {} FROM {}.streams \
-             WHERE version > 0 AND stream_id LIKE $1 AND stream_id > $2 \
-               AND ($3 OR NOT starts_with(stream_id, '$')) \
-             ORDER BY stream_id LIMIT $4",
-            micros("created_at"),
-            micros("updated_at"),
-            quoted(self.schema())
-        );
-        let after = after.map_or("", StreamId::as_str);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&sql, &[&prefix_pattern(prefix), &after, &system, &limit])
-            .await
-            .map_err(classify)?;
-        rows.iter()
-            .map(|row| {
-                let stream: &str = get(row, 0)?;
-                let version: i64 = get(row, 1)?;
-                Ok(PgStreamInfo {
-                    stream: StreamId::from_stored(stream)
-                        .map_err(|e| corrupt(format!("stored stream id {stream:?}: {e}")))?,
-                    version: StreamVersion::try_from_i64(version)
-                        .map_err(|e| corrupt(format!("stream version: {e}")))?,
-                    created_at: Timestamp::from_unix_micros(get(row, 2)?),
-                    updated_at: Timestamp::from_unix_micros(get(row, 3)?),
-                })
+/// Streams by id prefix, in id order, for paging (see `PgEventStore::list_streams`).
+pub(crate) async fn list_streams(
+    db: &Db,
+    prefix: &str,
+    after: Option<&StreamId>,
+    limit: usize,
+    system: bool,
+) -> Result<Vec<PgStreamInfo>, StoreError> {
+    let client = db.client().await?;
+    let sql = format!(
+        "SELECT stream_id, version, {}, {} FROM {}.streams \
+         WHERE version > 0 AND stream_id LIKE $1 AND stream_id > $2 \
+           AND ($3 OR NOT starts_with(stream_id, '$')) \
+         ORDER BY stream_id LIMIT $4",
+        micros("created_at"),
+        micros("updated_at"),
+        quoted(&db.schema)
+    );
+    let after = after.map_or("", StreamId::as_str);
+    let limit = limit_param(limit);
+    let rows = client
+        .query(&sql, &[&prefix_pattern(prefix), &after, &system, &limit])
+        .await
+        .map_err(classify)?;
+    rows.iter()
+        .map(|row| {
+            let stream: &str = get(row, 0)?;
+            let version: i64 = get(row, 1)?;
+            Ok(PgStreamInfo {
+                stream: StreamId::from_stored(stream)
+                    .map_err(|e| corrupt(format!("stored stream id {stream:?}: {e}")))?,
+                version: StreamVersion::try_from_i64(version)
+                    .map_err(|e| corrupt(format!("stream version: {e}")))?,
+                created_at: Timestamp::from_unix_micros(get(row, 2)?),
+                updated_at: Timestamp::from_unix_micros(get(row, 3)?),
             })
-            .collect()
-    }
+        })
+        .collect()
+}
 
-    /// How many streams start with `prefix`, and how many events they hold together (system
-    /// streams only when `system` is set). Reads every matching stream's row: O(matches).
-    pub async fn count_streams(
-        &self,
-        prefix: &str,
-        system: bool,
-    ) -> Result<(u64, u64), StoreError> {
-        let client = self.pool().get().await.map_err(classify_pool)?;
-        let sql = format!(
-            "SELECT count(*), coalesce(sum(version), 0)::int8 FROM {}.streams \
-             WHERE version > 0 AND stream_id LIKE $1 \
-               AND ($2 OR NOT starts_with(stream_id, '$'))",
-            quoted(self.schema())
-        );
-        let row = client
-            .query_one(&sql, &[&prefix_pattern(prefix), &system])
-            .await
-            .map_err(classify)?;
-        let streams: i64 = get(&row, 0)?;
-        let events: i64 = get(&row, 1)?;
-        Ok((
-            u64::try_from(streams).unwrap_or(0),
-            u64::try_from(events).unwrap_or(0),
-        ))
-    }
+/// How many streams start with a prefix, and their events (see
+/// `PgEventStore::count_streams`).
+pub(crate) async fn count_streams(
+    db: &Db,
+    prefix: &str,
+    system: bool,
+) -> Result<(u64, u64), StoreError> {
+    let client = db.client().await?;
+    let sql = format!(
+        "SELECT count(*), coalesce(sum(version), 0)::int8 FROM {}.streams \
+         WHERE version > 0 AND stream_id LIKE $1 \
+           AND ($2 OR NOT starts_with(stream_id, '$'))",
+        quoted(&db.schema)
+    );
+    let row = client
+        .query_one(&sql, &[&prefix_pattern(prefix), &system])
+        .await
+        .map_err(classify)?;
+    let streams: i64 = get(&row, 0)?;
+    let events: i64 = get(&row, 1)?;
+    Ok((
+        u64::try_from(streams).unwrap_or(0),
+        u64::try_from(events).unwrap_or(0),
+    ))
+}
 
-    /// The event with id `id`, wherever it is; `None` when no such event is stored. An event
-    /// that is committed but not yet visible to log readers (behind an open transaction) is
-    /// found too. A stored event the store cannot decode fails with the store's usual
-    /// [`PgUndecodableEvent`](crate::PgUndecodableEvent) error naming its position.
-    pub async fn read_event(&self, id: EventId) -> Result<Option<RecordedEvent>, StoreError> {
-        let client = self.pool().get().await.map_err(classify_pool)?;
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM {}.events WHERE event_id = $1",
-            quoted(self.schema())
-        );
-        let row = client
-            .query_opt(&sql, &[&id.as_uuid()])
-            .await
-            .map_err(classify)?;
-        match row {
-            Some(row) => Decoder::default().decode(&row, 0),
-            None => Ok(None),
-        }
+/// The event with an id, wherever it is (see `PgEventStore::read_event`).
+pub(crate) async fn read_event(db: &Db, id: EventId) -> Result<Option<RecordedEvent>, StoreError> {
+    let client = db.client().await?;
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM {}.events WHERE event_id = $1",
+        quoted(&db.schema)
+    );
+    let row = client
+        .query_opt(&sql, &[&id.as_uuid()])
+        .await
+        .map_err(classify)?;
+    match row {
+        Some(row) => Decoder::default().decode(&row, 0),
+        None => Ok(None),
     }
+}
 
-    /// A position after which about the last `count` events of the log that pass `filter`'s
-    /// streams, categories, event types and system-stream choice lie: reading the log after
-    /// it shows the end of the log, as `tail` does. [`Position::START`] when the log holds no
-    /// more than `count` such events. (Events committed but not visible yet count too, so a
-    /// read right after may show a few fewer.)
-    pub async fn position_before_last(
-        &self,
-        count: usize,
-        filter: &LogFilter,
-    ) -> Result<Position, StoreError> {
-        let client = self.pool().get().await.map_err(classify_pool)?;
-        let sql = format!(
-            "SELECT transaction_id, sequence FROM {}.events \
-             WHERE ($1::text[] IS NULL OR stream_id = ANY($1)) \
-               AND ($2::text[] IS NULL OR split_part(stream_id, '-', 1) = ANY($2)) \
-               AND ($3::text[] IS NULL OR event_type = ANY($3)) \
-               AND ($4 OR NOT starts_with(stream_id, '$')) \
-             ORDER BY transaction_id DESC, sequence DESC OFFSET $5 LIMIT 1",
-            quoted(self.schema())
-        );
-        let streams: Option<Vec<&str>> = filter
-            .streams
-            .as_ref()
-            .map(|s| s.iter().map(StreamId::as_str).collect());
-        let categories: Option<Vec<&str>> = filter
-            .categories
-            .as_ref()
-            .map(|c| c.iter().map(String::as_str).collect());
-        let types: Option<Vec<&str>> = filter
-            .event_types
-            .as_ref()
-            .map(|t| t.iter().map(EventType::as_str).collect());
-        let system = filter.system_streams || filter.streams.is_some();
-        let offset = i64::try_from(count).unwrap_or(i64::MAX);
-        let row = client
-            .query_opt(&sql, &[&streams, &categories, &types, &system, &offset])
-            .await
-            .map_err(classify)?;
-        match row {
-            Some(row) => position(&row, 0),
-            None => Ok(Position::START),
-        }
+/// Where about the last `count` events of a filtered log begin (see
+/// `PgEventStore::position_before_last`).
+pub(crate) async fn position_before_last(
+    db: &Db,
+    count: usize,
+    filter: &LogFilter,
+) -> Result<Position, StoreError> {
+    let client = db.client().await?;
+    let sql = format!(
+        "SELECT transaction_id, sequence FROM {}.events \
+         WHERE ($1::text[] IS NULL OR stream_id = ANY($1)) \
+           AND ($2::text[] IS NULL OR split_part(stream_id, '-', 1) = ANY($2)) \
+           AND ($3::text[] IS NULL OR event_type = ANY($3)) \
+           AND ($4 OR NOT starts_with(stream_id, '$')) \
+         ORDER BY transaction_id DESC, sequence DESC OFFSET $5 LIMIT 1",
+        quoted(&db.schema)
+    );
+    let streams: Option<Vec<&str>> = filter
+        .streams
+        .as_ref()
+        .map(|s| s.iter().map(StreamId::as_str).collect());
+    let categories: Option<Vec<&str>> = filter
+        .categories
+        .as_ref()
+        .map(|c| c.iter().map(String::as_str).collect());
+    let types: Option<Vec<&str>> = filter
+        .event_types
+        .as_ref()
+        .map(|t| t.iter().map(EventType::as_str).collect());
+    let system = filter.system_streams || filter.streams.is_some();
+    let offset = i64::try_from(count).unwrap_or(i64::MAX);
+    let row = client
+        .query_opt(&sql, &[&streams, &categories, &types, &system, &offset])
+        .await
+        .map_err(classify)?;
+    match row {
+        Some(row) => position(&row, 0),
+        None => Ok(Position::START),
     }
 }
 

@@ -98,6 +98,7 @@
 
 mod append;
 mod config;
+mod db;
 mod deadlines;
 mod error;
 mod health;

@@ -5,10 +5,10 @@
 //!   `default_transaction_isolation`), with a `lock_timeout`, so a migration waiting for a table
 //!   lock gives up instead of queueing every append behind it. A file whose first line is
 //!   `-- crossfold:no-transaction` runs outside any transaction, statement by statement (for
-//!   `CREATE INDEX CONCURRENTLY`); such a file holds no dollar-quoted bodies, and stays valid
-//!   with every ` CONCURRENTLY` removed: that is how it runs, in a transaction, on a store
-//!   that the same call created (its log is empty, and a concurrent build would only wait for
-//!   every older transaction in the database).
+//!   `CREATE INDEX CONCURRENTLY`); such a file stays valid with every ` CONCURRENTLY` removed:
+//!   that is how it runs, in a transaction, on a store that the same call created (its log is
+//!   empty, and a concurrent build would only wait for every older transaction in the
+//!   database).
 //! * Migrators take turns under a session-level advisory lock held on a connection taken out
 //!   of the pool, so an abandoned call releases it by closing that connection.
 //! * Checksums cover the SQL without its comments and with whitespace collapsed, so editing a
@@ -20,12 +20,23 @@
 
 use std::time::Duration;
 
-use crossfold_core::StoreError;
+use crossfold_core::{Backoff, StoreError};
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::IsolationLevel;
 
-use crate::error::{classify, classify_pool};
+use crate::error::classify_pool;
 use crate::sql::quoted;
+
+mod access;
+mod report;
+
+use access::grants;
+pub(crate) use access::{check_log_order, grant_access};
+pub use report::{PgMigrationError, PgMigrationReport, PgMigrationStatus};
+
+mod script;
+
+use script::{canonical, statements};
 
 /// The first line of a migration that must run outside a transaction.
 #[cfg(test)]
@@ -118,230 +129,6 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         legacy_checksums: &[],
     },
 ];
-
-/// The tables the application role may insert into and update: projections' checkpoints,
-/// leases, control state and dead letters (from migration 4 on).
-const APP_WRITABLE_TABLES: &str = "projections, projection_dead_letters";
-
-/// The functions the application role may call (besides reading every table of the schema).
-const APP_FUNCTIONS: &str = "append, append_one, check_log_order";
-
-/// The deadline functions the application role may call (from migration 5 on).
-const DEADLINE_FUNCTIONS: &str =
-    "schedule_deadline, cancel_deadline, claim_deadlines, complete_deadline";
-
-/// What [`PgEventStore::migrate`](crate::PgEventStore::migrate) did or
-/// [`PgEventStore::check_schema`](crate::PgEventStore::check_schema) found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PgMigrationReport {
-    /// The migrations applied by this call, in order (empty when the schema was up to date).
-    pub applied: Vec<u32>,
-    /// The schema's version afterwards: the highest migration recorded in it.
-    pub version: u32,
-    /// Migrations recorded in the database that this build does not know, all compatible
-    /// with it (a newer build migrated the schema; see [`PgMigration::is_breaking`]).
-    pub newer: Vec<u32>,
-}
-
-/// Where a schema's migrations stand, from
-/// [`PgEventStore::migration_status`](crate::PgEventStore::migration_status): what is applied,
-/// what this build would apply, and what a newer build added.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PgMigrationStatus {
-    /// Whether the schema exists at all.
-    pub schema_exists: bool,
-    /// The schema's version: the highest migration recorded in it (0: none).
-    pub version: u32,
-    /// The known migrations recorded in the schema, with when each was applied (as
-    /// PostgreSQL prints a `timestamptz` in JSON), in order.
-    pub applied: Vec<(u32, Option<String>)>,
-    /// The migrations [`migrate`](crate::PgEventStore::migrate) would apply, in order.
-    pub pending: Vec<u32>,
-    /// Migrations recorded by a newer build that this one does not know, all compatible.
-    pub newer: Vec<u32>,
-}
-
-/// Why migrating refused or failed. A refusal changed nothing; a failure rolled back the
-/// migration that failed (earlier ones in the same call stay applied).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PgMigrationError {
-    /// A recorded migration differs from the embedded one with the same number: the database
-    /// was migrated by a different build, or the migration was edited after it was applied.
-    #[error(
-        "migration {version} ({name}) recorded in the database has checksum {recorded}, \
-         but this build's has {embedded}; refusing to migrate"
-    )]
-    ChecksumMismatch {
-        /// The migration's number.
-        version: u32,
-        /// Its embedded name.
-        name: &'static str,
-        /// The checksum recorded in the database.
-        recorded: String,
-        /// The checksum of the embedded SQL.
-        embedded: String,
-    },
-    /// The database records a name for a known migration number that differs from this
-    /// build's: the histories have diverged.
-    #[error(
-        "the database records migration {version} as {name:?}, which this build does \
-         not have; refusing to migrate"
-    )]
-    Unknown {
-        /// The migration's number.
-        version: u32,
-        /// Its recorded name.
-        name: String,
-    },
-    /// The database records a breaking migration this build does not know: a newer build
-    /// changed the schema in a way this one cannot work with.
-    #[error(
-        "the database records migration {version} ({name}), a breaking change made by a \
-         newer build; this build cannot use the schema"
-    )]
-    Incompatible {
-        /// The migration's number.
-        version: u32,
-        /// Its recorded name.
-        name: String,
-    },
-    /// The recorded migrations skip one that this build knows: the history has a hole.
-    #[error("the database records later migrations but not {version}; refusing to migrate")]
-    Missing {
-        /// The migration that was never applied although later ones were.
-        version: u32,
-    },
-    /// The schema lacks migrations this build needs (from
-    /// [`check_schema`](crate::PgEventStore::check_schema)): the schema's owner must run
-    /// [`migrate`](crate::PgEventStore::migrate).
-    #[error(
-        "the schema is at version {version} and lacks migrations {pending:?}; run \
-         PgEventStore::migrate() as the schema's owner"
-    )]
-    Pending {
-        /// The schema's version (0: not created).
-        version: u32,
-        /// The migrations to apply.
-        pending: Vec<u32>,
-    },
-    /// The database could not be reached or failed. A lock held by other work for longer
-    /// than the lock timeout is [`StoreError::Timeout`]: try again later.
-    #[error("migration failed: {0}")]
-    Store(#[from] StoreError),
-}
-
-impl From<tokio_postgres::Error> for PgMigrationError {
-    fn from(value: tokio_postgres::Error) -> Self {
-        PgMigrationError::Store(classify(value))
-    }
-}
-
-/// The SQL as its checksum sees it: comments removed and whitespace collapsed, so neither a
-/// reworded comment nor a CRLF checkout changes it. Quoted strings and identifiers are kept
-/// as they are. (Backslash escapes in `E'...'` strings are not understood: migrations do not
-/// use them.)
-pub(crate) fn canonical(sql: &str) -> String {
-    let bytes = sql.as_bytes();
-    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
-    let mut space = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        let next = bytes.get(i + 1).copied();
-        if c == b'-' && next == Some(b'-') {
-            while i < bytes.len() && bytes[i] != b'\n' {
-                i += 1;
-            }
-            space = true;
-            continue;
-        }
-        if c == b'/' && next == Some(b'*') {
-            // Block comments nest in PostgreSQL.
-            let mut depth = 0usize;
-            while i < bytes.len() {
-                if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
-                    depth += 1;
-                    i += 2;
-                } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            space = true;
-            continue;
-        }
-        if c.is_ascii_whitespace() {
-            space = true;
-            i += 1;
-            continue;
-        }
-        if space && !out.is_empty() {
-            out.push(b' ');
-        }
-        space = false;
-        if c == b'\'' || c == b'"' {
-            // Copied verbatim up to the closing quote (a doubled quote is part of the text).
-            out.push(c);
-            i += 1;
-            while i < bytes.len() {
-                out.push(bytes[i]);
-                if bytes[i] == c {
-                    if bytes.get(i + 1) == Some(&c) {
-                        out.push(c);
-                        i += 2;
-                        continue;
-                    }
-                    i += 1;
-                    break;
-                }
-                i += 1;
-            }
-            continue;
-        }
-        out.push(c);
-        i += 1;
-    }
-    // Only ASCII bytes were removed, so the rest is still UTF-8.
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The statements of a migration that runs outside a transaction, split at top-level `;`.
-fn statements(sql: &str) -> Vec<String> {
-    let text = canonical(sql);
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut quote: Option<char> = None;
-    for c in text.chars() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '\'' || c == '"' => quote = Some(c),
-            None if c == ';' => {
-                let statement = current.trim();
-                if !statement.is_empty() {
-                    out.push(statement.to_owned());
-                }
-                current.clear();
-                continue;
-            }
-            None => {}
-        }
-        current.push(c);
-    }
-    let statement = current.trim();
-    if !statement.is_empty() {
-        out.push(statement.to_owned());
-    }
-    out
-}
 
 /// What the database records: the schema, and its migrations.
 struct Recorded {
@@ -537,6 +324,10 @@ pub(crate) async fn status(
     })
 }
 
+/// The pauses between two tries for another migrator's advisory lock: from 10 ms, doubling up to
+/// 200 ms, without jitter.
+const LOCK_POLL: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
+
 /// Applies the missing migrations up to `target` (all when `None`) to `schema`, each in a
 /// transaction of its own (or none, see the module docs), while holding the schema's advisory
 /// lock, so concurrent migrators take turns and the second finds nothing left to do.
@@ -553,7 +344,7 @@ pub(crate) async fn migrate(
     // Keyed by schema, so stores in different schemas migrate independently. Polled rather
     // than waited for: a statement waiting for the lock is a transaction, and CREATE INDEX
     // CONCURRENTLY in the lock holder waits for every transaction to end — a deadlock.
-    let mut pause = Duration::from_millis(10);
+    let mut pauses = LOCK_POLL.delays();
     loop {
         let row = client
             .query_one(
@@ -564,8 +355,7 @@ pub(crate) async fn migrate(
         if row.try_get::<_, bool>(0)? {
             break;
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
+        tokio::time::sleep(pauses.next_delay()).await;
     }
     // A migration may rightly take longer than the application's statement timeout (an index
     // built over a large log); this connection is closed afterwards.
@@ -720,91 +510,6 @@ async fn apply(
     Ok(report)
 }
 
-/// The statements that let `role` use the store in `schema`: read every table, call the
-/// append functions and the log-order check, and (when the schema has them) write the
-/// projections' tables and call the deadline functions, nothing else.
-fn grants(schema: &str, role: &str, projections: bool, deadlines: bool) -> String {
-    let q = quoted(schema);
-    let r = quoted(role);
-    let functions: Vec<String> = APP_FUNCTIONS
-        .split(", ")
-        .chain(DEADLINE_FUNCTIONS.split(", ").filter(|_| deadlines))
-        .map(|f| format!("{q}.{f}"))
-        .collect();
-    let mut sql = format!(
-        "GRANT USAGE ON SCHEMA {q} TO {r}; \
-         GRANT SELECT ON ALL TABLES IN SCHEMA {q} TO {r}; \
-         GRANT EXECUTE ON FUNCTION {} TO {r}",
-        functions.join(", ")
-    );
-    if projections {
-        let tables: Vec<String> = APP_WRITABLE_TABLES
-            .split(", ")
-            .map(|t| format!("{q}.{t}"))
-            .collect();
-        sql.push_str(&format!(
-            "; GRANT INSERT, UPDATE ON TABLE {} TO {r}",
-            tables.join(", ")
-        ));
-    }
-    sql
-}
-
-/// Grants `role` what an application role needs on the migrated store in `schema`.
-pub(crate) async fn grant_access(
-    pool: &Pool,
-    schema: &str,
-    role: &str,
-) -> Result<(), PgMigrationError> {
-    let client = pool.get().await.map_err(classify_pool)?;
-    let row = client
-        .query_one(
-            "SELECT to_regclass(format('%I.projections', $1::text)) IS NOT NULL, \
-                    to_regclass(format('%I.deadlines', $1::text)) IS NOT NULL",
-            &[&schema],
-        )
-        .await?;
-    let projections: bool = row.try_get(0)?;
-    let deadlines: bool = row.try_get(1)?;
-    client
-        .batch_execute(&grants(schema, role, projections, deadlines))
-        .await?;
-    Ok(())
-}
-
-/// Runs the log-order check (see migration 0002), starting a new log epoch if the store was
-/// moved to another cluster or timeline. Returns whether it did.
-pub(crate) async fn check_log_order(
-    client: &tokio_postgres::Client,
-    schema: &str,
-) -> Result<bool, StoreError> {
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT epoch, advanced FROM {}.check_log_order()",
-                quoted(schema)
-            ),
-            &[],
-        )
-        .await
-        .map_err(classify)?;
-    let epoch: i32 = row
-        .try_get(0)
-        .map_err(|e| StoreError::Backend(Box::new(e)))?;
-    let advanced: bool = row
-        .try_get(1)
-        .map_err(|e| StoreError::Backend(Box::new(e)))?;
-    if advanced {
-        tracing::warn!(
-            schema,
-            epoch,
-            "crossfold: the event log started a new epoch (the store moved to another cluster \
-             or timeline); positions of new events jump ahead so that no subscriber skips them"
-        );
-    }
-    Ok(advanced)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -830,13 +535,6 @@ mod tests {
                 "migration {} declares its transaction mode on its first line",
                 m.version
             );
-            if !m.transactional {
-                assert!(
-                    !m.sql.contains('$'),
-                    "migration {} cannot be split",
-                    m.version
-                );
-            }
         }
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(
@@ -850,28 +548,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn comments_and_line_endings_do_not_count() {
-        let shipped = "-- A comment.\nCREATE TABLE t (a int); -- why\n/* block /* nested */ */\nSELECT '--kept'  , \"x  y\";\n";
-        let edited = "-- A reworded comment.\r\nCREATE TABLE t (a int);\r\n\r\nSELECT '--kept' , \"x  y\"; -- new\r\n";
-        assert_eq!(canonical(shipped), canonical(edited));
-        assert_eq!(
-            canonical(shipped),
-            "CREATE TABLE t (a int); SELECT '--kept' , \"x  y\";"
-        );
-        assert_ne!(canonical("SELECT 'a  b'"), canonical("SELECT 'a b'"));
-        assert_ne!(canonical("SELECT 1"), canonical("SELECT 2"));
-    }
-
-    #[test]
-    fn a_no_transaction_migration_splits_into_its_statements() {
-        let sql = "-- crossfold:no-transaction\n-- Why; with a semicolon.\nDROP INDEX CONCURRENTLY IF EXISTS a;\nCREATE INDEX CONCURRENTLY a ON t (split_part(s, ';', 1));\n";
-        assert_eq!(
-            statements(sql),
-            [
-                "DROP INDEX CONCURRENTLY IF EXISTS a",
-                "CREATE INDEX CONCURRENTLY a ON t (split_part(s, ';', 1))"
-            ]
-        );
+    /// Databases migrated by earlier builds recorded these checksums (of each migration's
+    /// canonical text, and of the whole file): if one changed, every such database would
+    /// refuse this build. Hashed by the server, as `migrate` does.
+    #[tokio::test]
+    async fn shipped_migrations_keep_their_checksums() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot reach PostgreSQL at {url} ({e}); set DATABASE_URL to a server")
+            });
+        tokio::spawn(connection);
+        let sums = checksums(&client).await.unwrap();
+        let expected = [
+            (
+                "ed4962a750cada59e618bd90693b715b24032c9dc688d463bbf7053025e71413",
+                "1c23000c49f876206f8b36cfa9e36e9bcffc833d1763f54976d52dfc2f14ef42",
+            ),
+            (
+                "2bc54648bbbe032f7c2a6ec9dc42c9991beb789c6f3c29f7028a0b1acac1a2dc",
+                "5cd0becb0d918d78c0525e2a8464c657510774fcd22f149f5a79bd1231faeb17",
+            ),
+            (
+                "903db88bc655e52e7c38d45b06adc1cf3454f58d2a7afce3304382d87875084e",
+                "ac9a32fcefd371b44735ad542dec4e59a22e5e79b164ab01ab21541351341552",
+            ),
+            (
+                "68e75444e8bc18fa8ca56378d07c4666cf8e16a79d837a96dc9cbe55b16f0e42",
+                "aa9668a4b3bb02aaf5678ddd8650e0e4f37575df05ce2394552c25372a6dfc65",
+            ),
+            (
+                "82219c168fc78e987f7acb1b56fd2efa9429091f58d3e17f64c2be64901dcc82",
+                "905b4de1631a241b7c372a3325a1e31e796fce992804d1913e83954e54f0e601",
+            ),
+        ];
+        assert_eq!(sums.len(), MIGRATIONS.len());
+        for ((m, (canonical, whole)), (pinned_canonical, pinned_whole)) in
+            MIGRATIONS.iter().zip(&sums).zip(expected)
+        {
+            assert_eq!(
+                (canonical.as_str(), whole.as_str()),
+                (pinned_canonical, pinned_whole),
+                "migration {} ({})",
+                m.version,
+                m.name
+            );
+        }
     }
 }

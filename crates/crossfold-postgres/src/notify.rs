@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crossfold_core::Backoff;
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, watch};
@@ -19,8 +20,59 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Socket};
 
 /// Wakes every waiter of this store: something may have become readable.
-pub(crate) fn wake(wake: &watch::Sender<u64>) {
+fn wake(wake: &watch::Sender<u64>) {
     wake.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// How a store tells readers that its appends wrote events: its own waiters at once, other
+/// processes' through the coalesced `NOTIFY`.
+pub(crate) struct Wakeup {
+    /// Bumped whenever events may have become readable (a local append or a notification).
+    local: Arc<watch::Sender<u64>>,
+    notifier: Arc<Notifier>,
+}
+
+impl Wakeup {
+    pub(crate) fn new(local: Arc<watch::Sender<u64>>, notifier: Arc<Notifier>) -> Self {
+        Self { local, notifier }
+    }
+
+    /// An append committed events. Never waits.
+    pub(crate) fn appended(&self) {
+        wake(&self.local);
+        self.notifier.poke();
+    }
+
+    /// The wake-ups from now on, for one waiter.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.local.subscribe()
+    }
+}
+
+/// Whether a store listens for notifications, and whether its `LISTEN` connection is up.
+#[derive(Clone, Debug)]
+pub(crate) struct ListenerState {
+    listening: bool,
+    connected: Arc<AtomicBool>,
+}
+
+impl ListenerState {
+    pub(crate) fn new(listening: bool) -> Self {
+        Self {
+            listening,
+            connected: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether the store listens at all (listening can be turned off).
+    pub(crate) fn listening(&self) -> bool {
+        self.listening
+    }
+
+    /// Whether the `LISTEN` connection is up now.
+    pub(crate) fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
 }
 
 /// The coalescing `NOTIFY` sender.
@@ -86,7 +138,7 @@ pub(crate) fn spawn_listener<T>(
     tls: T,
     channel: String,
     wake_tx: Arc<watch::Sender<u64>>,
-    connected: Arc<AtomicBool>,
+    state: &ListenerState,
     mut shutdown: watch::Receiver<()>,
 ) where
     T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -94,8 +146,9 @@ pub(crate) fn spawn_listener<T>(
     T::TlsConnect: Send + Sync,
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
+    let connected = state.connected.clone();
     tokio::spawn(async move {
-        let mut backoff = FIRST_BACKOFF;
+        let mut pauses = RECONNECT.delays();
         loop {
             let outcome = tokio::select! {
                 _ = shutdown.changed() => return,
@@ -104,28 +157,23 @@ pub(crate) fn spawn_listener<T>(
             connected.store(false, Ordering::Relaxed);
             match outcome {
                 // It was up for a while: come back quickly.
-                Ok(()) => backoff = FIRST_BACKOFF,
+                Ok(()) => pauses.reset(),
                 Err(e) => tracing::debug!(error = %e, "crossfold: LISTEN connection failed"),
             }
             tokio::select! {
                 _ = shutdown.changed() => return,
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(pauses.next_delay()) => {}
             }
-            backoff = next_backoff(backoff);
         }
     });
 }
 
-/// The first pause before reconnecting the `LISTEN` connection.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// The longest pause between two attempts: a server that comes back is listened to again
-/// within this (plus one connection's set-up), however long it was gone. An attempt against
-/// a server that is down costs one refused connection.
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
-
-fn next_backoff(backoff: Duration) -> Duration {
-    (backoff * 2).min(MAX_BACKOFF)
-}
+/// The pauses before reconnecting the `LISTEN` connection: from 50 ms, doubling, without
+/// jitter (one connection per process; nobody to spread out from). The longest pause between
+/// two attempts is half a second: a server that comes back is listened to again within this
+/// (plus one connection's set-up), however long it was gone. An attempt against a server that
+/// is down costs one refused connection.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
 
 /// One connection's life: returns `Ok` when an established connection ends, `Err` when
 /// connecting or listening failed.
@@ -184,14 +232,18 @@ mod tests {
 
     #[test]
     fn reconnect_attempts_are_never_more_than_half_a_second_apart() {
-        let mut backoff = FIRST_BACKOFF;
+        let mut pauses = RECONNECT.delays();
+        let mut backoff = pauses.next_delay();
+        assert_eq!(backoff, Duration::from_millis(50));
         let mut waited = Duration::ZERO;
         // An hour of outage.
         while waited < Duration::from_secs(3600) {
             assert!(backoff <= Duration::from_millis(500), "{backoff:?}");
             waited += backoff;
-            backoff = next_backoff(backoff);
+            backoff = pauses.next_delay();
         }
-        assert_eq!(backoff, MAX_BACKOFF);
+        assert_eq!(backoff, RECONNECT.max());
+        pauses.reset();
+        assert_eq!(pauses.next_delay(), Duration::from_millis(50));
     }
 }

@@ -15,7 +15,6 @@ use tokio_postgres::types::Json;
 
 use crate::error::{classify, classify_pool, corrupt};
 use crate::sql::quoted;
-use crate::{PgConfig, PgEventStore};
 
 /// A projection's transaction: the handler writes its read model through
 /// [`client`](Self::client), and the runner commits the checkpoint in the same transaction.
@@ -60,7 +59,7 @@ impl Drop for PgUnit {
 }
 
 /// Checkpoints, leases, control state and dead letters of projections in PostgreSQL, in the
-/// schema of a [`PgEventStore`] (migration 4 creates the tables).
+/// schema of a [`PgEventStore`](crate::PgEventStore) (migration 4 creates the tables).
 ///
 /// It is also the control API an operator's tool needs: open it with
 /// [`connect`](Self::connect) from a URL naming the schema, then
@@ -141,11 +140,11 @@ fn record(row: &Row) -> Result<ProjectionRecord, StoreError> {
 }
 
 impl PgCheckpoints {
-    /// Checkpoints in the schema of `store`, sharing its connection pool.
-    pub fn new(store: &PgEventStore) -> Self {
+    /// Checkpoints in `schema`, through `pool` (see `PgCheckpoints::new` with the store).
+    pub(crate) fn over(pool: Pool, schema: &str) -> Self {
         Self {
-            pool: store.pool().clone(),
-            schema: quoted(store.schema()),
+            pool,
+            schema: quoted(schema),
             unit_idle_timeout: Duration::from_secs(5),
         }
     }
@@ -160,13 +159,6 @@ impl PgCheckpoints {
             .max(Duration::from_millis(1))
             .min(Duration::from_millis(i32::MAX as u64));
         self
-    }
-
-    /// Connects to the store `config` names (URL and schema) and opens its checkpoints: what an
-    /// operator's tool needs to list and steer projections.
-    pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
-        let store = PgEventStore::connect(config).await?;
-        Ok(Self::new(&store))
     }
 
     async fn connection(&self) -> Result<Object, CheckpointError> {

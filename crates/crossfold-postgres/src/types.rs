@@ -1,11 +1,16 @@
 //! Wire types that avoid work on the hot path: `xid8` as a plain number, and JSONB moved as the
 //! raw text PostgreSQL's binary format wraps (a version byte, then JSON), so neither side of an
-//! append or read builds a `serde_json::Value`.
+//! append or read builds a `serde_json::Value`. Also the few conversions every path shares:
+//! reading a column, a position to and from its two columns, a limit as a parameter.
 
 use std::error::Error;
 
 use bytes::{BufMut, BytesMut};
+use crossfold_core::{Position, StoreError};
+use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+
+use crate::error::corrupt;
 
 type BoxError = Box<dyn Error + Sync + Send>;
 
@@ -80,6 +85,35 @@ impl<'a> FromSql<'a> for RawJsonb<'a> {
     fn accepts(ty: &Type) -> bool {
         *ty == Type::JSONB || *ty == Type::JSON
     }
+}
+
+/// A column, with a driver error turned into a store error.
+pub(crate) fn get<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, StoreError> {
+    row.try_get(index)
+        .map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+/// A position from its two columns.
+pub(crate) fn position(row: &Row, at: usize) -> Result<Position, StoreError> {
+    let transaction: Xid8 = get(row, at)?;
+    let sequence: i64 = get(row, at + 1)?;
+    let sequence =
+        u64::try_from(sequence).map_err(|_| corrupt(format!("negative sequence {sequence}")))?;
+    Ok(Position::new(transaction.0, sequence))
+}
+
+/// A position as the `(xid8, bigint)` pair it is compared with. Sequences above `i64::MAX` do
+/// not exist, so clamping keeps "after" meaning "after everything".
+pub(crate) fn position_params(p: Position) -> (Xid8, i64) {
+    (
+        Xid8(p.commit()),
+        i64::try_from(p.sequence()).unwrap_or(i64::MAX),
+    )
+}
+
+/// A row limit as the `bigint` it is sent as; "no limit" (`usize::MAX`) stays the largest.
+pub(crate) fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -405,6 +405,10 @@ async fn a_stream_row_set_back_is_a_conflict() {
         AppendRequest::new()
             .stream(sid("s"), ExpectedVersion::Exact(v(1)), events("E", 2))
             .stream(sid("t"), ExpectedVersion::NoStream, events("E", 1)),
+        // The stream behind is not the first one written.
+        AppendRequest::new()
+            .stream(sid("t"), ExpectedVersion::NoStream, events("E", 1))
+            .stream(sid("s"), ExpectedVersion::Exact(v(1)), events("E", 1)),
     ] {
         let err = store.append(request).await.unwrap_err();
         match &err {

@@ -9,11 +9,10 @@ use crossfold_core::{
     StoreError, StreamId, StreamVersion,
 };
 use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 use uuid::Uuid;
 
 use crate::error::{PgUndecodableEvent, corrupt};
-use crate::types::{RawJsonb, Xid8};
+use crate::types::{RawJsonb, Xid8, get};
 
 /// Remembers what the previous rows held, so repeats are shared instead of rebuilt.
 #[derive(Default)]
@@ -151,19 +150,4 @@ impl Decoder {
         self.metadata = Some((raw.to_vec(), metadata.clone()));
         Ok(metadata)
     }
-}
-
-/// A column, with a driver error turned into a store error.
-pub(crate) fn get<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, StoreError> {
-    row.try_get(index)
-        .map_err(|e| StoreError::Backend(Box::new(e)))
-}
-
-/// A position from its two columns.
-pub(crate) fn position(row: &Row, at: usize) -> Result<Position, StoreError> {
-    let transaction: Xid8 = get(row, at)?;
-    let sequence: i64 = get(row, at + 1)?;
-    let sequence =
-        u64::try_from(sequence).map_err(|_| corrupt(format!("negative sequence {sequence}")))?;
-    Ok(Position::new(transaction.0, sequence))
 }

@@ -1,27 +1,25 @@
-//! Encoding an append into the array arguments of the `append` function, and reading back its
-//! result or its refusal.
+//! Encoding an append into the array arguments of the `append` function, and reading its
+//! answer back in the request's order.
 
 use std::sync::Arc;
 
 use crossfold_core::{
-    AppendRequest, Appended, EventId, ExpectedVersion, Metadata, PayloadFormat, Position,
-    StoreError, StreamConflict, StreamVersion,
+    AppendRequest, Appended, ExpectedVersion, Metadata, PayloadFormat, Position, StoreError,
+    StreamVersion,
 };
-use serde::Deserialize;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::error::{CONFLICT, corrupt};
-use crate::read::get;
-use crate::types::{JsonbText, Xid8};
+use crate::error::corrupt;
+use crate::types::{JsonbText, Xid8, get};
 
 /// `p_expected` codes besides exact versions.
 const ANY: i64 = -1;
 const STREAM_EXISTS: i64 = -2;
 
 /// The arrays of one call, borrowing the request's strings and payloads.
-pub(crate) struct Encoded<'a> {
+pub(super) struct Encoded<'a> {
     streams: Vec<&'a str>,
     expected: Vec<i64>,
     counts: Vec<i32>,
@@ -41,7 +39,7 @@ pub(crate) struct Encoded<'a> {
 impl<'a> Encoded<'a> {
     /// Encodes a validated request: streams sorted by id (the lock order every append uses),
     /// events in request order, metadata sent once when all events share it.
-    pub(crate) fn new(request: &'a AppendRequest) -> Result<Self, StoreError> {
+    pub(super) fn new(request: &'a AppendRequest) -> Result<Self, StoreError> {
         let n = request.streams.len();
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_unstable_by(|&a, &b| {
@@ -113,12 +111,12 @@ impl<'a> Encoded<'a> {
     }
 
     /// The JSONB metadata arguments, borrowing this encoding.
-    pub(crate) fn metadata_params(&self) -> Vec<JsonbText<'_>> {
+    pub(super) fn metadata_params(&self) -> Vec<JsonbText<'_>> {
         self.metadata.iter().map(|m| JsonbText(m)).collect()
     }
 
     /// The function's arguments in order; `metadata` comes from [`Self::metadata_params`].
-    pub(crate) fn params<'p>(
+    pub(super) fn params<'p>(
         &'p self,
         metadata: &'p (dyn ToSql + Sync),
     ) -> [&'p (dyn ToSql + Sync); 11] {
@@ -139,7 +137,7 @@ impl<'a> Encoded<'a> {
 
     /// The arguments of `append_one` when the request is events for one stream and nothing
     /// else (`None` otherwise): the commonest append, which has a cheaper function.
-    pub(crate) fn single_params<'p>(
+    pub(super) fn single_params<'p>(
         &'p self,
         metadata: &'p (dyn ToSql + Sync),
     ) -> Option<[&'p (dyn ToSql + Sync); 8]> {
@@ -161,7 +159,7 @@ impl<'a> Encoded<'a> {
     /// Reads the result row of `append` (`single` false) or `append_one` (`single` true):
     /// each stream's version after the append in request order, and each event's position in
     /// request order.
-    pub(crate) fn written(&self, row: &Row, single: bool) -> Result<Written, StoreError> {
+    pub(super) fn written(&self, row: &Row, single: bool) -> Result<Written, StoreError> {
         let transaction: Option<Xid8> = get(row, 0)?;
         let versions: Vec<i64> = if single {
             vec![get(row, 1)?]
@@ -205,21 +203,21 @@ impl<'a> Encoded<'a> {
     }
 
     /// The event ids of the request, to find which one was already stored.
-    pub(crate) fn event_ids(&self) -> &[Uuid] {
+    pub(super) fn event_ids(&self) -> &[Uuid] {
         &self.ids
     }
 }
 
 /// What the append function reported: each stream's version after the append (request order)
 /// and each event's position (request order).
-pub(crate) struct Written {
+pub(super) struct Written {
     versions: Vec<StreamVersion>,
     positions: Vec<Position>,
 }
 
 impl Written {
     /// The request's events as they were stored.
-    pub(crate) fn record(self, request: AppendRequest) -> Result<Appended, StoreError> {
+    pub(super) fn record(self, request: AppendRequest) -> Result<Appended, StoreError> {
         let mut events = Vec::with_capacity(self.positions.len());
         let mut positions = self.positions.into_iter();
         for (stream, after) in request.streams.into_iter().zip(self.versions) {
@@ -245,7 +243,7 @@ impl Written {
     }
 
     /// Whether the append wrote any event.
-    pub(crate) fn wrote_events(&self) -> bool {
+    pub(super) fn wrote_events(&self) -> bool {
         !self.positions.is_empty()
     }
 }
@@ -296,122 +294,6 @@ fn serialize(metadata: &Metadata) -> Result<Vec<u8>, StoreError> {
         .map_err(|e| StoreError::InvalidRequest(format!("metadata cannot be serialized: {e}")))
 }
 
-#[derive(Deserialize)]
-struct ConflictRow {
-    stream: String,
-    actual: i64,
-}
-
-/// What a failed call of the append function means.
-pub(crate) enum Refusal {
-    /// An error the caller can act on.
-    Explained(StoreError),
-    /// One of the request's event ids is already stored, but the server did not say which.
-    DuplicateUnknown,
-    /// A stream's version already exists among its events although its streams row allowed
-    /// the append: the row was set back below the stream's real version. A conflict; the
-    /// stream's real version must be looked up.
-    StreamBehind(usize),
-    /// Not a refusal of the request: classify the driver error.
-    Other(tokio_postgres::Error),
-}
-
-/// Turns the append function's refusal into the error the caller can act on.
-pub(crate) fn refusal(error: tokio_postgres::Error, request: &AppendRequest) -> Refusal {
-    match explain(&error, request) {
-        Some(refusal) => refusal,
-        None => Refusal::Other(error),
-    }
-}
-
-fn explain(error: &tokio_postgres::Error, request: &AppendRequest) -> Option<Refusal> {
-    let db = error.as_db_error()?;
-    match db.code().code() {
-        CONFLICT => Some(Refusal::Explained(conflict(db.detail(), request))),
-        // unique_violation on the event id: the event is already stored.
-        "23505" if db.constraint() == Some("events_event_id_key") => Some(
-            db.detail()
-                .and_then(duplicate_id_in_detail)
-                .map_or(Refusal::DuplicateUnknown, |id| {
-                    Refusal::Explained(StoreError::DuplicateEvent(id))
-                }),
-        ),
-        // unique_violation on (stream_id, stream_version).
-        "23505" if db.constraint() == Some("events_pkey") => {
-            let stream = db.detail().and_then(stream_in_detail)?;
-            let index = request
-                .streams
-                .iter()
-                .position(|s| s.stream.as_str() == stream)?;
-            Some(Refusal::StreamBehind(index))
-        }
-        // data_exception: a payload that is not valid JSON, a NUL in JSON text, ...
-        code if code.starts_with("22") => Some(Refusal::Explained(StoreError::InvalidRequest(
-            format!("the database refused an event: {}", db.message()),
-        ))),
-        _ => None,
-    }
-}
-
-/// The conflict of a stream whose row was set back: its real version is `actual`.
-pub(crate) fn stream_behind(request: &AppendRequest, index: usize, actual: i64) -> StoreError {
-    match request.streams.get(index) {
-        Some(s) => StoreError::Conflict(vec![StreamConflict {
-            stream: s.stream.clone(),
-            expected: s.expected,
-            actual: StreamVersion::new(u64::try_from(actual).unwrap_or(0)),
-        }]),
-        None => corrupt("a conflict was reported on a stream outside the request"),
-    }
-}
-
-/// `Key (stream_id, stream_version)=(account-1, 3) already exists.` → `account-1`.
-fn stream_in_detail(detail: &str) -> Option<&str> {
-    let start = detail.find("=(")? + 2;
-    let end = detail.rfind(") already exists")?;
-    let (stream, _version) = detail.get(start..end)?.rsplit_once(", ")?;
-    Some(stream)
-}
-
-/// The conflict the append function reported in its error's DETAIL, in request order.
-fn conflict(detail: Option<&str>, request: &AppendRequest) -> StoreError {
-    let rows: Vec<ConflictRow> = match detail.map(serde_json::from_str) {
-        Some(Ok(rows)) => rows,
-        _ => return corrupt(format!("unreadable conflict report {detail:?}")),
-    };
-    let mut conflicts = Vec::with_capacity(rows.len());
-    for row in rows {
-        let Some((index, s)) = request
-            .streams
-            .iter()
-            .enumerate()
-            .find(|(_, s)| s.stream.as_str() == row.stream)
-        else {
-            return corrupt(format!(
-                "conflict reported on stream {:?} outside the request",
-                row.stream
-            ));
-        };
-        conflicts.push((
-            index,
-            StreamConflict {
-                stream: s.stream.clone(),
-                expected: s.expected,
-                actual: StreamVersion::new(u64::try_from(row.actual).unwrap_or(0)),
-            },
-        ));
-    }
-    conflicts.sort_by_key(|(i, _)| *i);
-    StoreError::Conflict(conflicts.into_iter().map(|(_, c)| c).collect())
-}
-
-/// `Key (event_id)=(0190...) already exists.` → the id.
-fn duplicate_id_in_detail(detail: &str) -> Option<EventId> {
-    let start = detail.find("=(")? + 2;
-    let end = start + detail[start..].find(')')?;
-    EventId::parse(&detail[start..end]).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,23 +341,6 @@ mod tests {
         assert_eq!(enc.metadata.len(), 1);
         assert!(enc.json.iter().all(Option::is_none));
         assert!(enc.bytes.iter().all(Option::is_some));
-    }
-
-    #[test]
-    fn a_set_back_stream_is_found_in_the_detail() {
-        assert_eq!(
-            stream_in_detail("Key (stream_id, stream_version)=(a, b, 3) already exists."),
-            Some("a, b")
-        );
-        assert_eq!(stream_in_detail("something else"), None);
-    }
-
-    #[test]
-    fn duplicate_detail_is_parsed() {
-        let id = EventId::generate();
-        let detail = format!("Key (event_id)=({id}) already exists.");
-        assert_eq!(duplicate_id_in_detail(&detail), Some(id));
-        assert_eq!(duplicate_id_in_detail("something else"), None);
     }
 
     #[test]

@@ -1,0 +1,444 @@
+//! The command line, as clap reads it (and as `--help` shows it).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use crossfold_bench::Workload;
+use crossfold_bench::campaign::CampaignOptions;
+use crossfold_bench::pairs::PairsOptions;
+
+/// The server when neither --url nor DATABASE_URL names one.
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Crossfold's load harness: runs the standard workloads (W1–W8 and W12, see
+/// docs/benchmarks.md) on the in-memory store or on PostgreSQL and prints a table.
+///
+/// A run whose data does not verify (money conserved, versions gap-free, each event once in
+/// the log and as many as the store reported writing, invoice numbers gapless) is reported as
+/// FAILED and makes the exit status non-zero.
+///
+/// The subcommands check the executor's correctness (pairs, campaign; exit status non-zero
+/// when one fails) or measure projections (projections). Durations are seconds, or written
+/// with a unit: 90s, 2m, 1m 30s.
+#[derive(Debug, Parser)]
+#[command(
+    name = "crossfold-bench",
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true,
+    // A flag given twice counts once, the last value winning.
+    args_override_self = true
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+
+    #[command(flatten)]
+    pub(crate) load: LoadArgs,
+}
+
+/// Which store to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Store {
+    /// The in-memory store.
+    Memory,
+    /// PostgreSQL, in a fresh schema per run, dropped afterwards.
+    Postgres,
+}
+
+impl Store {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::Postgres => "postgres",
+        }
+    }
+}
+
+/// Workloads, one run each.
+#[derive(Clone, Debug)]
+pub(crate) struct Workloads(pub(crate) Vec<Workload>);
+
+/// `all`, or workload ids separated by commas.
+fn workloads(text: &str) -> Result<Workloads, String> {
+    if text == "all" {
+        return Ok(Workloads(Workload::ALL.to_vec()));
+    }
+    text.split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map(Workloads)
+}
+
+/// A duration: a number of seconds, or with a unit (`500ms`, `90s`, `2m`, `1m 30s`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    match text.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(text).map_err(|e| {
+            format!("expected a number of seconds or a duration such as 90s or 2m ({e})")
+        }),
+    }
+}
+
+/// A duration in whole seconds (pgbench's `-T`): as [`seconds`], without a fraction.
+fn whole_seconds(text: &str) -> Result<u64, String> {
+    let duration = seconds(text)?;
+    if duration.subsec_nanos() != 0 {
+        return Err("pgbench runs for whole seconds".to_owned());
+    }
+    Ok(duration.as_secs())
+}
+
+/// The workloads (without a subcommand).
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// The store to load.
+    #[arg(long, value_enum, default_value_t = Store::Memory)]
+    pub(crate) store: Store,
+
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = DEFAULT_URL)]
+    pub(crate) url: String,
+
+    /// Comma-separated: w1,w2,w3,w4,w5,w6,w6x3,w7-catchup,w7-live,w8,w12, or all.
+    #[arg(long, value_name = "LIST", default_value = "all", value_parser = workloads)]
+    pub(crate) workloads: Workloads,
+
+    /// Measured time per run.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds)]
+    pub(crate) duration: Duration,
+
+    /// Warm-up time per run.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    pub(crate) warmup: Duration,
+
+    /// Operations in flight, comma-separated: each workload runs once per value.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "16",
+        action = ArgAction::Set
+    )]
+    pub(crate) concurrency: Vec<usize>,
+
+    /// Accounts opened before a run.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub(crate) accounts: usize,
+
+    /// PostgreSQL connections (at least the operations in flight plus 2).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub(crate) pool: usize,
+
+    /// Also write every report (and the floor) to this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+
+    /// Also run hand-written SQL with pgbench on the same server, and print each PostgreSQL
+    /// figure as a ratio to it.
+    #[arg(long)]
+    pub(crate) compare_floor: bool,
+
+    /// Time per hand-written script.
+    #[arg(long, value_name = "SECS", default_value = "15", value_parser = whole_seconds)]
+    pub(crate) floor_seconds: u64,
+
+    /// Install a Prometheus recorder (measures the metrics' overhead).
+    #[arg(long)]
+    pub(crate) prometheus: bool,
+
+    /// Let commands on the same streams race to the store instead of queuing in-process.
+    #[arg(long)]
+    pub(crate) no_serialize: bool,
+
+    /// No progress line.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Pairs of streams written together, and commands that refuse when a pair disagrees:
+    /// counts refusals decided on a state that never existed (must be 0).
+    Pairs(PairsArgs),
+    /// Banking commands over the in-memory store with conflicts, transient failures, timeouts
+    /// and ambiguous commits injected; checks every outcome against the log.
+    Campaign(CampaignArgs),
+    /// W9: a balance projection rebuilt from position zero, on memory and on PostgreSQL
+    /// (compared with a hand-written rebuild through pgbench, one client); W10: event created
+    /// -> read model committed latency of a live projection while W1 runs.
+    Projections(ProjectionsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub(crate) struct PairsArgs {
+    /// The store to run on.
+    #[arg(long, value_enum, default_value_t = Store::Memory)]
+    pub(crate) store: Store,
+
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = DEFAULT_URL)]
+    pub(crate) url: String,
+
+    /// Commands to execute.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub(crate) executions: u64,
+
+    /// Commands keep per-stream parts (`PER_STREAM`) instead of one state per combination of
+    /// streams.
+    #[arg(long)]
+    pub(crate) per_stream: bool,
+
+    /// Tasks executing commands at once.
+    #[arg(long, value_name = "N", default_value_t = PairsOptions::new(0).tasks)]
+    pub(crate) tasks: usize,
+
+    /// Executors (each with its own caches) the tasks are spread over.
+    #[arg(long, value_name = "N", default_value_t = PairsOptions::new(0).executors)]
+    pub(crate) executors: usize,
+
+    /// Pairs of streams (few pairs: much contention).
+    #[arg(long, value_name = "N", default_value_t = PairsOptions::new(0).pairs)]
+    pub(crate) pairs: usize,
+
+    /// Seeds the tasks' choices of pairs and commands.
+    #[arg(long, value_name = "N", default_value_t = PairsOptions::new(0).seed)]
+    pub(crate) seed: u64,
+}
+
+impl PairsArgs {
+    pub(crate) fn options(&self) -> PairsOptions {
+        let mut options = PairsOptions::new(self.executions);
+        options.tasks = self.tasks;
+        options.executors = self.executors;
+        options.pairs = self.pairs;
+        options.seed = self.seed;
+        options.per_stream = self.per_stream;
+        options
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub(crate) struct CampaignArgs {
+    /// Commands to execute.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub(crate) operations: u64,
+
+    /// Seed of the commands and of the faults: the same seed runs the same campaign.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) seed: u64,
+
+    /// Tasks executing commands at once.
+    #[arg(long, value_name = "N", default_value_t = CampaignOptions::new(0, 0).tasks)]
+    pub(crate) tasks: usize,
+
+    /// Executors (each with its own caches, like processes) the commands are spread over.
+    #[arg(long, value_name = "N", default_value_t = CampaignOptions::new(0, 0).executors)]
+    pub(crate) executors: usize,
+
+    /// Accounts, opened before the run.
+    #[arg(long, value_name = "N", default_value_t = CampaignOptions::new(0, 0).accounts)]
+    pub(crate) accounts: usize,
+
+    /// Attempts per command (few, so that commands also end in doubt or give up).
+    #[arg(long, value_name = "N", default_value_t = CampaignOptions::new(0, 0).max_attempts)]
+    pub(crate) attempts: u32,
+}
+
+impl CampaignArgs {
+    pub(crate) fn options(&self) -> CampaignOptions {
+        let mut options = CampaignOptions::new(self.operations, self.seed);
+        options.tasks = self.tasks;
+        options.executors = self.executors;
+        options.accounts = self.accounts;
+        options.max_attempts = self.attempts;
+        options
+    }
+}
+
+/// A part of the `projections` subcommand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProjectionRun {
+    /// W9 on the in-memory store.
+    #[value(name = "w9-memory")]
+    W9Memory,
+    /// W9 on PostgreSQL, and the hand-written rebuild.
+    #[value(name = "w9-postgres")]
+    W9Postgres,
+    /// W10 (PostgreSQL).
+    #[value(name = "w10")]
+    W10,
+}
+
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub(crate) struct ProjectionsArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = DEFAULT_URL)]
+    pub(crate) url: String,
+
+    /// W9: deposit events to rebuild from.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub(crate) events: usize,
+
+    /// Accounts the deposits go to.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub(crate) accounts: usize,
+
+    /// Events per projection batch.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub(crate) batch: usize,
+
+    /// W10: measured time.
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = seconds)]
+    pub(crate) duration: Duration,
+
+    /// W10: commands in flight.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub(crate) concurrency: usize,
+
+    /// W9 on PostgreSQL: time of the hand-written rebuild.
+    #[arg(long, value_name = "SECS", default_value = "15", value_parser = whole_seconds)]
+    pub(crate) floor_seconds: u64,
+
+    /// Run only these, comma-separated (default: all).
+    #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',', action = ArgAction::Set)]
+    pub(crate) only: Vec<ProjectionRun>,
+}
+
+impl ProjectionsArgs {
+    /// Whether `run` is one to run.
+    pub(crate) fn runs(&self, run: ProjectionRun) -> bool {
+        self.only.is_empty() || self.only.contains(&run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("crossfold-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_documented_flags_keep_their_meaning() {
+        let cli = parse(&[]).unwrap();
+        assert!(cli.command.is_none());
+        let load = cli.load;
+        assert_eq!(load.store, Store::Memory);
+        assert_eq!(load.workloads.0, Workload::ALL);
+        assert_eq!(load.duration, Duration::from_secs(30));
+        assert_eq!(load.warmup, Duration::from_secs(5));
+        assert_eq!(load.concurrency, [16]);
+        assert_eq!(
+            (load.accounts, load.pool, load.floor_seconds),
+            (10_000, 32, 15)
+        );
+        assert!(!load.compare_floor && !load.prometheus && !load.no_serialize && !load.quiet);
+
+        let load = parse(&[
+            "--store",
+            "postgres",
+            "--workloads",
+            "w1,w7-catchup",
+            "--concurrency",
+            "1,16,64",
+            "--duration",
+            "15",
+            "--warmup",
+            "500ms",
+            "--floor-seconds",
+            "1m",
+            "--json",
+            "r.json",
+            "--quiet",
+            "--quiet",
+            "--duration",
+            "2m",
+        ])
+        .unwrap()
+        .load;
+        assert_eq!(load.store, Store::Postgres);
+        assert_eq!(load.workloads.0, [Workload::Deposit, Workload::CatchUp]);
+        assert_eq!(load.concurrency, [1, 16, 64]);
+        assert_eq!(load.duration, Duration::from_secs(120), "the last one wins");
+        assert_eq!(load.warmup, Duration::from_millis(500));
+        assert_eq!(load.floor_seconds, 60);
+        assert!(load.quiet);
+
+        assert!(parse(&["--store", "disk"]).is_err());
+        assert!(parse(&["--workloads", "w99"]).is_err());
+        assert!(parse(&["--floor-seconds", "1500ms"]).is_err());
+        assert!(parse(&["--quiet", "pairs"]).is_err());
+    }
+
+    #[test]
+    fn the_subcommands_take_their_own_flags() {
+        let Some(Command::Pairs(pairs)) = parse(&[
+            "pairs",
+            "--store",
+            "postgres",
+            "--executions",
+            "10",
+            "--per-stream",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not pairs");
+        };
+        let options = pairs.options();
+        assert_eq!(pairs.store, Store::Postgres);
+        assert_eq!(options.executions, 10);
+        assert!(options.per_stream);
+        let defaults = PairsOptions::new(10);
+        assert_eq!(
+            (
+                options.tasks,
+                options.executors,
+                options.pairs,
+                options.seed
+            ),
+            (
+                defaults.tasks,
+                defaults.executors,
+                defaults.pairs,
+                defaults.seed
+            )
+        );
+
+        let Some(Command::Campaign(campaign)) =
+            parse(&["campaign", "--seed", "7", "--attempts", "5"])
+                .unwrap()
+                .command
+        else {
+            panic!("not campaign");
+        };
+        let options = campaign.options();
+        assert_eq!((options.operations, options.seed), (1_000_000, 7));
+        assert_eq!(options.max_attempts, 5);
+
+        let Some(Command::Projections(projections)) =
+            parse(&["projections", "--only", "w9-memory,w10", "--duration", "20"])
+                .unwrap()
+                .command
+        else {
+            panic!("not projections");
+        };
+        assert!(projections.runs(ProjectionRun::W9Memory));
+        assert!(!projections.runs(ProjectionRun::W9Postgres));
+        assert!(projections.runs(ProjectionRun::W10));
+        assert_eq!(projections.duration, Duration::from_secs(20));
+        assert!(parse(&["projections", "--only", "w11"]).is_err());
+    }
+}

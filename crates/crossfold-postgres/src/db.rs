@@ -1,0 +1,29 @@
+//! What the append and read paths share, below the store type that calls them: the pool and
+//! the statements of one schema. [`PgEventStore`](crate::PgEventStore) owns one and hands it
+//! down; nothing here knows the store type.
+
+use crossfold_core::StoreError;
+use deadpool_postgres::{Object, Pool};
+
+use crate::error::classify_pool;
+use crate::sql::Sql;
+
+/// A store's connections and statements.
+pub(crate) struct Db {
+    pub(crate) pool: Pool,
+    /// The schema holding the store's tables, as configured (unquoted).
+    pub(crate) schema: String,
+    pub(crate) sql: Sql,
+}
+
+impl Db {
+    pub(crate) fn new(pool: Pool, schema: String) -> Self {
+        let sql = Sql::new(&schema);
+        Self { pool, schema, sql }
+    }
+
+    /// A pooled connection; its statements stay prepared for the next caller.
+    pub(crate) async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(classify_pool)
+    }
+}

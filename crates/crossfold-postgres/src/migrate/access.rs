@@ -1,0 +1,105 @@
+//! What the application role may do in a migrated schema, and the log-order check every
+//! migration ends with.
+
+use crossfold_core::StoreError;
+use deadpool_postgres::Pool;
+
+use super::report::PgMigrationError;
+use crate::error::{classify, classify_pool};
+use crate::sql::quoted;
+
+/// The tables the application role may insert into and update: projections' checkpoints,
+/// leases, control state and dead letters (from migration 4 on).
+const APP_WRITABLE_TABLES: &str = "projections, projection_dead_letters";
+
+/// The functions the application role may call (besides reading every table of the schema).
+const APP_FUNCTIONS: &str = "append, append_one, check_log_order";
+
+/// The deadline functions the application role may call (from migration 5 on).
+const DEADLINE_FUNCTIONS: &str =
+    "schedule_deadline, cancel_deadline, claim_deadlines, complete_deadline";
+
+/// The statements that let `role` use the store in `schema`: read every table, call the
+/// append functions and the log-order check, and (when the schema has them) write the
+/// projections' tables and call the deadline functions, nothing else.
+pub(super) fn grants(schema: &str, role: &str, projections: bool, deadlines: bool) -> String {
+    let q = quoted(schema);
+    let r = quoted(role);
+    let functions: Vec<String> = APP_FUNCTIONS
+        .split(", ")
+        .chain(DEADLINE_FUNCTIONS.split(", ").filter(|_| deadlines))
+        .map(|f| format!("{q}.{f}"))
+        .collect();
+    let mut sql = format!(
+        "GRANT USAGE ON SCHEMA {q} TO {r}; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA {q} TO {r}; \
+         GRANT EXECUTE ON FUNCTION {} TO {r}",
+        functions.join(", ")
+    );
+    if projections {
+        let tables: Vec<String> = APP_WRITABLE_TABLES
+            .split(", ")
+            .map(|t| format!("{q}.{t}"))
+            .collect();
+        sql.push_str(&format!(
+            "; GRANT INSERT, UPDATE ON TABLE {} TO {r}",
+            tables.join(", ")
+        ));
+    }
+    sql
+}
+
+/// Grants `role` what an application role needs on the migrated store in `schema`.
+pub(crate) async fn grant_access(
+    pool: &Pool,
+    schema: &str,
+    role: &str,
+) -> Result<(), PgMigrationError> {
+    let client = pool.get().await.map_err(classify_pool)?;
+    let row = client
+        .query_one(
+            "SELECT to_regclass(format('%I.projections', $1::text)) IS NOT NULL, \
+                    to_regclass(format('%I.deadlines', $1::text)) IS NOT NULL",
+            &[&schema],
+        )
+        .await?;
+    let projections: bool = row.try_get(0)?;
+    let deadlines: bool = row.try_get(1)?;
+    client
+        .batch_execute(&grants(schema, role, projections, deadlines))
+        .await?;
+    Ok(())
+}
+
+/// Runs the log-order check (see migration 0002), starting a new log epoch if the store was
+/// moved to another cluster or timeline. Returns whether it did.
+pub(crate) async fn check_log_order(
+    client: &tokio_postgres::Client,
+    schema: &str,
+) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT epoch, advanced FROM {}.check_log_order()",
+                quoted(schema)
+            ),
+            &[],
+        )
+        .await
+        .map_err(classify)?;
+    let epoch: i32 = row
+        .try_get(0)
+        .map_err(|e| StoreError::Backend(Box::new(e)))?;
+    let advanced: bool = row
+        .try_get(1)
+        .map_err(|e| StoreError::Backend(Box::new(e)))?;
+    if advanced {
+        tracing::warn!(
+            schema,
+            epoch,
+            "crossfold: the event log started a new epoch (the store moved to another cluster \
+             or timeline); positions of new events jump ahead so that no subscriber skips them"
+        );
+    }
+    Ok(advanced)
+}

@@ -1,0 +1,17 @@
+//! The read path, whole: one or several streams ([`stream`]), the global log with its filters
+//! and its head ([`log`]), the bounded wait for committed events to pass the visibility horizon
+//! and the wait for new ones ([`wait`]), events set aside because they cannot be decoded
+//! ([`quarantine`](mod@quarantine)), and rows turned into events ([`decode`]). Each read is one
+//! prepared statement, one round trip (again only while it waits for the horizon).
+
+mod decode;
+mod log;
+mod quarantine;
+mod stream;
+mod wait;
+
+pub(crate) use decode::Decoder;
+pub(crate) use log::{explain_read_all, head_position, read_all};
+pub(crate) use quarantine::quarantine;
+pub(crate) use stream::read_streams;
+pub(crate) use wait::wait_for_events;
