@@ -169,6 +169,41 @@ mod section_4 {
         Ok(())
     }
 
+    async fn idempotent(
+        executor: &Executor<MemoryStore>,
+        command: Reserve,
+        same_command: Reserve,
+        request_id: uuid::Uuid,
+    ) -> Result<(), Error> {
+        let context = ExecutionContext::new().idempotency_key(format!("reserve/{request_id}"));
+        let first = executor.execute_with(command, &context).await?;
+        let again = executor.execute_with(same_command, &context).await?;
+        assert!(again.replayed);
+        assert_eq!(again.events, first.events);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_guide_idempotency_key_reserves_once() {
+        let store = MemoryStore::new();
+        let executor = Executor::new(store.clone());
+        let apples = StreamId::new("product-apples").unwrap();
+        receive_three(&store, &apples).await;
+        let reserve = || Reserve {
+            product: apples.clone(),
+            order: "o-1".into(),
+            quantity: 1,
+        };
+        idempotent(&executor, reserve(), reserve(), uuid::Uuid::now_v7())
+            .await
+            .unwrap();
+        let stream = store
+            .read_stream(&apples, StreamVersion::EMPTY, 10)
+            .await
+            .unwrap();
+        assert_eq!(stream.events.len(), 2, "received once, reserved once");
+    }
+
     #[tokio::test]
     async fn the_guide_context_is_copied_into_events() {
         let store = MemoryStore::new();

@@ -14,7 +14,7 @@ use common::*;
 use crossfold_core::{
     Command, CommandError, Emit, EventStore, LogFilter, Position, StoreError, StreamId, StreamRef,
 };
-use crossfold_executor::{Error, Executor, RetryPolicy};
+use crossfold_executor::{Error, ExecutionContext, Executor, RetryPolicy};
 use crossfold_testkit::{Fault, FaultKind, FaultyStore, Operation};
 
 fn fast_retries(attempts: u32) -> RetryPolicy {
@@ -163,7 +163,6 @@ async fn a_slow_store_hits_the_execution_timeout() {
 
 struct Pay {
     account: StreamId,
-    id: &'static str,
 }
 
 impl Command for Pay {
@@ -182,9 +181,6 @@ impl Command for Pay {
         out.append(s, Ledger::Credited { amount: 10 });
         Ok(())
     }
-    fn idempotency_key(&self) -> Option<String> {
-        Some(self.id.to_owned())
-    }
 }
 
 #[tokio::test]
@@ -200,10 +196,10 @@ async fn a_lost_acknowledgement_does_not_make_an_idempotent_command_write_twice(
         .retry(fast_retries(5))
         .build();
     let done = executor
-        .execute(Pay {
-            account: sid("a"),
-            id: "pay-1",
-        })
+        .execute_with(
+            Pay { account: sid("a") },
+            &ExecutionContext::new().idempotency_key("pay-1"),
+        )
         .await
         .unwrap();
     // The executor finds its own first attempt's events before deciding again, so it never

@@ -218,25 +218,19 @@ where
     print_stock(app, "Stock with three orders reserved").await?;
 
     println!("\nThe payment provider reports a payment (the saga pays the order with it):");
+    // Received under the provider's payment id as the idempotency key (`ReceivePayment::context`).
+    let payment = || ReceivePayment {
+        order: ada.clone(),
+        amount_cents: 20_50,
+        payment_ref: "pay-1001".into(),
+    };
     show(
         "payment of 20.50 for o-ada",
-        &exec
-            .execute(ReceivePayment {
-                order: ada.clone(),
-                amount_cents: 20_50,
-                payment_ref: "pay-1001".into(),
-            })
-            .await,
+        &exec.execute_with(payment(), &payment().context()).await,
     );
     show(
         "the same payment reported twice",
-        &exec
-            .execute(ReceivePayment {
-                order: ada.clone(),
-                amount_cents: 20_50,
-                payment_ref: "pay-1001".into(),
-            })
-            .await,
+        &exec.execute_with(payment(), &payment().context()).await,
     );
     show(
         "dee cancels her order",
@@ -288,15 +282,15 @@ where
     );
 
     println!("\nbob pays too late (the saga cannot pay a cancelled order, so it refunds):");
+    let late = ReceivePayment {
+        order: bob.clone(),
+        amount_cents: 29_50,
+        payment_ref: "pay-1002".into(),
+    };
+    let context = late.context();
     show(
         "payment of 29.50 for o-bob",
-        &exec
-            .execute(ReceivePayment {
-                order: bob.clone(),
-                amount_cents: 29_50,
-                payment_ref: "pay-1002".into(),
-            })
-            .await,
+        &exec.execute_with(late, &context).await,
     );
     app.settle().await?;
 

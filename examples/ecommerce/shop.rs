@@ -534,6 +534,14 @@ pub(crate) struct ReceivePayment {
     pub(crate) payment_ref: String,
 }
 
+impl ReceivePayment {
+    /// The context to receive it in: idempotent on the provider's payment id, so a payment the
+    /// provider reports twice is recorded once.
+    pub(crate) fn context(&self) -> ExecutionContext {
+        ExecutionContext::new().idempotency_key(format!("payment/{}", self.payment_ref))
+    }
+}
+
 impl Command for ReceivePayment {
     type Event = ShopEvent;
     type State = Shop;
@@ -544,10 +552,6 @@ impl Command for ReceivePayment {
         self.order
             .payment_stream()
             .unwrap_or_else(|_| self.order.stream().clone())
-    }
-
-    fn idempotency_key(&self) -> Option<String> {
-        Some(format!("payment/{}", self.payment_ref))
     }
 
     fn handle<'x>(

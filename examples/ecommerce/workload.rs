@@ -8,6 +8,7 @@ use std::time::Duration;
 use crossfold::core::checkpoint::CheckpointStore;
 use crossfold::core::deadline::DeadlineStore;
 use crossfold::core::{EventStore, Json, LogFilter, Position, Upcasters};
+use crossfold::executor::{Error, Executed, Executor};
 
 use crate::app::{App, Failure};
 use crate::saga::PAYMENT_TIMEOUT;
@@ -17,6 +18,15 @@ use crate::shop::{
 use crate::views::{ShopReadModels, ShopViews};
 
 const PRODUCTS: [&str; 4] = ["w-a", "w-b", "w-c", "w-d"];
+
+/// Receives a payment the provider reported, under its payment id's idempotency key.
+async fn receive<S: EventStore>(
+    executor: &Executor<S>,
+    payment: ReceivePayment,
+) -> Result<Executed, Error> {
+    let context = payment.context();
+    executor.execute_with(payment, &context).await
+}
 
 /// What one customer's orders came to.
 #[derive(Default)]
@@ -100,14 +110,14 @@ where
                 };
                 match rng.u32(0..10) {
                     0..=3 => {
-                        executor.execute(pay(1)).await?;
+                        receive(&executor, pay(1)).await?;
                         tally.paid += 1;
                     }
                     4 => {
                         // Reported twice by the provider, and a second, real payment.
-                        executor.execute(pay(1)).await?;
-                        executor.execute(pay(1)).await?;
-                        executor.execute(pay(2)).await?;
+                        receive(&executor, pay(1)).await?;
+                        receive(&executor, pay(1)).await?;
+                        receive(&executor, pay(2)).await?;
                         tally.paid += 1;
                     }
                     5 | 6 => {
@@ -122,7 +132,7 @@ where
                         }
                         if rng.bool() {
                             // Paid after cancelling: the saga refunds it.
-                            executor.execute(pay(1)).await?;
+                            receive(&executor, pay(1)).await?;
                             tally.late += 1;
                         }
                     }

@@ -95,12 +95,6 @@ pub trait Command: Send + Sync + 'static {
         None
     }
 
-    /// A key that makes the command idempotent: executing a command with the same key again
-    /// returns the first outcome and writes nothing.
-    fn idempotency_key(&self) -> Option<String> {
-        None
-    }
-
     /// Whether `stream` (one of the declared streams) is expected not to exist yet, like a
     /// stream named after a freshly generated id. The executor then skips reading it and
     /// appends expecting it empty; if it exists after all, the append conflicts and the command

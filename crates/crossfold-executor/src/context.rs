@@ -1,5 +1,5 @@
-//! Who executes a command and why: actor, correlation, causation, custom metadata; and the
-//! authorization hook that checks the actor's permissions.
+//! Who executes a command and why: actor, correlation, causation, custom metadata, time limit,
+//! idempotency key; and the authorization hook that checks the actor's permissions.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,6 +50,14 @@ pub struct ExecutionContext {
     pub custom: BTreeMap<String, serde_json::Value>,
     /// A time limit for this execution, overriding the executor's default.
     pub timeout: Option<Duration>,
+    /// Makes this execution idempotent: the first execution with a key records what it wrote
+    /// (in the system stream `$idempotency-<key>`, in the same atomic append as its events).
+    /// A later one with the same key, in any process, never writes again: where it would
+    /// write, it returns the recorded outcome instead
+    /// ([`Executed::replayed`](crate::Executed::replayed)); a refusal decided on the current
+    /// state is returned as it is. A key must make a valid stream name; otherwise the
+    /// execution fails with a validation error and writes nothing.
+    pub idempotency_key: Option<String>,
 }
 
 impl ExecutionContext {
@@ -85,6 +93,15 @@ impl ExecutionContext {
     /// Sets a time limit for this execution.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the idempotency key ([`idempotency_key`](Self::idempotency_key)): executing
+    /// again with the same key writes nothing and returns the first outcome. Derive it from
+    /// what makes the request unique (a payment id, the message being handled), never from the
+    /// time or a fresh id.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
         self
     }
 }

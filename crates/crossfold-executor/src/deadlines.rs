@@ -13,8 +13,8 @@ use metrics::{counter, gauge};
 
 use crate::context::ExecutionContext;
 use crate::error::Error;
-use crate::executor::{Executed, Executor};
-use crate::keyed::Idempotent;
+use crate::execute::Executor;
+use crate::executed::Executed;
 
 /// What to do when a deadline is due: build its command from the deadline and run it through
 /// [`Firing::execute`].
@@ -67,7 +67,8 @@ impl<'a, S: EventStore, C: Codec> Firing<'a, S, C> {
         self.deadline
     }
 
-    /// The context the command runs in (causation and correlation of the deadline).
+    /// The context the command runs in: the deadline's idempotency key, causation and
+    /// correlation.
     pub fn context(&self) -> &ExecutionContext {
         &self.context
     }
@@ -75,12 +76,7 @@ impl<'a, S: EventStore, C: Codec> Firing<'a, S, C> {
     /// Executes `command` under the deadline's idempotency key: if an earlier firing already
     /// ran it, the earlier outcome is returned ([`Executed::replayed`]) and nothing is written.
     pub async fn execute<Cmd: Command>(&self, command: Cmd) -> Result<Executed, Error> {
-        self.executor
-            .execute_with(
-                Idempotent::new(command, self.deadline.id.idempotency_key()),
-                &self.context,
-            )
-            .await
+        self.executor.execute_with(command, &self.context).await
     }
 }
 
@@ -177,7 +173,8 @@ where
         };
         for claim in &claims {
             let deadline = &claim.deadline;
-            let mut context = ExecutionContext::new();
+            let mut context =
+                ExecutionContext::new().idempotency_key(deadline.id.idempotency_key());
             context.causation_id = deadline.causation_id;
             context.correlation_id = deadline.correlation_id;
             let firing = Firing {

@@ -18,7 +18,8 @@ use crossfold_core::{CodecError, CommandError, StoreError, StreamConflict};
 /// succeeded and that is what `execute` returns; if the store cannot tell it before the retry
 /// policy gives up, the error is `OutcomeUnknown`. So a command is never applied twice by the
 /// executor's own retries, idempotency key or not. Re-executing a command after a "maybe
-/// written" error is safe only if it declares an idempotency key.
+/// written" error is safe only under an idempotency key
+/// ([`ExecutionContext::idempotency_key`](crate::ExecutionContext::idempotency_key)).
 ///
 /// ```
 /// use crossfold_core::CommandError;
@@ -90,8 +91,8 @@ pub enum Error {
     /// `source` is the store error that left it open: the failed append's, or that of the last
     /// read that could not settle it.
     ///
-    /// To find out later, read the streams the command writes; re-executing is safe only for a
-    /// command with an idempotency key. Counts as transient (the store may be back later). On
+    /// To find out later, read the streams the command writes; re-executing is safe only under
+    /// the same idempotency key. Counts as transient (the store may be back later). On
     /// PostgreSQL, `statement_timeout` (or `client_connection_check_interval`) bounds how long
     /// a request whose client is gone can keep running, and so how long such an append can
     /// still commit.
@@ -108,7 +109,7 @@ pub enum Error {
     },
     /// The execution did not finish within its time limit. **The append may have been
     /// committed** if the limit struck while it was in flight (the executor stops where it is,
-    /// so it cannot find out); re-executing a command with an idempotency key is always safe.
+    /// so it cannot find out); re-executing it under the same idempotency key is always safe.
     #[error("execution timed out after {0:?}")]
     Timeout(Duration),
 }

@@ -62,7 +62,9 @@
 //! [`CommandError`](crossfold_core::CommandError), the store's failure as its
 //! [`StoreError`](crossfold_core::StoreError) (with the number of attempts made), and the
 //! executor's own cases (authorization, timeouts, discovery that does not settle, an append
-//! whose outcome could not be found out). Each error's message includes its cause;
+//! whose outcome could not be found out). Each error's message says what failed and leaves its
+//! cause to [`source`](std::error::Error::source) (print the whole chain with
+//! [`ErrorChain`](crossfold_core::ErrorChain)); [`Error::is_retryable`],
 //! [`Error::is_transient`] and [`Error::is_conflict`] classify it, and
 //! [`Error::may_have_written`] says whether the command may have been applied all the same
 //! (only [`Error::OutcomeUnknown`] and [`Error::Timeout`]; see [`Error`] for how the executor
@@ -76,12 +78,12 @@
 //! [`Fold`](crossfold_core::Fold), so commands over one state share them and the executor reads
 //! `PER_STREAM` from the state's type. Some of the command's own defaults are about how the
 //! executor runs it rather than what it decides — `expects_new` is a cache hint,
-//! `required_permission` feeds the [`Authorizer`], `idempotency_key` the de-duplication — and
-//! a tower-like design would move them out of the trait. They stay, for three reasons:
+//! `required_permission` feeds the [`Authorizer`] — and a tower-like design would move them out
+//! of the trait. They stay, for three reasons:
 //!
 //! * Rust has no specialization: an executor generic over `C: Command` cannot ask whether `C`
-//!   also implements an opt-in trait (`FreshStreams`, `Idempotent`). Opt-in traits would need
-//!   a separate `execute_*` method per combination of capabilities, or a registry keyed by type
+//!   also implements an opt-in trait (a `FreshStreams`, say). Opt-in traits would need a
+//!   separate `execute_*` method per combination of capabilities, or a registry keyed by type
 //!   that turns a compile-time property into a run-time lookup on the hot path. The same holds
 //!   for the state: `PER_STREAM` is an associated const of `Fold` with a default, not an opt-in
 //!   `PerStream` trait.
@@ -95,22 +97,30 @@
 //!
 //! What is a policy of the *caller* is not on the command: retries, time limits, caches'
 //! sizes, the authorizer and the codec are [`ExecutorBuilder`] options, and who is asking and why
-//! travels in the [`ExecutionContext`].
+//! travels in the [`ExecutionContext`]. So does the idempotency key
+//! ([`ExecutionContext::idempotency_key`]): it names a request (a payment, the message a process
+//! manager handles, a deadline that fires), not a property of the command, so the caller gives it
+//! per execution and any command can run under one.
 
+// An execution goes one way: `execute` (span, metrics, authorization, time limit) → `retry`
+// (the loop over attempts) → `attempt`, `load`, `doubt`, `idempotency` → the store.
+mod attempt;
 mod cache;
 mod context;
 mod deadlines;
+mod doubt;
 mod error;
-mod executor;
-mod keyed;
+mod execute;
+mod executed;
+mod idempotency;
+mod load;
 mod locks;
 mod metrics;
 mod retry;
-mod view;
 
 pub use context::{Actor, ActorPermissions, Authorizer, Denied, ExecutionContext};
 pub use deadlines::{DeadlineHandler, DeadlineWorker, Firing, PollReport};
 pub use error::Error;
-pub use executor::{Executed, Executor, ExecutorBuilder};
-pub use keyed::Idempotent;
+pub use execute::{Executor, ExecutorBuilder};
+pub use executed::Executed;
 pub use retry::RetryPolicy;

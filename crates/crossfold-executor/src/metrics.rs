@@ -4,7 +4,7 @@
 //! on the executor.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crossfold_core::metrics::{
     CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, COMMAND_ATTEMPTS, COMMAND_CONFLICTS_TOTAL,
@@ -90,7 +90,7 @@ pub(crate) struct CacheMetrics {
 }
 
 impl CacheMetrics {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state_hit: counter!(CACHE_HITS_TOTAL, "cache" => "state"),
             state_miss: counter!(CACHE_MISSES_TOTAL, "cache" => "state"),
@@ -104,19 +104,13 @@ impl CacheMetrics {
 /// the recorder before executing commands.
 pub(crate) struct MetricsRegistry {
     commands: RwLock<HashMap<&'static str, Arc<CommandMetrics>, foldhash::fast::RandomState>>,
-    cache: OnceLock<CacheMetrics>,
 }
 
 impl MetricsRegistry {
     pub(crate) fn new() -> Self {
         Self {
             commands: RwLock::new(HashMap::default()),
-            cache: OnceLock::new(),
         }
-    }
-
-    pub(crate) fn cache(&self) -> &CacheMetrics {
-        self.cache.get_or_init(CacheMetrics::new)
     }
 
     pub(crate) fn command(&self, name: &'static str) -> Arc<CommandMetrics> {

@@ -1,8 +1,20 @@
-//! How conflicts and transient store failures are retried.
+//! How conflicts and transient store failures are retried: the policy, and the loop that runs
+//! one execution's attempts under it — loading the view, settling appends in doubt before
+//! deciding again, catching the view up after a failure, and keeping it for the next command.
 
 use std::time::Duration;
 
-use crossfold_core::{Backoff, Jitter};
+use crossfold_core::{Backoff, Codec, Command, EventStore, Jitter, ReadSet, StoreError};
+
+use crate::attempt::{self, Envelope, Failure};
+use crate::context::ExecutionContext;
+use crate::doubt::Doubts;
+use crate::error::Error;
+use crate::executed::Executed;
+use crate::idempotency;
+use crate::load::{self, Backend, Loader, Refresh, Working};
+use crate::locks::{Guards, StreamLocks};
+use crate::metrics::CommandMetrics;
 
 /// Retry policy for conflicts and transient store errors: how many attempts, and the
 /// [`Backoff`] between them (by default exponential from 1 ms to 100 ms with full jitter).
@@ -61,6 +73,357 @@ impl RetryPolicy {
     /// The wait after `attempt` failed attempts (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
         self.backoff.delay(attempt)
+    }
+}
+
+/// What the executions of one executor run with: the store, the codec, the loader with its
+/// caches, the retry policy, and the in-process stream locks.
+pub(crate) struct Runner<S, C> {
+    store: S,
+    codec: C,
+    loader: Loader,
+    policy: RetryPolicy,
+    locks: Option<StreamLocks>,
+}
+
+impl<S, C> Runner<S, C> {
+    pub(crate) fn new(
+        store: S,
+        codec: C,
+        loader: Loader,
+        policy: RetryPolicy,
+        locks: Option<StreamLocks>,
+    ) -> Self {
+        Self {
+            store,
+            codec,
+            loader,
+            policy,
+            locks,
+        }
+    }
+
+    /// The retry loop of one execution, with nothing counted yet.
+    pub(crate) fn retries(&self) -> Retries<'_, S, C> {
+        Retries {
+            runner: self,
+            attempts: 0,
+            waited: false,
+        }
+    }
+}
+
+/// One execution's way through the retry loop. The counters live here rather than in the
+/// loop's future so that they outlive it: a time limit drops the future, and the attempts made
+/// until then, and whether it queued behind another command, still count.
+pub(crate) struct Retries<'r, S, C> {
+    runner: &'r Runner<S, C>,
+    attempts: u32,
+    waited: bool,
+}
+
+/// What the retry loop of one execution counted.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tally {
+    /// How many times the command ran.
+    pub(crate) attempts: u32,
+    /// Whether it waited for a command of this process that declared a common stream.
+    pub(crate) waited: bool,
+}
+
+impl<S: EventStore, C: Codec> Retries<'_, S, C> {
+    /// What the loop counted, so far or in all.
+    pub(crate) fn tally(&self) -> Tally {
+        Tally {
+            attempts: self.attempts,
+            waited: self.waited,
+        }
+    }
+
+    /// Runs `command` until an attempt stands, a failure is final, or the policy gives up.
+    pub(crate) async fn run<Cmd: Command>(
+        &mut self,
+        command: &Cmd,
+        context: &ExecutionContext,
+        metrics: &CommandMetrics,
+    ) -> Result<Executed, Error> {
+        let marker = idempotency::marker_stream(context.idempotency_key.as_deref())?;
+        let declared = ReadSet::of(command);
+        // A stream the command expects to be new (named after a fresh id) is not shared with
+        // other commands of this process; locking it would only add false collisions.
+        let _guards = match &self.runner.locks {
+            Some(locks) => {
+                locks
+                    .lock(
+                        declared.ids().iter().filter(|id| !command.expects_new(id)),
+                        &mut self.waited,
+                    )
+                    .await
+            }
+            None => Guards::None,
+        };
+        let envelope = Envelope::new(context, marker);
+        // Boxed, and only once an append is in doubt: whatever lives across the loop's awaits
+        // makes every execution's future larger.
+        let mut doubts: Option<Box<Doubts>> = None;
+        // One loop in this function rather than a function of its own, and the futures of
+        // the paths that only faults take boxed: a larger future costs every execution its
+        // copying (counted with callgrind), and nearly all executions meet no fault.
+        let result: Result<Executed, Error> = 'run: {
+            let policy = self.runner.policy;
+            // `None` means "fold again from the store, trusting no cache" (when the view cannot
+            // be caught up); the first load may start from the caches.
+            let mut loaded = Some(load::load(self.runner, command, &declared, true).await);
+            let mut conflicts = 0u32;
+            // Set by the arms below that wait before the next attempt, and catch the view up
+            // first: the waiting happens here, where the arms' bindings are gone, so that it
+            // does not enlarge the future of every execution.
+            let (mut pause, mut catch_up) = (false, false);
+            loop {
+                if pause {
+                    pause = false;
+                    tokio::time::sleep(policy.delay(self.attempts)).await;
+                }
+                if catch_up {
+                    catch_up = false;
+                    if let Some(Ok(work)) = loaded.take() {
+                        loaded = match Box::pin(self.runner.catch_up(
+                            command,
+                            work,
+                            doubts.as_deref_mut(),
+                        ))
+                        .await
+                        {
+                            Ok(next) => next,
+                            Err(error) => break 'run Err(error),
+                        };
+                    }
+                }
+                self.attempts += 1;
+                let fresh = match loaded.take() {
+                    Some(Ok(work)) => Ok(work),
+                    Some(Err(error)) => Err(error),
+                    None => load::load(self.runner, command, &declared, false).await,
+                };
+                let mut work = match fresh {
+                    Ok(work) => work,
+                    Err(Error::Store { source: error, .. })
+                        if error.is_transient() && self.attempts < policy.max_attempts =>
+                    {
+                        metrics.retries.increment(1);
+                        tracing::debug!(%error, attempt = self.attempts, "store unavailable, retrying");
+                        tokio::time::sleep(policy.delay(self.attempts)).await;
+                        continue;
+                    }
+                    Err(error) => break 'run Err(error),
+                };
+                // Never decide again before finding out whether an earlier append of this
+                // execution committed: deciding on a view that holds its events (unrecognised)
+                // would apply the command twice.
+                if let Some(open) = doubts.as_deref_mut() {
+                    match Box::pin(open.settle_before_deciding(&self.runner.store, &mut work)).await
+                    {
+                        Ok(Some(events)) => {
+                            tracing::debug!(
+                                attempt = self.attempts,
+                                "an append in doubt had committed"
+                            );
+                            // The view is a fold of the versions it shows, whoever wrote them: the
+                            // next command may start from it (a cached view only has to be true,
+                            // not recent). Without it, that command refolds whole streams.
+                            self.runner.loader.keep::<Cmd>(&declared, work);
+                            break 'run Ok(Executed {
+                                events,
+                                attempts: self.attempts,
+                                conflicts,
+                                replayed: false,
+                            });
+                        }
+                        Ok(None) => {}
+                        Err(error)
+                            if error.is_transient() && self.attempts < policy.max_attempts =>
+                        {
+                            metrics.retries.increment(1);
+                            tracing::debug!(%error, attempt = self.attempts, "store unavailable, retrying");
+                            loaded = Some(Ok(work));
+                            pause = true;
+                            continue;
+                        }
+                        Err(error) => {
+                            self.runner.loader.keep::<Cmd>(&declared, work);
+                            break 'run Err(Error::store(error, self.attempts));
+                        }
+                    }
+                }
+                let failure = match attempt::decide_and_append(
+                    self.runner,
+                    command,
+                    &mut work,
+                    &envelope,
+                    self.attempts,
+                )
+                .await
+                {
+                    Ok(mut executed) => {
+                        executed.conflicts = conflicts;
+                        self.runner.loader.keep::<Cmd>(&declared, work);
+                        break 'run Ok(executed);
+                    }
+                    Err(failure) => failure,
+                };
+                match failure {
+                    Failure::Fatal(error) => {
+                        self.runner.loader.keep::<Cmd>(&declared, work);
+                        break 'run Err(error);
+                    }
+                    Failure::Replay(marker) => {
+                        let mut replayed =
+                            match idempotency::replay(&self.runner.store, &marker, self.attempts)
+                                .await
+                            {
+                                Ok(replayed) => replayed,
+                                Err(error) => break 'run Err(error),
+                            };
+                        replayed.conflicts = conflicts;
+                        break 'run Ok(replayed);
+                    }
+                    Failure::Stale { rebuild } => {
+                        // The decision was made on a state that turned out to be behind; it has
+                        // been refreshed, so decide again (not a conflict: nothing was written).
+                        if self.attempts >= policy.max_attempts {
+                            if !rebuild {
+                                self.runner.loader.keep::<Cmd>(&declared, work);
+                            }
+                            break 'run Err(Error::Contended {
+                                attempts: self.attempts,
+                            });
+                        }
+                        if !rebuild {
+                            loaded = Some(Ok(work));
+                        }
+                    }
+                    Failure::Conflict(found) => {
+                        conflicts += 1;
+                        metrics.conflicts.increment(1);
+                        if self.attempts >= policy.max_attempts {
+                            self.runner.loader.keep::<Cmd>(&declared, work);
+                            break 'run Err(Error::store(
+                                StoreError::Conflict(found),
+                                self.attempts,
+                            ));
+                        }
+                        metrics.retries.increment(1);
+                        let contended = work.verified;
+                        match load::refresh(self.runner, command, &mut work, Some(&found)).await {
+                            Ok(Refresh::Changed | Refresh::Unchanged) => loaded = Some(Ok(work)),
+                            Ok(Refresh::Rebuild) => {}
+                            // The view, behind as it is, is still a true fold: the next attempt
+                            // conflicts again and catches up then.
+                            Err(error) if error.is_transient() => loaded = Some(Ok(work)),
+                            Err(error) => break 'run Err(error),
+                        }
+                        // A conflict against a state we had just confirmed means another process
+                        // is writing the same streams: back off. A conflict against a cached or
+                        // assumed state only means the cache was behind: retry at once.
+                        if contended {
+                            tokio::time::sleep(policy.delay(self.attempts)).await;
+                        }
+                    }
+                    Failure::Transient(error) => {
+                        if self.attempts >= policy.max_attempts {
+                            self.runner.loader.keep::<Cmd>(&declared, work);
+                            break 'run Err(Error::store(error, self.attempts));
+                        }
+                        metrics.retries.increment(1);
+                        tracing::debug!(%error, attempt = self.attempts, "transient store error, retrying");
+                        loaded = Some(Ok(work));
+                        (pause, catch_up) = (true, true);
+                    }
+                    Failure::InDoubt(pair) => {
+                        let (error, doubt) = *pair;
+                        tracing::warn!(
+                            %error,
+                            attempt = self.attempts,
+                            "an append failed without telling whether it committed; finding out"
+                        );
+                        let open = doubts.get_or_insert_with(Box::default);
+                        open.add(doubt);
+                        // Whatever the append did, the cached streams of this read set may not
+                        // show it.
+                        self.runner.loader.forget_streams(work.read_set.ids());
+                        if self.attempts >= policy.max_attempts {
+                            self.runner.loader.keep::<Cmd>(&declared, work);
+                            break 'run Err(Error::OutcomeUnknown {
+                                source: error,
+                                attempts: self.attempts,
+                            });
+                        }
+                        open.left_open_by(error);
+                        metrics.retries.increment(1);
+                        // Nothing is decided before `settle_before_deciding` has found out
+                        // whether the append committed; catching the view up first often
+                        // answers already.
+                        loaded = Some(Ok(work));
+                        (pause, catch_up) = (true, true);
+                    }
+                }
+            }
+        };
+        match result {
+            // A refusal is decided on a view in which the first stream of every append in
+            // doubt was still at the version that append expected; the view differs from the
+            // one that append was decided on (the same view would give the same decision), so
+            // some stream it expected has moved on and it can never commit.
+            Err(error) if !matches!(error, Error::Command(_)) && doubts.is_some() => match doubts {
+                Some(open) => {
+                    Box::pin((*open).give_up(&self.runner.store, error, self.attempts)).await
+                }
+                None => Err(error),
+            },
+            other => other,
+        }
+    }
+}
+
+impl<S: EventStore, C: Codec> Backend for Runner<S, C> {
+    type Store = S;
+    type Codec = C;
+
+    fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn codec(&self) -> &C {
+        &self.codec
+    }
+
+    fn loader(&self) -> &Loader {
+        &self.loader
+    }
+}
+
+impl<S: EventStore, C: Codec> Runner<S, C> {
+    /// Catches the view up after a failed append or read: reads what changed since it, in one
+    /// snapshot, rather than folding the streams' whole history again; the read doubles as a
+    /// first look at the appends in doubt. If the store fails again, the view is kept as it
+    /// was (the next append's version check catches up).
+    async fn catch_up<Cmd: Command>(
+        &self,
+        command: &Cmd,
+        mut work: Working<Cmd::State>,
+        doubts: Option<&mut Doubts>,
+    ) -> Result<Option<Result<Working<Cmd::State>, Error>>, Error> {
+        match load::refresh(self, command, &mut work, None).await {
+            Ok(Refresh::Rebuild) => Ok(None),
+            Ok(Refresh::Changed | Refresh::Unchanged) => {
+                if let Some(doubts) = doubts {
+                    doubts.note_free(&work);
+                }
+                Ok(Some(Ok(work)))
+            }
+            Err(error) if error.is_transient() => Ok(Some(Ok(work))),
+            Err(error) => Err(error),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Commands with an idempotency key write once, however often and however concurrently they run.
+//! Executions under one idempotency key write once, however often and however concurrently they
+//! run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 
@@ -6,10 +7,11 @@ use common::*;
 use crossfold_core::{
     Command, CommandError, Emit, EventStore, LogFilter, Position, StreamId, StreamRef,
 };
-use crossfold_executor::Executor;
+use crossfold_executor::{ExecutionContext, Executor};
 use crossfold_memory::MemoryStore;
 
 /// A payment that must happen at most once per payment id, whatever the retries of the caller.
+#[derive(Clone)]
 struct Pay {
     account: StreamId,
     payment_id: String,
@@ -37,9 +39,12 @@ impl Command for Pay {
         );
         Ok(())
     }
-    fn idempotency_key(&self) -> Option<String> {
-        Some(format!("pay-{}", self.payment_id))
-    }
+}
+
+/// The context a caller runs a payment in: its key derives from the payment id, so a retried
+/// payment reuses it.
+fn keyed(pay: &Pay) -> ExecutionContext {
+    ExecutionContext::new().idempotency_key(format!("pay-{}", pay.payment_id))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,11 +61,11 @@ async fn two_concurrent_executions_with_one_key_write_once() {
     let (a, b) = tokio::join!(
         tokio::spawn({
             let e = first.clone();
-            async move { e.execute(pay()).await }
+            async move { e.execute_with(pay(), &keyed(&pay())).await }
         }),
         tokio::spawn({
             let e = second.clone();
-            async move { e.execute(pay()).await }
+            async move { e.execute_with(pay(), &keyed(&pay())).await }
         }),
     );
     let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
@@ -71,7 +76,7 @@ async fn two_concurrent_executions_with_one_key_write_once() {
     );
     assert_eq!(a.events, b.events, "both report the same, single outcome");
     assert_eq!(balance(&store, &sid("acct")).await, 40);
-    let again = first.execute(pay()).await.unwrap();
+    let again = first.execute_with(pay(), &keyed(&pay())).await.unwrap();
     assert!(again.replayed);
     assert_eq!(again.events, a.events);
     assert_eq!(balance(&store, &sid("acct")).await, 40);
@@ -87,14 +92,30 @@ async fn a_different_key_writes_again() {
     let store = MemoryStore::new();
     let executor = Executor::new(store.clone());
     for id in ["p-1", "p-2", "p-1"] {
+        let pay = Pay {
+            account: sid("acct"),
+            payment_id: id.into(),
+            amount: 5,
+        };
         executor
-            .execute(Pay {
-                account: sid("acct"),
-                payment_id: id.into(),
-                amount: 5,
-            })
+            .execute_with(pay.clone(), &keyed(&pay))
             .await
             .unwrap();
     }
+    assert_eq!(balance(&store, &sid("acct")).await, 10);
+}
+
+#[tokio::test]
+async fn without_a_key_the_same_command_writes_each_time() {
+    let store = MemoryStore::new();
+    let executor = Executor::new(store.clone());
+    let pay = Pay {
+        account: sid("acct"),
+        payment_id: "p-1".into(),
+        amount: 5,
+    };
+    executor.execute(pay.clone()).await.unwrap();
+    let again = executor.execute(pay).await.unwrap();
+    assert!(!again.replayed);
     assert_eq!(balance(&store, &sid("acct")).await, 10);
 }

@@ -150,13 +150,13 @@ async fn an_invalid_idempotency_key_is_a_validation_error() {
             out.append(s, Ledger::Credited { amount: 1 });
             Ok(())
         }
-        fn idempotency_key(&self) -> Option<String> {
-            Some("line\nbreak".into())
-        }
     }
     let store = MemoryStore::new();
     let err = Executor::new(store.clone())
-        .execute(BadKey)
+        .execute_with(
+            BadKey,
+            &ExecutionContext::new().idempotency_key("line\nbreak"),
+        )
         .await
         .unwrap_err();
     assert!(

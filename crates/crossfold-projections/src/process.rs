@@ -34,7 +34,7 @@ use crossfold_core::{
     Codec, Command, DomainEvent, EventData, EventId, EventStore, ExpectedVersion, Json, LogFilter,
     Payload, Position, Recorded, StreamId, StreamRead, StreamVersion, Timestamp, Upcasters,
 };
-use crossfold_executor::{Error, Executed, ExecutionContext, Executor, Idempotent};
+use crossfold_executor::{Error, Executed, ExecutionContext, Executor};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -131,7 +131,7 @@ impl<S: EventStore, C: Codec, D: DeadlineStore> Process<'_, S, C, D> {
         let key = format!("process/{}/{}/{}", self.name, self.event_id, self.commands);
         self.commands = self.commands.saturating_add(1);
         self.executor
-            .execute_with(Idempotent::new(command, key), &self.context())
+            .execute_with(command, &self.context().idempotency_key(key))
             .await
     }
 
