@@ -406,7 +406,7 @@ fn the_guide_is_the_code_tested_here() {
         .collect();
     assert_eq!(
         blocks.len(),
-        9,
+        10,
         "the guide's rust blocks changed: update tests/guide.rs"
     );
     for block in blocks {
