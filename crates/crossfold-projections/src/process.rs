@@ -1,28 +1,4 @@
-//! Process managers (sagas): projections whose handler reacts to events by executing commands
-//! and scheduling deadlines.
-//!
-//! A [`ProcessManager`] says which events it follows, optionally which streams make up its
-//! state when an event arrives (folded like a command's state, up to the triggering event), and
-//! how it reacts. [`ProcessManagerProjection`] turns it into a [`Projection`] the runner drives,
-//! with these guarantees:
-//!
-//! * **A command runs once per triggering event.** Each command a reaction executes carries an
-//!   idempotency key derived from the process manager's name, the triggering event's id and the
-//!   command's place in the reaction. An event delivered again — the process died between the
-//!   command and the checkpoint, a batch was retried — runs the reaction again, and the
-//!   executor returns the first outcome of each command instead of writing twice. Deadlines
-//!   are scheduled with ids derived the same way, so scheduling is repeated harmlessly too.
-//! * **Causation and correlation.** Every command runs with the triggering event's id as its
-//!   causation id and the event's correlation id carried on; a deadline records both for the
-//!   command that fires it.
-//! * **Replays do nothing again.** A reset or rebuild replays the log from the start. Before
-//!   it starts, the adapter records the position it had handled (in the system stream
-//!   `$process-<name>` of the event store), and reactions to events at or below it are
-//!   suppressed: a replay neither repeats a command nor retries one that was refused.
-//! * **Failures follow the projection's error policy.** A reaction returns a
-//!   [`HandlerError`]: transient failures (see [`command_failure`]) are retried by the runner,
-//!   others fail the process manager or send the event to the dead letters
-//!   ([`OnError`](crate::OnError)).
+//! Process managers (sagas): projections that react to events with commands and deadlines.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -40,7 +16,31 @@ use uuid::Uuid;
 
 use crate::projection::{ApplyContext, HandlerError, Projection};
 
-/// Reacts to events with commands and deadlines. See the [module docs](self).
+/// Process managers (sagas): projections whose handler reacts to events by executing commands
+/// and scheduling deadlines.
+///
+/// A [`ProcessManager`] says which events it follows, optionally which streams make up its
+/// state when an event arrives (folded like a command's state, up to the triggering event), and
+/// how it reacts. [`ProcessManagerProjection`] turns it into a [`Projection`] the runner drives,
+/// with these guarantees:
+///
+/// * **A command runs once per triggering event.** Each command a reaction executes carries an
+///   idempotency key derived from the process manager's name, the triggering event's id and the
+///   command's place in the reaction. An event delivered again — the process died between the
+///   command and the checkpoint, a batch was retried — runs the reaction again, and the
+///   executor returns the first outcome of each command instead of writing twice. Deadlines
+///   are scheduled with ids derived the same way, so scheduling is repeated harmlessly too.
+/// * **Causation and correlation.** Every command runs with the triggering event's id as its
+///   causation id and the event's correlation id carried on; a deadline records both for the
+///   command that fires it.
+/// * **Replays do nothing again.** A reset or rebuild replays the log from the start. Before
+///   it starts, the adapter records the position it had handled (in the system stream
+///   `$process-<name>` of the event store), and reactions to events at or below it are
+///   suppressed: a replay neither repeats a command nor retries one that was refused.
+/// * **Failures follow the projection's error policy.** A reaction returns a
+///   [`HandlerError`]: transient failures (see [`command_failure`]) are retried by the runner,
+///   others fail the process manager or send the event to the dead letters
+///   ([`OnError`](crate::OnError)).
 pub trait ProcessManager: Send + Sync + 'static {
     /// The events it reads (and folds its state from).
     type Event: DomainEvent;
