@@ -28,9 +28,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{BoxError, StoreError, ValidationError};
+use crate::error::{BoxError, StoreError};
 use crate::event::{EventType, RecordedEvent, Timestamp};
 use crate::id::{EventId, StreamId};
+use crate::validation::ValidationError;
 use crate::version::{Position, StreamVersion};
 
 /// What a projection is doing, as its runner reports it.

@@ -24,9 +24,10 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::error::{StoreError, ValidationError};
+use crate::error::StoreError;
 use crate::event::Timestamp;
 use crate::id::EventId;
+use crate::validation::ValidationError;
 
 /// A deadline's id: 1–200 bytes of text without control characters or surrounding whitespace.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::id::{EventId, StreamId};
+use crate::validation::ValidationError;
 use crate::version::{ExpectedVersion, StreamVersion};
 
 /// A boxed error from a lower layer (a database driver, a serializer).
@@ -49,26 +50,6 @@ impl fmt::Display for ErrorChain<'_> {
 impl fmt::Debug for ErrorChain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
-    }
-}
-
-/// Input that a smart constructor refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {field}: {reason}")]
-pub struct ValidationError {
-    /// What was being validated (`"stream_id"`, `"amount"`, ...).
-    pub field: Cow<'static, str>,
-    /// Why it was refused, in words a person can act on.
-    pub reason: String,
-}
-
-impl ValidationError {
-    /// A validation error for `field`.
-    pub fn new(field: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-use crate::error::ValidationError;
+use crate::validation::ValidationError;
 
 /// The name of an event stream: 1–255 bytes of UTF-8, no control characters, no leading or
 /// trailing whitespace.

@@ -41,6 +41,7 @@ pub mod metrics;
 mod storable;
 mod store;
 mod subscription;
+mod validation;
 mod version;
 
 pub use backoff::{Backoff, Delays, Jitter};
@@ -51,7 +52,6 @@ pub use codec::{
 pub use command::{Command, Emit, ReadSet, StreamRef, StreamSet, TokenSource};
 pub use error::{
     BoxError, CodecError, CodecOperation, CommandError, ErrorChain, StoreError, StreamConflict,
-    ValidationError,
 };
 pub use event::{
     EventData, EventType, Metadata, Payload, PayloadFormat, Recorded, RecordedEvent, Timestamp,
@@ -63,4 +63,5 @@ pub use store::{
     AppendRequest, AppendStream, Appended, EventStore, LogFilter, StreamEvents, StreamRead,
 };
 pub use subscription::{Batches, EventBatch, Subscription, SubscriptionExt, SubscriptionOptions};
+pub use validation::ValidationError;
 pub use version::{ExpectedVersion, Position, StreamVersion};
