@@ -32,6 +32,10 @@
 //! # });
 //! ```
 
+mod command;
+mod faults;
+mod verify;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
@@ -39,15 +43,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossfold_core::{
-    CommandError, ErrorChain, EventId, EventStore, LogFilter, Position, StoreError, StreamId,
-    ValidationError,
-};
-use crossfold_executor::{Error, Executed, ExecutionContext, Executor, RetryPolicy};
-use crossfold_testkit::{Fault, FaultKind, FaultyStore, Operation};
+use crossfold_core::{ErrorChain, EventStore, StoreError, StreamId, ValidationError};
+use crossfold_executor::{Error, ExecutionContext, Executor, RetryPolicy};
+use crossfold_testkit::FaultyStore;
 use uuid::Uuid;
 
-use crate::bank::{BankEvent, Deposit, Open, Transfer, Withdraw, account_stream};
+use crate::bank::{Open, account_stream};
+
+use self::command::{Ending, Kind, Record, TaskResult, command_id, one_command};
+use self::faults::{fault_names, faulty};
+use self::verify::verify;
 
 /// How often each fault strikes, as a probability per call.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -238,56 +243,11 @@ pub enum CampaignError {
     #[error("opening the accounts failed: {0}")]
     Setup(#[source] Error),
     /// Reading the log back failed.
-    #[error("reading the log back failed: {0}")]
+    #[error("reading the log back failed")]
     Verify(#[source] StoreError),
     /// A stream name could not be built.
     #[error(transparent)]
     Name(#[from] ValidationError),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Open,
-    Deposit,
-    Withdraw,
-    Transfer,
-}
-
-impl Kind {
-    /// Events one application of the command writes.
-    fn events(self) -> u64 {
-        match self {
-            Kind::Transfer => 3,
-            _ => 1,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ending {
-    Succeeded,
-    Refused,
-    /// On conflicts (the streams kept changing).
-    GaveUp,
-    /// On transient failures (the store kept failing).
-    GaveUpFailing,
-    InDoubt,
-    Error,
-}
-
-/// One command as its caller saw it.
-struct Record {
-    kind: Kind,
-    amount: i64,
-    ending: Ending,
-    /// The first event a success returned.
-    first_event: Option<EventId>,
-}
-
-#[derive(Default)]
-struct TaskResult {
-    records: Vec<(Uuid, Record)>,
-    first_error: Option<String>,
 }
 
 /// Runs a campaign over `inner` wrapped in a fault-injecting store. `inner` should be empty.
@@ -408,333 +368,4 @@ pub async fn run_campaign<S: EventStore + Clone + 'static>(
         .await
         .map_err(CampaignError::Verify)?;
     Ok(report)
-}
-
-fn command_id(rng: &mut fastrand::Rng) -> Uuid {
-    uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes()).into_uuid()
-}
-
-/// The names of the faults [`faulty`] adds, in the order it adds them.
-fn fault_names() -> [&'static str; 8] {
-    [
-        "append: version conflict (nothing written)",
-        "append: unavailable before the store (nothing written)",
-        "append: contention, rolled back (nothing written)",
-        "append: timeout before the store (nothing written)",
-        "append: written, then reported unavailable (ambiguous)",
-        "append: written, then reported timed out (ambiguous)",
-        "read: unavailable",
-        "read: timeout",
-    ]
-}
-
-fn faulty<S: EventStore>(inner: S, options: &CampaignOptions) -> FaultyStore<S> {
-    let r = options.rates;
-    let seed = |n: u64| options.seed.wrapping_mul(31).wrapping_add(n);
-    let append = |p: f64, n: u64| Fault::on(Operation::Append).with_probability(p, seed(n));
-    let read = |p: f64, n: u64| Fault::on(Operation::ReadStreams).with_probability(p, seed(n));
-    let store = FaultyStore::new(inner)
-        .with(append(r.conflict, 1).conflict())
-        .with(append(r.unavailable, 2).fail(FaultKind::Unavailable))
-        .with(append(r.contention, 3).fail(FaultKind::Contention))
-        .with(append(r.timeout, 4).fail(FaultKind::Timeout))
-        .with(
-            append(r.lost_acknowledgement, 5)
-                .after_call()
-                .fail(FaultKind::Unavailable),
-        )
-        .with(
-            append(r.late_timeout, 6)
-                .after_call()
-                .fail(FaultKind::Timeout),
-        )
-        .with(read(r.read_unavailable, 7).fail(FaultKind::Unavailable))
-        .with(read(r.read_timeout, 8).fail(FaultKind::Timeout));
-    if options.log_faults {
-        store.logged()
-    } else {
-        store
-    }
-}
-
-/// Picks and runs one command; returns its id, its record, and its error if unexpected.
-async fn one_command<S: EventStore>(
-    rng: &mut fastrand::Rng,
-    executors: &[Executor<FaultyStore<S>>],
-    accounts: &[StreamId],
-) -> (Uuid, (Record, Option<String>)) {
-    let id = command_id(rng);
-    let executor = &executors[rng.usize(..executors.len())];
-    let context = ExecutionContext::new().correlation_id(id);
-    let from = accounts[rng.usize(..accounts.len())].clone();
-    let amount = rng.i64(1..=200);
-    let (kind, result) = match rng.u8(..10) {
-        0..4 => (
-            Kind::Deposit,
-            executor
-                .execute_with(
-                    Deposit {
-                        account: from,
-                        amount,
-                    },
-                    &context,
-                )
-                .await,
-        ),
-        4..6 => (
-            Kind::Withdraw,
-            executor
-                .execute_with(
-                    Withdraw {
-                        account: from,
-                        amount,
-                    },
-                    &context,
-                )
-                .await,
-        ),
-        _ => {
-            let mut to = accounts[rng.usize(..accounts.len())].clone();
-            if to == from {
-                to = accounts
-                    [(accounts.iter().position(|a| *a == from).unwrap_or(0) + 1) % accounts.len()]
-                .clone();
-            }
-            let transfer = match StreamId::new(format!("transfer-{id}")) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    return (
-                        id,
-                        failed(
-                            kind_error(Kind::Transfer, amount),
-                            ErrorChain(&e).to_string(),
-                        ),
-                    );
-                }
-            };
-            (
-                Kind::Transfer,
-                executor
-                    .execute_with(
-                        Transfer {
-                            from,
-                            to,
-                            transfer,
-                            amount,
-                        },
-                        &context,
-                    )
-                    .await,
-            )
-        }
-    };
-    (id, ending(kind, amount, result))
-}
-
-fn kind_error(kind: Kind, amount: i64) -> Record {
-    Record {
-        kind,
-        amount,
-        ending: Ending::Error,
-        first_event: None,
-    }
-}
-
-fn failed(record: Record, error: String) -> (Record, Option<String>) {
-    (record, Some(error))
-}
-
-fn ending(kind: Kind, amount: i64, result: Result<Executed, Error>) -> (Record, Option<String>) {
-    let record = |ending, first_event| Record {
-        kind,
-        amount,
-        ending,
-        first_event,
-    };
-    match result {
-        Ok(done) => (
-            record(Ending::Succeeded, done.events.first().map(|e| e.event_id)),
-            None,
-        ),
-        Err(Error::Command(CommandError::Rejected { rule, .. }))
-            if rule == "insufficient_funds" =>
-        {
-            (record(Ending::Refused, None), None)
-        }
-        Err(e) if e.may_have_written() => (record(Ending::InDoubt, None), None),
-        Err(e) if e.is_conflict() || e.is_contended() => (record(Ending::GaveUp, None), None),
-        Err(e) if e.is_transient() => (record(Ending::GaveUpFailing, None), None),
-        Err(e) => failed(kind_error(kind, amount), ErrorChain(&e).to_string()),
-    }
-}
-
-/// What the log shows of one command.
-#[derive(Default)]
-struct Found {
-    events: u64,
-    change: i64,
-    first_event: Option<EventId>,
-}
-
-/// Findings kept in a report: one broken mechanism can cause a million.
-const MAX_PROBLEMS: usize = 20;
-
-fn problem(report: &mut CampaignReport, text: String) {
-    if report.problems.len() < MAX_PROBLEMS {
-        report.problems.push(text);
-    }
-}
-
-async fn verify<S: EventStore>(
-    store: &S,
-    records: &HashMap<Uuid, Record>,
-    accounts: &[StreamId],
-    report: &mut CampaignReport,
-) -> Result<(), StoreError> {
-    let mut versions: HashMap<StreamId, u64> = HashMap::new();
-    let mut balances: HashMap<StreamId, i64> = HashMap::new();
-    let mut found: HashMap<Uuid, Found> = HashMap::with_capacity(records.len());
-    let mut after = Position::START;
-    loop {
-        let page = store.read_all(after, 10_000, &LogFilter::all()).await?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        if last.position <= after {
-            problem(report, format!("the log went backwards after {after}"));
-            break;
-        }
-        after = last.position;
-        for event in &page {
-            report.events += 1;
-            let version = versions.entry(event.stream_id.clone()).or_insert(0);
-            if event.stream_version.get() != *version + 1 {
-                problem(
-                    report,
-                    format!(
-                        "{} jumps from version {version} to {}",
-                        event.stream_id, event.stream_version
-                    ),
-                );
-            }
-            *version = event.stream_version.get();
-            let change = match serde_json::from_slice::<BankEvent>(&event.payload.bytes) {
-                Ok(e) => e.balance_change(),
-                Err(e) => {
-                    problem(
-                        report,
-                        format!("undecodable event {}: {}", event.event_id, ErrorChain(&e)),
-                    );
-                    0
-                }
-            };
-            if event.stream_id.as_str().starts_with("account-") {
-                let balance = balances.entry(event.stream_id.clone()).or_insert(0);
-                *balance += change;
-                if *balance < 0 {
-                    problem(
-                        report,
-                        format!(
-                            "{} went negative ({balance}) at {}",
-                            event.stream_id, event.position
-                        ),
-                    );
-                }
-            }
-            let Some(command) = event.metadata.correlation_id else {
-                problem(report, format!("event {} names no command", event.event_id));
-                continue;
-            };
-            let f = found.entry(command).or_default();
-            f.events += 1;
-            f.change += change;
-            f.first_event = Some(match f.first_event {
-                Some(first) => first.min(event.event_id),
-                None => event.event_id,
-            });
-        }
-    }
-
-    let mut expected_money = 0i64;
-    for (id, record) in records {
-        let f = found.remove(id).unwrap_or_default();
-        let per = record.kind.events();
-        if !f.events.is_multiple_of(per) {
-            problem(
-                report,
-                format!(
-                    "command {id} ({:?}) left {} events in the log",
-                    record.kind, f.events
-                ),
-            );
-            continue;
-        }
-        let applied = f.events / per;
-        let change_each = match record.kind {
-            Kind::Open | Kind::Deposit => record.amount,
-            Kind::Withdraw => -record.amount,
-            Kind::Transfer => 0,
-        };
-        if f.change != change_each * applied as i64 {
-            problem(
-                report,
-                format!(
-                    "command {id} ({:?} of {}) changed balances by {}",
-                    record.kind, record.amount, f.change
-                ),
-            );
-        }
-        if record.kind != Kind::Transfer {
-            expected_money += change_each * applied as i64;
-        }
-        let fine = match record.ending {
-            Ending::Succeeded => applied == 1 && f.first_event == record.first_event,
-            Ending::InDoubt => {
-                report.in_doubt_applied += applied;
-                applied <= 1
-            }
-            Ending::Refused | Ending::GaveUp | Ending::GaveUpFailing | Ending::Error => {
-                applied == 0
-            }
-        };
-        if !fine {
-            problem(
-                report,
-                format!(
-                    "command {id} ({:?}) ended {:?} but the log shows it applied {applied} times{}",
-                    record.kind,
-                    record.ending,
-                    if applied == 1 && record.ending == Ending::Succeeded {
-                        " (with other events than it returned)"
-                    } else {
-                        ""
-                    }
-                ),
-            );
-        }
-    }
-    for (id, f) in found {
-        problem(
-            report,
-            format!(
-                "{} events of {id} belong to no command that was run",
-                f.events
-            ),
-        );
-    }
-    report.money = accounts
-        .iter()
-        .map(|a| balances.get(a).copied().unwrap_or(0))
-        .sum();
-    report.expected_money = expected_money;
-    if report.money != expected_money {
-        problem(
-            report,
-            format!(
-                "money not conserved: the accounts hold {}, the applied commands account for {}",
-                report.money, expected_money
-            ),
-        );
-    }
-    Ok(())
 }
