@@ -266,7 +266,7 @@ async fn random_faults_under_concurrency_never_break_the_books() {
                     .await
                 {
                     Ok(_) => {}
-                    Err(e) if e.rule() == Some("insufficient_funds") || e.is_transient() => {}
+                    Err(e) if e.rule() == Some("insufficient_funds") || e.is_retryable() => {}
                     Err(e) => panic!("unexpected {e:?}"),
                 }
             }

@@ -3,6 +3,7 @@
 //! idempotency key derived from the deadline, so a deadline fires once even when a worker
 //! dies between the command and marking it fired, or two nodes poll at once.
 
+use crossfold_core::ErrorChain;
 use std::future::Future;
 use std::time::Duration;
 
@@ -190,12 +191,12 @@ where
                     DeadlineOutcome::Fired
                 }
                 Err(error) if error.is_retryable() => {
-                    tracing::warn!(deadline = %deadline.id, %error, "deadline failed; a later claim fires it");
+                    tracing::warn!(deadline = %deadline.id, error = %ErrorChain(&error), "deadline failed; a later claim fires it");
                     report.failed += 1;
                     counter!(DEADLINES_FIRED_TOTAL, "outcome" => "error").increment(1);
                     continue;
                 }
-                Err(error) => DeadlineOutcome::Refused(error.to_string()),
+                Err(error) => DeadlineOutcome::Refused(ErrorChain(&error).to_string()),
             };
             let done = self
                 .deadlines
@@ -233,7 +234,7 @@ where
                 Ok(report) if report.claimed >= self.batch => Duration::ZERO,
                 Ok(_) => self.poll_interval,
                 Err(error) => {
-                    tracing::warn!(%error, "deadline poll failed");
+                    tracing::warn!(error = %ErrorChain(&error), "deadline poll failed");
                     self.poll_interval
                 }
             };

@@ -2,6 +2,7 @@
 //! metrics, authorization, the time limit and the cooperative budget. What happens in between
 //! is the retry loop's ([`crate::retry`]).
 
+use crossfold_core::ErrorChain;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -304,7 +305,8 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
                 | CommandError::Validation(_)
                 | CommandError::StreamNotFound(_),
             )) => Outcome::Rejected,
-            Err(error) if error.is_conflict() => Outcome::Conflict,
+            // Both mean the streams kept changing until the retry policy gave up.
+            Err(error) if error.is_conflict() || error.is_contended() => Outcome::Conflict,
             Err(Error::Unauthorized { .. }) => Outcome::Unauthorized,
             Err(Error::Timeout(_)) => Outcome::Timeout,
             Err(_) => Outcome::Error,
@@ -317,9 +319,9 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         if let Err(error) = &result {
             span.in_scope(|| match outcome {
                 Outcome::Rejected | Outcome::Unauthorized => {
-                    tracing::debug!(%error, attempts, "command refused")
+                    tracing::debug!(error = %ErrorChain(error), attempts, "command refused")
                 }
-                _ => tracing::warn!(%error, attempts, "command failed"),
+                _ => tracing::warn!(error = %ErrorChain(error), attempts, "command failed"),
             });
         }
         result

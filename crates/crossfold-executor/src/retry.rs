@@ -2,6 +2,7 @@
 //! one execution's attempts under it — loading the view, settling appends in doubt before
 //! deciding again, catching the view up after a failure, and keeping it for the next command.
 
+use crossfold_core::ErrorChain;
 use std::time::Duration;
 
 use crossfold_core::{Backoff, Codec, Command, EventStore, Jitter, ReadSet, StoreError};
@@ -211,7 +212,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                         if error.is_transient() && self.attempts < policy.max_attempts =>
                     {
                         metrics.retries.increment(1);
-                        tracing::debug!(%error, attempt = self.attempts, "store unavailable, retrying");
+                        tracing::debug!(error = %ErrorChain(&error), attempt = self.attempts, "store unavailable, retrying");
                         tokio::time::sleep(policy.delay(self.attempts)).await;
                         continue;
                     }
@@ -244,7 +245,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                             if error.is_transient() && self.attempts < policy.max_attempts =>
                         {
                             metrics.retries.increment(1);
-                            tracing::debug!(%error, attempt = self.attempts, "store unavailable, retrying");
+                            tracing::debug!(error = %ErrorChain(&error), attempt = self.attempts, "store unavailable, retrying");
                             loaded = Some(Ok(work));
                             pause = true;
                             continue;
@@ -335,14 +336,14 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                             break 'run Err(Error::store(error, self.attempts));
                         }
                         metrics.retries.increment(1);
-                        tracing::debug!(%error, attempt = self.attempts, "transient store error, retrying");
+                        tracing::debug!(error = %ErrorChain(&error), attempt = self.attempts, "transient store error, retrying");
                         loaded = Some(Ok(work));
                         (pause, catch_up) = (true, true);
                     }
                     Failure::InDoubt(pair) => {
                         let (error, doubt) = *pair;
                         tracing::warn!(
-                            %error,
+                            error = %ErrorChain(&error),
                             attempt = self.attempts,
                             "an append failed without telling whether it committed; finding out"
                         );

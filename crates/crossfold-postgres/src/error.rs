@@ -160,14 +160,7 @@ mod tests {
 
     /// Real driver errors with the given SQLSTATEs, raised by the server.
     async fn raised(codes: &[SqlState]) -> Vec<tokio_postgres::Error> {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("cannot reach PostgreSQL at {url} ({e}); set DATABASE_URL to a server")
-            });
-        tokio::spawn(connection);
+        let client = crate::test_support::connect().await;
         let mut out = Vec::new();
         for code in codes {
             let sql = format!(

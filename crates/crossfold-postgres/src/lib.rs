@@ -110,6 +110,8 @@ mod projections;
 mod read;
 mod sql;
 mod store;
+#[cfg(test)]
+mod test_support;
 mod types;
 
 pub use config::{PgConfig, PgConfigError};

@@ -553,14 +553,7 @@ mod tests {
     /// refuse this build. Hashed by the server, as `migrate` does.
     #[tokio::test]
     async fn shipped_migrations_keep_their_checksums() {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("cannot reach PostgreSQL at {url} ({e}); set DATABASE_URL to a server")
-            });
-        tokio::spawn(connection);
+        let client = crate::test_support::connect().await;
         let sums = checksums(&client).await.unwrap();
         let expected = [
             (

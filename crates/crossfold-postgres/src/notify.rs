@@ -8,6 +8,7 @@
 //! [`tokio::sync::watch`] counter that `wait_for_events` waits on. A lost notification or a lost
 //! listener only delays delivery: waiters re-read the log when their wait times out.
 
+use crossfold_core::ErrorChain;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -101,7 +102,7 @@ impl Notifier {
                 }
                 if let Err(e) = send(&pool, &sql, &channel).await {
                     // Subscribers elsewhere fall back to polling; nothing is lost.
-                    tracing::debug!(error = %e, "crossfold: NOTIFY failed");
+                    tracing::debug!(error = %ErrorChain(&*e), "crossfold: NOTIFY failed");
                 }
                 // Appends during this pause leave a permit in `signal`: one NOTIFY covers them.
                 tokio::select! {
@@ -158,7 +159,9 @@ pub(crate) fn spawn_listener<T>(
             match outcome {
                 // It was up for a while: come back quickly.
                 Ok(()) => pauses.reset(),
-                Err(e) => tracing::debug!(error = %e, "crossfold: LISTEN connection failed"),
+                Err(e) => {
+                    tracing::debug!(error = %ErrorChain(&e), "crossfold: LISTEN connection failed")
+                }
             }
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -217,7 +220,7 @@ where
             Ok(AsyncMessage::Notification(_)) => wake(wake_tx),
             Ok(_) => {}
             Err(e) => {
-                tracing::debug!(error = %e, "crossfold: LISTEN connection lost");
+                tracing::debug!(error = %ErrorChain(&e), "crossfold: LISTEN connection lost");
                 break;
             }
         }

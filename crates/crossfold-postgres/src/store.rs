@@ -3,6 +3,7 @@
 //! `append`, `read`, `health`, and for operators `inspect` and `migrate`. None of them knows
 //! this type: each gets the pool and statements ([`Db`]) and the settings it needs.
 
+use crossfold_core::ErrorChain;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -91,7 +92,7 @@ impl PgEventStore {
     {
         config
             .validate()
-            .map_err(|e| StoreError::InvalidRequest(e.to_string()))?;
+            .map_err(|e| StoreError::InvalidRequest(ErrorChain(&e).to_string()))?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(StoreError::Backend(
                 "PgEventStore needs a Tokio runtime for its background tasks".into(),
@@ -130,7 +131,7 @@ impl PgEventStore {
                         }
                         Ok(_) => {}
                         Err(e) if e.as_db_error().is_some() => {
-                            tracing::debug!(error = %e, schema, "crossfold: log order not checked");
+                            tracing::debug!(error = %ErrorChain(&e), schema, "crossfold: log order not checked");
                         }
                         Err(e) => return Err(HookError::Backend(e)),
                     }

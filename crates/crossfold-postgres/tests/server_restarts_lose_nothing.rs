@@ -166,7 +166,7 @@ async fn command_writer(
                 seen.lock()
                     .await
                     .errors
-                    .push((e.is_transient(), e.to_string()));
+                    .push((e.is_retryable(), e.to_string()));
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
