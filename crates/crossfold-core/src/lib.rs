@@ -41,6 +41,7 @@ pub mod metrics;
 mod storable;
 mod store;
 mod subscription;
+mod turn;
 mod validation;
 mod version;
 
@@ -63,5 +64,6 @@ pub use store::{
     AppendRequest, AppendStream, Appended, EventStore, LogFilter, StreamEvents, StreamRead,
 };
 pub use subscription::{Batches, EventBatch, Subscription, SubscriptionExt, SubscriptionOptions};
+pub use turn::StreamTurn;
 pub use validation::ValidationError;
 pub use version::{ExpectedVersion, Position, StreamVersion};

@@ -106,6 +106,7 @@
 // (the loop over attempts) → `attempt`, `load`, `doubt`, `idempotency` → the store.
 mod attempt;
 mod cache;
+mod contention;
 mod context;
 mod deadlines;
 mod doubt;

@@ -5,9 +5,10 @@
 use crossfold_core::ErrorChain;
 use std::time::Duration;
 
-use crossfold_core::{Backoff, Codec, Command, EventStore, Jitter, ReadSet, StoreError};
+use crossfold_core::{Backoff, Codec, Command, EventStore, Jitter, ReadSet, StoreError, StreamId};
 
 use crate::attempt::{self, Envelope, Failure};
+use crate::contention::{self, HotStreams, Turned};
 use crate::context::ExecutionContext;
 use crate::doubt::Doubts;
 use crate::error::Error;
@@ -17,15 +18,33 @@ use crate::load::{self, Backend, Loader, Refresh, Working};
 use crate::locks::{Guards, StreamLocks};
 use crate::metrics::CommandMetrics;
 
-/// Retry policy for conflicts and transient store errors: how many attempts, and the
-/// [`Backoff`] between them (by default exponential from 1 ms to 100 ms with full jitter).
-/// Business errors are never retried.
+/// Retry policy for conflicts and transient store errors: how many attempts, the [`Backoff`]
+/// between them (by default exponential from 1 ms to 100 ms with full jitter), and whether
+/// commands that lose races to other processes take turns instead. Business errors are never
+/// retried.
+///
+/// **Turns** (on by default): a conflict against a state the store had just shown whole means
+/// another writer — another process, or a command of this one when
+/// [`serialize_in_process`](crate::ExecutorBuilder::serialize_in_process) is off — got there
+/// first. Instead of backing off and racing again, the next attempt waits for its turn on the
+/// streams that conflicted ([`EventStore::take_turn`](crossfold_core::EventStore::take_turn)),
+/// catches its view up and appends while the writers that wait for their turn queue behind it,
+/// in the order they asked. Such a stream stays *hot* for a second after the last sign of
+/// contention, and commands of this executor that write it take their turn before their first
+/// attempt; a stream nobody contends for cools down and its commands go back to one round trip.
+/// A race lost while holding the turn on every stream that conflicted — to a writer that takes
+/// no turn — does not use up an attempt (up to `max_attempts` such races). On a store without
+/// turns (the memory store) nothing changes: conflicts back off as with turns off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// How many times a command may run in total (at least 1).
+    /// How many times a command may run in total (at least 1), not counting races lost while
+    /// holding its turn.
     pub max_attempts: u32,
     /// The waits between attempts.
     pub backoff: Backoff,
+    /// Whether commands that lose races to other writers take turns on the contended streams
+    /// instead of backing off and racing again (default: true).
+    pub take_turns: bool,
 }
 
 impl Default for RetryPolicy {
@@ -34,6 +53,7 @@ impl Default for RetryPolicy {
             max_attempts: 10,
             backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(100))
                 .jitter(Jitter::Full),
+            take_turns: true,
         }
     }
 }
@@ -50,6 +70,13 @@ impl RetryPolicy {
     /// Sets the number of attempts.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Whether commands that lose races to other writers take turns on the contended streams
+    /// (default: true); off, they back off and race again.
+    pub fn take_turns(mut self, on: bool) -> Self {
+        self.take_turns = on;
         self
     }
 
@@ -78,13 +105,15 @@ impl RetryPolicy {
 }
 
 /// What the executions of one executor run with: the store, the codec, the loader with its
-/// caches, the retry policy, and the in-process stream locks.
+/// caches, the retry policy, the in-process stream locks, and the streams other writers
+/// contend for.
 pub(crate) struct Runner<S, C> {
     store: S,
     codec: C,
     loader: Loader,
     policy: RetryPolicy,
     locks: Option<StreamLocks>,
+    hot: HotStreams,
 }
 
 impl<S, C> Runner<S, C> {
@@ -101,6 +130,7 @@ impl<S, C> Runner<S, C> {
             loader,
             policy,
             locks,
+            hot: HotStreams::new(1024),
         }
     }
 
@@ -172,14 +202,38 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
         // copying (counted with callgrind), and nearly all executions meet no fault.
         let result: Result<Executed, Error> = 'run: {
             let policy = self.runner.policy;
+            // Raised by races lost while holding the turn (see `RetryPolicy`), up to twice the
+            // policy's attempts.
+            let mut limit = policy.max_attempts;
+            // The turn on contended streams, once taken; held until the outcome is known.
+            // Boxed: only contended executions take one.
+            let mut turned: Option<Box<Turned>> = None;
+            if policy.take_turns {
+                let hot = self
+                    .runner
+                    .hot
+                    .hot(declared.ids().iter().filter(|id| !command.expects_new(id)));
+                if !hot.is_empty() {
+                    turned = Box::pin(contention::take_turn(
+                        &self.runner.store,
+                        &self.runner.hot,
+                        hot,
+                    ))
+                    .await;
+                }
+            }
             // `None` means "fold again from the store, trusting no cache" (when the view cannot
             // be caught up); the first load may start from the caches.
             let mut loaded = Some(load::load(self.runner, command, &declared, true).await);
             let mut conflicts = 0u32;
             // Set by the arms below that wait before the next attempt, and catch the view up
             // first: the waiting happens here, where the arms' bindings are gone, so that it
-            // does not enlarge the future of every execution.
-            let (mut pause, mut catch_up) = (false, false);
+            // does not enlarge the future of every execution. Under a turn a view taken from
+            // the caches is caught up before deciding: others wrote the streams meanwhile.
+            let (mut pause, mut catch_up) = (
+                false,
+                turned.is_some() && matches!(&loaded, Some(Ok(work)) if !work.verified),
+            );
             loop {
                 if pause {
                     pause = false;
@@ -209,7 +263,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                 let mut work = match fresh {
                     Ok(work) => work,
                     Err(Error::Store { source: error, .. })
-                        if error.is_transient() && self.attempts < policy.max_attempts =>
+                        if error.is_transient() && self.attempts < limit =>
                     {
                         metrics.retries.increment(1);
                         tracing::debug!(error = %ErrorChain(&error), attempt = self.attempts, "store unavailable, retrying");
@@ -241,9 +295,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                             });
                         }
                         Ok(None) => {}
-                        Err(error)
-                            if error.is_transient() && self.attempts < policy.max_attempts =>
-                        {
+                        Err(error) if error.is_transient() && self.attempts < limit => {
                             metrics.retries.increment(1);
                             tracing::debug!(error = %ErrorChain(&error), attempt = self.attempts, "store unavailable, retrying");
                             loaded = Some(Ok(work));
@@ -291,7 +343,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                     Failure::Stale { rebuild } => {
                         // The decision was made on a state that turned out to be behind; it has
                         // been refreshed, so decide again (not a conflict: nothing was written).
-                        if self.attempts >= policy.max_attempts {
+                        if self.attempts >= limit {
                             if !rebuild {
                                 self.runner.loader.keep::<Cmd>(&declared, work);
                             }
@@ -306,7 +358,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                     Failure::Conflict(found) => {
                         conflicts += 1;
                         metrics.conflicts.increment(1);
-                        if self.attempts >= policy.max_attempts {
+                        if self.attempts >= limit {
                             self.runner.loader.keep::<Cmd>(&declared, work);
                             break 'run Err(Error::store(
                                 StoreError::Conflict(found),
@@ -315,6 +367,42 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                         }
                         metrics.retries.increment(1);
                         let contended = work.verified;
+                        if contended && policy.take_turns {
+                            let stripes = &self.runner.hot;
+                            stripes.mark(found.iter().map(|c| &c.stream));
+                            match turned.as_deref() {
+                                // Lost, under the turn, to a writer that takes none: the turn
+                                // keeps its place, the attempt is not used up.
+                                Some(turn) if turn.covers(&found) => {
+                                    if limit < policy.max_attempts.saturating_mul(2) {
+                                        limit += 1;
+                                    }
+                                }
+                                // Wait for the turn (widened to every stream that conflicted),
+                                // then catch up under it and decide again.
+                                held => {
+                                    let mut streams: Vec<StreamId> =
+                                        found.iter().map(|c| c.stream.clone()).collect();
+                                    if let Some(turn) = held {
+                                        streams.extend_from_slice(turn.streams());
+                                    }
+                                    // Given back before the wider turn is taken: turns are
+                                    // taken in one order, all at once.
+                                    drop(turned.take());
+                                    turned = Box::pin(contention::take_turn(
+                                        &self.runner.store,
+                                        stripes,
+                                        streams,
+                                    ))
+                                    .await;
+                                    if turned.is_some() {
+                                        loaded = Some(Ok(work));
+                                        catch_up = true;
+                                        continue;
+                                    }
+                                }
+                            }
+                        }
                         match load::refresh(self.runner, command, &mut work, Some(&found)).await {
                             Ok(Refresh::Changed | Refresh::Unchanged) => loaded = Some(Ok(work)),
                             Ok(Refresh::Rebuild) => {}
@@ -324,14 +412,15 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                             Err(error) => break 'run Err(error),
                         }
                         // A conflict against a state we had just confirmed means another process
-                        // is writing the same streams: back off. A conflict against a cached or
-                        // assumed state only means the cache was behind: retry at once.
-                        if contended {
+                        // is writing the same streams: back off (unless holding the turn). A
+                        // conflict against a cached or assumed state only means the cache was
+                        // behind: retry at once.
+                        if contended && turned.is_none() {
                             tokio::time::sleep(policy.delay(self.attempts)).await;
                         }
                     }
                     Failure::Transient(error) => {
-                        if self.attempts >= policy.max_attempts {
+                        if self.attempts >= limit {
                             self.runner.loader.keep::<Cmd>(&declared, work);
                             break 'run Err(Error::store(error, self.attempts));
                         }
@@ -352,7 +441,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                         // Whatever the append did, the cached streams of this read set may not
                         // show it.
                         self.runner.loader.forget_streams(work.read_set.ids());
-                        if self.attempts >= policy.max_attempts {
+                        if self.attempts >= limit {
                             self.runner.loader.keep::<Cmd>(&declared, work);
                             break 'run Err(Error::OutcomeUnknown {
                                 source: error,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossfold_core::metrics::StoreOperation;
 use crossfold_core::{
     AppendRequest, Appended, EventId, EventStore, HealthCheck, HealthReport, LogFilter, Position,
-    RecordedEvent, StoreError, StreamEvents, StreamId, StreamRead,
+    RecordedEvent, StoreError, StreamEvents, StreamId, StreamRead, StreamTurn,
 };
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::watch;
@@ -32,6 +32,7 @@ use crate::migrate::{
 use crate::notify::{ListenerState, Notifier, Wakeup, spawn_listener};
 use crate::projections::PgCheckpoints;
 use crate::sql::quoted;
+use crate::turns::{self, Turns};
 use crate::{append, read};
 
 /// The PostgreSQL event store.
@@ -56,6 +57,8 @@ struct Inner {
     /// Resolved at the first call rather than at connect, so a recorder installed in between
     /// still receives them.
     metrics: OnceLock<StoreMetrics>,
+    /// The places for turns on contended streams.
+    turns: Turns,
     /// Dropping it stops the background tasks.
     _shutdown: watch::Sender<()>,
 }
@@ -178,6 +181,7 @@ impl PgEventStore {
                 migration_lock_timeout: config.migration_lock_timeout,
                 horizon: HorizonWatch::default(),
                 metrics: OnceLock::new(),
+                turns: Turns::new(config.pool_size),
                 _shutdown: shutdown,
             }),
         })
@@ -465,6 +469,18 @@ impl EventStore for PgEventStore {
                 .instrument(tracing::debug_span!("crossfold.head_position")),
         )
         .await
+    }
+
+    /// Session-level advisory locks on a connection of the pool, one per stream, in one round
+    /// trip; at most half the pool holds or waits for turns at once. See `docs/operations.md`
+    /// (several application nodes on one database).
+    async fn take_turn(&self, streams: &[StreamId]) -> Result<StreamTurn, StoreError> {
+        turns::take(&self.inner.db, &self.inner.turns, streams)
+            .instrument(tracing::debug_span!(
+                "crossfold.take_turn",
+                streams = streams.len()
+            ))
+            .await
     }
 
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<(), StoreError> {
