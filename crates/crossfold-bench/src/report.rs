@@ -66,8 +66,10 @@ pub struct LoadReport {
     pub name: String,
     /// Which store.
     pub store: String,
-    /// Operations in flight.
+    /// Operations in flight (in each process).
     pub concurrency: usize,
+    /// Processes that ran the workload at once, against the same store.
+    pub processes: usize,
     /// Measured seconds (after warm-up); fewer than asked if the run stopped early.
     pub duration_secs: f64,
     /// Why the run stopped before its time, if it did (the machine ran low on memory).
@@ -155,6 +157,7 @@ impl LoadReport {
             name: options.workload.name().into(),
             store: options.store_name.clone(),
             concurrency,
+            processes: options.processes.max(1),
             duration_secs: m.measured.as_secs_f64(),
             stopped_early: m.stopped_early,
             warmup_secs: options.warmup.as_secs_f64(),
@@ -182,6 +185,15 @@ impl LoadReport {
     /// Whether the run counts: its data verified and nothing errored.
     pub fn is_valid(&self) -> bool {
         self.verification.passed && self.errors == 0
+    }
+}
+
+/// The operations in flight: `16`, or `4x16` for four processes with 16 each.
+fn in_flight(r: &LoadReport) -> String {
+    if r.processes > 1 {
+        format!("{}x{}", r.processes, r.concurrency)
+    } else {
+        r.concurrency.to_string()
     }
 }
 
@@ -225,7 +237,7 @@ pub fn render_table(reports: &[LoadReport]) -> String {
         table.add_row(vec![
             r.workload.clone(),
             r.store.clone(),
-            r.concurrency.to_string(),
+            in_flight(r),
             format!("{:.0}", r.ops_per_sec),
             format!("{:.0}", r.events_per_sec),
             format!("{:.2}", r.latency_ms.p50),
