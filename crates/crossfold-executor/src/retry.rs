@@ -358,6 +358,15 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                     Failure::Conflict(found) => {
                         conflicts += 1;
                         metrics.conflicts.increment(1);
+                        let contended = work.verified;
+                        // Lost, under the turn on every stream that conflicted, to a writer that
+                        // takes no turn: the turn keeps its place and the attempt is not used
+                        // up (up to the policy's attempts again).
+                        let under_turn =
+                            contended && turned.as_deref().is_some_and(|turn| turn.covers(&found));
+                        if under_turn && limit < policy.max_attempts.saturating_mul(2) {
+                            limit += 1;
+                        }
                         if self.attempts >= limit {
                             self.runner.loader.keep::<Cmd>(&declared, work);
                             break 'run Err(Error::store(
@@ -366,40 +375,29 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                             ));
                         }
                         metrics.retries.increment(1);
-                        let contended = work.verified;
                         if contended && policy.take_turns {
-                            let stripes = &self.runner.hot;
-                            stripes.mark(found.iter().map(|c| &c.stream));
-                            match turned.as_deref() {
-                                // Lost, under the turn, to a writer that takes none: the turn
-                                // keeps its place, the attempt is not used up.
-                                Some(turn) if turn.covers(&found) => {
-                                    if limit < policy.max_attempts.saturating_mul(2) {
-                                        limit += 1;
-                                    }
-                                }
+                            let hot = &self.runner.hot;
+                            hot.mark(found.iter().map(|c| &c.stream));
+                            if !under_turn {
                                 // Wait for the turn (widened to every stream that conflicted),
-                                // then catch up under it and decide again.
-                                held => {
-                                    let mut streams: Vec<StreamId> =
-                                        found.iter().map(|c| c.stream.clone()).collect();
-                                    if let Some(turn) = held {
-                                        streams.extend_from_slice(turn.streams());
-                                    }
-                                    // Given back before the wider turn is taken: turns are
-                                    // taken in one order, all at once.
-                                    drop(turned.take());
-                                    turned = Box::pin(contention::take_turn(
-                                        &self.runner.store,
-                                        stripes,
-                                        streams,
-                                    ))
-                                    .await;
-                                    if turned.is_some() {
-                                        loaded = Some(Ok(work));
-                                        catch_up = true;
-                                        continue;
-                                    }
+                                // then catch up under it and decide again. A turn held already
+                                // is given back first: a caller takes its turns all at once,
+                                // in one order.
+                                let mut streams: Vec<StreamId> =
+                                    found.iter().map(|c| c.stream.clone()).collect();
+                                if let Some(held) = turned.take() {
+                                    streams.extend_from_slice(held.streams());
+                                }
+                                turned = Box::pin(contention::take_turn(
+                                    &self.runner.store,
+                                    hot,
+                                    streams,
+                                ))
+                                .await;
+                                if turned.is_some() {
+                                    loaded = Some(Ok(work));
+                                    catch_up = true;
+                                    continue;
                                 }
                             }
                         }

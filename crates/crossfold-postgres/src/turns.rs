@@ -17,10 +17,11 @@
 //!   reads and its append, so at most half the pool's connections hold or wait for turns at
 //!   once; further callers wait in this process, in order, for one of those places. A pool of
 //!   one connection hands out no turns.
-//! * **Given back on drop, never leaked.** Dropping the turn unlocks in a task of its own (the
-//!   caller does not wait for it) and returns the connection to the pool; if the unlock fails,
-//!   or the wait for a turn is abandoned (a time limit), the connection is closed instead of
-//!   returned, and the server releases its locks with the session.
+//! * **Given back on drop, never leaked.** Dropping the turn sends the unlock and returns the
+//!   connection to the pool at once (nobody waits for the answer; whoever uses the connection
+//!   next is served after the unlock); if the unlock cannot be sent, or the wait for a turn is
+//!   abandoned (a time limit), the connection is closed instead of returned, and the server
+//!   releases its locks with the session.
 //!
 //! The advisory lock functions are granted to every role by default: turns need no privilege
 //! beyond what an application role has.
@@ -29,6 +30,7 @@ use std::sync::Arc;
 
 use crossfold_core::{StoreError, StreamId, StreamTurn};
 use deadpool_postgres::Object;
+use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::db::Db;
@@ -168,24 +170,23 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let (Some(client), place) = (self.client.take(), self.place.take()) else {
+        let Some(client) = self.client.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime to unlock on: closing the session releases the locks.
-            drop(Object::take(client));
-            return;
-        };
-        runtime.spawn(async move {
-            if let Err(error) = client.batch_execute(GIVE_BACK).await {
+        // Polled once, the unlock is on its way (the driver sends a request when its future is
+        // first polled) and the connection carries it ahead of anything sent after: the pool
+        // may have the connection back at once, and nobody waits for the answer.
+        match client.batch_execute(GIVE_BACK).now_or_never() {
+            None | Some(Ok(())) => drop(client),
+            Some(Err(error)) => {
                 tracing::debug!(
                     error = %crossfold_core::ErrorChain(&error),
                     "crossfold: a turn could not be given back; closing its connection"
                 );
                 drop(Object::take(client));
             }
-            drop(place);
-        });
+        }
+        drop(self.place.take());
     }
 }
 
