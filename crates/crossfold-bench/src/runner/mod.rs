@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossfold_core::{ErrorChain, EventStore, StreamId};
+use crossfold_core::{ErrorChain, EventStore, Position, StreamId};
 use crossfold_executor::{Executor, RetryPolicy};
 use hdrhistogram::Histogram;
 
@@ -26,6 +26,9 @@ use self::setup::{batch_events, setup};
 pub use self::share::{SetUp, Share, ShareReport, run_share, set_up};
 use self::task::{Stats, Task};
 use self::watch::{LowMemory, follow_live, report_progress};
+
+/// How long verification waits for the log to be visible as far as the run wrote.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(60);
 
 /// Runs one workload against `store` and verifies the data afterwards. The store should be
 /// empty (a fresh schema or a new memory store): verification reads the whole log.
@@ -251,6 +254,16 @@ pub async fn combine<S: EventStore>(
         total.merge(share.into_stats(&histogram)?);
     }
 
+    // Everything written must be visible before the log is read back: on PostgreSQL a
+    // transaction open elsewhere on the server can hold the log's visible end back for a
+    // while.
+    if total.position > Position::START
+        && let Err(e) = store
+            .wait_for_position(total.position, VISIBLE_WITHIN)
+            .await
+    {
+        tracing::warn!(error = %ErrorChain(&e), "verifying a log that is not visible to its end");
+    }
     let workload = options.workload;
     let verification = verify(
         store,

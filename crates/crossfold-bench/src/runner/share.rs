@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crossfold_core::EventStore;
+use crossfold_core::{EventStore, Position};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,8 @@ pub struct ShareReport {
     per_second: Vec<u64>,
     deposited: i64,
     written: u64,
+    /// The furthest position its writes reported.
+    position: Position,
     measured_secs: f64,
     /// Why this share stopped before its time, if it did.
     pub stopped_early: Option<String>,
@@ -104,6 +106,7 @@ impl ShareReport {
             per_second: stats.per_second,
             deposited: stats.deposited,
             written: stats.written,
+            position: stats.position,
             measured_secs: measured.as_secs_f64(),
             stopped_early,
         }
@@ -134,6 +137,7 @@ impl ShareReport {
         stats.per_second = self.per_second;
         stats.deposited = self.deposited;
         stats.written = self.written;
+        stats.position = self.position;
         Ok(stats)
     }
 }
