@@ -6,11 +6,15 @@
 //! for [`HOT_FOR`]: the executor's next attempt on it, and every command of this executor that
 //! writes it meanwhile, first waits for its turn on it in the store
 //! ([`EventStore::take_turn`]), so that writers of every process queue in the server instead of
-//! reading again and racing. A stream stays hot while turns on it keep having to wait; once
-//! nobody else contends, it cools down and commands on it go back to one round trip.
+//! reading again and racing. Commands wait for a hot stream in that one queue only, not first
+//! in this process's queue as well: waiting in both, a command would hold its place in this
+//! process (and every stream it declared) while it waits in the server, and the next command of
+//! this process would join the server's queue only after it, behind every other process. A
+//! stream stays hot while turns on it keep having to wait; once nobody else contends, it cools
+//! down and commands on it go back to one round trip and the in-process queue.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossfold_core::{ErrorChain, EventStore, StreamConflict, StreamId, StreamTurn};
@@ -27,6 +31,9 @@ pub(crate) struct HotStreams {
     until: Box<[AtomicU64]>,
     epoch: Instant,
     hasher: RandomState,
+    /// Cleared once the store turns out to hand out no turns (the memory store, a pool of one
+    /// connection): then no stream is ever hot, and commands keep their in-process queue.
+    store_has_turns: AtomicBool,
 }
 
 impl HotStreams {
@@ -35,6 +42,7 @@ impl HotStreams {
             until: (0..stripes.max(1)).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             hasher: RandomState::default(),
+            store_has_turns: AtomicBool::new(true),
         }
     }
 
@@ -49,6 +57,9 @@ impl HotStreams {
 
     /// Marks `streams` hot for [`HOT_FOR`] from now.
     pub(crate) fn mark<'s>(&self, streams: impl IntoIterator<Item = &'s StreamId>) {
+        if !self.store_has_turns.load(Ordering::Relaxed) {
+            return;
+        }
         let until = self.now().saturating_add(HOT_FOR.as_millis() as u64);
         for stream in streams {
             self.stripe(stream).fetch_max(until, Ordering::Relaxed);
@@ -59,6 +70,9 @@ impl HotStreams {
     pub(crate) fn hot<'s>(&self, streams: impl IntoIterator<Item = &'s StreamId>) -> Vec<StreamId> {
         let mut now = None;
         let mut hot = Vec::new();
+        if !self.store_has_turns.load(Ordering::Relaxed) {
+            return hot;
+        }
         for stream in streams {
             let until = self.stripe(stream).load(Ordering::Relaxed);
             if until == 0 {
@@ -115,7 +129,10 @@ pub(crate) async fn take_turn<S: EventStore>(
                 streams,
             }))
         }
-        Ok(_) => None,
+        Ok(_) => {
+            hot.store_has_turns.store(false, Ordering::Relaxed);
+            None
+        }
         Err(error) => {
             tracing::debug!(
                 error = %ErrorChain(&error),
@@ -169,9 +186,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_store_without_turns_gives_none() {
+    async fn a_store_without_turns_gives_none_and_nothing_is_hot_from_then_on() {
         let store = crossfold_memory::MemoryStore::new();
         let hot = HotStreams::new(4);
-        assert!(take_turn(&store, &hot, vec![sid("a")]).await.is_none());
+        let a = sid("a");
+        hot.mark([&a]);
+        assert_eq!(hot.hot([&a]), [a.clone()]);
+        assert!(take_turn(&store, &hot, vec![a.clone()]).await.is_none());
+        assert!(hot.hot([&a]).is_empty());
+        hot.mark([&a]);
+        assert!(hot.hot([&a]).is_empty());
     }
 }

@@ -31,7 +31,8 @@ use crate::metrics::CommandMetrics;
 /// catches its view up and appends while the writers that wait for their turn queue behind it,
 /// in the order they asked. Such a stream stays *hot* for a second after the last sign of
 /// contention, and commands of this executor that write it take their turn before their first
-/// attempt; a stream nobody contends for cools down and its commands go back to one round trip.
+/// attempt (queuing for it in the store instead of in-process); a stream nobody contends for
+/// cools down and its commands go back to one round trip.
 /// A race lost while holding the turn on every stream that conflicted — to a writer that takes
 /// no turn — does not use up an attempt (up to `max_attempts` such races). On a store without
 /// turns (the memory store) nothing changes: conflicts back off as with turns off.
@@ -180,13 +181,26 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
     ) -> Result<Executed, Error> {
         let marker = idempotency::marker_stream(context.idempotency_key.as_deref())?;
         let declared = ReadSet::of(command);
+        let policy = self.runner.policy;
+        // Streams other writers contend for: this command waits for its turn on them in the
+        // store, with the writers of every process, rather than in this process's queue.
+        let hot = if policy.take_turns {
+            self.runner
+                .hot
+                .hot(declared.ids().iter().filter(|id| !command.expects_new(id)))
+        } else {
+            Vec::new()
+        };
         // A stream the command expects to be new (named after a fresh id) is not shared with
         // other commands of this process; locking it would only add false collisions.
         let _guards = match &self.runner.locks {
             Some(locks) => {
                 locks
                     .lock(
-                        declared.ids().iter().filter(|id| !command.expects_new(id)),
+                        declared
+                            .ids()
+                            .iter()
+                            .filter(|id| !command.expects_new(id) && !hot.contains(id)),
                         &mut self.waited,
                     )
                     .await
@@ -201,26 +215,19 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
         // the paths that only faults take boxed: a larger future costs every execution its
         // copying (counted with callgrind), and nearly all executions meet no fault.
         let result: Result<Executed, Error> = 'run: {
-            let policy = self.runner.policy;
             // Raised by races lost while holding the turn (see `RetryPolicy`), up to twice the
             // policy's attempts.
             let mut limit = policy.max_attempts;
             // The turn on contended streams, once taken; held until the outcome is known.
             // Boxed: only contended executions take one.
             let mut turned: Option<Box<Turned>> = None;
-            if policy.take_turns {
-                let hot = self
-                    .runner
-                    .hot
-                    .hot(declared.ids().iter().filter(|id| !command.expects_new(id)));
-                if !hot.is_empty() {
-                    turned = Box::pin(contention::take_turn(
-                        &self.runner.store,
-                        &self.runner.hot,
-                        hot,
-                    ))
-                    .await;
-                }
+            if !hot.is_empty() {
+                turned = Box::pin(contention::take_turn(
+                    &self.runner.store,
+                    &self.runner.hot,
+                    hot,
+                ))
+                .await;
             }
             // `None` means "fold again from the store, trusting no cache" (when the view cannot
             // be caught up); the first load may start from the caches.
