@@ -67,7 +67,7 @@ async fn an_abandoned_wait_leaves_no_lock_behind() {
     // The second caller gives up waiting (as a command's time limit would make it).
     let gave_up = tokio::time::timeout(
         Duration::from_millis(200),
-        second.take_turn(&[stream.clone()]),
+        second.take_turn(std::slice::from_ref(&stream)),
     )
     .await;
     assert!(gave_up.is_err(), "the wait must still be waiting");
