@@ -205,7 +205,7 @@ mod tests {
             key("bank", &sid("account-1")),
             key("bank", &sid("account-1"))
         );
-        assert_eq!(key("bank", &sid("account-1")), -1_431_401_575);
+        assert_eq!(key("bank", &sid("account-1")), -303_378_490);
         assert_ne!(
             key("bank", &sid("account-1")),
             key("shop", &sid("account-1"))

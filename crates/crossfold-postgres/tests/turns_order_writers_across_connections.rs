@@ -83,6 +83,11 @@ async fn an_abandoned_wait_leaves_no_lock_behind() {
     .expect("an abandoned wait kept the turn")
     .unwrap();
     assert!(next.is_held());
+    assert_eq!(
+        advisory_locks_held_for(&first.schema.0, &stream).await,
+        1,
+        "the turn is one advisory lock under the stream's key"
+    );
     drop(next);
 
     // And once everyone has given their turn back, no lock of ours is left on the server.
