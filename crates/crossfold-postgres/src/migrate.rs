@@ -128,6 +128,14 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 6,
+        name: "appender_horizon",
+        sql: include_str!("../migrations/0006_appender_horizon.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
 
 /// What the database records: the schema, and its migrations.
@@ -500,6 +508,7 @@ async fn apply(
                     &role,
                     report.version >= 4,
                     report.version >= 5,
+                    report.version >= 6,
                 ))
                 .await?;
         }
@@ -575,6 +584,10 @@ mod tests {
             (
                 "82219c168fc78e987f7acb1b56fd2efa9429091f58d3e17f64c2be64901dcc82",
                 "905b4de1631a241b7c372a3325a1e31e796fce992804d1913e83954e54f0e601",
+            ),
+            (
+                "5e99d803513dc28b75d63229446cc12dcc6ff7efe1ab30ab5b03dc0e65488f73",
+                "101dda89bf54cea7de96260fab1ee74fbb6960cd2790cbe3bff367e13e0e6891",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());
