@@ -166,25 +166,24 @@ END
 $$
 $function$, current_schema());
 
--- The oldest open append among p_snapshot's open transactions: the one that holds back what a
--- reader with that snapshot sees, when the horizon stands at an append. Its server process, its
--- transaction id, and when it started: the start only where the owner may see the session in
--- pg_stat_activity (its own role's sessions; every session with pg_read_all_stats). No row when
--- no open append holds the horizon, and on a standby.
+-- The oldest open append of this store that holds a transaction id: the first one its readers
+-- wait for, as soon as anything commits after it. Its server process (NULL for a prepared
+-- transaction), its transaction id (as pg_locks and pg_stat_activity show it), and when it
+-- started: the start only where the owner may see the session in pg_stat_activity (its own
+-- role's sessions; every session with pg_read_all_stats). No row when there is none, and on a
+-- standby.
 EXECUTE format($function$
-CREATE FUNCTION %1$I.blocking_append(p_snapshot pg_snapshot,
-                                     OUT pid integer, OUT transaction_id xid8,
-                                     OUT xact_start timestamptz)
+CREATE FUNCTION %1$I.oldest_append(OUT pid integer, OUT transaction_id xid,
+                                   OUT xact_start timestamptz)
 RETURNS SETOF record
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT w.pid, s.x, a.xact_start
-    FROM pg_snapshot_xip(p_snapshot) AS s(x)
-    JOIN %1$I.log_writers() w ON w.transaction_id = xid(s.x) AND w.appends
+    SELECT w.pid, w.transaction_id, a.xact_start
+    FROM %1$I.log_writers() w
     LEFT JOIN pg_stat_activity a ON a.pid = w.pid
-    WHERE NOT pg_is_in_recovery()
-    ORDER BY s.x
+    WHERE w.appends AND NOT pg_is_in_recovery()
+    ORDER BY age(w.transaction_id) DESC
     LIMIT 1
 $$
 $function$, current_schema());
@@ -446,5 +445,5 @@ $function$, current_schema(), current_schema());
 END
 $migration$;
 
-REVOKE ALL ON FUNCTION register_append, log_writers, foreign_writers, log_horizon, blocking_append
+REVOKE ALL ON FUNCTION register_append, log_writers, foreign_writers, log_horizon, oldest_append
     FROM PUBLIC;

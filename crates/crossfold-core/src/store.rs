@@ -382,7 +382,8 @@ pub struct OpenAppend {
     /// and `pg_terminate_backend` know it); `None` for a prepared transaction or when the store
     /// cannot tell.
     pub pid: Option<u32>,
-    /// Its transaction, as the store names it (on PostgreSQL the transaction id).
+    /// Its transaction, as the store names it (on PostgreSQL the transaction id as
+    /// `pg_stat_activity.backend_xid` and `pg_locks` show it).
     pub transaction: Option<u64>,
     /// When its transaction started, when the store may see that.
     pub started_at: Option<Timestamp>,

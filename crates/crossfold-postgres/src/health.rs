@@ -144,10 +144,11 @@ pub(crate) async fn check(
     let log = client
         .query_opt(
             &format!(
-                "SELECT {q}.log_horizon(s), pg_snapshot_xmax(s), b.pid, b.transaction_id, \
+                "SELECT {q}.log_horizon(s), pg_snapshot_xmax(s), b.pid, \
+                        b.transaction_id::text::int8, \
                         (extract(epoch FROM b.xact_start) * 1000000)::int8 \
                  FROM pg_current_snapshot() AS s \
-                 LEFT JOIN LATERAL {q}.blocking_append(s) b ON true",
+                 LEFT JOIN LATERAL {q}.oldest_append() b ON true",
                 q = quoted(&db.schema)
             ),
             &[],

@@ -586,8 +586,8 @@ mod tests {
                 "905b4de1631a241b7c372a3325a1e31e796fce992804d1913e83954e54f0e601",
             ),
             (
-                "5e99d803513dc28b75d63229446cc12dcc6ff7efe1ab30ab5b03dc0e65488f73",
-                "101dda89bf54cea7de96260fab1ee74fbb6960cd2790cbe3bff367e13e0e6891",
+                "9ebe8f632eb6967478a82469a99bb1bde40e8260f137426e8d407be4db21a7b3",
+                "26ae843c856eba064a186313b0bdcec7b128e4c87178b4642d6880312986d3a1",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

@@ -157,11 +157,11 @@ impl Sql {
             // pass a filter, counted among at most $8 of them, up to $3. The filter as in
             // `inspect::position_before_last`.
             held_back: format!(
-                "SELECT h.horizon, b.pid, b.transaction_id, \
+                "SELECT h.horizon, b.pid, b.transaction_id::text::int8, \
                         (extract(epoch FROM b.xact_start) * 1000000)::int8, \
                         c.matched, c.scanned \
                  FROM (SELECT {fresh} AS horizon) h \
-                 LEFT JOIN LATERAL {q}.blocking_append(pg_current_snapshot()) b ON true \
+                 LEFT JOIN LATERAL {q}.oldest_append() b ON true \
                  CROSS JOIN LATERAL ( \
                      SELECT least(count(*) FILTER (WHERE \
                                 ($4::text[] IS NULL OR t.stream_id = ANY($4)) \

@@ -595,8 +595,8 @@ mod tests {
                 &sql.read_many,
                 "('{s-1-1,s-2-2}', '{0,0}', '{9,9}')".into(),
             ),
-            ("head".into(), &sql.head, String::new()),
-            ("probe".into(), &sql.probe, "('5', 0)".into()),
+            ("head".into(), &sql.head, "('{}')".into()),
+            ("probe".into(), &sql.probe, "('5', 0, '{}')".into()),
             (
                 "existing_event".into(),
                 &sql.existing_event,
@@ -613,12 +613,12 @@ mod tests {
             cases.push((
                 format!("read_all_{which}"),
                 text,
-                "('5', 0, 100, '{s-1-1,s-2-2}', '{s}', '{E}')".into(),
+                "('5', 0, 100, '{s-1-1,s-2-2}', '{s}', '{E}', '{}')".into(),
             ));
         }
         for (name, text, args) in cases {
             let types = if name.starts_with("read_all") {
-                "(xid8, int8, int8, text[], text[], text[])"
+                "(xid8, int8, int8, text[], text[], text[], xid8[])"
             } else {
                 ""
             };

@@ -22,7 +22,7 @@ const DEADLINE_FUNCTIONS: &str =
 /// The functions of the log's visibility horizon the application role may call (from
 /// migration 6 on): appends register, readers ask which open transactions are foreign, status
 /// and health ask what holds the horizon.
-const HORIZON_FUNCTIONS: &str = "register_append, foreign_writers, log_horizon, blocking_append";
+const HORIZON_FUNCTIONS: &str = "register_append, foreign_writers, log_horizon, oldest_append";
 
 /// The statements that let `role` use the store in `schema`: read every table, call the
 /// append functions and the log-order check, and (when the schema has them) write the

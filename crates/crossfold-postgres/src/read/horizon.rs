@@ -50,8 +50,8 @@ struct State {
     foreign: Arc<Vec<Xid8>>,
     asked_at: Option<Instant>,
     asking: bool,
-    /// The open append last seen holding the horizon, and since when.
-    blocker: Option<(Xid8, Instant)>,
+    /// The oldest open append last seen (its transaction id), and since when.
+    blocker: Option<(i64, Instant)>,
 }
 
 impl Horizon {
@@ -91,9 +91,9 @@ impl Horizon {
         Ok(new)
     }
 
-    /// How long `transaction` has held the horizon as far as this store has seen: since the
-    /// first time it was seen doing so, in a row of sightings of the same transaction.
-    fn seen_blocking(&self, transaction: Option<Xid8>) -> Duration {
+    /// How long `transaction` has been the oldest open append as far as this store has seen:
+    /// since the first time it was, in a row of sightings of the same transaction.
+    fn seen_blocking(&self, transaction: Option<i64>) -> Duration {
         let mut state = self.state();
         let now = Instant::now();
         match (transaction, state.blocker) {
@@ -132,10 +132,11 @@ async fn ask(db: &Db) -> Result<Vec<Xid8>, StoreError> {
     Ok(foreign)
 }
 
-/// The oldest open append seen by a statement, as the server reports it.
+/// The oldest open append, as the server reports it.
 pub(crate) struct Blocker {
     pub(crate) pid: Option<i32>,
-    pub(crate) transaction: Option<Xid8>,
+    /// Its transaction id, as pg_locks shows it (32 bits).
+    pub(crate) transaction: Option<i64>,
     pub(crate) started_micros: Option<i64>,
 }
 
@@ -164,7 +165,7 @@ impl Blocker {
             }
             None => OpenAppend::new(None, seen.as_secs_f64()),
         }
-        .transaction(transaction.0);
+        .transaction(u64::try_from(transaction).unwrap_or(0));
         append.pid = self.pid.and_then(|p| u32::try_from(p).ok());
         Some(append)
     }
