@@ -208,16 +208,28 @@ impl Sql {
 /// The visibility horizon of the log for the statement that contains it (see the module
 /// docs), in stored terms: `passed` names the statement's parameter (`xid8[]`) holding the open
 /// transactions known to be foreign.
+///
+/// A snapshot that lists no open transaction is either a primary's with none open (its `xmin`
+/// is its `xmax` then) or a hot standby's, which lists none (its `xmin` is the oldest open on
+/// the primary): `xmin` is right for both, and telling them apart needs no
+/// `pg_is_in_recovery()` — which is volatile, and would keep the planner from evaluating the
+/// horizon and the pending transaction once per statement. Every `pg_current_snapshot()` of a
+/// statement is the statement's one snapshot. Knowing no foreign transaction — the usual case —
+/// the horizon is the snapshot's `xmin` (the oldest transaction it lists, or its `xmax`), and
+/// the statement costs what it did before foreign transactions were passed. (The reading transaction's own id,
+/// which a snapshot leaves out, is not considered: the store reads in transactions that write
+/// nothing.)
 fn horizon(q: &str, passed: &str) -> String {
     shifted(
         q,
         &format!(
-            "(SELECT CASE WHEN pg_is_in_recovery() THEN pg_snapshot_xmin(s.s) \
-                     ELSE coalesce((SELECT x.x FROM pg_snapshot_xip(s.s) AS x(x) \
-                                    WHERE x.x <> ALL ({passed}::xid8[]) \
-                                    ORDER BY x.x LIMIT 1), \
-                                   pg_snapshot_xmax(s.s)) END \
-              FROM (SELECT pg_current_snapshot() AS s) s)"
+            "CASE WHEN cardinality({passed}::xid8[]) = 0 \
+                  THEN pg_snapshot_xmin(pg_current_snapshot()) \
+                  ELSE (SELECT coalesce(min(x.x) FILTER (WHERE x.x <> ALL ({passed}::xid8[])), \
+                                        CASE WHEN count(*) > 0 \
+                                             THEN pg_snapshot_xmax(pg_current_snapshot()) \
+                                             ELSE pg_snapshot_xmin(pg_current_snapshot()) END) \
+                        FROM pg_snapshot_xip(pg_current_snapshot()) AS x(x)) END"
         ),
     )
 }

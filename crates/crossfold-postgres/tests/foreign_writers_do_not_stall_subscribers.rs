@@ -436,3 +436,103 @@ async fn racing_appends_and_foreign_writers_lose_no_event() {
             .all(|id| delivered.binary_search(id).is_err())
     );
 }
+
+/// A hot standby lists no open transaction in its snapshots and sees none of the primary's
+/// locks: reading there, the horizon stays the oldest transaction open on the primary, so an
+/// append held open there holds the standby's readers back as before, and nothing is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_standby_never_reads_past_an_append_open_on_the_primary() {
+    use crossfold_postgres::{PgConfig, PgEventStore};
+    use crossfold_testkit::cluster::TestCluster;
+
+    let primary = TestCluster::start_new().unwrap();
+    let store = common::store_at(&primary.url(), "bank").await;
+    store.migrate().await.unwrap();
+    let mut standby = TestCluster::standby_of(&primary).unwrap();
+    standby.start().unwrap();
+    let replica = PgEventStore::connect(
+        PgConfig::from_url(&standby.url())
+            .unwrap()
+            .schema("bank")
+            .pool_size(2)
+            .listen(false),
+    )
+    .await
+    .unwrap();
+    let raw_replica = common::raw_client_at(&standby.url()).await;
+    let replayed = async |n: i64| {
+        let deadline = tokio::time::Instant::now() + DELIVERY;
+        loop {
+            let count: i64 = raw_replica
+                .query_one("SELECT count(*) FROM bank.events", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if count >= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "standby at {count} of {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let append = async |stream: &str| {
+        let batch = events("Appended", 1);
+        let id = batch[0].event_id;
+        store
+            .append(AppendRequest::new().stream(sid(stream), ExpectedVersion::NoStream, batch))
+            .await
+            .unwrap();
+        id
+    };
+    let before = append("before-0").await;
+    replayed(1).await;
+
+    let held = common::raw_client_at(&primary.url()).await;
+    held.batch_execute("BEGIN").await.unwrap();
+    let held_id = EventId::generate();
+    append_held(&held, "bank", held_id).await;
+    let mut after = Vec::new();
+    for i in 0..3 {
+        after.push(append(&format!("after-{i}")).await);
+    }
+    // The standby has the three commits (and the held rows, invisible): its readers see
+    // nothing past the held append.
+    replayed(4).await;
+    let visible = replica
+        .read_all(Position::START, 100, &LogFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        visible.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        [before]
+    );
+    assert_eq!(replica.head_position().await.unwrap(), visible[0].position);
+    let waiting = replica
+        .held_back(visible[0].position, &LogFilter::all(), 100)
+        .await
+        .unwrap()
+        .expect("the committed events wait");
+    assert_eq!(waiting.events, 3);
+
+    held.batch_execute("COMMIT").await.unwrap();
+    replayed(5).await;
+    let mut all = Vec::new();
+    let deadline = tokio::time::Instant::now() + DELIVERY;
+    while all.len() < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "standby shows {all:?}"
+        );
+        all = replica
+            .read_all(Position::START, 100, &LogFilter::all())
+            .await
+            .unwrap();
+    }
+    let ids: Vec<EventId> = all.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids[0], before);
+    assert_eq!(ids[1], held_id);
+    assert_eq!(&ids[2..], &after[..]);
+}
