@@ -8,13 +8,16 @@
 //! per [`ASK_EVERY`] per store, and one question at a time. It is replaced by each answer:
 //! a transaction that is still open and foreign is in every answer, one that ended is no longer
 //! needed. Any subset of the foreign transactions is sound to pass, so readers may use the set
-//! while it changes.
+//! while it changes, and the store forgets it [`KEEP_FOR`] after the answer: reads that pass no
+//! transaction cost nothing extra, and a foreign transaction still open then costs one more
+//! question.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossfold_core::{
-    EventType, HeldBack, LogFilter, OpenAppend, Position, StoreError, StreamId, Timestamp,
+    ErrorChain, EventType, HeldBack, LogFilter, OpenAppend, Position, StoreError, StreamId,
+    Timestamp,
 };
 
 use crate::db::Db;
@@ -28,6 +31,10 @@ pub(super) const ASK_AFTER: Duration = Duration::from_millis(4);
 /// The least time between two questions of one store (each reads `pg_locks`, which looks at
 /// every backend's locks).
 const ASK_EVERY: Duration = Duration::from_millis(20);
+
+/// How long an answer is used. Foreign transactions usually end long before; one that stays
+/// open is found again by the next read it holds back.
+const KEEP_FOR: Duration = Duration::from_secs(5);
 
 /// The most foreign transactions a read passes: the oldest, when there are more (passing fewer
 /// is always sound).
@@ -63,18 +70,23 @@ impl Horizon {
 
     /// The open transactions every read may pass.
     pub(crate) fn foreign(&self) -> Arc<Vec<Xid8>> {
-        self.state().foreign.clone()
+        let mut state = self.state();
+        if !state.foreign.is_empty() && state.asked_at.is_none_or(|at| at.elapsed() > KEEP_FOR) {
+            state.foreign = Arc::default();
+        }
+        state.foreign.clone()
     }
 
     /// Asks the server which open transactions are foreign, unless another caller of this store
     /// is asking or asked within [`ASK_EVERY`]. Returns whether the answer names a transaction
-    /// not known before (a read held back should then look again at once).
-    pub(crate) async fn learn(&self, db: &Db) -> Result<bool, StoreError> {
+    /// not known before (a read held back should then look again at once). A question that
+    /// fails teaches nothing and fails no read: the read goes on waiting, as it would have.
+    pub(crate) async fn learn(&self, db: &Db) -> bool {
         {
             let mut state = self.state();
             let recent = state.asked_at.is_some_and(|at| at.elapsed() < ASK_EVERY);
             if state.asking || recent {
-                return Ok(false);
+                return false;
             }
             state.asking = true;
         }
@@ -82,13 +94,19 @@ impl Horizon {
         let answer = ask(db).await;
         let mut state = asked.0.state();
         state.asked_at = Some(Instant::now());
-        let mut answer = answer?;
+        let mut answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!(error = %ErrorChain(&e), "crossfold: cannot ask which open transactions are foreign to the store");
+                return false;
+            }
+        };
         answer.truncate(MAX_KNOWN);
         let new = answer
             .iter()
             .any(|x| state.foreign.binary_search(x).is_err());
         state.foreign = Arc::new(answer);
-        Ok(new)
+        new
     }
 
     /// How long `transaction` has been the oldest open append as far as this store has seen:
@@ -235,4 +253,37 @@ pub(crate) async fn held_back(
         matched >= limit || scanned >= scan,
         open_append,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_forgotten_after_a_while() {
+        let horizon = Horizon::default();
+        {
+            let mut state = horizon.state();
+            state.foreign = Arc::new(vec![Xid8(7), Xid8(9)]);
+            state.asked_at = Some(Instant::now());
+        }
+        assert_eq!(*horizon.foreign(), [Xid8(7), Xid8(9)]);
+        horizon.state().asked_at = Instant::now().checked_sub(KEEP_FOR * 2);
+        assert!(horizon.foreign().is_empty());
+    }
+
+    #[test]
+    fn a_blocker_ages_while_it_stays_the_same() {
+        let horizon = Horizon::default();
+        assert_eq!(horizon.seen_blocking(Some(5)), Duration::ZERO);
+        horizon.state().blocker = Some((5, Instant::now() - Duration::from_secs(3)));
+        assert!(horizon.seen_blocking(Some(5)) >= Duration::from_secs(3));
+        assert_eq!(
+            horizon.seen_blocking(Some(6)),
+            Duration::ZERO,
+            "another one"
+        );
+        assert_eq!(horizon.seen_blocking(None), Duration::ZERO);
+        assert_eq!(horizon.state().blocker, None);
+    }
 }

@@ -67,7 +67,7 @@ impl VisibilityWait {
         if now >= self.deadline {
             return Ok(false);
         }
-        if now - self.started >= ASK_AFTER && db.horizon.learn(db).await? {
+        if now - self.started >= ASK_AFTER && db.horizon.learn(db).await {
             return Ok(true);
         }
         let now = tokio::time::Instant::now();
@@ -105,7 +105,7 @@ pub(crate) async fn wait_for_events(
             // Committed, but an older transaction is still open: an append usually ends within
             // a millisecond or two. One that stays open longer may be foreign to the store.
             let since = *held_since.get_or_insert(now);
-            if now - since >= ASK_AFTER && db.horizon.learn(db).await? {
+            if now - since >= ASK_AFTER && db.horizon.learn(db).await {
                 continue;
             }
             let now = tokio::time::Instant::now();
