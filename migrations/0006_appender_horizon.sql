@@ -22,17 +22,18 @@
 -- of migration 0002's functions still running while this migration commits, and rows the owner
 -- inserts by hand as a transaction's first write, are seen as appends too.
 --
--- foreign_writers(snapshot) reads pg_locks and returns the snapshot's open transactions that
--- held their id without an append's lock, and were still running when pg_locks had been read
--- (pg_xact_status, asked afterwards, says 'in progress'; PostgreSQL marks a transaction committed
--- or aborted before it releases any lock, so none of its locks was missing from what was read).
--- Having an id already, such a transaction can never register later (register_append refuses),
--- so it writes no events, ever: the finding holds for every later snapshot, and readers may
--- keep it. A reader's horizon is the snapshot's oldest open transaction that is not known to be
--- foreign (its xmax when there is none): everything below it has either finished, and the
--- reading statement's snapshot sees its events, or never appends. A transaction that gets its
--- id after the snapshot is at or above xmax. So a reader that returns the events below the
--- horizon and checkpoints after them skips nothing that commits later.
+-- foreign_writers(snapshot) reads the lock table (pg_locks) and returns the snapshot's open
+-- transactions that held their id there without an append's lock, and were still running
+-- once the lock table had been read: pg_xact_status, asked afterwards, says 'in progress'
+-- (PostgreSQL marks a transaction committed or aborted before it releases any lock, so none of
+-- its locks was missing from what was read). Having an id already, such a transaction can never
+-- register later (register_append refuses), so it writes no events, ever: the finding holds for
+-- every later snapshot, and readers may keep it. A reader's horizon is its snapshot's oldest
+-- open transaction not known to be foreign (its xmax when there is none): everything below it
+-- has either finished — and the reading statement's snapshot sees its events — or never
+-- appends, and a transaction that gets its id after the snapshot is at or above xmax. So a
+-- reader that returns the events below the horizon and checkpoints after them skips nothing
+-- that commits later.
 --
 -- Reading pg_locks looks at every backend's locks, which costs far more than a read of the
 -- log: readers compute the horizon inline from their own snapshot and the foreign transactions
@@ -78,25 +79,29 @@ END
 $$
 $function$, current_schema(), current_schema());
 
--- Every transaction of the server holding the lock on its own id (subtransactions included),
--- with its process and whether it holds an append's lock on this store's streams or events:
--- ROW SHARE or ROW EXCLUSIVE (see above), or ACCESS EXCLUSIVE (a new log epoch starts under
--- that lock on events, see migration 0002; DDL on either table counts as an append as well).
--- pg_locks reads every backend's fast-path locks before the main lock table, so a transaction
--- whose lock on its id is listed was running when its fast-path locks were read; and one that
--- had its id before the caller's snapshot had announced itself by then, if it appends.
--- Internal: only the functions below call it.
+-- The transactions of the server holding the lock on their own id (subtransactions included;
+-- only those in p_xids unless it is NULL), with their process and whether they hold an
+-- append's lock on this store's streams or events: ROW SHARE or ROW EXCLUSIVE (see above), or
+-- ACCESS EXCLUSIVE (a new log epoch starts under that lock on events, see migration 0002; DDL
+-- on either table counts as an append as well). pg_lock_status() reads every backend's
+-- fast-path locks before the main lock table, so a transaction whose lock on its id is listed
+-- was running when its fast-path locks were read; and one that had its id before the caller's
+-- snapshot had announced itself by then, if it appends. PL/pgSQL, so that its plan is made
+-- once per session. Internal: only the functions below call it.
 EXECUTE format($function$
-CREATE FUNCTION %1$I.log_writers(OUT transaction_id xid, OUT pid integer, OUT appends boolean)
-RETURNS SETOF record
-LANGUAGE sql STABLE
+CREATE FUNCTION %1$I.log_writers(p_xids xid[])
+RETURNS TABLE (transaction_id xid, pid integer, appends boolean)
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH l AS MATERIALIZED (
-        SELECT l.locktype, l.relation, l.mode, l.virtualtransaction, l.transactionid, l.pid
-        FROM pg_locks l
+        SELECT l.locktype, l.virtualtransaction, l.transactionid, l.pid
+        FROM pg_lock_status() l
         WHERE l.granted
-          AND ((l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock')
+          AND ((l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock'
+                AND (p_xids IS NULL OR l.transactionid = ANY (p_xids)))
                OR (l.locktype = 'relation'
                    AND l.database = (SELECT d.oid FROM pg_database d
                                      WHERE d.datname = current_database())
@@ -107,7 +112,8 @@ AS $$
            EXISTS (SELECT 1 FROM l r
                    WHERE r.locktype = 'relation' AND r.virtualtransaction = t.virtualtransaction)
     FROM l t
-    WHERE t.locktype = 'transactionid'
+    WHERE t.locktype = 'transactionid';
+END
 $$
 $function$, current_schema());
 
@@ -122,15 +128,19 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    running xid[];
     others  xid[];
 BEGIN
-    IF p_snapshot IS NULL OR pg_is_in_recovery()
-            OR NOT EXISTS (SELECT 1 FROM pg_snapshot_xip(p_snapshot)) THEN
+    IF p_snapshot IS NULL OR pg_is_in_recovery() THEN
         RETURN '{}';
     END IF;
-    -- First pg_locks, then each transaction's status: in this order only.
+    SELECT array_agg(xid(s.x)) INTO running FROM pg_snapshot_xip(p_snapshot) AS s(x);
+    IF running IS NULL THEN
+        RETURN '{}';
+    END IF;
+    -- First the locks, then each transaction's status: in this order only.
     SELECT coalesce(array_agg(w.transaction_id), '{}') INTO others
-        FROM %1$I.log_writers() w WHERE NOT w.appends;
+        FROM %1$I.log_writers(running) w WHERE NOT w.appends;
     RETURN coalesce(
         (SELECT array_agg(s.x ORDER BY s.x) FROM pg_snapshot_xip(p_snapshot) AS s(x)
          WHERE xid(s.x) = ANY (others) AND pg_xact_status(s.x) = 'in progress'),
@@ -180,7 +190,7 @@ LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT w.pid, w.transaction_id, a.xact_start
-    FROM %1$I.log_writers() w
+    FROM %1$I.log_writers(NULL) w
     LEFT JOIN pg_stat_activity a ON a.pid = w.pid
     WHERE w.appends AND NOT pg_is_in_recovery()
     ORDER BY age(w.transaction_id) DESC

@@ -586,8 +586,8 @@ mod tests {
                 "905b4de1631a241b7c372a3325a1e31e796fce992804d1913e83954e54f0e601",
             ),
             (
-                "9ebe8f632eb6967478a82469a99bb1bde40e8260f137426e8d407be4db21a7b3",
-                "26ae843c856eba064a186313b0bdcec7b128e4c87178b4642d6880312986d3a1",
+                "c51d464756db7b0d2be91eb5ee61230c6930cec7b9447d9c86b36c7bcf4f4d84",
+                "8a9734fcf184d55e32aa4b694edb00d2ecf0433e209e2617266980456767df35",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

@@ -24,11 +24,11 @@
 //! Finding foreign transactions means reading `pg_locks`, which looks at every backend's locks
 //! and costs more than a read of the log. So the reads take the foreign transactions as a
 //! parameter: the ones the store already knows ([`read::horizon`](crate::read)), which it asks
-//! the server about (`foreign_writers`) only when the horizon has held a reader back for a few
-//! milliseconds. A transaction open elsewhere on the server — in another database, on another
-//! table, idle in transaction — then costs readers one such look, not a stall for as long as it
-//! stays open. Only an open append of this store holds them back, and a short one usually ends
-//! before that look.
+//! the server about (`foreign_writers`) only when the horizon has held a reader back for some
+//! 20 ms. A transaction open elsewhere on the server — in another database, on another table,
+//! idle in transaction — then costs readers such a wait now and then, not a stall for as long
+//! as it stays open. Only an open append of this store holds them back, and a short one usually
+//! ends before the store asks.
 //!
 //! On a hot standby snapshots do not list open transactions, and the horizon stays the
 //! snapshot's `xmin`: the oldest transaction open on the primary, as before.

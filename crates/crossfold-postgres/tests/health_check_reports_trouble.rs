@@ -331,6 +331,22 @@ async fn an_append_of_another_role_held_open_is_named_and_aged_by_the_checks_tha
         .unwrap();
     assert!(age >= threshold.as_secs_f64() * 2.0, "{age}");
 
+    // The application role may ask what readers pass, not read the lock table through the
+    // store's internal function.
+    let app = common::raw_client_at(&cluster.url_for("bank_app", "postgres")).await;
+    app.query_one("SELECT bank.foreign_writers(pg_current_snapshot())", &[])
+        .await
+        .unwrap();
+    let refused = app
+        .query_one("SELECT count(*) FROM bank.log_writers(NULL)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{refused:?}"
+    );
+
     held.batch_execute("ROLLBACK").await.unwrap();
     let report = store.check_health().await;
     assert_eq!(report.status, HealthStatus::Healthy, "{report:?}");
