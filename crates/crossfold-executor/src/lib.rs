@@ -104,6 +104,7 @@
 
 // An execution goes one way: `execute` (span, metrics, authorization, time limit) → `retry`
 // (the loop over attempts) → `attempt`, `load`, `doubt`, `idempotency` → the store.
+mod admission;
 mod attempt;
 mod cache;
 mod context;
@@ -118,6 +119,7 @@ mod locks;
 mod metrics;
 mod retry;
 
+pub use admission::AdmissionStatus;
 pub use context::{Actor, ActorPermissions, Authorizer, Denied, ExecutionContext};
 pub use deadlines::{DeadlineHandler, DeadlineWorker, Firing, PollReport};
 pub use error::Error;

@@ -3,10 +3,11 @@
 //! deciding again, catching the view up after a failure, and keeping it for the next command.
 
 use crossfold_core::ErrorChain;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossfold_core::{Backoff, Codec, Command, EventStore, Jitter, ReadSet, StoreError};
 
+use crate::admission::Admission;
 use crate::attempt::{self, Envelope, Failure};
 use crate::context::ExecutionContext;
 use crate::doubt::Doubts;
@@ -78,13 +79,14 @@ impl RetryPolicy {
 }
 
 /// What the executions of one executor run with: the store, the codec, the loader with its
-/// caches, the retry policy, and the in-process stream locks.
+/// caches, the retry policy, the in-process stream locks and the admission control.
 pub(crate) struct Runner<S, C> {
     store: S,
     codec: C,
     loader: Loader,
     policy: RetryPolicy,
     locks: Option<StreamLocks>,
+    admission: Option<Admission>,
 }
 
 impl<S, C> Runner<S, C> {
@@ -94,6 +96,7 @@ impl<S, C> Runner<S, C> {
         loader: Loader,
         policy: RetryPolicy,
         locks: Option<StreamLocks>,
+        admission: Option<Admission>,
     ) -> Self {
         Self {
             store,
@@ -101,7 +104,13 @@ impl<S, C> Runner<S, C> {
             loader,
             policy,
             locks,
+            admission,
         }
+    }
+
+    /// The admission control, if there is one.
+    pub(crate) fn admission(&self) -> Option<&Admission> {
+        self.admission.as_ref()
     }
 
     /// The retry loop of one execution, with nothing counted yet.
@@ -110,6 +119,7 @@ impl<S, C> Runner<S, C> {
             runner: self,
             attempts: 0,
             waited: false,
+            queued_since: None,
         }
     }
 }
@@ -121,6 +131,7 @@ pub(crate) struct Retries<'r, S, C> {
     runner: &'r Runner<S, C>,
     attempts: u32,
     waited: bool,
+    queued_since: Option<Instant>,
 }
 
 /// What the retry loop of one execution counted.
@@ -130,6 +141,8 @@ pub(crate) struct Tally {
     pub(crate) attempts: u32,
     /// Whether it waited for a command of this process that declared a common stream.
     pub(crate) waited: bool,
+    /// Since when it has been waiting for admission, if it still is.
+    pub(crate) queued_since: Option<Instant>,
 }
 
 impl<S: EventStore, C: Codec> Retries<'_, S, C> {
@@ -138,15 +151,18 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
         Tally {
             attempts: self.attempts,
             waited: self.waited,
+            queued_since: self.queued_since,
         }
     }
 
     /// Runs `command` until an attempt stands, a failure is final, or the policy gives up.
+    /// `deadline` is when the execution's time limit strikes, if it has one.
     pub(crate) async fn run<Cmd: Command>(
         &mut self,
         command: &Cmd,
         context: &ExecutionContext,
         metrics: &CommandMetrics,
+        deadline: Option<Instant>,
     ) -> Result<Executed, Error> {
         let marker = idempotency::marker_stream(context.idempotency_key.as_deref())?;
         let declared = ReadSet::of(command);
@@ -162,6 +178,17 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                     .await
             }
             None => Guards::None,
+        };
+        // Admitted after the stream locks, so that commands waiting for a stream of this process
+        // hold no permit; kept through every attempt, so that an execution never queues again
+        // between its read and its append. A refusal is final: nothing was read.
+        let _permit = match &self.runner.admission {
+            Some(admission) => Some(
+                admission
+                    .admit(deadline, &mut self.queued_since, metrics)
+                    .await?,
+            ),
+            None => None,
         };
         let envelope = Envelope::new(context, marker);
         // Boxed, and only once an append is in doubt: whatever lives across the loop's awaits
