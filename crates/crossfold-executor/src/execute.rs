@@ -340,12 +340,12 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             Err(denied)
         } else {
             // One instant for the time limit and for the admission wait it bounds.
-            let deadline = timeout.map(|limit| Instant::now() + limit);
+            let deadline = timeout.map(|limit| tokio::time::Instant::now() + limit);
             let run = retries
                 .run(&command, context, &metrics, deadline)
                 .instrument(span.clone());
             match (timeout, deadline) {
-                (Some(limit), Some(deadline)) => tokio::time::timeout_at(deadline.into(), run)
+                (Some(limit), Some(deadline)) => tokio::time::timeout_at(deadline, run)
                     .await
                     .unwrap_or(Err(Error::Timeout(limit))),
                 _ => run.await,

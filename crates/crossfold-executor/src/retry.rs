@@ -3,11 +3,13 @@
 //! deciding again, catching the view up after a failure, and keeping it for the next command.
 
 use crossfold_core::ErrorChain;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crossfold_core::{Backoff, Codec, Command, EventStore, Jitter, ReadSet, StoreError};
 
-use crate::admission::Admission;
+use crate::admission::{self, Admission};
 use crate::attempt::{self, Envelope, Failure};
 use crate::context::ExecutionContext;
 use crate::doubt::Doubts;
@@ -168,28 +170,32 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
         let declared = ReadSet::of(command);
         // A stream the command expects to be new (named after a fresh id) is not shared with
         // other commands of this process; locking it would only add false collisions.
-        let _guards = match &self.runner.locks {
-            Some(locks) => {
-                locks
-                    .lock(
-                        declared.ids().iter().filter(|id| !command.expects_new(id)),
-                        &mut self.waited,
-                    )
-                    .await
+        let (runner, waited) = (self.runner, &mut self.waited);
+        let declared_ids = declared.ids();
+        let locking = async move {
+            match &runner.locks {
+                Some(locks) => {
+                    locks
+                        .lock(
+                            declared_ids.iter().filter(|id| !command.expects_new(id)),
+                            waited,
+                        )
+                        .await
+                }
+                None => Guards::None,
             }
-            None => Guards::None,
         };
-        // Admitted after the stream locks, so that commands waiting for a stream of this process
-        // hold no permit; kept through every attempt, so that an execution never queues again
-        // between its read and its append. A refusal is final: nothing was read.
-        let _permit = match &self.runner.admission {
-            Some(admission) => Some(
-                admission
-                    .admit(deadline, &mut self.queued_since, metrics)
-                    .await?,
-            ),
-            None => None,
-        };
+        // Admission (when the executor has a concurrency limit) comes before the locks, and the
+        // place is kept through every attempt, so that an execution never queues again between
+        // its read and its append. A refusal is final: nothing was read.
+        let (_place, _guards) = admission::enter(
+            runner.admission.as_ref(),
+            locking,
+            deadline,
+            &mut self.queued_since,
+            metrics,
+        )
+        .await?;
         let envelope = Envelope::new(context, marker);
         // Boxed, and only once an append is in doubt: whatever lives across the loop's awaits
         // makes every execution's future larger.

@@ -389,6 +389,64 @@ async fn an_admitted_execution_keeps_its_place_through_its_retries() {
     assert_eq!(contiguous_order(&calls), ["account-0", "account-1"]);
 }
 
+/// A command whose stream another command of the process holds gives its place back while it
+/// waits for the stream, and once it holds the stream it takes the next place ahead of the
+/// commands that arrived after it. One thread, so that every step is deterministic.
+#[tokio::test(flavor = "current_thread")]
+async fn a_command_waiting_for_its_stream_holds_no_place_and_returns_ahead_of_the_queue() {
+    let store = Gated::new(Some(2));
+    let executor = Executor::new(store.clone());
+    let first = hold(&executor, "account-x").await;
+    // Admitted to the free place, finds account-x locked by the first, gives the place back.
+    let same_stream = tokio::spawn({
+        let executor = executor.clone();
+        async move { executor.execute(credit("account-x")).await }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let status = executor.admission().unwrap();
+    assert_eq!((status.running, status.queued), (1, 0), "{status:?}");
+    // So another stream's command runs at once.
+    let other = hold(&executor, "account-y").await;
+    let later = queue(&executor, "account-z", 1).await;
+    let latest = queue(&executor, "account-w", 2).await;
+
+    // The first finishes: its place goes to the first in the queue (the waiter for account-x
+    // has not asked for one yet); then the waiter, holding account-x, queues ahead of the rest.
+    store.gate.add_permits(1);
+    until("the first finished", || first.is_finished()).await;
+    until("account-z's append", || {
+        store.calls().contains(&"append account-z".to_owned())
+    })
+    .await;
+    until("the waiter for account-x queued", || {
+        executor.admission().unwrap().queued == 2
+    })
+    .await;
+    // account-y finishes: its place goes to the waiter for account-x, not to account-w.
+    store.gate.add_permits(1);
+    let appends_of_x = || {
+        store
+            .calls()
+            .iter()
+            .filter(|c| *c == "append account-x")
+            .count()
+    };
+    until("the second append of account-x", || appends_of_x() == 2).await;
+    assert!(
+        !store.calls().iter().any(|c| c.contains("account-w")),
+        "{:?}",
+        store.calls()
+    );
+    assert_eq!(executor.admission().unwrap().queued, 1);
+    store.open();
+    for execution in [first, same_stream, other, later, latest] {
+        execution.await.unwrap().unwrap();
+    }
+    assert_eq!(store.inner.len(), 5);
+}
+
 #[test]
 fn waits_refusals_and_the_queue_are_measured() {
     let recorder = PrometheusBuilder::new().build_recorder();
