@@ -155,9 +155,9 @@ pub(crate) struct LoadArgs {
     pub(crate) no_serialize: bool,
 
     /// Commands the executor runs at once, the others waiting for admission in arrival order:
-    /// `store` (what the store serves at once: on PostgreSQL the pool less an eighth), a
-    /// number, or `off` (every command goes to the store at once and waits for a connection
-    /// there).
+    /// `store` (what the store serves at once: on PostgreSQL the pool less an eighth, at least
+    /// one connection), a number, or `off` (every command goes to the store at once and waits
+    /// for a connection there).
     #[arg(long, value_name = "LIMIT", default_value = "store")]
     pub(crate) concurrency_limit: ConcurrencyLimit,
 
