@@ -147,8 +147,9 @@ pub(crate) async fn enter<'a, G>(
     }
     drop(place);
     let guards = lock.await;
-    // Boxed: only executions that met a taken lock come here.
-    let place = Box::pin(admission.admit(Lane::Return, deadline, queued_since, metrics)).await?;
+    let place = admission
+        .admit(Lane::Return, deadline, queued_since, metrics)
+        .await?;
     Ok((Some(place), guards))
 }
 
@@ -197,9 +198,22 @@ impl Admission {
         queued_since: &mut Option<Instant>,
         metrics: &CommandMetrics,
     ) -> Result<Place<'_>, Error> {
-        if let Some(place) = self.places.try_take() {
-            return Ok(place);
+        match self.places.try_take() {
+            Some(place) => Ok(place),
+            // Boxed: most executions find a free place, and the wait's timer would make every
+            // execution's future larger (and costlier to move) if it lived inline.
+            None => Box::pin(self.queue(lane, deadline, queued_since, metrics)).await,
         }
+    }
+
+    /// [`admit`](Self::admit) when no place is free.
+    async fn queue(
+        &self,
+        lane: Lane,
+        deadline: Option<Instant>,
+        queued_since: &mut Option<Instant>,
+        metrics: &CommandMetrics,
+    ) -> Result<Place<'_>, Error> {
         if lane == Lane::Arrival {
             let joined = self
                 .queued
