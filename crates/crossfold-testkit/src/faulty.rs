@@ -603,6 +603,10 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
     ) -> Result<Option<HeldBack>, StoreError> {
         self.inner.held_back(after, filter, limit).await
     }
+
+    fn concurrency_limit(&self) -> Option<usize> {
+        self.inner.concurrency_limit()
+    }
 }
 
 #[cfg(test)]
