@@ -88,6 +88,7 @@ async fn load(args: LoadArgs) -> ExitCode {
                 options.serialize_in_process = !args.no_serialize;
                 options.take_turns = !args.no_turns;
                 options.processes = processes.unwrap_or(1);
+                options.concurrency_limit = args.concurrency_limit;
                 match processes {
                     None => eprintln!(
                         "{} ({}), {} in flight",
@@ -182,7 +183,7 @@ async fn run_postgres(args: &LoadArgs, options: &LoadOptions) -> Result<LoadRepo
     let config = PgConfig::from_url(&args.url)
         .map_err(|e| ErrorChain(&e).to_string())?
         .schema(schema.clone())
-        .pool_size(args.pool.max(options.concurrency + 2));
+        .pool_size(args.pool);
     let store = PgEventStore::connect(config)
         .await
         .map_err(|e| format!("cannot connect: {}", ErrorChain(&e)))?;

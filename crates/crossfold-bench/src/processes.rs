@@ -11,7 +11,7 @@
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
-use crossfold_bench::{LoadOptions, LoadReport, Share, ShareReport};
+use crossfold_bench::{ConcurrencyLimit, LoadOptions, LoadReport, Share, ShareReport};
 use crossfold_core::ErrorChain;
 use crossfold_postgres::{PgConfig, PgEventStore};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -100,6 +100,14 @@ async fn run_in(
         if !options.take_turns {
             command.arg("--no-turns");
         }
+        command.args([
+            "--concurrency-limit",
+            &match options.concurrency_limit {
+                ConcurrencyLimit::Store => "store".to_owned(),
+                ConcurrencyLimit::Fixed(n) => n.to_string(),
+                ConcurrencyLimit::Off => "off".to_owned(),
+            },
+        ]);
         let child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -228,6 +236,7 @@ async fn run_share(args: ShareArgs) -> Result<ShareReport, String> {
     options.store_name = "postgres".into();
     options.serialize_in_process = !args.no_serialize;
     options.take_turns = !args.no_turns;
+    options.concurrency_limit = args.concurrency_limit;
     let start = async {
         println!("ready");
         let read = tokio::task::spawn_blocking(|| {

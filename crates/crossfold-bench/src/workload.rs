@@ -146,6 +146,36 @@ pub struct LoadOptions {
     /// How many processes run the workload at once, each with `concurrency` operations in
     /// flight (for the report: the processes are started by whoever runs the shares).
     pub processes: usize,
+    /// How many commands the executor runs at once; the others wait for admission.
+    pub concurrency_limit: ConcurrencyLimit,
+}
+
+/// How many commands the executor runs at once (its admission control).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConcurrencyLimit {
+    /// As many as the store serves at once (the executor's default).
+    #[default]
+    Store,
+    /// This many.
+    Fixed(usize),
+    /// No admission control: every command goes to the store at once.
+    Off,
+}
+
+impl FromStr for ConcurrencyLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "store" => Ok(ConcurrencyLimit::Store),
+            "off" => Ok(ConcurrencyLimit::Off),
+            n => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(ConcurrencyLimit::Fixed)
+                .ok_or_else(|| format!("expected store, off or a positive number, not {n:?}")),
+        }
+    }
 }
 
 impl LoadOptions {
@@ -163,6 +193,7 @@ impl LoadOptions {
             serialize_in_process: true,
             take_turns: true,
             processes: 1,
+            concurrency_limit: ConcurrencyLimit::Store,
         }
     }
 }

@@ -5,8 +5,11 @@
 use crossfold_core::ErrorChain;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crossfold_core::{Backoff, Codec, Command, EventStore, Jitter, ReadSet, StoreError, StreamId};
 
+use crate::admission::{self, Admission};
 use crate::attempt::{self, Envelope, Failure};
 use crate::contention::{self, HotStreams, Turned};
 use crate::context::ExecutionContext;
@@ -106,14 +109,15 @@ impl RetryPolicy {
 }
 
 /// What the executions of one executor run with: the store, the codec, the loader with its
-/// caches, the retry policy, the in-process stream locks, and the streams other writers
-/// contend for.
+/// caches, the retry policy, the in-process stream locks, the admission control, and the
+/// streams other writers contend for.
 pub(crate) struct Runner<S, C> {
     store: S,
     codec: C,
     loader: Loader,
     policy: RetryPolicy,
     locks: Option<StreamLocks>,
+    admission: Option<Admission>,
     hot: HotStreams,
 }
 
@@ -124,6 +128,7 @@ impl<S, C> Runner<S, C> {
         loader: Loader,
         policy: RetryPolicy,
         locks: Option<StreamLocks>,
+        admission: Option<Admission>,
     ) -> Self {
         Self {
             store,
@@ -131,8 +136,14 @@ impl<S, C> Runner<S, C> {
             loader,
             policy,
             locks,
+            admission,
             hot: HotStreams::new(1024),
         }
+    }
+
+    /// The admission control, if there is one.
+    pub(crate) fn admission(&self) -> Option<&Admission> {
+        self.admission.as_ref()
     }
 
     /// The retry loop of one execution, with nothing counted yet.
@@ -141,6 +152,7 @@ impl<S, C> Runner<S, C> {
             runner: self,
             attempts: 0,
             waited: false,
+            queued_since: None,
         }
     }
 }
@@ -152,6 +164,7 @@ pub(crate) struct Retries<'r, S, C> {
     runner: &'r Runner<S, C>,
     attempts: u32,
     waited: bool,
+    queued_since: Option<Instant>,
 }
 
 /// What the retry loop of one execution counted.
@@ -161,6 +174,8 @@ pub(crate) struct Tally {
     pub(crate) attempts: u32,
     /// Whether it waited for a command of this process that declared a common stream.
     pub(crate) waited: bool,
+    /// Since when it has been waiting for admission, if it still is.
+    pub(crate) queued_since: Option<Instant>,
 }
 
 impl<S: EventStore, C: Codec> Retries<'_, S, C> {
@@ -169,15 +184,18 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
         Tally {
             attempts: self.attempts,
             waited: self.waited,
+            queued_since: self.queued_since,
         }
     }
 
     /// Runs `command` until an attempt stands, a failure is final, or the policy gives up.
+    /// `deadline` is when the execution's time limit strikes, if it has one.
     pub(crate) async fn run<Cmd: Command>(
         &mut self,
         command: &Cmd,
         context: &ExecutionContext,
         metrics: &CommandMetrics,
+        deadline: Option<Instant>,
     ) -> Result<Executed, Error> {
         let marker = idempotency::marker_stream(context.idempotency_key.as_deref())?;
         let declared = ReadSet::of(command);
@@ -193,20 +211,43 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
         };
         // A stream the command expects to be new (named after a fresh id) is not shared with
         // other commands of this process; locking it would only add false collisions.
-        let _guards = match &self.runner.locks {
-            Some(locks) => {
-                locks
-                    .lock(
-                        declared
-                            .ids()
-                            .iter()
-                            .filter(|id| !command.expects_new(id) && !hot.contains(id)),
-                        &mut self.waited,
-                    )
-                    .await
-            }
-            None => Guards::None,
+        let (runner, waited) = (self.runner, &mut self.waited);
+        let declared_ids = declared.ids();
+        // The in-process locks first, then the turn on hot streams (boxed: only contended
+        // executions take one), each in one order, so that no two executions wait for each
+        // other in a cycle. Like a lock, the turn is waited for without a place in admission.
+        let locking = async move {
+            let guards = match &runner.locks {
+                Some(locks) => {
+                    locks
+                        .lock(
+                            declared_ids
+                                .iter()
+                                .filter(|id| !command.expects_new(id) && !hot.contains(id)),
+                            waited,
+                        )
+                        .await
+                }
+                None => Guards::None,
+            };
+            let turned = if hot.is_empty() {
+                None
+            } else {
+                Box::pin(contention::take_turn(&runner.store, &runner.hot, hot)).await
+            };
+            (guards, turned)
         };
+        // Admission (when the executor has a concurrency limit) comes before the locks, and the
+        // place is kept through every attempt, so that an execution never queues again between
+        // its read and its append. A refusal is final: nothing was read.
+        let (_place, (_guards, entry_turn)) = admission::enter(
+            runner.admission.as_ref(),
+            locking,
+            deadline,
+            &mut self.queued_since,
+            metrics,
+        )
+        .await?;
         let envelope = Envelope::new(context, marker);
         // Boxed, and only once an append is in doubt: whatever lives across the loop's awaits
         // makes every execution's future larger.
@@ -219,16 +260,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
             // policy's attempts.
             let mut limit = policy.max_attempts;
             // The turn on contended streams, once taken; held until the outcome is known.
-            // Boxed: only contended executions take one.
-            let mut turned: Option<Box<Turned>> = None;
-            if !hot.is_empty() {
-                turned = Box::pin(contention::take_turn(
-                    &self.runner.store,
-                    &self.runner.hot,
-                    hot,
-                ))
-                .await;
-            }
+            let mut turned: Option<Box<Turned>> = entry_turn;
             // `None` means "fold again from the store, trusting no cache" (when the view cannot
             // be caught up); the first load may start from the caches.
             let mut loaded = Some(load::load(self.runner, command, &declared, true).await);

@@ -128,6 +128,14 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 6,
+        name: "appender_horizon",
+        sql: include_str!("../migrations/0006_appender_horizon.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
 
 /// What the database records: the schema, and its migrations.
@@ -500,6 +508,7 @@ async fn apply(
                     &role,
                     report.version >= 4,
                     report.version >= 5,
+                    report.version >= 6,
                 ))
                 .await?;
         }
@@ -575,6 +584,10 @@ mod tests {
             (
                 "82219c168fc78e987f7acb1b56fd2efa9429091f58d3e17f64c2be64901dcc82",
                 "905b4de1631a241b7c372a3325a1e31e796fce992804d1913e83954e54f0e601",
+            ),
+            (
+                "c51d464756db7b0d2be91eb5ee61230c6930cec7b9447d9c86b36c7bcf4f4d84",
+                "8a9734fcf184d55e32aa4b694edb00d2ecf0433e209e2617266980456767df35",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

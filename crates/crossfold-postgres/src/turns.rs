@@ -13,10 +13,11 @@
 //!   migrators' lock and any other advisory lock of the application; the key is a hash of the
 //!   schema and the stream name. Two streams that share a key share their turns — a wait that
 //!   was not needed, never a wrong decision (the append's version check decides).
-//! * **The pool stays usable.** A caller that holds a turn needs a second connection for its
-//!   reads and its append, so at most half the pool's connections hold or wait for turns at
-//!   once; further callers wait in this process, in order, for one of those places. A pool of
-//!   one connection hands out no turns.
+//! * **Connections of their own.** A caller that holds a turn still reads and appends through
+//!   the store's pool, so turns are held on a small pool of their own — a quarter of the
+//!   store's pool size, at least one connection, opened only when streams are contended — and
+//!   never take a connection the store's pool (or the executor's admission control, which
+//!   counts on it) needs. Further callers wait for one of them in this process, in order.
 //! * **Given back on drop, never leaked.** Dropping the turn sends the unlock and returns the
 //!   connection to the pool at once (nobody waits for the answer; whoever uses the connection
 //!   next is served after the unlock); if the unlock cannot be sent, or the wait for a turn is
@@ -26,15 +27,14 @@
 //! The advisory lock functions are granted to every role by default: turns need no privilege
 //! beyond what an application role has.
 
-use std::sync::Arc;
-
 use crossfold_core::{StoreError, StreamId, StreamTurn};
-use deadpool_postgres::Object;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::Socket;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
-use crate::db::Db;
-use crate::error::classify;
+use crate::config::PgConfig;
+use crate::error::{classify, classify_pool};
 
 /// The first key of every turn's advisory lock (`CFTR`), apart from the migrators' class.
 pub(crate) const TURN_CLASS: i32 = 0x4346_5452;
@@ -49,17 +49,47 @@ const TAKE: &str = "SELECT coalesce(bool_or(CASE WHEN pg_try_advisory_lock($1, k
 /// advisory lock).
 const GIVE_BACK: &str = "SELECT pg_advisory_unlock_all()";
 
-/// The places for turns: at most half the pool's connections hold or wait for turns.
+/// The connections turns are held on: a pool of their own.
 pub(crate) struct Turns {
-    places: Option<Arc<Semaphore>>,
+    pool: Pool,
+    /// The schema, for the keys.
+    schema: String,
+}
+
+/// How many connections hold turns for a store whose pool has `pool_size`: a quarter, at
+/// least one.
+pub(crate) fn connections_for(pool_size: usize) -> usize {
+    (pool_size / 4).max(1)
 }
 
 impl Turns {
-    /// Places for a pool of `pool_size` connections (none below two).
-    pub(crate) fn new(pool_size: usize) -> Self {
-        Self {
-            places: (pool_size >= 2).then(|| Arc::new(Semaphore::new(pool_size / 2))),
-        }
+    /// The turns' pool for a store configured by `config` (no connection is opened yet).
+    pub(crate) fn new<T>(config: &PgConfig, tls: T) -> Result<Self, StoreError>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + Sync,
+        T::TlsConnect: Send + Sync,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let manager = Manager::from_config(
+            config.pool_driver_config(),
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(connections_for(config.pool_size))
+            .wait_timeout(config.wait_timeout)
+            .create_timeout(config.create_timeout)
+            .recycle_timeout(config.recycle_timeout)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Backend(e.into()))?;
+        Ok(Self {
+            pool,
+            schema: config.schema.clone(),
+        })
     }
 }
 
@@ -88,24 +118,12 @@ fn keys(schema: &str, streams: &[StreamId]) -> Vec<i32> {
 }
 
 /// Waits for the caller's turn on `streams`.
-pub(crate) async fn take(
-    db: &Db,
-    turns: &Turns,
-    streams: &[StreamId],
-) -> Result<StreamTurn, StoreError> {
-    let Some(places) = &turns.places else {
-        return Ok(StreamTurn::none());
-    };
-    let keys = keys(&db.schema, streams);
+pub(crate) async fn take(turns: &Turns, streams: &[StreamId]) -> Result<StreamTurn, StoreError> {
+    let keys = keys(&turns.schema, streams);
     if keys.is_empty() {
         return Ok(StreamTurn::none());
     }
-    let place = places
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| StoreError::Backend(e.into()))?;
-    let client = db.client().await?;
+    let client = turns.pool.get().await.map_err(classify_pool)?;
     // From here until the answer arrives, dropping the caller's future (a time limit) leaves a
     // lock request running on the connection: the guard closes it rather than pool it.
     let mut pending = Pending(Some(client));
@@ -125,7 +143,6 @@ pub(crate) async fn take(
     Ok(StreamTurn::new(
         Held {
             client: Some(client),
-            place: Some(place),
         },
         waited,
     ))
@@ -162,10 +179,9 @@ impl Drop for Pending {
     }
 }
 
-/// A turn: the connection whose session holds the locks, and the place it takes.
+/// A turn: the connection whose session holds the locks.
 struct Held {
     client: Option<Object>,
-    place: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Held {
@@ -186,7 +202,6 @@ impl Drop for Held {
                 drop(Object::take(client));
             }
         }
-        drop(self.place.take());
     }
 }
 
@@ -223,12 +238,10 @@ mod tests {
     }
 
     #[test]
-    fn half_the_pool_holds_turns_and_a_pool_of_one_none() {
-        assert!(Turns::new(1).places.is_none());
-        assert_eq!(Turns::new(2).places.map(|p| p.available_permits()), Some(1));
-        assert_eq!(
-            Turns::new(32).places.map(|p| p.available_permits()),
-            Some(16)
-        );
+    fn turns_have_a_quarter_of_the_pool_at_least_one() {
+        assert_eq!(connections_for(1), 1);
+        assert_eq!(connections_for(7), 1);
+        assert_eq!(connections_for(16), 4);
+        assert_eq!(connections_for(32), 8);
     }
 }

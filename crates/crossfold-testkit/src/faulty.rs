@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossfold_core::{
-    AppendRequest, Appended, EventStore, LogFilter, Position, RecordedEvent, StoreError,
-    StreamConflict, StreamEvents, StreamId, StreamRead, StreamVersion,
+    AppendRequest, Appended, EventStore, HeldBack, LogFilter, Position, RecordedEvent, StoreError,
+    StreamConflict, StreamEvents, StreamId, StreamRead, StreamTurn, StreamVersion,
 };
 use crossfold_memory::MemoryStore;
 
@@ -591,6 +591,27 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
             self.inner.wait_for_events(after, timeout),
         )
         .await
+    }
+
+    /// Not a fault target (a status question, not a call of the contract): answered by the
+    /// store within.
+    async fn held_back(
+        &self,
+        after: Position,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> Result<Option<HeldBack>, StoreError> {
+        self.inner.held_back(after, filter, limit).await
+    }
+
+    fn concurrency_limit(&self) -> Option<usize> {
+        self.inner.concurrency_limit()
+    }
+
+    /// Not a fault target (turns order callers; they are not a call of the contract): handed
+    /// out by the store within.
+    async fn take_turn(&self, streams: &[StreamId]) -> Result<StreamTurn, StoreError> {
+        self.inner.take_turn(streams).await
     }
 }
 

@@ -17,9 +17,9 @@ use hdrhistogram::Histogram;
 
 use crate::bank::{self};
 use crate::counter::counter_stream;
-use crate::report::{LoadReport, Measured};
+use crate::report::{Admission, LoadReport, Measured};
 use crate::verify::{Expectation, verify};
-use crate::{LoadError, LoadOptions, Workload};
+use crate::{ConcurrencyLimit, LoadError, LoadOptions, Workload};
 
 use self::measure::{Clock, new_histogram};
 use self::setup::{batch_events, setup};
@@ -48,10 +48,17 @@ where
 
 /// The executor a run's operations go through.
 fn executor<S: EventStore + Clone + 'static>(store: &S, options: &LoadOptions) -> Executor<S> {
-    Executor::builder(store.clone())
+    let builder = Executor::builder(store.clone())
         .serialize_in_process(options.serialize_in_process)
         .retry(RetryPolicy::default().take_turns(options.take_turns))
-        .build()
+        // Every command in flight may wait: the queue never refuses one for lack of room.
+        .admission_queue_depth(options.concurrency.max(1));
+    match options.concurrency_limit {
+        ConcurrencyLimit::Store => builder,
+        ConcurrencyLimit::Fixed(n) => builder.concurrency_limit(n),
+        ConcurrencyLimit::Off => builder.no_concurrency_limit(),
+    }
+    .build()
 }
 
 /// The streams a run's operations pick from.
@@ -116,6 +123,14 @@ where
     let clock = Clock::new(options);
     let low_memory = LowMemory::watch(done.clone());
 
+    // Admission counters at the start of the measured time (the warm-up left out).
+    let admission_start = tokio::spawn({
+        let executor = executor.clone();
+        async move {
+            tokio::time::sleep_until(clock.measure_from.into()).await;
+            executor.admission()
+        }
+    });
     let subscriber = (workload == Workload::Live).then(|| {
         let store = store.clone();
         tokio::spawn(follow_live(store, clock, histogram.clone()))
@@ -178,6 +193,10 @@ where
         }
     }
     done.store(true, Ordering::Relaxed);
+    let admission = match (admission_start.await, executor.admission()) {
+        (Ok(Some(start)), Some(end)) => Some(Admission::between(&start, &end)),
+        _ => None,
+    };
     let stopped_at = low_memory.stopped_at();
     let measured = stopped_at
         .unwrap_or(clock.end)
@@ -215,6 +234,7 @@ where
         concurrency,
         total,
         delivery.as_ref(),
+        admission,
         measured,
         stopped_early,
     ))
@@ -235,7 +255,9 @@ pub async fn combine<S: EventStore>(
     let mut concurrency = 0;
     let mut measured = Duration::ZERO;
     let mut stopped_early = None;
+    let mut admission: Option<Admission> = None;
     for share in shares {
+        admission = Admission::merge(admission, share.admission.clone());
         concurrency = concurrency.max(share.concurrency);
         measured = measured.max(share.measured());
         stopped_early = stopped_early.or(share.stopped_early.clone());
@@ -289,7 +311,10 @@ pub async fn combine<S: EventStore>(
             events: total.events,
             conflicts: total.conflicts,
             retries: total.retries,
+            transient_retries: total.transient_retries,
             failed: total.failed,
+            overloaded: total.overloaded,
+            admission,
             rejected: total.rejected,
             errors: total.errors,
             first_error: total.first_error,

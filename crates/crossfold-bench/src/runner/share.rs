@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::measure::new_histogram;
 use super::task::Stats;
 use super::{drive, executor, set_up_with};
+use crate::report::Admission;
 use crate::{LoadError, LoadOptions};
 
 /// What setting a run up wrote, for the verification at its end.
@@ -50,7 +51,11 @@ pub struct ShareReport {
     events: u64,
     conflicts: u64,
     retries: u64,
+    transient_retries: u64,
     failed: u64,
+    overloaded: u64,
+    /// Its executor's admission control while measuring.
+    pub admission: Option<Admission>,
     rejected: u64,
     errors: u64,
     first_error: Option<String>,
@@ -88,6 +93,7 @@ impl ShareReport {
         concurrency: usize,
         stats: Stats,
         delivery: Option<&Histogram<u64>>,
+        admission: Option<Admission>,
         measured: Duration,
         stopped_early: Option<String>,
     ) -> Self {
@@ -99,7 +105,10 @@ impl ShareReport {
             events: stats.events,
             conflicts: stats.conflicts,
             retries: stats.retries,
+            transient_retries: stats.transient_retries,
             failed: stats.failed,
+            overloaded: stats.overloaded,
+            admission,
             rejected: stats.rejected,
             errors: stats.errors,
             first_error: stats.first_error,
@@ -130,7 +139,9 @@ impl ShareReport {
         stats.events = self.events;
         stats.conflicts = self.conflicts;
         stats.retries = self.retries;
+        stats.transient_retries = self.transient_retries;
         stats.failed = self.failed;
+        stats.overloaded = self.overloaded;
         stats.rejected = self.rejected;
         stats.errors = self.errors;
         stats.first_error = self.first_error;
