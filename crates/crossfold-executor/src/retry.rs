@@ -240,7 +240,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
         // Admission (when the executor has a concurrency limit) comes before the locks, and the
         // place is kept through every attempt, so that an execution never queues again between
         // its read and its append. A refusal is final: nothing was read.
-        let (_place, (_guards, entry_turn)) = admission::enter(
+        let (mut place, (_guards, entry_turn)) = admission::enter(
             runner.admission.as_ref(),
             locking,
             deadline,
@@ -427,12 +427,21 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                                 if let Some(held) = turned.take() {
                                     streams.extend_from_slice(held.streams());
                                 }
-                                turned = Box::pin(contention::take_turn(
-                                    &self.runner.store,
-                                    hot,
-                                    streams,
+                                // Waited for without a place in admission: the execution that
+                                // holds the turn may need one to finish.
+                                turned = match Box::pin(admission::wait_without_place(
+                                    runner.admission.as_ref(),
+                                    &mut place,
+                                    contention::take_turn(&runner.store, hot, streams),
+                                    deadline,
+                                    &mut self.queued_since,
+                                    metrics,
                                 ))
-                                .await;
+                                .await
+                                {
+                                    Ok(turned) => turned,
+                                    Err(error) => break 'run Err(error),
+                                };
                                 if turned.is_some() {
                                     loaded = Some(Ok(work));
                                     catch_up = true;

@@ -26,6 +26,7 @@ use crossfold_memory::MemoryStore;
 struct TurnStore {
     inner: MemoryStore,
     locks: Arc<Mutex<HashMap<StreamId, Arc<tokio::sync::Mutex<()>>>>>,
+    turns_asked: Arc<AtomicUsize>,
     turns_taken: Arc<AtomicUsize>,
     turns_waited: Arc<AtomicUsize>,
     interlopes: Arc<AtomicU32>,
@@ -81,6 +82,7 @@ impl EventStore for TurnStore {
         self.inner.wait_for_events(after, timeout).await
     }
     async fn take_turn(&self, streams: &[StreamId]) -> Result<StreamTurn, StoreError> {
+        self.turns_asked.fetch_add(1, Ordering::SeqCst);
         let mut sorted = streams.to_vec();
         sorted.sort();
         sorted.dedup();
@@ -227,4 +229,44 @@ async fn two_executors_on_one_stream_all_get_through() {
         .await
         .unwrap();
     assert_eq!(stored.events.len(), 2 * TASKS * CREDITS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_waiting_for_a_turn_holds_no_place_in_admission() {
+    // One place. Someone holds the turn on `a`; a command on `a` loses a race and waits for
+    // that turn. Meanwhile a command on `b` must be admitted: the waiting command holds no
+    // place (were it to keep it, `b` would be refused once the admission timeout passed — and
+    // an execution holding the turn and waiting to be admitted again would wait as long).
+    let store = TurnStore::default();
+    let executor = Executor::builder(store.clone())
+        .concurrency_limit(1)
+        .admission_timeout(Duration::from_millis(500))
+        .build();
+    let held = store.take_turn(&[sid("a")]).await.unwrap();
+    store.interlopes.store(1, Ordering::SeqCst);
+    let waiting = tokio::spawn({
+        let executor = executor.clone();
+        async move {
+            executor
+                .execute(Credit {
+                    account: sid("a"),
+                    amount: 1,
+                })
+                .await
+        }
+    });
+    // Until the command on `a` has lost its race and asked for the turn.
+    while store.turns_asked.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    executor
+        .execute(Credit {
+            account: sid("b"),
+            amount: 1,
+        })
+        .await
+        .expect("a command on another stream must be admitted meanwhile");
+    drop(held);
+    let done = waiting.await.unwrap().unwrap();
+    assert_eq!(done.attempts, 2);
 }
