@@ -153,11 +153,11 @@ pub(crate) async fn enter<'a, G>(
     Ok((Some(place), guards))
 }
 
-/// Waits for `lock` without a place, for an execution admitted already (a turn on contended
-/// streams, taken between two attempts): gives `place` back while it waits, and is admitted
-/// again ahead of the queue once it holds the lock — as [`enter`] does for a lock it finds
-/// taken — so that an execution waiting for another's turn never holds the place that other
-/// needs.
+/// Takes `lock` for an execution admitted already (a turn on contended streams, taken between
+/// two attempts) as [`enter`] takes a stream's lock: at once, keeping `place`, if it is free;
+/// otherwise it gives `place` back while it waits and is admitted again ahead of the queue once
+/// it holds the lock — so that an execution waiting for another's turn never holds the place
+/// that other needs.
 pub(crate) async fn wait_without_place<'a, G>(
     admission: Option<&'a Admission>,
     place: &mut Option<Place<'a>>,
@@ -169,6 +169,11 @@ pub(crate) async fn wait_without_place<'a, G>(
     let Some(admission) = admission else {
         return Ok(lock.await);
     };
+    let mut lock = pin!(lock);
+    let looked = std::future::poll_fn(|cx| Poll::Ready(lock.as_mut().poll(cx))).await;
+    if let Poll::Ready(guards) = looked {
+        return Ok(guards);
+    }
     drop(place.take());
     let guards = lock.await;
     *place = Some(
