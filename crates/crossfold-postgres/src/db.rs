@@ -6,6 +6,7 @@ use crossfold_core::StoreError;
 use deadpool_postgres::{Object, Pool};
 
 use crate::error::classify_pool;
+use crate::read_index::KnownReadIndexes;
 use crate::sql::Sql;
 
 /// A store's connections and statements.
@@ -14,12 +15,19 @@ pub(crate) struct Db {
     /// The schema holding the store's tables, as configured (unquoted).
     pub(crate) schema: String,
     pub(crate) sql: Sql,
+    /// The optional read indexes found at the last look (see `read_index`).
+    pub(crate) read_indexes: KnownReadIndexes,
 }
 
 impl Db {
     pub(crate) fn new(pool: Pool, schema: String) -> Self {
         let sql = Sql::new(&schema);
-        Self { pool, schema, sql }
+        Self {
+            pool,
+            schema,
+            sql,
+            read_indexes: KnownReadIndexes::default(),
+        }
     }
 
     /// A pooled connection; its statements stay prepared for the next caller.

@@ -41,7 +41,10 @@
 //! * **O(batch) reads of the log**, unfiltered or filtered by stream, category
 //!   ([`StreamId::category`](crossfold_core::StreamId::category)) or event type: each filter
 //!   reads through an index that orders its key's events by position, so catching up on N
-//!   events costs O(N) however far behind a subscriber is.
+//!   events costs O(N) however far behind a subscriber is. The category and type indexes are
+//!   optional, because every append pays for each index per event: a store has them where a
+//!   subscription or projection filters that way ([`PgEventStore::create_read_index`]);
+//!   without one such a read scans the log from its position, checking the filter.
 //! * **Undecodable events do not stop readers for good.** A stored row the store cannot
 //!   decode fails reads with a [`PgUndecodableEvent`] naming its position;
 //!   [`PgEventStore::quarantine`] sets it aside and reads skip it from then on.
@@ -108,6 +111,7 @@ mod migrate;
 mod notify;
 mod projections;
 mod read;
+mod read_index;
 mod sql;
 mod store;
 #[cfg(test)]
@@ -122,6 +126,7 @@ pub use inspect::PgStreamInfo;
 pub use metrics::{OLDEST_TRANSACTION_AGE_SECONDS, POOL_CONNECTIONS, describe_metrics};
 pub use migrate::{PgMigration, PgMigrationError, PgMigrationReport, PgMigrationStatus};
 pub use projections::{PgCheckpoints, PgUnit};
+pub use read_index::{PgReadIndex, PgReadIndexState, ReadIndex, UnknownReadIndex};
 pub use store::PgEventStore;
 
 /// The driver and pool this crate is built on, for configuring connections and TLS.
