@@ -5,18 +5,9 @@
 #
 # Usage: run.sh [DATABASE_URL]   (default $DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres)
 #
-#   VARIANTS  schemas to compare, space-separated (default: see below). Each is BASE[:MOD,...]:
-#             BASE  mN   the migrations 0001 to N of this checkout (m1 is the schema of
-#                        commit b3d91c2, before the log epochs and the read indexes), or
-#                   all  every migration of this checkout.
-#             MOD   -stream -category -type   drop that log read index (of migration 0003)
-#                   +stream +category +type   create it
-#                   invoker    the append functions SECURITY INVOKER instead of DEFINER
-#                   nosp       the append functions without their `SET search_path`
-#                   nocheck    the append functions without the once-per-session log-order
-#                              check and the synchronous_commit check
-#                   noupdated  the streams row update without `updated_at = now()`
-#                   ff100      the streams table at fillfactor 100 (no room for HOT updates)
+#   VARIANTS  schemas to compare, space-separated (default: see below), each as schema.sh
+#             describes: BASE[:MOD,...], for example m1 (the schema of commit b3d91c2, before
+#             the log epochs and the read indexes), m5:-category,-type, all.
 #   SCRIPTS   pgbench scripts (default "w1 w1-cached w5"): w1.sql reads an account with the
 #             store's read_one statement and appends one event at its version; w1-cached.sql
 #             only appends (what the store sends while the executor's cache holds the
@@ -24,13 +15,14 @@
 #   T         seconds per run (default 8)     ROUNDS  rounds (default 3)
 #   CLIENTS   pgbench clients (default 16, as the load harness's default in-flight count)
 #   REF       the variant ratios are taken against (default: the first)
+#   PREFIX    schema names: PREFIX_0, PREFIX_1, ... (default cf_ic)
 #
 # Every run starts from a schema built afresh — 10,000 accounts of one event each — and a
 # checkpoint. Round r starts at the r-th variant, so no variant always runs first. Prints one
 # line per run (round, variant, script, calls/s, server CPU µs per call), then per variant and
 # script the median calls/s, the median of its per-round ratio to REF's run in the same round,
 # and the median server CPU per call with its ratio to REF's. W5's calls/s times 100 is
-# events/s. Schemas are named cf_ic_<n> and dropped at the end.
+# events/s. The schemas are dropped at the end.
 #
 # The server CPU per call is what the bench's PostgreSQL processes spent (user and system
 # time from /proc, so the server must run on this machine), sampled each second from 2 s into
@@ -46,94 +38,23 @@ SCRIPTS=${SCRIPTS:-"w1 w1-cached w5"}
 CLIENTS=${CLIENTS:-16}
 read -r -a variants <<<"$VARIANTS"
 REF=${REF:-${variants[0]}}
+PREFIX=${PREFIX:-cf_ic}
 OUT=$(mktemp)
 q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 "$URL" "$@" >/dev/null; }
 cleanup() {
   for i in "${!variants[@]}"; do
-    psql -X -q "$URL" -c "DROP SCHEMA IF EXISTS cf_ic_$i CASCADE" >/dev/null 2>&1 || true
+    psql -X -q "$URL" -c "DROP SCHEMA IF EXISTS ${PREFIX}_$i CASCADE" >/dev/null 2>&1 || true
   done
   rm -f "$OUT" "$OUT.pgbench" "$OUT.samples"
 }
 trap cleanup EXIT
 
-index_sql() { # $1 schema, $2 index
-  case $2 in
-    stream) echo "CREATE INDEX events_stream_log_idx ON $1.events (stream_id, transaction_id, sequence);";;
-    category) echo "CREATE INDEX events_category_log_idx ON $1.events (split_part(stream_id, '-', 1), transaction_id, sequence);";;
-    type) echo "CREATE INDEX events_type_log_idx ON $1.events (event_type, transaction_id, sequence);";;
-    *) echo "unknown index $2" >&2; exit 2;;
-  esac
-}
-
-# Rewrites the bodies of the append functions: $1 schema, $2 regexp, $3 replacement.
-rewrite_sql() {
-  cat <<SQL
-DO \$do\$
-DECLARE f oid; def text;
-BEGIN
-  FOR f IN SELECT p.oid FROM pg_proc p WHERE p.pronamespace = '$1'::regnamespace
-                                        AND p.proname IN ('append', 'append_one') LOOP
-    def := regexp_replace(pg_get_functiondef(f), \$re\$$2\$re\$, \$re\$$3\$re\$, 'g');
-    EXECUTE def;
-  END LOOP;
-END
-\$do\$;
-SQL
-}
-
-# The SQL that turns a fresh schema into variant $2: $1 schema.
-build_sql() {
-  local s=$1 spec=$2 base mods last mod f n list
-  base=${spec%%:*}
-  mods=""
-  [[ $spec == *:* ]] && mods=${spec#*:}
-  case $base in
-    all) last=9999;;
-    m[0-9]*) last=${base#m};;
-    *) echo "unknown base $base" >&2; exit 2;;
-  esac
-  echo "SET search_path TO $s;"
-  for f in "$MIGRATIONS"/[0-9][0-9][0-9][0-9]_*.sql; do
-    n=$(basename "$f"); n=$((10#${n%%_*}))
-    (( n <= last )) || continue
-    sed 's/ CONCURRENTLY//' "$f"
-    echo ";"
-  done
-  echo "RESET search_path;"
-  IFS=, read -r -a list <<<"$mods"
-  for mod in "${list[@]}"; do
-    case $mod in
-      -stream|-category|-type) echo "DROP INDEX $s.events_${mod#-}_log_idx;";;
-      +stream|+category|+type) index_sql "$s" "${mod#+}";;
-      invoker|nosp)
-        local change="SECURITY INVOKER"
-        [[ $mod == nosp ]] && change="RESET search_path"
-        echo "DO \$\$ DECLARE f regprocedure; BEGIN
-                FOR f IN SELECT p.oid FROM pg_proc p WHERE p.pronamespace = '$s'::regnamespace
-                                                    AND p.proname IN ('append', 'append_one') LOOP
-                  EXECUTE format('ALTER FUNCTION %s $change', f);
-                END LOOP; END \$\$;";;
-      nocheck)
-        rewrite_sql "$s" "IF current_setting\('crossfold[^;]*;[^;]*;[^;]*;" ""
-        rewrite_sql "$s" "IF current_setting\('synchronous_commit'\)[^;]*;[^;]*;" "";;
-      noupdated) rewrite_sql "$s" ", updated_at = now\(\)" "";;
-      ff100) echo "ALTER TABLE $s.streams SET (fillfactor = 100);";;
-      *) echo "unknown modification $mod" >&2; exit 2;;
-    esac
-  done
-  cat <<SQL
-CREATE SEQUENCE $s.bench_ids;
-INSERT INTO $s.streams (stream_id, version) SELECT 'account-' || g, 1 FROM generate_series(1, 10000) g;
-INSERT INTO $s.events (event_id, stream_id, stream_version, event_type, schema_version, payload_json, metadata)
-  SELECT md5('account-' || g)::uuid, 'account-' || g, 1, 'AccountOpened', 1, '{"owner": "x"}', '{"recorded_at": "2026-12-07T12:00:00.000000Z"}'
-  FROM generate_series(1, 10000) g;
-SQL
-}
+. ./schema.sh
 
 for i in "${!variants[@]}"; do
   # Fails early on a variant that does not build.
-  q -c "DROP SCHEMA IF EXISTS cf_ic_$i CASCADE" -c "CREATE SCHEMA cf_ic_$i"
-  build_sql "cf_ic_$i" "${variants[$i]}" | q 2>&1 | grep -v -e NOTICE -e '^$' >&2 || true
+  q -c "DROP SCHEMA IF EXISTS ${PREFIX}_$i CASCADE" -c "CREATE SCHEMA ${PREFIX}_$i"
+  build_sql "${PREFIX}_$i" "${variants[$i]}" | q 2>&1 | grep -v -e NOTICE -e '^$' >&2 || true
 done
 
 # "CALLS PID:TICKS ...": how many calls the bench made so far (the scripts take one value of
@@ -160,7 +81,7 @@ n=${#variants[@]}
 for round in $(seq 1 "${ROUNDS:-3}"); do
   for k in $(seq 0 $((n - 1))); do
     i=$(( (k + round - 1) % n ))
-    s=cf_ic_$i
+    s=${PREFIX}_$i
     for script in $SCRIPTS; do
       q -c "DROP SCHEMA IF EXISTS $s CASCADE" -c "CREATE SCHEMA $s"
       build_sql "$s" "${variants[$i]}" | q 2>/dev/null
