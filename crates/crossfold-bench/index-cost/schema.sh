@@ -13,6 +13,9 @@
 #                    the synchronous_commit check
 #         noupdated  the streams row update without `updated_at = now()`
 #         ff100      the streams table at fillfactor 100 (no room for HOT updates)
+#         nodedup    the events table's non-unique indexes with deduplicate_items off (their
+#                    keys end in the log position, so no two entries are ever equal)
+#         seqcache   the events sequence handing out 64 values at a time to each session
 # MIGRATIONS must name the migrations directory.
 
 index_sql() { # $1 schema, $2 index
@@ -77,6 +80,13 @@ build_sql() {
         rewrite_sql "$s" "IF current_setting\('synchronous_commit'\)[^;]*;[^;]*;" "";;
       noupdated) rewrite_sql "$s" ", updated_at = now\(\)" "";;
       ff100) echo "ALTER TABLE $s.streams SET (fillfactor = 100);";;
+      nodedup)
+        echo "DO \$\$ DECLARE i regclass; BEGIN
+                FOR i IN SELECT x.indexrelid FROM pg_index x
+                         WHERE x.indrelid = '$s.events'::regclass AND NOT x.indisunique LOOP
+                  EXECUTE format('ALTER INDEX %s SET (deduplicate_items = off)', i);
+                END LOOP; END \$\$;";;
+      seqcache) echo "ALTER TABLE $s.events ALTER COLUMN sequence SET CACHE 64;";;
       *) echo "unknown modification $mod" >&2; exit 2;;
     esac
   done

@@ -56,7 +56,8 @@ pub(crate) enum Command {
     Projections(ProjectionsArgs),
     /// Show pending and overdue deadlines, and the next ones due.
     Deadlines(DeadlinesArgs),
-    /// List, create or drop the optional read indexes of the log (by category, by event type).
+    /// List, create or drop the optional read indexes of the log (by stream, by category, by
+    /// event type).
     Indexes(IndexesArgs),
 }
 
@@ -84,7 +85,8 @@ pub(crate) enum IndexesAction {
 
 #[derive(Debug, Args)]
 pub(crate) struct IndexName {
-    /// `category` (the part of a stream id before its first `-`) or `type` (the event type).
+    /// `stream`, `category` (the part of a stream id before its first `-`) or `type` (the
+    /// event type).
     pub(crate) index: crossfold_postgres::ReadIndex,
 }
 

@@ -584,8 +584,8 @@ mod tests {
                 "905b4de1631a241b7c372a3325a1e31e796fce992804d1913e83954e54f0e601",
             ),
             (
-                "6524196302390745824762308df0b0ba4eb3dc8308e9489698a8de6763aff1a7",
-                "b1609c905ff790f2c3db735cdcb4a1ee77f8dfc37b2ac0de62c01207e871e0a3",
+                "0341f3f1f8dc37fc2964d2fc7cd5b6eae4928f86ccba2b93e06ffd2f84cf46d2",
+                "702602ed5a70c2b3963f0eb65dc3a46076f785f0e975ba08c67d9eab00664149",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

@@ -1,15 +1,17 @@
-//! The optional read indexes of the log: by category and by event type. Each makes a read of
-//! the log filtered that way O(batch) wherever it starts, and costs every append one more
-//! B-tree insertion per event, so a store has them only where a subscription or projection
+//! The optional read indexes of the log: by stream, by category and by event type. Each makes a
+//! read of the log filtered that way O(batch) wherever it starts, and costs every append one
+//! more B-tree insertion per event, so a store has them only where a subscription or projection
 //! filters that way ([`PgEventStore::create_read_index`](crate::PgEventStore::create_read_index)).
 //!
 //! The read statements follow what exists: the store looks the indexes up when it connects,
 //! after it migrates, creates or drops one, and again before a read that could use one when its
 //! last look is older than [`RECHECK`] (so an index another process created is used within
-//! that time). Without its index a filtered read goes through the log index and checks the
-//! filter on each event: O(events between the position and the batch's last event) — cheap
-//! for a category or type that is a good part of the log, up to the rest of the log for a
-//! rare one.
+//! that time). Without its index, a read filtered by category or type goes through the log
+//! index and checks the filter on each event: O(events between the position and the batch's
+//! last event) — cheap for a category or type that is a fair share of the log, up to the rest
+//! of the log for a rare one. A read filtered by stream reads each stream through the primary
+//! key and sorts it by position: O(events of the stream) per read, whatever the index; the
+//! statement is the same with and without it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,6 +35,9 @@ pub(crate) const RECHECK: Duration = Duration::from_secs(30);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum ReadIndex {
+    /// `events_stream_log_idx`, on `(stream_id, transaction_id, sequence)`: reads filtered by
+    /// stream (`LogFilter::streams`).
+    Stream,
     /// `events_category_log_idx`, on `(split_part(stream_id, '-', 1), transaction_id,
     /// sequence)`: reads filtered by [category](crossfold_core::StreamId::category)
     /// (`LogFilter::categories`).
@@ -44,28 +49,35 @@ pub enum ReadIndex {
 
 impl ReadIndex {
     /// Every optional read index.
-    pub const ALL: [ReadIndex; 2] = [ReadIndex::Category, ReadIndex::EventType];
+    pub const ALL: [ReadIndex; 3] = [ReadIndex::Stream, ReadIndex::Category, ReadIndex::EventType];
 
     /// The index's name in the store's schema.
     pub fn index_name(self) -> &'static str {
         match self {
+            ReadIndex::Stream => "events_stream_log_idx",
             ReadIndex::Category => "events_category_log_idx",
             ReadIndex::EventType => "events_type_log_idx",
         }
     }
 
-    /// The short name operators type (`category`, `type`); [`FromStr`] reads it back.
+    /// The short name operators type (`stream`, `category`, `type`); [`FromStr`] reads it
+    /// back.
     pub fn as_str(self) -> &'static str {
         match self {
+            ReadIndex::Stream => "stream",
             ReadIndex::Category => "category",
             ReadIndex::EventType => "type",
         }
     }
 
     /// The indexed columns. The category's expression must be the one the read statements
-    /// filter on (`sql::CATEGORY`), or the planner cannot match them.
+    /// filter on (`sql::CATEGORY`), or the planner cannot match them. Every key ends in the log
+    /// position, so no two entries are equal and B-tree deduplication, which looks for equal
+    /// entries whenever a page fills, is turned off (`deduplicate_items = off`): it would only
+    /// cost appends time.
     fn columns(self) -> &'static str {
         match self {
+            ReadIndex::Stream => "(stream_id, transaction_id, sequence)",
             ReadIndex::Category => "(split_part(stream_id, '-', 1), transaction_id, sequence)",
             ReadIndex::EventType => "(event_type, transaction_id, sequence)",
         }
@@ -75,6 +87,7 @@ impl ReadIndex {
         match self {
             ReadIndex::Category => 1,
             ReadIndex::EventType => 2,
+            ReadIndex::Stream => 4,
         }
     }
 }
@@ -87,15 +100,16 @@ impl fmt::Display for ReadIndex {
 
 /// A name that is not a read index's.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("no read index is called {0:?} (there are `category` and `type`)")]
+#[error("no read index is called {0:?} (there are `stream`, `category` and `type`)")]
 pub struct UnknownReadIndex(pub String);
 
 impl FromStr for ReadIndex {
     type Err = UnknownReadIndex;
 
-    /// `category`, `type` (also `event-type`, `event_type`), or an index's full name.
+    /// `stream`, `category`, `type` (also `event-type`, `event_type`), or an index's full name.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "stream" | "events_stream_log_idx" => Ok(ReadIndex::Stream),
             "category" | "events_category_log_idx" => Ok(ReadIndex::Category),
             "type" | "event-type" | "event_type" | "events_type_log_idx" => {
                 Ok(ReadIndex::EventType)
@@ -151,16 +165,20 @@ pub struct PgReadIndex {
 pub(crate) struct ReadIndexSet(u8);
 
 impl ReadIndexSet {
-    /// How many sets there are: statements are kept per set.
-    pub(crate) const COUNT: usize = 4;
-    /// The set numbered `bits` (below [`COUNT`](Self::COUNT)).
-    pub(crate) fn from_bits(bits: usize) -> Self {
-        Self((bits % Self::COUNT) as u8)
+    /// How many sets the read statements tell apart: those of the category and type indexes
+    /// (a stream's read is the same statement with and without the stream index).
+    pub(crate) const STATEMENT_SETS: usize = 4;
+
+    /// The set of category and type indexes numbered `bits` (below
+    /// [`STATEMENT_SETS`](Self::STATEMENT_SETS)).
+    pub(crate) fn from_statement_bits(bits: usize) -> Self {
+        Self((bits % Self::STATEMENT_SETS) as u8)
     }
 
-    /// Its number, below [`COUNT`](Self::COUNT).
-    pub(crate) fn bits(self) -> usize {
-        usize::from(self.0)
+    /// The number of its category and type indexes, below
+    /// [`STATEMENT_SETS`](Self::STATEMENT_SETS).
+    pub(crate) fn statement_bits(self) -> usize {
+        usize::from(self.0) % Self::STATEMENT_SETS
     }
 
     /// The set of `indexes`.
@@ -385,7 +403,7 @@ async fn create_locked(
     }
     let built = client
         .batch_execute(&format!(
-            "CREATE INDEX CONCURRENTLY {} ON {q}.events {}",
+            "CREATE INDEX CONCURRENTLY {} ON {q}.events {} WITH (deduplicate_items = off)",
             index.index_name(),
             index.columns()
         ))
@@ -453,7 +471,7 @@ mod tests {
             assert_eq!(index.as_str().parse::<ReadIndex>(), Ok(index));
             assert_eq!(index.index_name().parse::<ReadIndex>(), Ok(index));
         }
-        assert!("stream".parse::<ReadIndex>().is_err());
+        assert!("streams".parse::<ReadIndex>().is_err());
         assert!("".parse::<ReadIndex>().is_err());
     }
 
@@ -465,12 +483,20 @@ mod tests {
         assert!(category.contains(ReadIndex::Category));
         assert!(!category.contains(ReadIndex::EventType));
         assert_eq!(
-            category.with(ReadIndex::EventType),
+            category.with(ReadIndex::EventType).with(ReadIndex::Stream),
             ReadIndexSet::of(&ReadIndex::ALL)
         );
         assert_eq!(ReadIndexSet::of(&[]), none);
-        for bits in 0..ReadIndexSet::COUNT {
-            assert_eq!(ReadIndexSet::from_bits(bits).bits(), bits);
+        for bits in 0..ReadIndexSet::STATEMENT_SETS {
+            assert_eq!(
+                ReadIndexSet::from_statement_bits(bits).statement_bits(),
+                bits
+            );
         }
+        // The stream index changes no statement.
+        assert_eq!(
+            ReadIndexSet::of(&ReadIndex::ALL).statement_bits(),
+            ReadIndexSet::of(&[ReadIndex::Category, ReadIndex::EventType]).statement_bits()
+        );
     }
 }

@@ -36,7 +36,7 @@ pub(crate) struct Sql {
     /// One statement per set of optional read indexes and filter shape (see [`shape`] and
     /// [`Sql::read_all`]), all taking the same six parameters: position (xid8, int8), limit,
     /// streams, categories, event types.
-    read_all: [[String; shape::COUNT]; ReadIndexSet::COUNT],
+    read_all: [[String; shape::COUNT]; ReadIndexSet::STATEMENT_SETS],
     pub(crate) head: String,
     pub(crate) probe: String,
     pub(crate) existing_event: String,
@@ -61,7 +61,9 @@ impl Sql {
               FROM {q}.log_state ls)"
         );
         let read_all = std::array::from_fn(|set| {
-            std::array::from_fn(|s| read_all(&q, &horizon, s, ReadIndexSet::from_bits(set)))
+            std::array::from_fn(|s| {
+                read_all(&q, &horizon, s, ReadIndexSet::from_statement_bits(set))
+            })
         });
         Self {
             append: format!(
@@ -162,7 +164,7 @@ impl Sql {
     /// The read of the log for filter shape `shape` (see [`shape`]) in a store that has the
     /// optional read indexes `indexes`.
     pub(crate) fn read_all(&self, shape: usize, indexes: ReadIndexSet) -> &str {
-        &self.read_all[indexes.bits()][shape % shape::COUNT]
+        &self.read_all[indexes.statement_bits()][shape % shape::COUNT]
     }
 }
 
@@ -195,21 +197,22 @@ fn pending_of_log(q: &str, horizon: &str, conditions: &str) -> String {
 /// sees everything committed before it started.
 ///
 /// Unfiltered, the read is one range of the log index from the position. Filtered, one key of
-/// the filter drives the read — streams, else categories, else event types, each only where
-/// its index exists (the stream index always does; the category and type indexes are
-/// optional) — through the index that orders that key's events by log position: per key, at
-/// most a batch is read from the position, and the keys' batches are merged. Such a read
-/// costs O(batch × keys), never O(rest of the log). The filter's other conditions are checked
-/// on the rows read. Each key's read is bounded by row comparisons that lead with the key, and
-/// ordered by the key first, instead of `key = k.key`: the same rows, but an order only the
-/// key's own index delivers (an equality would make the key's order redundant, and a generic
-/// plan could then pick the log index filtered by the key — for a rare key, a scan of the rest
-/// of the log).
+/// the filter drives the read — streams, else categories, else event types, the last two only
+/// where their optional index exists — through the index that orders that key's events by log
+/// position: per key, at most a batch is read from the position, and the keys' batches are
+/// merged. Such a read costs O(batch × keys), never O(rest of the log). The filter's other
+/// conditions are checked on the rows read. Each category's or type's read is bounded by row
+/// comparisons that lead with the key, and ordered by the key first, instead of `key = k.key`:
+/// the same rows, but an order only the key's own index delivers (an equality would make the
+/// key's order redundant, and a generic plan could then pick the log index filtered by the key
+/// — for a rare key, a scan of the rest of the log).
 ///
-/// A filter by category or type without its index is read like the unfiltered log, its
-/// conditions checked on each event: O(events between the position and the batch's last
-/// event), which is O(batch) for a category or type that makes up a fair share of the log,
-/// and up to the rest of the log for a rare one.
+/// A stream's read is `stream_id = k.key`: with the optional stream index it is a range of
+/// that index; without it, the primary key `(stream_id, stream_version)` finds the stream's
+/// events, sorted by position: O(events of the stream) per read. A filter by category or type
+/// without its index is read like the unfiltered log, its conditions checked on each event:
+/// O(events between the position and the batch's last event), which is O(batch) for a category
+/// or type that makes up a fair share of the log, and up to the rest of the log for a rare one.
 fn read_all(q: &str, horizon: &str, s: usize, indexes: ReadIndexSet) -> String {
     let driver = if s & shape::STREAMS != 0 {
         Some(("ev.stream_id", "$4"))
@@ -245,8 +248,9 @@ fn read_all(q: &str, horizon: &str, s: usize, indexes: ReadIndexSet) -> String {
             pending = pending_of_log(q, horizon, &conditions)
         ),
         Some((key, keys)) => {
-            // Streams are many and each is rare, so `key = k.key` is planned on the stream's
-            // index. Categories and types are few: see the doc above.
+            // Streams are many and each is rare, so `key = k.key` is planned on the stream
+            // index, or without it on the primary key. Categories and types are few: see the
+            // doc above.
             let (pending_bound, read_bound) = if key == "ev.stream_id" {
                 (
                     format!("{key} = k.key AND ev.transaction_id >= h.horizon"),

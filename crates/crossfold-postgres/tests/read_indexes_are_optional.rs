@@ -1,9 +1,9 @@
-//! The category and event-type indexes of the log are optional: a new store has neither, reads
-//! filtered that way scan the log index, and `create_read_index` builds one that the reads then
-//! use — those of the store that built it at once, a store connecting later from the start —
-//! with the same events returned either way. Dropping one takes the reads back to the log
-//! index; a build left invalid is replaced. Migration 7 drops the indexes of migration 3 that
-//! no read has used and keeps those that reads have.
+//! The stream, category and event-type indexes of the log are optional: a new store has none,
+//! reads filtered by category or type scan the log index (by stream, the primary key), and
+//! `create_read_index` builds one that the reads then use — those of the store that built it at
+//! once, a store connecting later from the start — with the same events returned either way.
+//! Dropping one takes the reads back; a build left invalid is replaced. Migration 7 drops the
+//! indexes of migration 3 that no read has used and keeps those that reads have.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{SchemaGuard, config, fresh_schema, fresh_store, raw_client};
-use crossfold_core::{EventStore, LogFilter, Position, RecordedEvent};
+use crossfold_core::{EventStore, LogFilter, Position, RecordedEvent, StreamId};
 use crossfold_postgres::{PgEventStore, PgReadIndexState, ReadIndex};
 
 /// 3,000 events on 300 streams of three categories (1,000 events each), of two types (1,500
@@ -68,6 +68,29 @@ async fn optional_read_indexes_are_created_on_request_and_used() {
 
     let by_category = LogFilter::categories(["order"]);
     let by_type = LogFilter::event_types(["Noted"]);
+    let by_stream = LogFilter::streams([StreamId::new("audit-2").unwrap()]);
+    let plan = plan_of(&store, &by_stream).await;
+    assert!(
+        plan.contains("events_pkey") && !plan.contains("events_stream_log_idx"),
+        "{plan}"
+    );
+    let stream = store
+        .read_all(Position::START, 2000, &by_stream)
+        .await
+        .unwrap();
+    assert_eq!(stream.len(), 10);
+    assert!(store.create_read_index(ReadIndex::Stream).await.unwrap());
+    let plan = plan_of(&store, &by_stream).await;
+    assert!(plan.contains("events_stream_log_idx"), "{plan}");
+    assert_eq!(
+        positions(
+            &store
+                .read_all(Position::START, 2000, &by_stream)
+                .await
+                .unwrap()
+        ),
+        positions(&stream)
+    );
     let plan = plan_of(&store, &by_category).await;
     assert!(
         plan.contains("events_log_idx") && !plan.contains("events_category_log_idx"),
@@ -264,6 +287,26 @@ async fn migration_7_keeps_the_read_indexes_that_reads_used() {
         state(&listed, ReadIndex::EventType),
         PgReadIndexState::Absent
     );
+    assert_eq!(state(&listed, ReadIndex::Stream), PgReadIndexState::Absent);
+    // What the migration changed for every append: no deduplication on the kept index, and
+    // the sequence hands out values in blocks.
+    let row = client
+        .query_one(
+            "SELECT c.reloptions::text, s.seqcache FROM pg_class c, pg_sequence s \
+             WHERE c.oid = to_regclass($1) \
+               AND s.seqrelid = pg_get_serial_sequence($2, 'sequence')::regclass",
+            &[
+                &format!("\"{schema}\".events_category_log_idx"),
+                &format!("\"{schema}\".events"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("{deduplicate_items=off}")
+    );
+    assert_eq!(row.get::<_, i64>(1), 64);
     assert!(
         plan_of(&store, &by_category)
             .await
