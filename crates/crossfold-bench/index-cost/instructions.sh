@@ -14,6 +14,7 @@
 #   SCRIPTS   (default "w1-cached w5"), the statements of these pgbench scripts with their
 #             variables filled in (the account of call i is account-(7919 i mod 10000 + 1);
 #             w1's version check is "any", as single-user mode has no \gset)
+#   MIGRATIONS  the migrations directory (default this checkout's)
 #   N         calls of the shorter run (default 200; W5 takes N/10): each figure is the
 #             difference between a run of 2N calls and one of N, divided by N, so what runs
 #             once (start-up, the first call's planning) cancels out.
@@ -21,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-MIGRATIONS=../../../migrations
+MIGRATIONS=${MIGRATIONS:-../../../migrations}
 VARIANTS=${VARIANTS:-"m1 m5 all"}
 SCRIPTS=${SCRIPTS:-"w1-cached w5"}
 N=${N:-200}

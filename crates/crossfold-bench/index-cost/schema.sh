@@ -6,7 +6,7 @@
 #              before the log epochs and the read indexes), or
 #         all  every migration of this checkout.
 #   MOD   -stream -category -type   drop that log read index (of migration 0003)
-#         +stream +category +type   create it
+#         +stream +category +type   create it (from migration 7 on as create_read_index does)
 #         invoker    the append functions SECURITY INVOKER instead of DEFINER
 #         nosp       the append functions without their `SET search_path`
 #         nocheck    the append functions without the once-per-session log-order check and
@@ -18,11 +18,14 @@
 #         seqcache   the events sequence handing out 64 values at a time to each session
 # MIGRATIONS must name the migrations directory.
 
-index_sql() { # $1 schema, $2 index
+# $1 schema, $2 index: as migration 3 made it, or with $3 "nodedup" as create_read_index does.
+index_sql() {
+  local with=""
+  [[ ${3:-} == nodedup ]] && with=" WITH (deduplicate_items = off)"
   case $2 in
-    stream) echo "CREATE INDEX events_stream_log_idx ON $1.events (stream_id, transaction_id, sequence);";;
-    category) echo "CREATE INDEX events_category_log_idx ON $1.events (split_part(stream_id, '-', 1), transaction_id, sequence);";;
-    type) echo "CREATE INDEX events_type_log_idx ON $1.events (event_type, transaction_id, sequence);";;
+    stream) echo "CREATE INDEX events_stream_log_idx ON $1.events (stream_id, transaction_id, sequence)$with;";;
+    category) echo "CREATE INDEX events_category_log_idx ON $1.events (split_part(stream_id, '-', 1), transaction_id, sequence)$with;";;
+    type) echo "CREATE INDEX events_type_log_idx ON $1.events (event_type, transaction_id, sequence)$with;";;
     *) echo "unknown index $2" >&2; exit 2;;
   esac
 }
@@ -66,7 +69,9 @@ build_sql() {
   for mod in "${list[@]}"; do
     case $mod in
       -stream|-category|-type) echo "DROP INDEX $s.events_${mod#-}_log_idx;";;
-      +stream|+category|+type) index_sql "$s" "${mod#+}";;
+      +stream|+category|+type)
+        # On a base with migration 7, as create_read_index builds it.
+        if (( last >= 7 )); then index_sql "$s" "${mod#+}" nodedup; else index_sql "$s" "${mod#+}"; fi;;
       invoker|nosp)
         local change="SECURITY INVOKER"
         [[ $mod == nosp ]] && change="RESET search_path"

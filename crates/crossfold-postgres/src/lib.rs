@@ -41,10 +41,13 @@
 //! * **O(batch) reads of the log**, unfiltered or filtered by stream, category
 //!   ([`StreamId::category`](crossfold_core::StreamId::category)) or event type: each filter
 //!   reads through an index that orders its key's events by position, so catching up on N
-//!   events costs O(N) however far behind a subscriber is. The category and type indexes are
-//!   optional, because every append pays for each index per event: a store has them where a
-//!   subscription or projection filters that way ([`PgEventStore::create_read_index`]);
-//!   without one such a read scans the log from its position, checking the filter.
+//!   events costs O(N) however far behind a subscriber is. The stream, category and type
+//!   indexes are optional ([`ReadIndex`]), because every append pays for each index per event:
+//!   a store has them where a subscription or projection filters that way
+//!   ([`PgEventStore::create_read_index`], `crossfold indexes create`). Without one, a read by
+//!   category or type scans the log from its position, checking the filter (O(batch) for a
+//!   category or type that is a fair share of the log), and a read by stream reads the whole
+//!   stream through the primary key.
 //! * **Undecodable events do not stop readers for good.** A stored row the store cannot
 //!   decode fails reads with a [`PgUndecodableEvent`] naming its position;
 //!   [`PgEventStore::quarantine`] sets it aside and reads skip it from then on.

@@ -675,7 +675,9 @@ mod tests {
 
         // The reads of the log, for every set of optional read indexes, each in a schema that
         // has exactly those indexes (after migrating, it has none).
-        let steps: [(Option<(ReadIndex, bool)>, &[ReadIndex]); 6] = [
+        // Each step: an index created (true) or dropped, and the indexes there afterwards.
+        type Step<'a> = (Option<(ReadIndex, bool)>, &'a [ReadIndex]);
+        let steps: [Step<'_>; 6] = [
             (None, &[]),
             (Some((ReadIndex::Category, true)), &[ReadIndex::Category]),
             (
