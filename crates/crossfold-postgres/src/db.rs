@@ -6,6 +6,7 @@ use crossfold_core::StoreError;
 use deadpool_postgres::{Object, Pool};
 
 use crate::error::classify_pool;
+use crate::read::Horizon;
 use crate::read_index::KnownReadIndexes;
 use crate::sql::Sql;
 
@@ -15,6 +16,9 @@ pub(crate) struct Db {
     /// The schema holding the store's tables, as configured (unquoted).
     pub(crate) schema: String,
     pub(crate) sql: Sql,
+    /// The open transactions known to be foreign to the store, which every read of the log
+    /// passes (see `read::horizon`).
+    pub(crate) horizon: Horizon,
     /// The optional read indexes found at the last look (see `read_index`).
     pub(crate) read_indexes: KnownReadIndexes,
 }
@@ -26,6 +30,7 @@ impl Db {
             pool,
             schema,
             sql,
+            horizon: Horizon::default(),
             read_indexes: KnownReadIndexes::default(),
         }
     }

@@ -129,6 +129,14 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         legacy_checksums: &[],
     },
     PgMigration {
+        version: 6,
+        name: "appender_horizon",
+        sql: include_str!("../migrations/0006_appender_horizon.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
+    PgMigration {
         version: 7,
         name: "optional_read_indexes",
         sql: include_str!("../migrations/0007_optional_read_indexes.sql"),
@@ -508,6 +516,7 @@ async fn apply(
                     &role,
                     report.version >= 4,
                     report.version >= 5,
+                    report.version >= 6,
                 ))
                 .await?;
         }
@@ -545,9 +554,10 @@ mod tests {
             );
         }
         for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert!(
-                i == 0 && m.version == 1 || i > 0 && m.version > MIGRATIONS[i - 1].version,
-                "migrations are numbered from 1 upwards"
+            assert_eq!(
+                m.version as usize,
+                i + 1,
+                "migrations are numbered 1, 2, ..."
             );
             let on_disk =
                 std::fs::read_to_string(format!("{dir}/{:04}_{}.sql", m.version, m.name)).unwrap();
@@ -582,6 +592,10 @@ mod tests {
             (
                 "82219c168fc78e987f7acb1b56fd2efa9429091f58d3e17f64c2be64901dcc82",
                 "905b4de1631a241b7c372a3325a1e31e796fce992804d1913e83954e54f0e601",
+            ),
+            (
+                "c51d464756db7b0d2be91eb5ee61230c6930cec7b9447d9c86b36c7bcf4f4d84",
+                "8a9734fcf184d55e32aa4b694edb00d2ecf0433e209e2617266980456767df35",
             ),
             (
                 "0341f3f1f8dc37fc2964d2fc7cd5b6eae4928f86ccba2b93e06ffd2f84cf46d2",

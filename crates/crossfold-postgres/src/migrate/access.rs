@@ -19,15 +19,27 @@ const APP_FUNCTIONS: &str = "append, append_one, check_log_order";
 const DEADLINE_FUNCTIONS: &str =
     "schedule_deadline, cancel_deadline, claim_deadlines, complete_deadline";
 
+/// The functions of the log's visibility horizon the application role may call (from
+/// migration 6 on): appends register, readers ask which open transactions are foreign, status
+/// and health ask what holds the horizon.
+const HORIZON_FUNCTIONS: &str = "register_append, foreign_writers, log_horizon, oldest_append";
+
 /// The statements that let `role` use the store in `schema`: read every table, call the
 /// append functions and the log-order check, and (when the schema has them) write the
-/// projections' tables and call the deadline functions, nothing else.
-pub(super) fn grants(schema: &str, role: &str, projections: bool, deadlines: bool) -> String {
+/// projections' tables and call the deadline and horizon functions, nothing else.
+pub(super) fn grants(
+    schema: &str,
+    role: &str,
+    projections: bool,
+    deadlines: bool,
+    horizon: bool,
+) -> String {
     let q = quoted(schema);
     let r = quoted(role);
     let functions: Vec<String> = APP_FUNCTIONS
         .split(", ")
         .chain(DEADLINE_FUNCTIONS.split(", ").filter(|_| deadlines))
+        .chain(HORIZON_FUNCTIONS.split(", ").filter(|_| horizon))
         .map(|f| format!("{q}.{f}"))
         .collect();
     let mut sql = format!(
@@ -59,14 +71,16 @@ pub(crate) async fn grant_access(
     let row = client
         .query_one(
             "SELECT to_regclass(format('%I.projections', $1::text)) IS NOT NULL, \
-                    to_regclass(format('%I.deadlines', $1::text)) IS NOT NULL",
+                    to_regclass(format('%I.deadlines', $1::text)) IS NOT NULL, \
+                    to_regprocedure(format('%I.log_horizon(pg_snapshot)', $1::text)) IS NOT NULL",
             &[&schema],
         )
         .await?;
     let projections: bool = row.try_get(0)?;
     let deadlines: bool = row.try_get(1)?;
+    let horizon: bool = row.try_get(2)?;
     client
-        .batch_execute(&grants(schema, role, projections, deadlines))
+        .batch_execute(&grants(schema, role, projections, deadlines, horizon))
         .await?;
     Ok(())
 }
