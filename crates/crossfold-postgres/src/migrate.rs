@@ -128,6 +128,14 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 8,
+        name: "group_commit",
+        sql: include_str!("../migrations/0008_group_commit.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
 
 /// What the database records: the schema, and its migrations.
@@ -500,6 +508,7 @@ async fn apply(
                     &role,
                     report.version >= 4,
                     report.version >= 5,
+                    report.version >= 8,
                 ))
                 .await?;
         }

@@ -45,6 +45,8 @@ pub struct PgEventStore {
 
 struct Inner {
     db: Db,
+    /// Sends appends alone or in groups (group commit).
+    appender: append::Appender,
     wakeup: Wakeup,
     listener: ListenerState,
     visibility_wait: Duration,
@@ -168,9 +170,11 @@ impl PgEventStore {
             config.notify_interval,
             shutdown_rx,
         );
+        let appender = append::Appender::new(&db, config.group_commit);
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                appender,
                 wakeup: Wakeup::new(wake_tx, notifier),
                 listener,
                 visibility_wait: config.visibility_wait,
@@ -386,6 +390,29 @@ impl PgEventStore {
         read::explain_read_all(&self.inner.db, after, limit, filter, generic).await
     }
 
+    /// Appends each of `requests` atomically, all in one call of the group function (one
+    /// transaction, one commit) whatever [`PgConfig::group_commit`] says, and returns each
+    /// one's outcome in order. The requests' streams must ascend from one request to the next
+    /// (every stream of a request below every stream of the next), as group commit orders
+    /// them, or concurrent groups may deadlock. For tests of the group function.
+    #[doc(hidden)]
+    pub async fn append_together(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<Appended, StoreError>> {
+        self.inner
+            .appender
+            .append_together(&self.inner.db, &self.inner.wakeup, requests)
+            .await
+    }
+
+    /// Appends waiting for a group call: those that arrived while the calls group commit allows
+    /// at once were all in flight (0 without group commit). For tests of group commit.
+    #[doc(hidden)]
+    pub fn group_commit_waiting(&self) -> usize {
+        self.inner.appender.waiting()
+    }
+
     fn metrics(&self) -> &StoreMetrics {
         self.inner
             .metrics
@@ -423,7 +450,10 @@ impl EventStore for PgEventStore {
             events = request.event_count()
         );
         let started = Instant::now();
-        let result = append::append(&self.inner.db, &self.inner.wakeup, request)
+        let result = self
+            .inner
+            .appender
+            .append(&self.inner.db, &self.inner.wakeup, request)
             .instrument(span)
             .await;
         let finished = Instant::now();

@@ -19,15 +19,25 @@ const APP_FUNCTIONS: &str = "append, append_one, check_log_order";
 const DEADLINE_FUNCTIONS: &str =
     "schedule_deadline, cancel_deadline, claim_deadlines, complete_deadline";
 
+/// The group commit function the application role may call (from migration 8 on).
+const GROUP_FUNCTIONS: &str = "append_group";
+
 /// The statements that let `role` use the store in `schema`: read every table, call the
 /// append functions and the log-order check, and (when the schema has them) write the
-/// projections' tables and call the deadline functions, nothing else.
-pub(super) fn grants(schema: &str, role: &str, projections: bool, deadlines: bool) -> String {
+/// projections' tables and call the deadline and group commit functions, nothing else.
+pub(super) fn grants(
+    schema: &str,
+    role: &str,
+    projections: bool,
+    deadlines: bool,
+    group: bool,
+) -> String {
     let q = quoted(schema);
     let r = quoted(role);
     let functions: Vec<String> = APP_FUNCTIONS
         .split(", ")
         .chain(DEADLINE_FUNCTIONS.split(", ").filter(|_| deadlines))
+        .chain(GROUP_FUNCTIONS.split(", ").filter(|_| group))
         .map(|f| format!("{q}.{f}"))
         .collect();
     let mut sql = format!(
@@ -59,14 +69,18 @@ pub(crate) async fn grant_access(
     let row = client
         .query_one(
             "SELECT to_regclass(format('%I.projections', $1::text)) IS NOT NULL, \
-                    to_regclass(format('%I.deadlines', $1::text)) IS NOT NULL",
+                    to_regclass(format('%I.deadlines', $1::text)) IS NOT NULL, \
+                    EXISTS (SELECT FROM pg_proc p \
+                            JOIN pg_namespace n ON n.oid = p.pronamespace \
+                            WHERE n.nspname = $1 AND p.proname = 'append_group')",
             &[&schema],
         )
         .await?;
     let projections: bool = row.try_get(0)?;
     let deadlines: bool = row.try_get(1)?;
+    let group: bool = row.try_get(2)?;
     client
-        .batch_execute(&grants(schema, role, projections, deadlines))
+        .batch_execute(&grants(schema, role, projections, deadlines, group))
         .await?;
     Ok(())
 }

@@ -1,0 +1,560 @@
+//! Group commit: concurrent appends share one call of the group function (migration 0008) —
+//! one round trip, one transaction, one WAL flush — while each keeps its own all-or-nothing
+//! outcome (each runs in a subtransaction of its own there).
+//!
+//! * **No timers.** An append that finds fewer than [`MAX_CALLS`] calls in flight and nobody
+//!   waiting is sent at once, alone, through the plain append function: a lone append never
+//!   waits for company. One that finds the calls busy queues. When a call returns, what queued
+//!   meanwhile goes as the next group (leader and followers), on a task of its own, so the
+//!   caller whose call returned gets its answer at once.
+//! * **No deadlocks between groups.** A group locks its streams request after request, so a
+//!   group is only safe if that order is ascending overall, like the sorted order of a single
+//!   append: a request joins a group only if its streams all lie below, or all above, those of
+//!   every other request in it. The others stay queued for a later group, in arrival order.
+//! * **Outcomes.** A request the group function refused (version conflict, event id already
+//!   stored) is explained alone, exactly as a refused append, and wrote nothing; the others
+//!   committed. A call that fails in a way that leaves its outcome unknown (the connection was
+//!   lost, a time limit struck) leaves every request of the group in doubt, with the same
+//!   error kind a lone append gets, so the executor settles each as it settles any append in
+//!   doubt. A call the server refused as a whole (nothing committed: contention, an invalid
+//!   payload, ...) is sent again as separate appends, so each gets its own outcome.
+//! * A caller that stops waiting (its future is dropped) before its request is sent is left
+//!   out of the next group; once sent, its request commits or not with the group.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crossfold_core::{AppendRequest, Appended, StoreError, StreamId};
+use futures_util::future::join_all;
+use tokio::sync::oneshot;
+use tokio_postgres::error::SqlState;
+
+use super::{alone, connection_lost, discard};
+use super::encode::{Encoded, GroupEncoded, Written};
+use super::refusal::{Refusal, explain_refusal};
+use crate::db::Db;
+use crate::error::{classify, corrupt};
+use crate::sql::quoted;
+use crate::types::{Xid8, get};
+
+/// The most appends in one call: the group function's limit. Each request that writes takes a
+/// subtransaction id, and a backend holding more than 64 overflows its cache in shared memory,
+/// which slows every snapshot on the server.
+pub(super) const MAX_GROUP: usize = 64;
+
+/// Calls in flight at once, lone appends and groups together. Small, so that appends arriving
+/// while they are busy queue and go together; more than one, so that two or three appends at
+/// once still go without waiting.
+const MAX_CALLS: usize = 2;
+
+/// How far into the queue a group looks for requests that fit its lock order.
+const LOOK_AHEAD: usize = 4 * MAX_GROUP;
+
+/// The statement calling the group function of `db`'s schema.
+pub(super) fn statement(db: &Db) -> String {
+    format!(
+        "SELECT request, transaction_id, versions, sequences, refused, message, detail, \
+                constraint_name \
+         FROM {}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        quoted(&db.schema)
+    )
+}
+
+/// A store's group commit: the appends waiting for a call, and the calls in flight.
+pub(super) struct GroupCommit {
+    /// The store's pool and statements (its own copy, so that tasks can own it).
+    db: Db,
+    statement: String,
+    /// Where calls for queued appends run.
+    runtime: tokio::runtime::Handle,
+    state: Mutex<State>,
+    /// The schema has no group function yet (not migrated to it): appends go alone.
+    missing: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Queued>,
+    /// Calls in flight.
+    calls: usize,
+}
+
+/// An append waiting for a call.
+struct Queued {
+    request: AppendRequest,
+    /// Its lowest and highest stream: the range of stream rows it locks.
+    first: StreamId,
+    last: StreamId,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+impl GroupCommit {
+    /// Group commit over `db`'s pool; `None` outside a Tokio runtime.
+    pub(super) fn new(db: &Db) -> Option<Arc<Self>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let db = Db::new(db.pool.clone(), db.schema.clone());
+        Some(Arc::new(Self {
+            statement: statement(&db),
+            db,
+            runtime,
+            state: Mutex::new(State::default()),
+            missing: AtomicBool::new(false),
+        }))
+    }
+
+    /// Appends waiting for a call.
+    pub(super) fn waiting(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The lock is never held across anything that can panic mid-update.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends a validated, non-empty `request`: at once and alone if a call is free and
+    /// nobody waits, otherwise with the next group.
+    pub(super) async fn append(
+        self: &Arc<Self>,
+        request: AppendRequest,
+    ) -> Result<Appended, StoreError> {
+        let range = match range(&request) {
+            Some(range) if !self.missing.load(Ordering::Relaxed) => range,
+            _ => return alone(&self.db, request).await,
+        };
+        let turn = {
+            let mut state = self.lock();
+            if state.calls < MAX_CALLS && state.queue.is_empty() {
+                state.calls += 1;
+                Turn::Now(request)
+            } else {
+                let (reply, answer) = oneshot::channel();
+                let (first, last) = range;
+                state.queue.push_back(Queued {
+                    request,
+                    first,
+                    last,
+                    reply,
+                });
+                Turn::Wait(answer)
+            }
+        };
+        let answer = match turn {
+            Turn::Now(request) => {
+                // Still counted as a call until the slot is dropped, which hands what queued
+                // meanwhile to a group, also when this future is dropped mid-call.
+                let _slot = Slot(Some(self.clone()));
+                return alone(&self.db, request).await;
+            }
+            Turn::Wait(answer) => answer,
+        };
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the task sending this append's group stopped (the runtime is shutting down); \
+                 its outcome is unknown"
+                    .into(),
+            ))
+        })
+    }
+
+    /// A call finished: the next group goes on a task of its own, or the call is free again.
+    fn hand_on(self: &Arc<Self>) {
+        let group = {
+            let mut state = self.lock();
+            let group = take_group(&mut state.queue);
+            if group.is_empty() {
+                state.calls = state.calls.saturating_sub(1);
+            }
+            group
+        };
+        if !group.is_empty() {
+            let slot = Slot(Some(self.clone()));
+            let this = self.clone();
+            drop(self.runtime.spawn(this.drive(group, slot)));
+        }
+    }
+
+    /// Sends `group`, then each group that queued meanwhile, until none is waiting.
+    async fn drive(self: Arc<Self>, mut group: Vec<Queued>, mut slot: Slot) {
+        loop {
+            self.send(group).await;
+            let next = {
+                let mut state = self.lock();
+                let next = take_group(&mut state.queue);
+                if next.is_empty() {
+                    state.calls = state.calls.saturating_sub(1);
+                    slot.0 = None;
+                }
+                next
+            };
+            if next.is_empty() {
+                return;
+            }
+            group = next;
+        }
+    }
+
+    /// One call for `group`, and each request's outcome to its caller.
+    async fn send(&self, group: Vec<Queued>) {
+        let (requests, replies): (Vec<AppendRequest>, Vec<_>) =
+            group.into_iter().map(|q| (q.request, q.reply)).unzip();
+        let results = if requests.len() == 1 {
+            let mut results = Vec::with_capacity(1);
+            for request in requests {
+                results.push(alone(&self.db, request).await);
+            }
+            results
+        } else {
+            let (results, missing) = call_group_reporting(&self.db, &self.statement, requests).await;
+            if missing && !self.missing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    schema = %self.db.schema,
+                    "crossfold: group commit is on but the schema has no group function \
+                     (migration 8 is not applied); appends go alone"
+                );
+            }
+            results
+        };
+        for (reply, result) in replies.into_iter().zip(results) {
+            // A caller that stopped waiting does not want its answer.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Whether an append goes at once, or waits for a group.
+enum Turn {
+    Now(AppendRequest),
+    Wait(oneshot::Receiver<Result<Appended, StoreError>>),
+}
+
+/// One call in flight, counted in [`State::calls`]; dropped, it hands on to what queued.
+struct Slot(Option<Arc<GroupCommit>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(group) = self.0.take() {
+            group.hand_on();
+        }
+    }
+}
+
+/// The lowest and highest stream of `request` (`None` when it has none).
+fn range(request: &AppendRequest) -> Option<(StreamId, StreamId)> {
+    let low = request.streams.iter().map(|s| &s.stream).min()?;
+    let high = request.streams.iter().map(|s| &s.stream).max()?;
+    Some((low.clone(), high.clone()))
+}
+
+/// The next group from the front of `queue`, in lock order: requests whose ranges of streams
+/// do not overlap, at most [`MAX_GROUP`], the oldest first; requests whose callers stopped
+/// waiting are dropped unsent. Empty when nobody waits.
+fn take_group(queue: &mut VecDeque<Queued>) -> Vec<Queued> {
+    let mut group: Vec<Queued> = Vec::new();
+    let mut i = 0;
+    let mut looked = 0;
+    while i < queue.len() && group.len() < MAX_GROUP && looked < LOOK_AHEAD {
+        looked += 1;
+        if queue[i].reply.is_closed() {
+            queue.remove(i);
+            continue;
+        }
+        let (first, last) = (queue[i].first.as_str(), queue[i].last.as_str());
+        // The requests of the group wholly below this one come first.
+        let at = group.partition_point(|q| q.last.as_str() < first);
+        if group.get(at).is_some_and(|q| q.first.as_str() <= last) {
+            i += 1;
+            continue;
+        }
+        if let Some(q) = queue.remove(i) {
+            group.insert(at, q);
+        }
+    }
+    group
+}
+
+/// What the group function did with each request.
+enum Answer {
+    /// Every request's own outcome.
+    Each(Vec<Result<Written, StoreError>>),
+    /// The call failed; every request shares this error (`Unavailable` or `Timeout`: its
+    /// outcome is unknown).
+    Shared(StoreError),
+    /// The call wrote nothing; the requests go again, each alone. `missing`: because the
+    /// schema has no group function.
+    Alone { missing: bool },
+}
+
+/// Appends each of `requests` (in lock order, see the module docs) in calls of the group
+/// function of at most [`MAX_GROUP`] each: one outcome per request, in order.
+pub(super) async fn call_group(
+    db: &Db,
+    statement: &str,
+    requests: Vec<AppendRequest>,
+) -> Vec<Result<Appended, StoreError>> {
+    let mut results = Vec::with_capacity(requests.len());
+    let mut requests = requests.into_iter().peekable();
+    while requests.peek().is_some() {
+        let chunk: Vec<AppendRequest> = requests.by_ref().take(MAX_GROUP).collect();
+        results.extend(call_group_reporting(db, statement, chunk).await.0);
+    }
+    results
+}
+
+/// One call of the group function for `requests` (at most [`MAX_GROUP`]): each request's
+/// outcome, and whether the schema lacks the function.
+async fn call_group_reporting(
+    db: &Db,
+    statement: &str,
+    requests: Vec<AppendRequest>,
+) -> (Vec<Result<Appended, StoreError>>, bool) {
+    let n = requests.len();
+    match ask(db, statement, &requests).await {
+        Answer::Each(written) => (
+            requests
+                .into_iter()
+                .zip(written)
+                .map(|(request, written)| written.and_then(|w| w.record(request)))
+                .collect(),
+            false,
+        ),
+        Answer::Shared(error) => {
+            let error = Arc::new(error);
+            (
+                (0..n).map(|_| Err(shared(&error, n))).collect(),
+                false,
+            )
+        }
+        Answer::Alone { missing } => (
+            join_all(requests.into_iter().map(|request| alone(db, request))).await,
+            missing,
+        ),
+    }
+}
+
+/// Sends `requests` in one call of the group function.
+async fn ask(db: &Db, statement: &str, requests: &[AppendRequest]) -> Answer {
+    let mut encoded = Vec::with_capacity(requests.len());
+    for request in requests {
+        match Encoded::new(request) {
+            Ok(e) => encoded.push(e),
+            // Refused before anything is sent: each goes alone and is refused the same way.
+            Err(_) => return Answer::Alone { missing: false },
+        }
+    }
+    let group = match GroupEncoded::new(&encoded) {
+        Ok(group) => group,
+        Err(_) => return Answer::Alone { missing: false },
+    };
+    let client = match db.client().await {
+        Ok(client) => client,
+        Err(e) => return Answer::Shared(e),
+    };
+    let prepared = match client.prepare_cached(statement).await {
+        Ok(prepared) => prepared,
+        Err(e) => return failed(e),
+    };
+    let rows = match client.query(&prepared, &group.params()).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            if connection_lost(&e) {
+                discard(client);
+            }
+            return failed(e);
+        }
+    };
+    if rows.len() != requests.len() {
+        return Answer::Shared(corrupt(format!(
+            "the group function returned {} outcomes for {} appends",
+            rows.len(),
+            requests.len()
+        )));
+    }
+    let mut each = Vec::with_capacity(rows.len());
+    for (i, ((row, request), encoded)) in rows.iter().zip(requests).zip(&encoded).enumerate() {
+        let outcome = async {
+            let index: i32 = get(row, 0)?;
+            if usize::try_from(index).ok() != Some(i + 1) {
+                return Err(corrupt(format!(
+                    "the group function returned outcome {index} in place {}",
+                    i + 1
+                )));
+            }
+            let refused: Option<&str> = get(row, 4)?;
+            let Some(code) = refused else {
+                let transaction: Option<Xid8> = get(row, 1)?;
+                let versions: Vec<i64> = get(row, 2)?;
+                let sequences: Vec<i64> = get(row, 3)?;
+                return encoded.written_from(transaction, &versions, &sequences);
+            };
+            let code = SqlState::from_code(code);
+            let message: Option<&str> = get(row, 5)?;
+            let refusal = Refusal {
+                code: &code,
+                message: message.unwrap_or_default(),
+                detail: get(row, 6)?,
+                constraint: get(row, 7)?,
+            };
+            let explained =
+                explain_refusal(&refusal, request, encoded.event_ids(), &client, &db.sql).await;
+            Err(explained.unwrap_or_else(|| {
+                StoreError::Backend(
+                    format!(
+                        "the append was refused with SQLSTATE {}: {}",
+                        code.code(),
+                        refusal.message
+                    )
+                    .into(),
+                )
+            }))
+        }
+        .await;
+        each.push(outcome);
+    }
+    Answer::Each(each)
+}
+
+/// What to do after the group call failed with `error`.
+fn failed(error: tokio_postgres::Error) -> Answer {
+    if error.code() == Some(&SqlState::UNDEFINED_FUNCTION) {
+        return Answer::Alone { missing: true };
+    }
+    match classify(error) {
+        // The call may have committed: every request of the group is in doubt.
+        error @ (StoreError::Unavailable(_) | StoreError::Timeout(_)) => Answer::Shared(error),
+        // The server answered with an error: the call's transaction rolled back, nothing of
+        // it is written. Each request goes again alone and gets its own outcome.
+        _ => Answer::Alone { missing: false },
+    }
+}
+
+/// A failed group call, as the error of one of its `appends` requests.
+#[derive(Debug, thiserror::Error)]
+#[error("the call of the group of {appends} appends this one was sent in failed")]
+struct GroupFailed {
+    appends: usize,
+    #[source]
+    cause: Arc<StoreError>,
+}
+
+/// `error`, the group's, for one of its `appends` requests: of the same kind, so that it is
+/// retried or settled as the group's error would be.
+fn shared(error: &Arc<StoreError>, appends: usize) -> StoreError {
+    let failed = Box::new(GroupFailed {
+        appends,
+        cause: error.clone(),
+    });
+    match **error {
+        StoreError::Unavailable(_) => StoreError::Unavailable(failed),
+        StoreError::Timeout(_) => StoreError::Timeout(failed),
+        StoreError::Contention(_) => StoreError::Contention(failed),
+        _ => StoreError::Backend(failed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossfold_core::{EventData, ExpectedVersion, Payload};
+
+    fn queued(streams: &[&str]) -> (Queued, oneshot::Receiver<Result<Appended, StoreError>>) {
+        let mut request = AppendRequest::new();
+        for s in streams {
+            request = request.stream(
+                StreamId::new(*s).unwrap(),
+                ExpectedVersion::Any,
+                vec![EventData::new("E", Payload::json(&b"{}"[..]))],
+            );
+        }
+        let (first, last) = range(&request).unwrap();
+        let (reply, answer) = oneshot::channel();
+        (
+            Queued {
+                request,
+                first,
+                last,
+                reply,
+            },
+            answer,
+        )
+    }
+
+    fn names(group: &[Queued]) -> Vec<String> {
+        group
+            .iter()
+            .map(|q| format!("{}..{}", q.first.as_str(), q.last.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_group_locks_its_streams_in_ascending_order() {
+        let mut queue = VecDeque::new();
+        let mut answers = Vec::new();
+        for streams in [
+            &["m"][..],
+            &["c", "x"],   // overlaps m: waits
+            &["a", "b"],   // below m
+            &["n"],        // above m
+            &["m"],        // the same stream as the first: waits
+            &["b2", "b3"], // between b and m
+        ] {
+            let (q, answer) = queued(streams);
+            queue.push_back(q);
+            answers.push(answer);
+        }
+        let group = take_group(&mut queue);
+        assert_eq!(names(&group), ["a..b", "b2..b3", "m..m", "n..n"]);
+        // Every stream of the group, in the group's order, ascends.
+        let streams: Vec<&str> = group
+            .iter()
+            .flat_map(|q| {
+                let mut s: Vec<&str> = q.request.streams.iter().map(|s| s.stream.as_str()).collect();
+                s.sort_unstable();
+                s
+            })
+            .collect();
+        assert!(streams.windows(2).all(|w| w[0] < w[1]), "{streams:?}");
+        // The others wait, in arrival order, and go next.
+        assert_eq!(names(queue.make_contiguous()), ["c..x", "m..m"]);
+        assert_eq!(names(&take_group(&mut queue)), ["c..x"]);
+        assert_eq!(names(&take_group(&mut queue)), ["m..m"]);
+        assert!(take_group(&mut queue).is_empty());
+    }
+
+    #[test]
+    fn a_caller_that_stopped_waiting_is_left_out() {
+        let mut queue = VecDeque::new();
+        let (gone, answer) = queued(&["a"]);
+        drop(answer);
+        queue.push_back(gone);
+        let (kept, _answer) = queued(&["b"]);
+        queue.push_back(kept);
+        assert_eq!(names(&take_group(&mut queue)), ["b..b"]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_group_holds_at_most_the_limit() {
+        let mut queue = VecDeque::new();
+        let mut answers = Vec::new();
+        for i in 0..MAX_GROUP + 5 {
+            let (q, answer) = queued(&[&format!("s-{i:03}")]);
+            queue.push_back(q);
+            answers.push(answer);
+        }
+        assert_eq!(take_group(&mut queue).len(), MAX_GROUP);
+        assert_eq!(take_group(&mut queue).len(), 5);
+    }
+
+    #[test]
+    fn a_shared_error_keeps_its_kind() {
+        let lost = Arc::new(StoreError::Unavailable("connection lost".into()));
+        let one = shared(&lost, 3);
+        assert!(matches!(one, StoreError::Unavailable(_)));
+        let chain = crossfold_core::ErrorChain(&one).to_string();
+        assert!(chain.contains("group of 3 appends") && chain.contains("connection lost"), "{chain}");
+        let late = Arc::new(StoreError::Timeout("statement timeout".into()));
+        assert!(matches!(shared(&late, 2), StoreError::Timeout(_)));
+    }
+}
