@@ -585,6 +585,10 @@ mod tests {
                 "82219c168fc78e987f7acb1b56fd2efa9429091f58d3e17f64c2be64901dcc82",
                 "905b4de1631a241b7c372a3325a1e31e796fce992804d1913e83954e54f0e601",
             ),
+            (
+                "ceb403e441f4e4cf675e44dfacc10e1ab49d14ddbd04a666e498c9a7ffe74f0a",
+                "709a0bf8e547fb259d4659178867ba65318addbddebb094c08c937a8852a30fa",
+            ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());
         for ((m, (canonical, whole)), (pinned_canonical, pinned_whole)) in
