@@ -137,7 +137,8 @@ async fn a_campaign_on_postgres_keeps_the_books_with_and_without_group_commit() 
             .unwrap()
             .schema(&schema)
             .pool_size(18)
-            .group_commit(group_commit);
+            .group_commit(group_commit)
+            .group_commit_calls(2);
         let store = PgEventStore::connect(config)
             .await
             .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url} ({e}); set DATABASE_URL"));
@@ -165,7 +166,10 @@ async fn a_campaign_on_postgres_keeps_the_books_with_and_without_group_commit() 
         if group_commit {
             assert!(shared > 0, "no two commands ever shared a transaction");
         } else {
-            assert_eq!(shared, 0, "commands shared a transaction without group commit");
+            assert_eq!(
+                shared, 0,
+                "commands shared a transaction without group commit"
+            );
         }
     }
 }

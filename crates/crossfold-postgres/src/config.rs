@@ -42,6 +42,7 @@ pub struct PgConfig {
     pub(crate) migration_lock_timeout: Duration,
     pub(crate) listen: bool,
     pub(crate) group_commit: bool,
+    pub(crate) group_commit_calls: usize,
 }
 
 impl fmt::Debug for PgConfig {
@@ -64,6 +65,7 @@ impl fmt::Debug for PgConfig {
             .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("listen", &self.listen)
             .field("group_commit", &self.group_commit)
+            .field("group_commit_calls", &self.group_commit_calls)
             .finish()
     }
 }
@@ -73,7 +75,8 @@ impl PgConfig {
     /// of 16 connections, 5 s to wait for or create a connection, no statement timeout,
     /// notifications coalesced to one per 5 ms, reads waiting up to 250 ms for the visibility
     /// horizon, listening on, health degraded by a writing transaction open longer than 30 s,
-    /// migrations giving up on a table lock after 3 s, group commit off.
+    /// migrations giving up on a table lock after 3 s, group commit off (8 calls in flight when
+    /// on).
     pub fn new(pg: tokio_postgres::Config) -> Self {
         Self {
             pg,
@@ -89,6 +92,7 @@ impl PgConfig {
             migration_lock_timeout: Duration::from_secs(3),
             listen: true,
             group_commit: false,
+            group_commit_calls: 8,
         }
     }
 
@@ -99,7 +103,7 @@ impl PgConfig {
     /// parameters: `schema`, `pool_size`, `pool_wait_timeout`, `pool_create_timeout`,
     /// `pool_recycle_timeout`, `statement_timeout`, `notify_interval`, `visibility_wait`,
     /// `long_transaction_threshold`, `migration_lock_timeout` (durations as `250ms`, `5s`,
-    /// `1m 30s`, or a number of milliseconds), `group_commit` (`true` or `false`). Their names and values are percent-decoded
+    /// `1m 30s`, or a number of milliseconds), `group_commit` (`true` or `false`), `group_commit_calls`. Their names and values are percent-decoded
     /// (`%20` is a space, `+` stays a plus sign, as in the rest of the URL); every other part
     /// of the URL, and every other parameter, is read by tokio-postgres, which refuses
     /// parameters it does not know.
@@ -154,6 +158,11 @@ impl PgConfig {
             }
             "migration_lock_timeout" => self.migration_lock_timeout(parse_duration(key, value)?),
             "group_commit" => self.group_commit(parse_bool(key, value)?),
+            "group_commit_calls" => self.group_commit_calls(
+                value
+                    .parse()
+                    .map_err(|_| PgConfigError::invalid(key, value, "expected a number"))?,
+            ),
             _ => self,
         })
     }
@@ -261,9 +270,24 @@ impl PgConfig {
         self
     }
 
+    /// With group commit on, how many calls may be in flight at once, lone appends and groups
+    /// together (at least 1; default 8). Appends beyond them wait for one to return and then
+    /// go together. A group's appends run one after the other in one server backend: fewer
+    /// calls make larger groups (fewer commits) but use fewer of the server's cores; about the
+    /// number of cores the server can give the store's appends is a good start.
+    pub fn group_commit_calls(mut self, calls: usize) -> Self {
+        self.group_commit_calls = calls.max(1);
+        self
+    }
+
     /// Whether group commit is on.
     pub fn get_group_commit(&self) -> bool {
         self.group_commit
+    }
+
+    /// The most calls group commit keeps in flight.
+    pub fn get_group_commit_calls(&self) -> usize {
+        self.group_commit_calls
     }
 
     /// The driver configuration, to adjust what the setters here do not cover.
@@ -349,6 +373,7 @@ const OUR_PARAMS: &[&str] = &[
     "long_transaction_threshold",
     "migration_lock_timeout",
     "group_commit",
+    "group_commit_calls",
 ];
 
 /// A URL's connection part and its query string (empty for a `key=value` string). The query
@@ -473,9 +498,15 @@ mod tests {
         }
         let c = PgConfig::from_url("postgres://h/db?group_commit=off").unwrap();
         assert!(!c.get_group_commit());
+        assert_eq!(c.get_group_commit_calls(), 8);
+        let c = PgConfig::from_url("postgres://h/db?group_commit=on&group_commit_calls=3").unwrap();
+        assert_eq!(c.get_group_commit_calls(), 3);
+        assert_eq!(c.group_commit_calls(0).get_group_commit_calls(), 1);
         let refused = PgConfig::from_url("postgres://h/db?group_commit=maybe").unwrap_err();
         assert!(
-            refused.to_string().contains("invalid group_commit \"maybe\""),
+            refused
+                .to_string()
+                .contains("invalid group_commit \"maybe\""),
             "{refused}"
         );
     }

@@ -170,7 +170,7 @@ impl PgEventStore {
             config.notify_interval,
             shutdown_rx,
         );
-        let appender = append::Appender::new(&db, config.group_commit);
+        let appender = append::Appender::new(&db, config.group_commit, config.group_commit_calls);
         Ok(Self {
             inner: Arc::new(Inner {
                 db,

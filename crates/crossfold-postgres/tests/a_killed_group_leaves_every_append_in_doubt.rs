@@ -83,7 +83,8 @@ struct Blocked {
 }
 
 async fn blocked_store() -> Blocked {
-    let store = fresh_store_in_with(Commit::Grouped, |c| c.pool_size(8)).await;
+    let store =
+        fresh_store_in_with(Commit::Grouped, |c| c.pool_size(8).group_commit_calls(2)).await;
     let schema = store.schema().to_owned();
     for b in ["blocker-1", "blocker-2", "blocker-3"] {
         store
@@ -127,7 +128,10 @@ async fn group_backend(schema: &str) -> i32 {
     panic!("gave up waiting for the group call to wait for its lock");
 }
 
-fn spawn_append(store: &TestStore, request: AppendRequest) -> JoinHandle<Result<Appended, StoreError>> {
+fn spawn_append(
+    store: &TestStore,
+    request: AppendRequest,
+) -> JoinHandle<Result<Appended, StoreError>> {
     let store = store.store.clone();
     tokio::spawn(async move { store.append(request).await })
 }
@@ -154,7 +158,11 @@ async fn appends_that_arrive_while_the_calls_are_busy_commit_together() {
     // One of them expects a version its stream does not have.
     queued.push(spawn_append(
         &store,
-        AppendRequest::new().stream(sid("c-9"), ExpectedVersion::Exact(StreamVersion::new(7)), events("C", 1)),
+        AppendRequest::new().stream(
+            sid("c-9"),
+            ExpectedVersion::Exact(StreamVersion::new(7)),
+            events("C", 1),
+        ),
     ));
     until("the appends queue", || async {
         store.group_commit_waiting() == 6
@@ -382,7 +390,11 @@ async fn the_executor_settles_the_commands_of_a_killed_group() {
         assert_eq!(read.events.len(), 2, "{account}");
         assert_eq!(
             read.events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
-            executed.events.iter().map(|e| e.event_id).collect::<Vec<_>>()
+            executed
+                .events
+                .iter()
+                .map(|e| e.event_id)
+                .collect::<Vec<_>>()
         );
         let payloads: Vec<Deposited> = read
             .events

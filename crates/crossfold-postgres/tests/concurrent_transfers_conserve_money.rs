@@ -248,6 +248,22 @@ async fn concurrent_deposits_and_withdrawals_conserve_money(commit: Commit) {
     let stream_events = check_log(&store, &streams).await;
     let events: usize = stream_events.values().map(Vec::len).sum();
     assert!(events > ACCOUNTS, "nothing but openings: {events} events");
+    // Each append wrote one account: a transaction holding events of two accounts is a group.
+    let mut accounts_by_commit: HashMap<u64, HashSet<&StreamId>> = HashMap::new();
+    for (id, events) in &stream_events {
+        for e in events {
+            accounts_by_commit
+                .entry(e.position.commit())
+                .or_default()
+                .insert(id);
+        }
+    }
+    let groups = accounts_by_commit.values().filter(|a| a.len() > 1).count();
+    match commit {
+        Commit::Alone => assert_eq!(groups, 0, "appends shared a transaction"),
+        // Sixteen tasks and two calls at once: appends queue and go together.
+        _ => assert!(groups > 0, "no two appends ever shared a transaction"),
+    }
 }
 
 /// The accounts' total; each account's versions are gap-free and its balance never negative.

@@ -104,7 +104,9 @@ async fn a_refused_append_writes_nothing_and_the_others_commit_together() {
     assert_eq!(positions.len(), 6);
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
     assert!(
-        positions.iter().all(|p| p.commit() == positions[0].commit()),
+        positions
+            .iter()
+            .all(|p| p.commit() == positions[0].commit()),
         "one commit for the group: {positions:?}"
     );
     // The refused ones wrote nothing, not even a stream row (a stream checked while absent

@@ -277,7 +277,9 @@ impl<'e> GroupEncoded<'e> {
             group.schema_versions.extend_from_slice(&r.schema_versions);
             group.json.extend_from_slice(&r.json);
             group.bytes.extend_from_slice(&r.bytes);
-            group.metadata.extend(r.metadata.iter().map(|m| JsonbText(m)));
+            group
+                .metadata
+                .extend(r.metadata.iter().map(|m| JsonbText(m)));
         }
         Ok(group)
     }

@@ -2,11 +2,14 @@
 //! one round trip, one transaction, one WAL flush — while each keeps its own all-or-nothing
 //! outcome (each runs in a subtransaction of its own there).
 //!
-//! * **No timers.** An append that finds fewer than [`MAX_CALLS`] calls in flight and nobody
-//!   waiting is sent at once, alone, through the plain append function: a lone append never
-//!   waits for company. One that finds the calls busy queues. When a call returns, what queued
-//!   meanwhile goes as the next group (leader and followers), on a task of its own, so the
-//!   caller whose call returned gets its answer at once.
+//! * **No timers.** An append that finds fewer calls in flight than the limit
+//!   ([`PgConfig::group_commit_calls`](crate::PgConfig::group_commit_calls)) and nobody waiting
+//!   is sent at once, alone, through the plain append function: a lone append never waits for
+//!   company. One that finds the calls busy queues. When a call returns, what queued meanwhile
+//!   goes as the next group (leader and followers), on a task of its own, so the caller whose
+//!   call returned gets its answer at once. The limit keeps a few calls in flight, so that the
+//!   server's cores stay busy (a group's appends run one after the other in one backend), and
+//!   few enough that appends beyond them queue and go together.
 //! * **No deadlocks between groups.** A group locks its streams request after request, so a
 //!   group is only safe if that order is ascending overall, like the sorted order of a single
 //!   append: a request joins a group only if its streams all lie below, or all above, those of
@@ -30,9 +33,9 @@ use futures_util::future::join_all;
 use tokio::sync::oneshot;
 use tokio_postgres::error::SqlState;
 
-use super::{alone, connection_lost, discard};
 use super::encode::{Encoded, GroupEncoded, Written};
 use super::refusal::{Refusal, explain_refusal};
+use super::{alone, connection_lost, discard};
 use crate::db::Db;
 use crate::error::{classify, corrupt};
 use crate::sql::quoted;
@@ -42,11 +45,6 @@ use crate::types::{Xid8, get};
 /// subtransaction id, and a backend holding more than 64 overflows its cache in shared memory,
 /// which slows every snapshot on the server.
 pub(super) const MAX_GROUP: usize = 64;
-
-/// Calls in flight at once, lone appends and groups together. Small, so that appends arriving
-/// while they are busy queue and go together; more than one, so that two or three appends at
-/// once still go without waiting.
-const MAX_CALLS: usize = 2;
 
 /// How far into the queue a group looks for requests that fit its lock order.
 const LOOK_AHEAD: usize = 4 * MAX_GROUP;
@@ -68,6 +66,8 @@ pub(super) struct GroupCommit {
     statement: String,
     /// Where calls for queued appends run.
     runtime: tokio::runtime::Handle,
+    /// Calls in flight at most, lone appends and groups together.
+    max_calls: usize,
     state: Mutex<State>,
     /// The schema has no group function yet (not migrated to it): appends go alone.
     missing: AtomicBool,
@@ -90,14 +90,16 @@ struct Queued {
 }
 
 impl GroupCommit {
-    /// Group commit over `db`'s pool; `None` outside a Tokio runtime.
-    pub(super) fn new(db: &Db) -> Option<Arc<Self>> {
+    /// Group commit over `db`'s pool with at most `max_calls` calls in flight; `None` outside a
+    /// Tokio runtime.
+    pub(super) fn new(db: &Db, max_calls: usize) -> Option<Arc<Self>> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let db = Db::new(db.pool.clone(), db.schema.clone());
         Some(Arc::new(Self {
             statement: statement(&db),
             db,
             runtime,
+            max_calls: max_calls.max(1),
             state: Mutex::new(State::default()),
             missing: AtomicBool::new(false),
         }))
@@ -125,7 +127,7 @@ impl GroupCommit {
         };
         let turn = {
             let mut state = self.lock();
-            if state.calls < MAX_CALLS && state.queue.is_empty() {
+            if state.calls < self.max_calls && state.queue.is_empty() {
                 state.calls += 1;
                 Turn::Now(request)
             } else {
@@ -206,7 +208,8 @@ impl GroupCommit {
             }
             results
         } else {
-            let (results, missing) = call_group_reporting(&self.db, &self.statement, requests).await;
+            let (results, missing) =
+                call_group_reporting(&self.db, &self.statement, requests).await;
             if missing && !self.missing.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     schema = %self.db.schema,
@@ -321,10 +324,7 @@ async fn call_group_reporting(
         ),
         Answer::Shared(error) => {
             let error = Arc::new(error);
-            (
-                (0..n).map(|_| Err(shared(&error, n))).collect(),
-                false,
-            )
+            ((0..n).map(|_| Err(shared(&error, n))).collect(), false)
         }
         Answer::Alone { missing } => (
             join_all(requests.into_iter().map(|request| alone(db, request))).await,
@@ -509,7 +509,12 @@ mod tests {
         let streams: Vec<&str> = group
             .iter()
             .flat_map(|q| {
-                let mut s: Vec<&str> = q.request.streams.iter().map(|s| s.stream.as_str()).collect();
+                let mut s: Vec<&str> = q
+                    .request
+                    .streams
+                    .iter()
+                    .map(|s| s.stream.as_str())
+                    .collect();
                 s.sort_unstable();
                 s
             })
@@ -553,7 +558,10 @@ mod tests {
         let one = shared(&lost, 3);
         assert!(matches!(one, StoreError::Unavailable(_)));
         let chain = crossfold_core::ErrorChain(&one).to_string();
-        assert!(chain.contains("group of 3 appends") && chain.contains("connection lost"), "{chain}");
+        assert!(
+            chain.contains("group of 3 appends") && chain.contains("connection lost"),
+            "{chain}"
+        );
         let late = Arc::new(StoreError::Timeout("statement timeout".into()));
         assert!(matches!(shared(&late, 2), StoreError::Timeout(_)));
     }

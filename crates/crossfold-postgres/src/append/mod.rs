@@ -27,10 +27,13 @@ pub(crate) struct Appender {
 }
 
 impl Appender {
-    /// Appends through `db`'s pool; grouped when `group_commit` is set.
-    pub(crate) fn new(db: &Db, group_commit: bool) -> Self {
+    /// Appends through `db`'s pool; grouped when `group_commit` is set, with at most
+    /// `max_calls` calls in flight.
+    pub(crate) fn new(db: &Db, group_commit: bool, max_calls: usize) -> Self {
         Self {
-            group: group_commit.then(|| GroupCommit::new(db)).flatten(),
+            group: group_commit
+                .then(|| GroupCommit::new(db, max_calls))
+                .flatten(),
         }
     }
 
@@ -93,7 +96,10 @@ impl Appender {
                     .unwrap_or_else(|| Err(crate::error::corrupt("a group lost an outcome")))
             })
             .collect();
-        if results.iter().any(|r| r.as_ref().is_ok_and(|a| !a.is_empty())) {
+        if results
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|a| !a.is_empty()))
+        {
             wakeup.appended();
         }
         results

@@ -95,8 +95,9 @@ pub fn config(schema: &str) -> PgConfig {
 pub enum Commit {
     /// Group commit off: each append in a call and a transaction of its own.
     Alone,
-    /// Group commit on: appends that arrive while others are in flight share a call. A test
-    /// that appends one thing at a time sends each alone, as [`Commit::Alone`] does.
+    /// Group commit on, with two calls in flight at most: appends that arrive while both are
+    /// busy share the next call. A test that appends one thing at a time sends each alone, as
+    /// [`Commit::Alone`] does.
     Grouped,
     /// Group commit on, and every append of the test store goes through the group function
     /// (a group of its own), so that even a test appending one thing at a time exercises it.
@@ -131,7 +132,11 @@ pub async fn fresh_store_in_with(
         drop_stale_schemas().await;
     }
     let schema = fresh_schema();
-    let config = config(&schema).group_commit(commit != Commit::Alone);
+    // Two calls at most, so that appends in flight together queue and go in groups sooner
+    // than with the default limit.
+    let config = config(&schema)
+        .group_commit(commit != Commit::Alone)
+        .group_commit_calls(2);
     let store = PgEventStore::connect(adjust(config))
         .await
         .unwrap_or_else(|e| unreachable(format!("{e} ({:?})", std::error::Error::source(&e))));
