@@ -19,10 +19,11 @@
 -- * At most 64 requests: every subtransaction that writes takes a subtransaction id, and a
 --   backend holding more than 64 of them at once overflows its cache in shared memory, after
 --   which every snapshot on the server has to look into pg_subtrans.
--- * Stream rows are locked request after request. A client that groups requests must order
---   them so that the group locks its streams in ascending order like any `append` (every
---   stream of a request below every stream of the next), or two groups may deadlock; such a
---   deadlock fails both calls (nothing written) and their appends can be sent again alone.
+-- * Every stream row the requests lock is locked first, in ascending order like the rows of
+--   any `append`, so requests may come in any order and may share streams (they then apply
+--   one after the other). Only new streams are created as each request runs: two transactions
+--   creating the same new streams in different orders at the same moment can deadlock, and
+--   PostgreSQL then fails one of them as a whole (nothing of it written).
 -- * A subtransaction and its id cost a few microseconds per request (measured in
 --   docs/operations.md); a lone append is cheaper through `append` and `append_one`.
 
@@ -67,6 +68,9 @@ DECLARE
     e0  integer := 0;
     m0  integer := 0;
     bad bigint;
+    lock_streams text[];
+    lock_written boolean[];
+    all_written  boolean;
 BEGIN
     IF n > 64 THEN
         RAISE EXCEPTION 'a group holds at most 64 appends, not %%', n
@@ -122,6 +126,33 @@ BEGIN
     END IF;
     IF current_setting('synchronous_commit') = 'off' THEN
         PERFORM set_config('synchronous_commit', 'on', true);
+    END IF;
+
+    -- Every stream row any request will lock, locked here first, at the top level and in
+    -- ascending order as every append locks its own: the requests then run in any order
+    -- without waiting for one another's rows, and two groups, or a group and an append,
+    -- cannot deadlock over them. (Request after request, the group would lock rows out of
+    -- order.) A stream that a request writes is locked as the UPDATE of `append` locks it; one
+    -- that requests only check, `FOR SHARE` as `append` does; one only checked for `Any`, not
+    -- at all. Locks taken here outlive the subtransaction of a refused request.
+    SELECT array_agg(t.s ORDER BY t.s), array_agg(t.w ORDER BY t.s), bool_and(t.w)
+        INTO lock_streams, lock_written, all_written
+        FROM (SELECT u.s COLLATE "C" AS s, bool_or(u.c > 0) AS w
+              FROM unnest(p_streams, p_counts, p_expected) u(s, c, e)
+              WHERE u.c > 0 OR u.e <> -1
+              GROUP BY 1) t;
+    IF all_written THEN
+        PERFORM FROM %1$I.streams st WHERE st.stream_id = ANY(lock_streams)
+            ORDER BY st.stream_id FOR NO KEY UPDATE;
+    ELSIF lock_streams IS NOT NULL THEN
+        FOR r IN 1 .. cardinality(lock_streams) LOOP
+            IF lock_written[r] THEN
+                PERFORM FROM %1$I.streams st WHERE st.stream_id = lock_streams[r]
+                    FOR NO KEY UPDATE;
+            ELSE
+                PERFORM FROM %1$I.streams st WHERE st.stream_id = lock_streams[r] FOR SHARE;
+            END IF;
+        END LOOP;
     END IF;
 
     FOR r IN 1 .. n LOOP

@@ -586,8 +586,8 @@ mod tests {
                 "905b4de1631a241b7c372a3325a1e31e796fce992804d1913e83954e54f0e601",
             ),
             (
-                "ceb403e441f4e4cf675e44dfacc10e1ab49d14ddbd04a666e498c9a7ffe74f0a",
-                "709a0bf8e547fb259d4659178867ba65318addbddebb094c08c937a8852a30fa",
+                "75df0a0330f77f2b7c86521c92771056dc904bea504425ed73a4babe29ff6fdd",
+                "4c4c9b421c6f5f225c5d5fdbbccfac80a17f17e3dda4c65e319d6fec8158fff6",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

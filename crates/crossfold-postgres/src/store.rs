@@ -391,10 +391,8 @@ impl PgEventStore {
     }
 
     /// Appends each of `requests` atomically, all in one call of the group function (one
-    /// transaction, one commit) whatever [`PgConfig::group_commit`] says, and returns each
-    /// one's outcome in order. The requests' streams must ascend from one request to the next
-    /// (every stream of a request below every stream of the next), as group commit orders
-    /// them, or concurrent groups may deadlock. For tests of the group function.
+    /// transaction, one commit) whatever [`PgConfig::group_commit`] says, applied in the order
+    /// given, and returns each one's outcome in order. For tests of the group function.
     #[doc(hidden)]
     pub async fn append_together(
         &self,

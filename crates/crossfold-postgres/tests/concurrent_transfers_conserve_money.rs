@@ -4,10 +4,10 @@
 //! retrying on conflict. Afterwards money is conserved, no balance ever went negative, every
 //! stream's versions are gap-free, and the global log holds every event exactly once.
 //!
-//! Each runs with each append alone and with group commit on. Transfers all check the same
-//! "limits" stream, so no two of them can share a group (a group locks its streams in
-//! ascending order); a second torture therefore moves money in and out of many accounts one
-//! account per append, so that appends do go in groups, conflicts included.
+//! Each runs with each append alone and with group commit on (two calls in flight, so that
+//! appends queue and go in groups). A second torture moves money in and out of many accounts
+//! one account per append, so that a transaction holding two accounts' events can only be a
+//! group: it checks that groups did form.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

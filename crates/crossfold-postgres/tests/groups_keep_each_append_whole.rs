@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{Commit, events, fresh_store_in, json_event, raw_client, sid};
+use std::sync::Arc;
+
+use common::{Commit, events, fresh_store_in, fresh_store_in_with, json_event, raw_client, sid};
 use crossfold_core::{
     AppendRequest, EventStore, ExpectedVersion, LogFilter, Position, StoreError, StreamVersion,
 };
@@ -40,7 +42,6 @@ async fn a_refused_append_writes_nothing_and_the_others_commit_together() {
         .unwrap();
     let head = store.head_position().await.unwrap();
 
-    // Streams ascend from one request to the next, as group commit orders them.
     let outcomes = store
         .append_together(vec![
             AppendRequest::new().stream(sid("s-a"), ExpectedVersion::NoStream, events("A", 2)),
@@ -286,4 +287,93 @@ async fn a_group_keeps_synchronous_commit_on() {
         .get(0);
     assert_eq!(setting, "on");
     tx.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_of_a_group_may_come_in_any_order_and_share_streams() {
+    let store = fresh_store_in(Commit::Grouped).await;
+    let outcomes = store
+        .append_together(vec![
+            AppendRequest::new().stream(sid("z"), ExpectedVersion::NoStream, events("Z", 1)),
+            AppendRequest::new()
+                .stream(sid("y"), ExpectedVersion::NoStream, events("Y", 1))
+                .stream(sid("a"), ExpectedVersion::NoStream, events("A", 1)),
+            // After the first: z is at version 1 now.
+            AppendRequest::new().stream(sid("z"), ExpectedVersion::NoStream, events("Z", 1)),
+            AppendRequest::new().stream(sid("z"), ExpectedVersion::Exact(v(1)), events("Z", 2)),
+        ])
+        .await;
+    assert_eq!(
+        outcomes[0].as_ref().unwrap().version_of(&sid("z")),
+        Some(v(1))
+    );
+    assert_eq!(outcomes[1].as_ref().unwrap().len(), 2);
+    assert!(
+        matches!(&outcomes[2], Err(StoreError::Conflict(c)) if c[0].actual == v(1)),
+        "{:?}",
+        outcomes[2]
+    );
+    assert_eq!(
+        outcomes[3].as_ref().unwrap().version_of(&sid("z")),
+        Some(v(3))
+    );
+    let read = store.read_stream(&sid("z"), v(0), 10).await.unwrap();
+    assert_eq!(read.events.len(), 3);
+}
+
+/// Groups whose appends write and check overlapping streams in every order, sent at once
+/// from several tasks: the group function locks every row of a group first, in ascending
+/// order, so no two groups deadlock. A deadlock would fail a call as a whole, and its appends
+/// would then go alone, in transactions of their own: every call here must commit in one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_over_the_same_streams_in_any_order_do_not_deadlock() {
+    let store = Arc::new(fresh_store_in_with(Commit::Grouped, |c| c.pool_size(8)).await);
+    let streams: Vec<_> = (0..6).map(|i| sid(&format!("s-{i}"))).collect();
+    for s in &streams {
+        store
+            .append(AppendRequest::new().stream(
+                s.clone(),
+                ExpectedVersion::NoStream,
+                events("O", 1),
+            ))
+            .await
+            .unwrap();
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..6u64 {
+        let (store, streams) = (store.clone(), streams.clone());
+        tasks.spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(task);
+            for _ in 0..25 {
+                let mut requests = Vec::new();
+                for _ in 0..3 {
+                    let mut picked = streams.clone();
+                    rng.shuffle(&mut picked);
+                    let mut request = AppendRequest::new();
+                    for (k, s) in picked.iter().take(2).enumerate() {
+                        request = request.stream(s.clone(), ExpectedVersion::Any, events("W", 1));
+                        if k == 0 {
+                            // A check (FOR SHARE) of another stream.
+                            request =
+                                request.check(picked[5].clone(), ExpectedVersion::StreamExists);
+                        }
+                    }
+                    requests.push(request);
+                }
+                let outcomes = store.append_together(requests).await;
+                let mut commits = Vec::new();
+                for outcome in outcomes {
+                    let appended = outcome.unwrap();
+                    commits.extend(appended.events.iter().map(|e| e.position.commit()));
+                }
+                assert!(
+                    commits.iter().all(|c| *c == commits[0]),
+                    "a call went alone (deadlocked?): {commits:?}"
+                );
+            }
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+    }
 }

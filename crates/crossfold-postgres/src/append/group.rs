@@ -10,10 +10,10 @@
 //!   call returned gets its answer at once. The limit keeps a few calls in flight, so that the
 //!   server's cores stay busy (a group's appends run one after the other in one backend), and
 //!   few enough that appends beyond them queue and go together.
-//! * **No deadlocks between groups.** A group locks its streams request after request, so a
-//!   group is only safe if that order is ascending overall, like the sorted order of a single
-//!   append: a request joins a group only if its streams all lie below, or all above, those of
-//!   every other request in it. The others stay queued for a later group, in arrival order.
+//! * **Any appends go together**, in arrival order: the group function locks every stream row
+//!   of the group first, in ascending order like a single append, so groups and appends do not
+//!   deadlock over them, and two appends of a group may even share a stream (the second then
+//!   sees the first's events, as if it came after it).
 //! * **Outcomes.** A request the group function refused (version conflict, event id already
 //!   stored) is explained alone, exactly as a refused append, and wrote nothing; the others
 //!   committed. A call that fails in a way that leaves its outcome unknown (the connection was
@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crossfold_core::{AppendRequest, Appended, StoreError, StreamId};
+use crossfold_core::{AppendRequest, Appended, StoreError};
 use futures_util::future::join_all;
 use tokio::sync::oneshot;
 use tokio_postgres::error::SqlState;
@@ -45,9 +45,6 @@ use crate::types::{Xid8, get};
 /// subtransaction id, and a backend holding more than 64 overflows its cache in shared memory,
 /// which slows every snapshot on the server.
 pub(super) const MAX_GROUP: usize = 64;
-
-/// How far into the queue a group looks for requests that fit its lock order.
-const LOOK_AHEAD: usize = 4 * MAX_GROUP;
 
 /// The statement calling the group function of `db`'s schema.
 pub(super) fn statement(db: &Db) -> String {
@@ -83,9 +80,6 @@ struct State {
 /// An append waiting for a call.
 struct Queued {
     request: AppendRequest,
-    /// Its lowest and highest stream: the range of stream rows it locks.
-    first: StreamId,
-    last: StreamId,
     reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
@@ -121,10 +115,9 @@ impl GroupCommit {
         self: &Arc<Self>,
         request: AppendRequest,
     ) -> Result<Appended, StoreError> {
-        let range = match range(&request) {
-            Some(range) if !self.missing.load(Ordering::Relaxed) => range,
-            _ => return alone(&self.db, request).await,
-        };
+        if self.missing.load(Ordering::Relaxed) {
+            return alone(&self.db, request).await;
+        }
         let turn = {
             let mut state = self.lock();
             if state.calls < self.max_calls && state.queue.is_empty() {
@@ -132,13 +125,7 @@ impl GroupCommit {
                 Turn::Now(request)
             } else {
                 let (reply, answer) = oneshot::channel();
-                let (first, last) = range;
-                state.queue.push_back(Queued {
-                    request,
-                    first,
-                    last,
-                    reply,
-                });
+                state.queue.push_back(Queued { request, reply });
                 Turn::Wait(answer)
             }
         };
@@ -243,35 +230,16 @@ impl Drop for Slot {
     }
 }
 
-/// The lowest and highest stream of `request` (`None` when it has none).
-fn range(request: &AppendRequest) -> Option<(StreamId, StreamId)> {
-    let low = request.streams.iter().map(|s| &s.stream).min()?;
-    let high = request.streams.iter().map(|s| &s.stream).max()?;
-    Some((low.clone(), high.clone()))
-}
-
-/// The next group from the front of `queue`, in lock order: requests whose ranges of streams
-/// do not overlap, at most [`MAX_GROUP`], the oldest first; requests whose callers stopped
-/// waiting are dropped unsent. Empty when nobody waits.
+/// The next group from the front of `queue`: at most [`MAX_GROUP`] appends, in arrival order;
+/// appends whose callers stopped waiting are dropped unsent. Empty when nobody waits.
 fn take_group(queue: &mut VecDeque<Queued>) -> Vec<Queued> {
-    let mut group: Vec<Queued> = Vec::new();
-    let mut i = 0;
-    let mut looked = 0;
-    while i < queue.len() && group.len() < MAX_GROUP && looked < LOOK_AHEAD {
-        looked += 1;
-        if queue[i].reply.is_closed() {
-            queue.remove(i);
-            continue;
-        }
-        let (first, last) = (queue[i].first.as_str(), queue[i].last.as_str());
-        // The requests of the group wholly below this one come first.
-        let at = group.partition_point(|q| q.last.as_str() < first);
-        if group.get(at).is_some_and(|q| q.first.as_str() <= last) {
-            i += 1;
-            continue;
-        }
-        if let Some(q) = queue.remove(i) {
-            group.insert(at, q);
+    let mut group = Vec::with_capacity(queue.len().min(MAX_GROUP));
+    while group.len() < MAX_GROUP {
+        let Some(queued) = queue.pop_front() else {
+            break;
+        };
+        if !queued.reply.is_closed() {
+            group.push(queued);
         }
     }
     group
@@ -289,8 +257,8 @@ enum Answer {
     Alone { missing: bool },
 }
 
-/// Appends each of `requests` (in lock order, see the module docs) in calls of the group
-/// function of at most [`MAX_GROUP`] each: one outcome per request, in order.
+/// Appends each of `requests` in calls of the group function of at most [`MAX_GROUP`] each:
+/// one outcome per request, in order.
 pub(super) async fn call_group(
     db: &Db,
     statement: &str,
@@ -456,87 +424,39 @@ fn shared(error: &Arc<StoreError>, appends: usize) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossfold_core::{EventData, ExpectedVersion, Payload};
+    use crossfold_core::{EventData, ExpectedVersion, Payload, StreamId};
 
-    fn queued(streams: &[&str]) -> (Queued, oneshot::Receiver<Result<Appended, StoreError>>) {
-        let mut request = AppendRequest::new();
-        for s in streams {
-            request = request.stream(
-                StreamId::new(*s).unwrap(),
-                ExpectedVersion::Any,
-                vec![EventData::new("E", Payload::json(&b"{}"[..]))],
-            );
-        }
-        let (first, last) = range(&request).unwrap();
+    fn queued(stream: &str) -> (Queued, oneshot::Receiver<Result<Appended, StoreError>>) {
+        let request = AppendRequest::new().stream(
+            StreamId::new(stream).unwrap(),
+            ExpectedVersion::Any,
+            vec![EventData::new("E", Payload::json(&b"{}"[..]))],
+        );
         let (reply, answer) = oneshot::channel();
-        (
-            Queued {
-                request,
-                first,
-                last,
-                reply,
-            },
-            answer,
-        )
+        (Queued { request, reply }, answer)
     }
 
-    fn names(group: &[Queued]) -> Vec<String> {
+    fn names(group: &[Queued]) -> Vec<&str> {
         group
             .iter()
-            .map(|q| format!("{}..{}", q.first.as_str(), q.last.as_str()))
+            .map(|q| q.request.streams[0].stream.as_str())
             .collect()
     }
 
     #[test]
-    fn a_group_locks_its_streams_in_ascending_order() {
+    fn a_group_takes_the_oldest_appends_and_leaves_out_those_nobody_waits_for() {
         let mut queue = VecDeque::new();
         let mut answers = Vec::new();
-        for streams in [
-            &["m"][..],
-            &["c", "x"],   // overlaps m: waits
-            &["a", "b"],   // below m
-            &["n"],        // above m
-            &["m"],        // the same stream as the first: waits
-            &["b2", "b3"], // between b and m
-        ] {
-            let (q, answer) = queued(streams);
+        for stream in ["m", "c", "gone", "a", "m"] {
+            let (q, answer) = queued(stream);
             queue.push_back(q);
-            answers.push(answer);
+            if stream != "gone" {
+                answers.push(answer);
+            }
         }
-        let group = take_group(&mut queue);
-        assert_eq!(names(&group), ["a..b", "b2..b3", "m..m", "n..n"]);
-        // Every stream of the group, in the group's order, ascends.
-        let streams: Vec<&str> = group
-            .iter()
-            .flat_map(|q| {
-                let mut s: Vec<&str> = q
-                    .request
-                    .streams
-                    .iter()
-                    .map(|s| s.stream.as_str())
-                    .collect();
-                s.sort_unstable();
-                s
-            })
-            .collect();
-        assert!(streams.windows(2).all(|w| w[0] < w[1]), "{streams:?}");
-        // The others wait, in arrival order, and go next.
-        assert_eq!(names(queue.make_contiguous()), ["c..x", "m..m"]);
-        assert_eq!(names(&take_group(&mut queue)), ["c..x"]);
-        assert_eq!(names(&take_group(&mut queue)), ["m..m"]);
-        assert!(take_group(&mut queue).is_empty());
-    }
-
-    #[test]
-    fn a_caller_that_stopped_waiting_is_left_out() {
-        let mut queue = VecDeque::new();
-        let (gone, answer) = queued(&["a"]);
-        drop(answer);
-        queue.push_back(gone);
-        let (kept, _answer) = queued(&["b"]);
-        queue.push_back(kept);
-        assert_eq!(names(&take_group(&mut queue)), ["b..b"]);
+        assert_eq!(names(&take_group(&mut queue)), ["m", "c", "a", "m"]);
         assert!(queue.is_empty());
+        assert!(take_group(&mut queue).is_empty());
     }
 
     #[test]
@@ -544,12 +464,17 @@ mod tests {
         let mut queue = VecDeque::new();
         let mut answers = Vec::new();
         for i in 0..MAX_GROUP + 5 {
-            let (q, answer) = queued(&[&format!("s-{i:03}")]);
+            let (q, answer) = queued(&format!("s-{i:03}"));
             queue.push_back(q);
             answers.push(answer);
         }
-        assert_eq!(take_group(&mut queue).len(), MAX_GROUP);
-        assert_eq!(take_group(&mut queue).len(), 5);
+        let first = take_group(&mut queue);
+        assert_eq!(first.len(), MAX_GROUP);
+        assert_eq!(names(&first)[0], "s-000");
+        assert_eq!(
+            names(&take_group(&mut queue)),
+            ["s-064", "s-065", "s-066", "s-067", "s-068"]
+        );
     }
 
     #[test]

@@ -63,9 +63,9 @@ impl Appender {
         Ok(appended)
     }
 
-    /// Appends each of `requests` atomically, all in one call of the group function (in the
-    /// order given, which must lock streams in ascending order, see [`group`]), whether group
-    /// commit is on or not: one outcome per request, in order.
+    /// Appends each of `requests` atomically, all in one call of the group function (applied
+    /// in the order given), whether group commit is on or not: one outcome per request, in
+    /// order.
     pub(crate) async fn append_together(
         &self,
         db: &Db,
