@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use crossfold_bench::Workload;
 use crossfold_bench::campaign::CampaignOptions;
 use crossfold_bench::pairs::PairsOptions;
+use crossfold_bench::{ConcurrencyLimit, Workload};
 
 /// The server when neither --url nor DATABASE_URL names one.
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -127,7 +127,9 @@ pub(crate) struct LoadArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub(crate) accounts: usize,
 
-    /// PostgreSQL connections (at least the operations in flight plus 2).
+    /// PostgreSQL connections of the store's pool. Commands beyond what it serves wait for
+    /// admission in the executor (`--concurrency-limit`); workloads that call the store
+    /// directly (w5, w6, w7-catchup) wait for a connection.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub(crate) pool: usize,
 
@@ -155,6 +157,13 @@ pub(crate) struct LoadArgs {
     /// PostgreSQL: group commit on (appends in flight together share one call and one commit).
     #[arg(long)]
     pub(crate) group_commit: bool,
+
+    /// Commands the executor runs at once, the others waiting for admission in arrival order:
+    /// `store` (what the store serves at once: on PostgreSQL the pool less an eighth, at least
+    /// one connection), a number, or `off` (every command goes to the store at once and waits
+    /// for a connection there).
+    #[arg(long, value_name = "LIMIT", default_value = "store")]
+    pub(crate) concurrency_limit: ConcurrencyLimit,
 
     /// No progress line.
     #[arg(long)]

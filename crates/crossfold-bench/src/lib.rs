@@ -36,6 +36,6 @@ mod runner;
 mod verify;
 mod workload;
 
-pub use report::{Latency, LoadReport, Verification, render_table};
+pub use report::{Admission, Latency, LoadReport, Verification, render_table};
 pub use runner::run;
-pub use workload::{LoadError, LoadOptions, Workload};
+pub use workload::{ConcurrencyLimit, LoadError, LoadOptions, Workload};

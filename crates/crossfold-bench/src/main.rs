@@ -69,6 +69,7 @@ async fn load(args: LoadArgs) -> ExitCode {
             options.progress = !args.quiet;
             options.store_name = args.store.name().to_owned();
             options.serialize_in_process = !args.no_serialize;
+            options.concurrency_limit = args.concurrency_limit;
             eprintln!(
                 "{} ({}), {} in flight",
                 workload.id(),
@@ -152,7 +153,7 @@ async fn run_postgres(args: &LoadArgs, options: &LoadOptions) -> Result<LoadRepo
     let config = PgConfig::from_url(&args.url)
         .map_err(|e| ErrorChain(&e).to_string())?
         .schema(schema.clone())
-        .pool_size(args.pool.max(options.concurrency + 2))
+        .pool_size(args.pool)
         .group_commit(args.group_commit);
     let store = PgEventStore::connect(config)
         .await

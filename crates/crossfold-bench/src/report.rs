@@ -57,6 +57,42 @@ pub struct Verification {
     pub problems: Vec<String>,
 }
 
+/// The executor's admission control over the measured time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Admission {
+    /// Commands it runs at once.
+    pub limit: usize,
+    /// Commands admitted after waiting in its queue.
+    pub admitted_after_waiting: u64,
+    /// Their mean wait, in milliseconds.
+    pub mean_wait_ms: f64,
+    /// Commands it refused.
+    pub refused: u64,
+}
+
+impl Admission {
+    /// What happened between two snapshots of the same executor's admission control.
+    pub(crate) fn between(
+        start: &crossfold_executor::AdmissionStatus,
+        end: &crossfold_executor::AdmissionStatus,
+    ) -> Self {
+        let admitted = end
+            .admitted_after_waiting
+            .saturating_sub(start.admitted_after_waiting);
+        let waited = end.waited.saturating_sub(start.waited);
+        Self {
+            limit: end.limit,
+            admitted_after_waiting: admitted,
+            mean_wait_ms: if admitted == 0 {
+                0.0
+            } else {
+                waited.as_secs_f64() * 1000.0 / admitted as f64
+            },
+            refused: end.refused.saturating_sub(start.refused),
+        }
+    }
+}
+
 /// The result of one workload run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LoadReport {
@@ -80,7 +116,8 @@ pub struct LoadReport {
     pub operations: u64,
     /// Operations per second.
     pub ops_per_sec: f64,
-    /// Successful operations per second (operations minus refusals, failures and errors).
+    /// Successful operations per second (operations minus refusals, failures, admission
+    /// refusals and errors).
     pub successes_per_sec: f64,
     /// Events written or read per second.
     pub events_per_sec: f64,
@@ -94,8 +131,16 @@ pub struct LoadReport {
     pub conflicts: u64,
     /// Attempts repeated after conflicts or transient errors.
     pub retries: u64,
+    /// Of those, the ones that did not follow a conflict: after a transient store error (a
+    /// pooled connection not had in time, a lost connection) or a decision found stale.
+    pub transient_retries: u64,
     /// Commands that failed after exhausting their retries.
     pub failed: u64,
+    /// Commands refused at admission (`Error::Overloaded`): the executor's queue was full or
+    /// they waited too long. They wrote nothing.
+    pub overloaded: u64,
+    /// The executor's admission control while measuring (`None` without one).
+    pub admission: Option<Admission>,
     /// Commands refused by a business rule (insufficient funds).
     pub rejected: u64,
     /// Other errors.
@@ -119,7 +164,10 @@ pub(crate) struct Measured<'a> {
     pub(crate) events: u64,
     pub(crate) conflicts: u64,
     pub(crate) retries: u64,
+    pub(crate) transient_retries: u64,
     pub(crate) failed: u64,
+    pub(crate) overloaded: u64,
+    pub(crate) admission: Option<Admission>,
     pub(crate) rejected: u64,
     pub(crate) errors: u64,
     pub(crate) first_error: Option<String>,
@@ -149,7 +197,9 @@ impl LoadReport {
                 s.iter().sum::<u64>() as f64 / s.len() as f64
             }
         };
-        let successes = m.ops.saturating_sub(m.rejected + m.failed + m.errors);
+        let successes = m
+            .ops
+            .saturating_sub(m.rejected + m.failed + m.overloaded + m.errors);
         Self {
             workload: options.workload.id().into(),
             name: options.workload.name().into(),
@@ -168,7 +218,10 @@ impl LoadReport {
             delivered: m.delivered,
             conflicts: m.conflicts,
             retries: m.retries,
+            transient_retries: m.transient_retries,
             failed: m.failed,
+            overloaded: m.overloaded,
+            admission: m.admission,
             rejected: m.rejected,
             errors: m.errors,
             first_error: m.first_error,
@@ -202,7 +255,10 @@ pub fn render_table(reports: &[LoadReport]) -> String {
         "maxms",
         "confl",
         "retry",
+        "t.retry",
         "fail",
+        "shed",
+        "queue ms",
         "first5s/s",
         "last5s/s",
         "check",
@@ -235,14 +291,19 @@ pub fn render_table(reports: &[LoadReport]) -> String {
             format!("{:.1}", r.latency_ms.max),
             r.conflicts.to_string(),
             r.retries.to_string(),
+            r.transient_retries.to_string(),
             r.failed.to_string(),
+            r.overloaded.to_string(),
+            r.admission
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |a| format!("{:.1}", a.mean_wait_ms)),
             format!("{:.0}", r.first_5s_rate),
             format!("{:.0}", r.last_5s_rate),
             check,
         ]);
     }
-    let numbers = 2..15;
-    let last = 15;
+    let numbers = 2..18;
+    let last = 18;
     for (i, column) in table.column_iter_mut().enumerate() {
         column.set_padding((0, if i + 1 == last { 2 } else { 1 }));
         if numbers.contains(&i) {

@@ -140,6 +140,36 @@ pub struct LoadOptions {
     /// Whether the executor queues commands on the same streams in-process (its default) or
     /// lets them race to the store.
     pub serialize_in_process: bool,
+    /// How many commands the executor runs at once; the others wait for admission.
+    pub concurrency_limit: ConcurrencyLimit,
+}
+
+/// How many commands the executor runs at once (its admission control).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConcurrencyLimit {
+    /// As many as the store serves at once (the executor's default).
+    #[default]
+    Store,
+    /// This many.
+    Fixed(usize),
+    /// No admission control: every command goes to the store at once.
+    Off,
+}
+
+impl FromStr for ConcurrencyLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "store" => Ok(ConcurrencyLimit::Store),
+            "off" => Ok(ConcurrencyLimit::Off),
+            n => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(ConcurrencyLimit::Fixed)
+                .ok_or_else(|| format!("expected store, off or a positive number, not {n:?}")),
+        }
+    }
 }
 
 impl LoadOptions {
@@ -155,6 +185,7 @@ impl LoadOptions {
             store_name: "store".into(),
             seed: 42,
             serialize_in_process: true,
+            concurrency_limit: ConcurrencyLimit::Store,
         }
     }
 }

@@ -30,7 +30,7 @@ pub const STORE_ERRORS_TOTAL: &str = "crossfold_store_errors_total";
 pub const STORE_APPENDED_EVENTS_TOTAL: &str = "crossfold_store_appended_events_total";
 
 /// Commands executed: a counter labelled `command` and `outcome` (`success`, `rejected`,
-/// `conflict`, `unauthorized`, `timeout`, `error`).
+/// `conflict`, `unauthorized`, `timeout`, `overloaded`, `error`).
 pub const COMMANDS_TOTAL: &str = "crossfold_commands_total";
 
 /// Wall time of whole executions (all attempts) in seconds: a histogram labelled `command`.
@@ -44,6 +44,19 @@ pub const COMMAND_CONFLICTS_TOTAL: &str = "crossfold_command_conflicts_total";
 
 /// Attempts repeated after a conflict or a transient store error: a counter labelled `command`.
 pub const COMMAND_RETRIES_TOTAL: &str = "crossfold_command_retries_total";
+
+/// Executions waiting for admission (the executor runs at most its concurrency limit at once
+/// and queues the others in arrival order): a gauge, the sum over the process's executors.
+pub const ADMISSION_QUEUE_DEPTH: &str = "crossfold_executor_admission_queue_depth";
+
+/// How long executions that had to queue for admission waited, in seconds, whether they were
+/// then admitted or refused (executions admitted at once are not recorded): a histogram.
+pub const ADMISSION_WAIT_SECONDS: &str = "crossfold_executor_admission_wait_seconds";
+
+/// Executions refused at admission, which wrote nothing: a counter labelled `command` and
+/// `reason` (`queue_full`: the queue was full when it arrived; `timeout`: not admitted within
+/// the admission timeout or its own time limit).
+pub const ADMISSION_REFUSALS_TOTAL: &str = "crossfold_executor_admission_refusals_total";
 
 /// Executor cache lookups that found what they needed: a counter labelled `cache` (`state`,
 /// `events`).
@@ -229,7 +242,7 @@ pub const STORE_METRICS: [MetricDescription; 3] = [
 ];
 
 /// The metrics the command executor records.
-pub const COMMAND_METRICS: [MetricDescription; 7] = [
+pub const COMMAND_METRICS: [MetricDescription; 10] = [
     MetricDescription::new(
         COMMANDS_TOTAL,
         MetricKind::Counter,
@@ -259,6 +272,24 @@ pub const COMMAND_METRICS: [MetricDescription; 7] = [
         MetricKind::Counter,
         None,
         "Command attempts repeated after a conflict or a transient store error.",
+    ),
+    MetricDescription::new(
+        ADMISSION_QUEUE_DEPTH,
+        MetricKind::Gauge,
+        None,
+        "Command executions waiting for admission.",
+    ),
+    MetricDescription::new(
+        ADMISSION_WAIT_SECONDS,
+        MetricKind::Histogram,
+        Some("seconds"),
+        "Time command executions waited for admission, admitted or refused.",
+    ),
+    MetricDescription::new(
+        ADMISSION_REFUSALS_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Command executions refused at admission, by command and reason (queue_full, timeout).",
     ),
     MetricDescription::new(
         CACHE_HITS_TOTAL,

@@ -474,6 +474,19 @@ pub trait EventStore: Send + Sync {
         async move { Ok(!self.stream_version(stream).await?.is_empty()) }
     }
 
+    /// How many calls the store can serve at once without making them wait for each other:
+    /// for a store with a connection pool, about the pool's size. `None` (the default) means
+    /// no such limit (the memory store).
+    ///
+    /// The executor admits at most this many command executions at once by default and queues
+    /// the rest in arrival order, so that an execution never waits for a connection between
+    /// its read and its append; see
+    /// `ExecutorBuilder::concurrency_limit` in `crossfold-executor`. A store answers with a
+    /// constant: the executor asks once, when it is built.
+    fn concurrency_limit(&self) -> Option<usize> {
+        None
+    }
+
     /// A subscription to the global log (or a filtered part of it) from a position: it catches
     /// up in batches, then follows new events as they commit. It owns a clone of the store
     /// (stores are cheap to clone), so it can move into a spawned task.
@@ -547,6 +560,9 @@ macro_rules! forward_event_store {
                 stream: &StreamId,
             ) -> impl Future<Output = Result<StreamVersion, StoreError>> + Send {
                 (**self).stream_version(stream)
+            }
+            fn concurrency_limit(&self) -> Option<usize> {
+                (**self).concurrency_limit()
             }
         }
     )*};

@@ -112,6 +112,24 @@ pub enum Error {
     /// so it cannot find out); re-executing it under the same idempotency key is always safe.
     #[error("execution timed out after {0:?}")]
     Timeout(Duration),
+    /// The executor was running as many executions as it admits at once
+    /// ([`ExecutorBuilder::concurrency_limit`](crate::ExecutorBuilder::concurrency_limit)) and
+    /// could not queue this one: its admission queue was full (`waited` is zero), or no
+    /// execution finished to make room before the admission timeout or the execution's own
+    /// time limit. **Nothing was read or written**, and the executor did not retry: retrying
+    /// later may succeed, and is safe ([`is_retryable`](Self::is_retryable) and
+    /// [`is_transient`](Self::is_transient) are true). Counted as the `overloaded` outcome and
+    /// in `crossfold_executor_admission_refusals_total`.
+    #[error(
+        "overloaded: not admitted after waiting {waited:?}, with {queued} other execution{} queued",
+        if *.queued == 1 { "" } else { "s" }
+    )]
+    Overloaded {
+        /// How many other executions were waiting for admission when this one was refused.
+        queued: usize,
+        /// How long this one waited.
+        waited: Duration,
+    },
 }
 
 impl Error {
@@ -133,21 +151,28 @@ impl Error {
         matches!(self, Error::Contended { .. })
     }
 
-    /// Whether the store, or the time limit, failed the execution for a moment: the store was
-    /// unreachable, aborted for concurrent work or timed out ([`StoreError::is_transient`]),
-    /// the outcome of an append stayed unknown ([`OutcomeUnknown`](Self::OutcomeUnknown)), or
-    /// the execution's own limit struck ([`Timeout`](Self::Timeout)). The last two
-    /// [may have written](Self::may_have_written).
+    /// Whether the store, the executor's capacity or the time limit failed the execution for a
+    /// moment: the store was unreachable, aborted for concurrent work or timed out
+    /// ([`StoreError::is_transient`]), the outcome of an append stayed unknown
+    /// ([`OutcomeUnknown`](Self::OutcomeUnknown)), the execution's own limit struck
+    /// ([`Timeout`](Self::Timeout)), or it was not admitted ([`Overloaded`](Self::Overloaded)).
+    /// `OutcomeUnknown` and `Timeout` [may have written](Self::may_have_written).
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Store { source, .. } => source.is_transient(),
-            Error::OutcomeUnknown { .. } | Error::Timeout(_) => true,
+            Error::OutcomeUnknown { .. } | Error::Timeout(_) | Error::Overloaded { .. } => true,
             _ => false,
         }
     }
 
+    /// Whether the execution was refused at admission ([`Overloaded`](Self::Overloaded)):
+    /// too many executions were in flight. Nothing was read or written.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, Error::Overloaded { .. })
+    }
+
     /// Whether executing the command again later may succeed: a conflict, contention or a
-    /// transient failure — everything but a refusal, an authorization failure, a codec error
+    /// transient failure (an [overload](Self::is_overloaded) included) — everything but a refusal, an authorization failure, a codec error
     /// or a store failure that retrying cannot fix. For an error that
     /// [may have written](Self::may_have_written), executing again may apply the command
     /// twice unless it runs under an idempotency key.
@@ -249,6 +274,30 @@ mod tests {
         assert!(contended.is_contended() && contended.is_retryable());
         assert!(!contended.is_conflict() && !contended.is_transient());
         assert!(!contended.may_have_written());
+    }
+
+    #[test]
+    fn an_overload_is_retryable_and_wrote_nothing() {
+        let overloaded = Error::Overloaded {
+            queued: 3,
+            waited: Duration::from_millis(250),
+        };
+        assert!(overloaded.is_overloaded() && overloaded.is_transient());
+        assert!(overloaded.is_retryable() && !overloaded.may_have_written());
+        assert!(!overloaded.is_conflict() && !overloaded.is_contended());
+        assert_eq!(
+            overloaded.to_string(),
+            "overloaded: not admitted after waiting 250ms, with 3 other executions queued"
+        );
+        let full = Error::Overloaded {
+            queued: 1,
+            waited: Duration::ZERO,
+        };
+        assert_eq!(
+            full.to_string(),
+            "overloaded: not admitted after waiting 0ns, with 1 other execution queued"
+        );
+        assert!(!Error::Timeout(Duration::from_secs(1)).is_overloaded());
     }
 
     #[test]

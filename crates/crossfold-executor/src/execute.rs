@@ -11,6 +11,7 @@ use crossfold_core::{
 };
 use tracing::Instrument;
 
+use crate::admission::{self, Admission, AdmissionStatus, Limit, Refusal};
 use crate::context::{ActorPermissions, Authorizer, ExecutionContext};
 use crate::error::Error;
 use crate::executed::Executed;
@@ -31,6 +32,9 @@ pub struct ExecutorBuilder<S, C = Json> {
     event_cache_bytes: usize,
     serialize_in_process: bool,
     max_discovery_rounds: u32,
+    concurrency_limit: Limit,
+    admission_queue_depth: usize,
+    admission_timeout: Duration,
 }
 
 impl<S: EventStore, C: Codec> ExecutorBuilder<S, C> {
@@ -48,6 +52,9 @@ impl<S: EventStore, C: Codec> ExecutorBuilder<S, C> {
             event_cache_bytes: self.event_cache_bytes,
             serialize_in_process: self.serialize_in_process,
             max_discovery_rounds: self.max_discovery_rounds,
+            concurrency_limit: self.concurrency_limit,
+            admission_queue_depth: self.admission_queue_depth,
+            admission_timeout: self.admission_timeout,
         }
     }
 
@@ -107,6 +114,46 @@ impl<S: EventStore, C: Codec> ExecutorBuilder<S, C> {
         self
     }
 
+    /// How many executions run at once (at least 1), overriding what the store can serve
+    /// ([`EventStore::concurrency_limit`]; by default the executor takes the store's limit — on
+    /// PostgreSQL most of the pool — and has no limit over a store without one).
+    ///
+    /// Executions beyond the limit wait for admission in arrival order, before their first
+    /// store call, in a queue of [`admission_queue_depth`](Self::admission_queue_depth) for
+    /// at most [`admission_timeout`](Self::admission_timeout); an admitted execution keeps its
+    /// place through all its attempts. One that cannot be admitted fails with
+    /// [`Error::Overloaded`], having read and written nothing. Commands that wait for each
+    /// other on a common stream ([`serialize_in_process`](Self::serialize_in_process)) do so
+    /// before admission, so that they hold no place while they wait.
+    pub fn concurrency_limit(mut self, executions: usize) -> Self {
+        self.concurrency_limit = Limit::Fixed(executions.max(1));
+        self
+    }
+
+    /// No admission control, whatever the store can serve: every execution goes to the store
+    /// at once (and waits there, for example for a pooled connection).
+    pub fn no_concurrency_limit(mut self) -> Self {
+        self.concurrency_limit = Limit::Off;
+        self
+    }
+
+    /// How many executions may wait for admission at once (default 4,096); one more is
+    /// refused at once with [`Error::Overloaded`]. 0 refuses every execution that finds the
+    /// [concurrency limit](Self::concurrency_limit) reached.
+    pub fn admission_queue_depth(mut self, executions: usize) -> Self {
+        self.admission_queue_depth = executions;
+        self
+    }
+
+    /// How long an execution may wait for admission (default 5 s) before it is refused with
+    /// [`Error::Overloaded`]. The wait also counts against the execution's own time limit
+    /// ([`timeout`](Self::timeout)): one whose limit comes first is refused then, with
+    /// `Overloaded` rather than [`Error::Timeout`], since it wrote nothing.
+    pub fn admission_timeout(mut self, timeout: Duration) -> Self {
+        self.admission_timeout = timeout;
+        self
+    }
+
     /// Builds the executor.
     pub fn build(self) -> Executor<S, C> {
         let loader = Loader::new(
@@ -116,9 +163,15 @@ impl<S: EventStore, C: Codec> ExecutorBuilder<S, C> {
             self.max_discovery_rounds,
         );
         let locks = self.serialize_in_process.then(|| StreamLocks::new(4096));
+        let admission = Admission::configure(
+            self.concurrency_limit,
+            self.store.concurrency_limit(),
+            self.admission_queue_depth,
+            self.admission_timeout,
+        );
         Executor {
             inner: Arc::new(Inner {
-                runner: Runner::new(self.store, self.codec, loader, self.retry, locks),
+                runner: Runner::new(self.store, self.codec, loader, self.retry, locks, admission),
                 timeout: self.timeout,
                 authorizer: self.authorizer,
                 metrics: MetricsRegistry::new(),
@@ -151,7 +204,8 @@ struct Inner<S, C> {
 
 impl<S: EventStore> Executor<S, Json> {
     /// An executor with default settings: JSON codec, default retry policy, caches on,
-    /// in-process serialization on, no timeout.
+    /// in-process serialization on, no timeout, at most as many executions at once as the
+    /// store can serve ([`ExecutorBuilder::concurrency_limit`]).
     pub fn new(store: S) -> Self {
         Self::builder(store).build()
     }
@@ -169,6 +223,9 @@ impl<S: EventStore> Executor<S, Json> {
             event_cache_bytes: 256 << 20,
             serialize_in_process: true,
             max_discovery_rounds: 8,
+            concurrency_limit: Limit::FromStore,
+            admission_queue_depth: admission::DEFAULT_QUEUE_DEPTH,
+            admission_timeout: admission::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -187,6 +244,13 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
     /// Forgets every cached state and stream (for example after restoring a database).
     pub fn clear_caches(&self) {
         self.inner.runner.loader().clear_caches();
+    }
+
+    /// The state of admission control: the limit, how many executions run and wait now, and
+    /// how many waited or were refused so far. `None` when the executor has no concurrency
+    /// limit ([`ExecutorBuilder::concurrency_limit`]).
+    pub fn admission(&self) -> Option<AdmissionStatus> {
+        self.inner.runner.admission().map(Admission::status)
     }
 
     /// Executes `command` with an empty context.
@@ -275,27 +339,48 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         let result = if let Err(denied) = self.authorize(&command, context, &span) {
             Err(denied)
         } else {
+            // One instant for the time limit and for the admission wait it bounds.
+            let deadline = timeout.map(|limit| tokio::time::Instant::now() + limit);
             let run = retries
-                .run(&command, context, &metrics)
+                .run(&command, context, &metrics, deadline)
                 .instrument(span.clone());
-            match timeout {
-                Some(limit) => tokio::time::timeout(limit, run)
+            match (timeout, deadline) {
+                (Some(limit), Some(deadline)) => tokio::time::timeout_at(deadline, run)
                     .await
                     .unwrap_or(Err(Error::Timeout(limit))),
-                None => run.await,
+                _ => run.await,
             }
         };
         let tally = retries.tally();
+        // The limit struck while the execution still waited for admission (the admission
+        // wait ends at the same instant, but the timer may wake the limit first): it read and
+        // wrote nothing, so it is refused like any execution not admitted in time.
+        let result = match (result, tally.queued_since, self.inner.runner.admission()) {
+            (Err(Error::Timeout(_)), Some(since), Some(admission)) => Err(admission.refuse(
+                Refusal::Timeout,
+                admission.queued(),
+                since.elapsed(),
+                &metrics,
+            )),
+            (result, ..) => result,
+        };
         let attempts = tally.attempts;
         // Store errors met inside are wrapped without knowing how many attempts there were.
         let result = result.map_err(|error| match error {
             Error::Store { source, .. } => Error::store(source, attempts.max(1)),
             other => other,
         });
-        if tally.waited {
+        if tally.waited
+            || self
+                .inner
+                .runner
+                .admission()
+                .is_some_and(|admission| admission.queued() > 0)
+        {
             // Waking the next waiter puts it in this worker's LIFO slot, which other workers
-            // cannot steal from; without a yield, commands queued on the same streams gather
-            // on one worker while the others idle. Yielding lets the runtime spread them.
+            // cannot steal from; without a yield, commands queued on the same streams (or for
+            // admission) gather on one worker while the others idle. Yielding lets the runtime
+            // spread them.
             tokio::task::yield_now().await;
         }
         let outcome = match &result {
@@ -309,6 +394,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
             Err(error) if error.is_conflict() || error.is_contended() => Outcome::Conflict,
             Err(Error::Unauthorized { .. }) => Outcome::Unauthorized,
             Err(Error::Timeout(_)) => Outcome::Timeout,
+            Err(Error::Overloaded { .. }) => Outcome::Overloaded,
             Err(_) => Outcome::Error,
         };
         span.record("attempts", attempts);
@@ -318,7 +404,7 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
         metrics.attempts.record(f64::from(attempts));
         if let Err(error) = &result {
             span.in_scope(|| match outcome {
-                Outcome::Rejected | Outcome::Unauthorized => {
+                Outcome::Rejected | Outcome::Unauthorized | Outcome::Overloaded => {
                     tracing::debug!(error = %ErrorChain(error), attempts, "command refused")
                 }
                 _ => tracing::warn!(error = %ErrorChain(error), attempts, "command failed"),

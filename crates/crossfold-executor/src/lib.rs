@@ -61,14 +61,28 @@
 //! [`Error`] wraps what went wrong where it went wrong: the command's refusal as its
 //! [`CommandError`](crossfold_core::CommandError), the store's failure as its
 //! [`StoreError`](crossfold_core::StoreError) (with the number of attempts made), and the
-//! executor's own cases (authorization, timeouts, discovery that does not settle, an append
-//! whose outcome could not be found out). Each error's message says what failed and leaves its
+//! executor's own cases (authorization, timeouts, admission refused under overload, discovery
+//! that does not settle, an append whose outcome could not be found out). Each error's message says what failed and leaves its
 //! cause to [`source`](std::error::Error::source) (print the whole chain with
 //! [`ErrorChain`](crossfold_core::ErrorChain)); [`Error::is_retryable`],
 //! [`Error::is_transient`] and [`Error::is_conflict`] classify it, and
 //! [`Error::may_have_written`] says whether the command may have been applied all the same
 //! (only [`Error::OutcomeUnknown`] and [`Error::Timeout`]; see [`Error`] for how the executor
 //! finds out whether an append that failed in doubt committed).
+//!
+//! ## Admission control
+//!
+//! A store serves a limited number of calls at once (a PostgreSQL pool's connections) and says
+//! how many ([`EventStore::concurrency_limit`](crossfold_core::EventStore::concurrency_limit)).
+//! The executor runs at most that many executions at once and queues the others in arrival
+//! order; an admitted execution keeps its place through all its attempts, so it never waits
+//! behind the queue again between its read and its append. The queue is bounded
+//! ([`ExecutorBuilder::admission_queue_depth`]) and so is the wait
+//! ([`ExecutorBuilder::admission_timeout`], and the execution's own time limit): an execution
+//! that cannot be admitted fails with [`Error::Overloaded`], having read and written nothing,
+//! and is not retried by the executor. [`ExecutorBuilder::concurrency_limit`] sets another
+//! limit, [`ExecutorBuilder::no_concurrency_limit`] turns admission off, and
+//! [`Executor::admission`] reports the queue.
 //!
 //! ## Design notes: why the optional parts of a command stay on `Command`
 //!
@@ -104,6 +118,7 @@
 
 // An execution goes one way: `execute` (span, metrics, authorization, time limit) → `retry`
 // (the loop over attempts) → `attempt`, `load`, `doubt`, `idempotency` → the store.
+mod admission;
 mod attempt;
 mod cache;
 mod context;
@@ -118,6 +133,7 @@ mod locks;
 mod metrics;
 mod retry;
 
+pub use admission::AdmissionStatus;
 pub use context::{Actor, ActorPermissions, Authorizer, Denied, ExecutionContext};
 pub use deadlines::{DeadlineHandler, DeadlineWorker, Firing, PollReport};
 pub use error::Error;

@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crossfold_core::metrics::{
-    CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, COMMAND_ATTEMPTS, COMMAND_CONFLICTS_TOTAL,
-    COMMAND_DURATION_SECONDS, COMMAND_RETRIES_TOTAL, COMMANDS_TOTAL,
+    ADMISSION_REFUSALS_TOTAL, CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, COMMAND_ATTEMPTS,
+    COMMAND_CONFLICTS_TOTAL, COMMAND_DURATION_SECONDS, COMMAND_RETRIES_TOTAL, COMMANDS_TOTAL,
 };
 use metrics::{Counter, Histogram, counter, histogram};
+
+use crate::admission::Refusal;
 
 /// How an execution ended, as the `outcome` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +22,7 @@ pub(crate) enum Outcome {
     Conflict,
     Unauthorized,
     Timeout,
+    Overloaded,
     Error,
 }
 
@@ -32,6 +35,7 @@ impl Outcome {
             Outcome::Conflict => "conflict",
             Outcome::Unauthorized => "unauthorized",
             Outcome::Timeout => "timeout",
+            Outcome::Overloaded => "overloaded",
             Outcome::Error => "error",
         }
     }
@@ -45,7 +49,10 @@ pub(crate) struct CommandMetrics {
     conflict: Counter,
     unauthorized: Counter,
     timeout: Counter,
+    overloaded: Counter,
     error: Counter,
+    queue_full: Counter,
+    admission_timeout: Counter,
     pub(crate) duration: Histogram,
     pub(crate) attempts: Histogram,
     pub(crate) conflicts: Counter,
@@ -62,7 +69,14 @@ impl CommandMetrics {
             conflict: outcome("conflict"),
             unauthorized: outcome("unauthorized"),
             timeout: outcome("timeout"),
+            overloaded: outcome("overloaded"),
             error: outcome("error"),
+            queue_full: counter!(
+                ADMISSION_REFUSALS_TOTAL, "command" => command, "reason" => "queue_full"
+            ),
+            admission_timeout: counter!(
+                ADMISSION_REFUSALS_TOTAL, "command" => command, "reason" => "timeout"
+            ),
             duration: histogram!(COMMAND_DURATION_SECONDS, "command" => command),
             attempts: histogram!(COMMAND_ATTEMPTS, "command" => command),
             conflicts: counter!(COMMAND_CONFLICTS_TOTAL, "command" => command),
@@ -77,7 +91,16 @@ impl CommandMetrics {
             Outcome::Conflict => &self.conflict,
             Outcome::Unauthorized => &self.unauthorized,
             Outcome::Timeout => &self.timeout,
+            Outcome::Overloaded => &self.overloaded,
             Outcome::Error => &self.error,
+        }
+    }
+
+    /// The refusals counter for `why`.
+    pub(crate) fn refusal(&self, why: Refusal) -> &Counter {
+        match why {
+            Refusal::QueueFull => &self.queue_full,
+            Refusal::Timeout => &self.admission_timeout,
         }
     }
 }

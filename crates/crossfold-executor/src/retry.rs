@@ -5,8 +5,11 @@
 use crossfold_core::ErrorChain;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crossfold_core::{Backoff, Codec, Command, EventStore, Jitter, ReadSet, StoreError};
 
+use crate::admission::{self, Admission};
 use crate::attempt::{self, Envelope, Failure};
 use crate::context::ExecutionContext;
 use crate::doubt::Doubts;
@@ -78,13 +81,14 @@ impl RetryPolicy {
 }
 
 /// What the executions of one executor run with: the store, the codec, the loader with its
-/// caches, the retry policy, and the in-process stream locks.
+/// caches, the retry policy, the in-process stream locks and the admission control.
 pub(crate) struct Runner<S, C> {
     store: S,
     codec: C,
     loader: Loader,
     policy: RetryPolicy,
     locks: Option<StreamLocks>,
+    admission: Option<Admission>,
 }
 
 impl<S, C> Runner<S, C> {
@@ -94,6 +98,7 @@ impl<S, C> Runner<S, C> {
         loader: Loader,
         policy: RetryPolicy,
         locks: Option<StreamLocks>,
+        admission: Option<Admission>,
     ) -> Self {
         Self {
             store,
@@ -101,7 +106,13 @@ impl<S, C> Runner<S, C> {
             loader,
             policy,
             locks,
+            admission,
         }
+    }
+
+    /// The admission control, if there is one.
+    pub(crate) fn admission(&self) -> Option<&Admission> {
+        self.admission.as_ref()
     }
 
     /// The retry loop of one execution, with nothing counted yet.
@@ -110,6 +121,7 @@ impl<S, C> Runner<S, C> {
             runner: self,
             attempts: 0,
             waited: false,
+            queued_since: None,
         }
     }
 }
@@ -121,6 +133,7 @@ pub(crate) struct Retries<'r, S, C> {
     runner: &'r Runner<S, C>,
     attempts: u32,
     waited: bool,
+    queued_since: Option<Instant>,
 }
 
 /// What the retry loop of one execution counted.
@@ -130,6 +143,8 @@ pub(crate) struct Tally {
     pub(crate) attempts: u32,
     /// Whether it waited for a command of this process that declared a common stream.
     pub(crate) waited: bool,
+    /// Since when it has been waiting for admission, if it still is.
+    pub(crate) queued_since: Option<Instant>,
 }
 
 impl<S: EventStore, C: Codec> Retries<'_, S, C> {
@@ -138,31 +153,49 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
         Tally {
             attempts: self.attempts,
             waited: self.waited,
+            queued_since: self.queued_since,
         }
     }
 
     /// Runs `command` until an attempt stands, a failure is final, or the policy gives up.
+    /// `deadline` is when the execution's time limit strikes, if it has one.
     pub(crate) async fn run<Cmd: Command>(
         &mut self,
         command: &Cmd,
         context: &ExecutionContext,
         metrics: &CommandMetrics,
+        deadline: Option<Instant>,
     ) -> Result<Executed, Error> {
         let marker = idempotency::marker_stream(context.idempotency_key.as_deref())?;
         let declared = ReadSet::of(command);
         // A stream the command expects to be new (named after a fresh id) is not shared with
         // other commands of this process; locking it would only add false collisions.
-        let _guards = match &self.runner.locks {
-            Some(locks) => {
-                locks
-                    .lock(
-                        declared.ids().iter().filter(|id| !command.expects_new(id)),
-                        &mut self.waited,
-                    )
-                    .await
+        let (runner, waited) = (self.runner, &mut self.waited);
+        let declared_ids = declared.ids();
+        let locking = async move {
+            match &runner.locks {
+                Some(locks) => {
+                    locks
+                        .lock(
+                            declared_ids.iter().filter(|id| !command.expects_new(id)),
+                            waited,
+                        )
+                        .await
+                }
+                None => Guards::None,
             }
-            None => Guards::None,
         };
+        // Admission (when the executor has a concurrency limit) comes before the locks, and the
+        // place is kept through every attempt, so that an execution never queues again between
+        // its read and its append. A refusal is final: nothing was read.
+        let (_place, _guards) = admission::enter(
+            runner.admission.as_ref(),
+            locking,
+            deadline,
+            &mut self.queued_since,
+            metrics,
+        )
+        .await?;
         let envelope = Envelope::new(context, marker);
         // Boxed, and only once an append is in doubt: whatever lives across the loop's awaits
         // makes every execution's future larger.

@@ -495,6 +495,16 @@ impl EventStore for PgEventStore {
         .await
     }
 
+    /// The pool's size less an eighth (at least one connection), which is left to what else
+    /// shares the pool: the `NOTIFY` that wakes other processes' subscribers after appends,
+    /// subscriptions, projections and checkpoints built on this store, health checks. Each
+    /// command execution uses one connection at a time, so executions admitted up to this limit
+    /// do not wait for one behind each other.
+    fn concurrency_limit(&self) -> Option<usize> {
+        let size = self.inner.db.pool.status().max_size;
+        Some(size.saturating_sub((size / 8).max(1)).max(1))
+    }
+
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<(), StoreError> {
         let span = tracing::debug_span!("crossfold.wait_for_events", %after);
         // Subscribed before looking, so a wake-up between the look and the wait is not lost.

@@ -592,6 +592,10 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
         )
         .await
     }
+
+    fn concurrency_limit(&self) -> Option<usize> {
+        self.inner.concurrency_limit()
+    }
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ use hdrhistogram::Histogram;
 
 use crate::bank::{self};
 use crate::counter::counter_stream;
-use crate::report::{LoadReport, Measured};
+use crate::report::{Admission, LoadReport, Measured};
 use crate::verify::{Expectation, verify};
-use crate::{LoadError, LoadOptions, Workload};
+use crate::{ConcurrencyLimit, LoadError, LoadOptions, Workload};
 
 use self::measure::{Clock, new_histogram};
 use self::setup::{batch_events, setup};
@@ -31,9 +31,16 @@ where
     S: EventStore + Clone + 'static,
 {
     let workload = options.workload;
-    let executor = Executor::builder(store.clone())
+    let builder = Executor::builder(store.clone())
         .serialize_in_process(options.serialize_in_process)
-        .build();
+        // Every command in flight may wait: the queue never refuses one for lack of room.
+        .admission_queue_depth(options.concurrency.max(1));
+    let executor = match options.concurrency_limit {
+        ConcurrencyLimit::Store => builder,
+        ConcurrencyLimit::Fixed(n) => builder.concurrency_limit(n),
+        ConcurrencyLimit::Off => builder.no_concurrency_limit(),
+    }
+    .build();
     let account_count = workload.accounts(options.accounts);
     let accounts: Arc<Vec<StreamId>> = Arc::new(
         (0..account_count)
@@ -58,6 +65,14 @@ where
     let low_memory = LowMemory::watch(done.clone());
     let histogram = new_histogram()?;
 
+    // Admission counters at the start of the measured time (the warm-up left out).
+    let admission_start = tokio::spawn({
+        let executor = executor.clone();
+        async move {
+            tokio::time::sleep_until(clock.measure_from.into()).await;
+            executor.admission()
+        }
+    });
     let subscriber = (workload == Workload::Live).then(|| {
         let store = store.clone();
         tokio::spawn(follow_live(store, clock, histogram.clone()))
@@ -118,6 +133,10 @@ where
         }
     }
     done.store(true, Ordering::Relaxed);
+    let admission = match (admission_start.await, executor.admission()) {
+        (Ok(Some(start)), Some(end)) => Some(Admission::between(&start, &end)),
+        _ => None,
+    };
     let stopped_at = low_memory.stopped_at();
     let measured = stopped_at
         .unwrap_or(clock.end)
@@ -176,7 +195,10 @@ where
             events: total.events,
             conflicts: total.conflicts,
             retries: total.retries,
+            transient_retries: total.transient_retries,
             failed: total.failed,
+            overloaded: total.overloaded,
+            admission,
             rejected: total.rejected,
             errors: total.errors,
             first_error: total.first_error,

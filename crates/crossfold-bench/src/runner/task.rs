@@ -19,9 +19,14 @@ use crate::counter::NumberInvoice;
 pub(super) struct Outcome {
     pub(super) rejected: bool,
     pub(super) failed: bool,
+    /// Refused at admission (`Error::Overloaded`): nothing was written.
+    pub(super) overloaded: bool,
     pub(super) error: Option<String>,
     pub(super) conflicts: u32,
     pub(super) retries: u32,
+    /// Retries that did not follow a conflict: after a transient store error (a pool that
+    /// timed out, a lost connection) or a decision on a state found stale.
+    pub(super) transient_retries: u32,
     /// Events written or read.
     pub(super) events: u64,
     /// Events a successful write reported written (for verification).
@@ -35,6 +40,7 @@ impl Outcome {
             Ok(done) => Outcome {
                 conflicts: done.conflicts,
                 retries: done.attempts.saturating_sub(1),
+                transient_retries: done.attempts.saturating_sub(1 + done.conflicts),
                 events: done.events.len() as u64,
                 written: done.events.len() as u64,
                 deposited: if done.events.is_empty() { 0 } else { deposit },
@@ -42,6 +48,10 @@ impl Outcome {
             },
             Err(Error::Command(CommandError::Rejected { .. })) => Outcome {
                 rejected: true,
+                ..Outcome::default()
+            },
+            Err(Error::Overloaded { .. }) => Outcome {
+                overloaded: true,
                 ..Outcome::default()
             },
             Err(Error::Store {
@@ -68,7 +78,9 @@ pub(super) struct Stats {
     pub(super) events: u64,
     pub(super) conflicts: u64,
     pub(super) retries: u64,
+    pub(super) transient_retries: u64,
     pub(super) failed: u64,
+    pub(super) overloaded: u64,
     pub(super) rejected: u64,
     pub(super) errors: u64,
     pub(super) first_error: Option<String>,
@@ -87,7 +99,9 @@ impl Stats {
             events: 0,
             conflicts: 0,
             retries: 0,
+            transient_retries: 0,
             failed: 0,
+            overloaded: 0,
             rejected: 0,
             errors: 0,
             first_error: None,
@@ -104,7 +118,9 @@ impl Stats {
         self.events += other.events;
         self.conflicts += other.conflicts;
         self.retries += other.retries;
+        self.transient_retries += other.transient_retries;
         self.failed += other.failed;
+        self.overloaded += other.overloaded;
         self.rejected += other.rejected;
         self.errors += other.errors;
         if self.first_error.is_none() {
@@ -129,7 +145,9 @@ impl Stats {
         self.events += outcome.events;
         self.conflicts += u64::from(outcome.conflicts);
         self.retries += u64::from(outcome.retries);
+        self.transient_retries += u64::from(outcome.transient_retries);
         self.failed += u64::from(outcome.failed);
+        self.overloaded += u64::from(outcome.overloaded);
         self.rejected += u64::from(outcome.rejected);
         if let Some(error) = &outcome.error {
             self.errors += 1;
