@@ -42,7 +42,8 @@ pub struct PgConfig {
     pub(crate) migration_lock_timeout: Duration,
     pub(crate) listen: bool,
     pub(crate) group_commit: bool,
-    pub(crate) group_commit_calls: usize,
+    /// `None`: as many as the pool serves commands (see [`PgConfig::group_commit_calls`]).
+    pub(crate) group_commit_calls: Option<usize>,
 }
 
 impl fmt::Debug for PgConfig {
@@ -75,8 +76,7 @@ impl PgConfig {
     /// of 16 connections, 5 s to wait for or create a connection, no statement timeout,
     /// notifications coalesced to one per 5 ms, reads waiting up to 250 ms for the visibility
     /// horizon, listening on, health degraded by a writing transaction open longer than 30 s,
-    /// migrations giving up on a table lock after 3 s, group commit off (8 calls in flight when
-    /// on).
+    /// migrations giving up on a table lock after 3 s, group commit off.
     pub fn new(pg: tokio_postgres::Config) -> Self {
         Self {
             pg,
@@ -92,7 +92,7 @@ impl PgConfig {
             migration_lock_timeout: Duration::from_secs(3),
             listen: true,
             group_commit: false,
-            group_commit_calls: 8,
+            group_commit_calls: None,
         }
     }
 
@@ -271,12 +271,15 @@ impl PgConfig {
     }
 
     /// With group commit on, how many calls may be in flight at once, lone appends and groups
-    /// together (at least 1; default 8). Appends beyond them wait for one to return and then
-    /// go together. A group's appends run one after the other in one server backend: fewer
-    /// calls make larger groups (fewer commits) but use fewer of the server's cores; about the
-    /// number of cores the server can give the store's appends is a good start.
+    /// together (at least 1). Appends beyond them wait for one to return and then go together.
+    /// By default as many as the pool serves commands (its size less an eighth, at least one
+    /// connection: what the executor admits at once), so that an append never waits for
+    /// company while a connection is free for it: group commit then only gathers appends that
+    /// would otherwise wait for a connection. Fewer calls make larger groups (fewer commits)
+    /// sooner, but a group's appends run one after the other in one server backend and an
+    /// append may wait for the call ahead of it: see the operations guide before lowering it.
     pub fn group_commit_calls(mut self, calls: usize) -> Self {
-        self.group_commit_calls = calls.max(1);
+        self.group_commit_calls = Some(calls.max(1));
         self
     }
 
@@ -285,9 +288,12 @@ impl PgConfig {
         self.group_commit
     }
 
-    /// The most calls group commit keeps in flight.
+    /// The most calls group commit keeps in flight (set, or derived from the pool size).
     pub fn get_group_commit_calls(&self) -> usize {
-        self.group_commit_calls
+        self.group_commit_calls.unwrap_or_else(|| {
+            let size = self.pool_size;
+            size.saturating_sub((size / 8).max(1)).max(1)
+        })
     }
 
     /// The driver configuration, to adjust what the setters here do not cover.
@@ -498,7 +504,10 @@ mod tests {
         }
         let c = PgConfig::from_url("postgres://h/db?group_commit=off").unwrap();
         assert!(!c.get_group_commit());
-        assert_eq!(c.get_group_commit_calls(), 8);
+        // As many calls as the pool serves commands.
+        assert_eq!(c.get_group_commit_calls(), 14);
+        assert_eq!(c.clone().pool_size(32).get_group_commit_calls(), 28);
+        assert_eq!(c.clone().pool_size(1).get_group_commit_calls(), 1);
         let c = PgConfig::from_url("postgres://h/db?group_commit=on&group_commit_calls=3").unwrap();
         assert_eq!(c.get_group_commit_calls(), 3);
         assert_eq!(c.group_commit_calls(0).get_group_commit_calls(), 1);

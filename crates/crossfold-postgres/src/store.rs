@@ -170,7 +170,8 @@ impl PgEventStore {
             config.notify_interval,
             shutdown_rx,
         );
-        let appender = append::Appender::new(&db, config.group_commit, config.group_commit_calls);
+        let appender =
+            append::Appender::new(&db, config.group_commit, config.get_group_commit_calls());
         Ok(Self {
             inner: Arc::new(Inner {
                 db,

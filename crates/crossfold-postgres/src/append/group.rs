@@ -7,9 +7,10 @@
 //!   is sent at once, alone, through the plain append function: a lone append never waits for
 //!   company. One that finds the calls busy queues. When a call returns, what queued meanwhile
 //!   goes as the next group (leader and followers), on a task of its own, so the caller whose
-//!   call returned gets its answer at once. The limit keeps a few calls in flight, so that the
-//!   server's cores stay busy (a group's appends run one after the other in one backend), and
-//!   few enough that appends beyond them queue and go together.
+//!   call returned gets its answer at once. By default the limit is what the pool serves
+//!   commands, so appends only gather when they would otherwise wait for a connection; a lower
+//!   limit gathers them sooner, at the cost of running a group's appends one after the other
+//!   in one backend.
 //! * **Any appends go together**, in arrival order: the group function locks every stream row
 //!   of the group first, in ascending order like a single append, so groups and appends do not
 //!   deadlock over them, and two appends of a group may even share a stream (the second then
