@@ -34,6 +34,10 @@ use crate::projections::PgCheckpoints;
 use crate::sql::quoted;
 use crate::{append, read};
 
+/// How many times more command executions than connections the executor admits at once when
+/// group commit is on (see [`EventStore::concurrency_limit`]).
+const GROUPED_ADMISSION: usize = 4;
+
 /// The PostgreSQL event store.
 ///
 /// Cheap to clone: clones share one connection pool, one `LISTEN` connection and one
@@ -501,9 +505,18 @@ impl EventStore for PgEventStore {
     /// subscriptions, projections and checkpoints built on this store, health checks. Each
     /// command execution uses one connection at a time, so executions admitted up to this limit
     /// do not wait for one behind each other.
+    ///
+    /// With [group commit](PgConfig::group_commit) on, four times that: appends no longer need
+    /// a connection each (those beyond the calls in flight go together, in one call), and
+    /// gathering them is what group commit is for; reads still take a connection each, briefly.
     fn concurrency_limit(&self) -> Option<usize> {
         let size = self.inner.db.pool.status().max_size;
-        Some(size.saturating_sub((size / 8).max(1)).max(1))
+        let served = size.saturating_sub((size / 8).max(1)).max(1);
+        Some(if self.inner.appender.grouped() {
+            served.saturating_mul(GROUPED_ADMISSION)
+        } else {
+            served
+        })
     }
 
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<(), StoreError> {

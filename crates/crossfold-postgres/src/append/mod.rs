@@ -37,6 +37,11 @@ impl Appender {
         }
     }
 
+    /// Whether group commit is on.
+    pub(crate) fn grouped(&self) -> bool {
+        self.group.is_some()
+    }
+
     /// Appends waiting for a group call (0 without group commit).
     pub(crate) fn waiting(&self) -> usize {
         self.group.as_ref().map_or(0, |group| group.waiting())
