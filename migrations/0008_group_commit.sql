@@ -24,8 +24,8 @@
 --   one after the other). Only new streams are created as each request runs: two transactions
 --   creating the same new streams in different orders at the same moment can deadlock, and
 --   PostgreSQL then fails one of them as a whole (nothing of it written).
--- * A subtransaction and its id cost a few microseconds per request (measured in
---   docs/operations.md); a lone append is cheaper through `append` and `append_one`.
+-- * A subtransaction costs about 20-30 us of server CPU per request (docs/operations.md); a
+--   lone append is cheaper through `append` and `append_one`.
 
 DO $migration$
 BEGIN

@@ -13,6 +13,7 @@ use common::{Commit, events, fresh_store_in, fresh_store_in_with, json_event, ra
 use crossfold_core::{
     AppendRequest, EventStore, ExpectedVersion, LogFilter, Position, StoreError, StreamVersion,
 };
+use crossfold_postgres::PgEventStore;
 
 fn v(n: u64) -> StreamVersion {
     StreamVersion::new(n)
@@ -375,5 +376,47 @@ async fn groups_over_the_same_streams_in_any_order_do_not_deadlock() {
     }
     while let Some(result) = tasks.join_next().await {
         result.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_group_commit_the_executor_may_admit_more_commands_than_connections() {
+    // A pool of 4 serves 3 commands at once; with group commit, appends need no connection
+    // each, and four times as many commands are admitted.
+    let alone = fresh_store_in(Commit::Alone).await;
+    assert_eq!(alone.store.concurrency_limit(), Some(3));
+    let grouped = fresh_store_in(Commit::Grouped).await;
+    assert_eq!(grouped.store.concurrency_limit(), Some(12));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_group_function_appends_go_alone() {
+    // A schema from before group commit (migration 8): the store still appends, each alone.
+    let schema = common::fresh_schema();
+    let _drop = common::SchemaGuard(schema.clone());
+    let config = common::config(&schema)
+        .group_commit(true)
+        .group_commit_calls(1);
+    let store = PgEventStore::connect(config).await.unwrap();
+    store.migrate_to(5).await.unwrap();
+    let outcomes = futures_util::future::join_all((0..8).map(|i| {
+        store.append(AppendRequest::new().stream(
+            sid(&format!("old-{i}")),
+            ExpectedVersion::NoStream,
+            events("E", 1),
+        ))
+    }))
+    .await;
+    for outcome in &outcomes {
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+    for i in 0..8 {
+        assert_eq!(
+            store
+                .stream_version(&sid(&format!("old-{i}")))
+                .await
+                .unwrap(),
+            v(1)
+        );
     }
 }

@@ -322,6 +322,10 @@ async fn ask(db: &Db, statement: &str, requests: &[AppendRequest]) -> Answer {
     };
     let prepared = match client.prepare_cached(statement).await {
         Ok(prepared) => prepared,
+        // The statement names the group function: the schema has none.
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) => {
+            return Answer::Alone { missing: true };
+        }
         Err(e) => return failed(e),
     };
     let rows = match client.query(&prepared, &group.params()).await {
@@ -386,9 +390,6 @@ async fn ask(db: &Db, statement: &str, requests: &[AppendRequest]) -> Answer {
 
 /// What to do after the group call failed with `error`.
 fn failed(error: tokio_postgres::Error) -> Answer {
-    if error.code() == Some(&SqlState::UNDEFINED_FUNCTION) {
-        return Answer::Alone { missing: true };
-    }
     match classify(error) {
         // The call may have committed: every request of the group is in doubt.
         error @ (StoreError::Unavailable(_) | StoreError::Timeout(_)) => Answer::Shared(error),
