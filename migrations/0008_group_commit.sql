@@ -1,4 +1,4 @@
--- Crossfold event store, eighth migration: group commit.
+-- Crossfold event store, eighth migration: group commit. Needs migration 6 (register_append).
 --
 -- `append_group` applies several independent appends in one transaction: one round trip and
 -- one commit (one WAL flush) for all of them. Each append keeps its own all-or-nothing
@@ -119,7 +119,10 @@ BEGIN
     m0 := 0;
 
     -- At the top level, before the first subtransaction: a setting changed inside a
-    -- subtransaction that rolls back would be undone with it.
+    -- subtransaction that rolls back would be undone with it, and a lock taken there released
+    -- while the transaction keeps its id. The group registers as an append (migration 6)
+    -- before anything gives it a transaction id; the appends it runs then find it registered.
+    PERFORM %1$I.register_append();
     IF current_setting('crossfold.log_checked_%2$s', true) IS DISTINCT FROM 'on' THEN
         PERFORM %1$I.check_log_order();
         PERFORM set_config('crossfold.log_checked_%2$s', 'on', false);

@@ -97,13 +97,18 @@ async fn schema_report(store: &PgEventStore) -> HealthReport {
 }
 
 /// One component per projection the schema knows (`projection:NAME`), from what its runner
-/// last reported: unhealthy when failed or stalled; degraded when paused, stopped, retrying, or
-/// wanted running while no process holds its lease.
+/// last reported: unhealthy when failed or stalled; degraded when paused, stopped, retrying,
+/// wanted running while no process holds its lease, or waiting for an append open longer than
+/// the store's long-transaction threshold.
 async fn projection_reports(store: &PgEventStore) -> Vec<HealthReport> {
     let started = Instant::now();
     let control = PgCheckpoints::new(store);
+    let threshold = store.long_transaction_threshold();
     match tokio::time::timeout(CHECK_TIMEOUT, control.list()).await {
-        Ok(Ok(records)) => records.iter().map(projection_report).collect(),
+        Ok(Ok(records)) => records
+            .iter()
+            .map(|r| projection_report(r, threshold))
+            .collect(),
         Ok(Err(e)) => vec![HealthReport::unhealthy(
             "projections",
             format!("cannot be read: {}", ErrorChain(&e)),
@@ -119,7 +124,7 @@ async fn projection_reports(store: &PgEventStore) -> Vec<HealthReport> {
     }
 }
 
-fn projection_report(record: &ProjectionRecord) -> HealthReport {
+fn projection_report(record: &ProjectionRecord, threshold: Duration) -> HealthReport {
     let status = &record.status;
     let component = format!("projection:{}", record.name);
     let why = |what: String| match &status.last_error {
@@ -152,6 +157,22 @@ fn projection_report(record: &ProjectionRecord) -> HealthReport {
             Some("no process holds its lease: nothing applies its events".to_owned()),
         ),
         _ if status.retries > 0 => (HealthStatus::Degraded, Some(why("retrying".to_owned()))),
+        ProjectionState::Waiting
+            if status
+                .waiting_for
+                .as_ref()
+                .is_some_and(|a| a.open_seconds > threshold.as_secs_f64()) =>
+        {
+            (
+                HealthStatus::Degraded,
+                status.waiting_for.as_ref().map(|a| {
+                    format!(
+                        "waiting for {a}: {} committed events cannot be applied until it ends",
+                        status.lag_events
+                    )
+                }),
+            )
+        }
         _ => (HealthStatus::Healthy, None),
     };
     let mut report = HealthReport::healthy(component)
@@ -159,6 +180,11 @@ fn projection_report(record: &ProjectionRecord) -> HealthReport {
         .detail("position", record.position.to_string())
         .detail("lag_events", status.lag_events)
         .detail("lag_seconds", status.lag_seconds);
+    if let Some(append) = &status.waiting_for {
+        report = report
+            .detail("waiting_pid", append.pid)
+            .detail("waiting_seconds", append.open_seconds);
+    }
     report.status = level;
     report.message = message;
     report

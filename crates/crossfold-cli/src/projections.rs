@@ -157,6 +157,9 @@ fn print_detail(r: &ProjectionRecord) -> Result<(), CliError> {
     if let Some(replay) = r.replay {
         rows.push(("pending", replay.as_str().to_owned()));
     }
+    if let Some(append) = &status.waiting_for {
+        rows.push(("waiting for", append.to_string()));
+    }
     if let Some(error) = &status.last_error {
         rows.push(("last error", error.clone()));
     }

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{BoxError, StoreError};
 use crate::event::{EventType, RecordedEvent, Timestamp};
 use crate::id::{EventId, StreamId};
+use crate::store::OpenAppend;
 use crate::validation::ValidationError;
 use crate::version::{Position, StreamVersion};
 
@@ -57,11 +58,15 @@ pub enum ProjectionState {
     /// Events exist past its checkpoint but it has not advanced for longer than the runner's
     /// stall threshold.
     Stalled,
+    /// Applied everything it can read, while committed events it must apply wait behind an
+    /// append that has been open for a while ([`ProjectionStatus::waiting_for`]): the log
+    /// delivers nothing that committed after that append started until it ends.
+    Waiting,
 }
 
 impl ProjectionState {
     /// Every state, in declaration order.
-    pub const ALL: [ProjectionState; 8] = [
+    pub const ALL: [ProjectionState; 9] = [
         ProjectionState::Idle,
         ProjectionState::CatchingUp,
         ProjectionState::Live,
@@ -70,6 +75,7 @@ impl ProjectionState {
         ProjectionState::Rebuilding,
         ProjectionState::Failed,
         ProjectionState::Stalled,
+        ProjectionState::Waiting,
     ];
 
     /// The state as a short snake_case name (stored, printed, used as a metric label).
@@ -83,6 +89,7 @@ impl ProjectionState {
             ProjectionState::Rebuilding => "rebuilding",
             ProjectionState::Failed => "failed",
             ProjectionState::Stalled => "stalled",
+            ProjectionState::Waiting => "waiting",
         }
     }
 
@@ -97,6 +104,7 @@ impl ProjectionState {
             ProjectionState::Rebuilding => 5,
             ProjectionState::Failed => 6,
             ProjectionState::Stalled => 7,
+            ProjectionState::Waiting => 8,
         }
     }
 }
@@ -257,7 +265,8 @@ pub struct ProjectionStatus {
     /// What it is doing.
     pub state: ProjectionState,
     /// Matching events past its checkpoint, counted up to the runner's limit (see
-    /// `lag_events_capped`).
+    /// `lag_events_capped`): those it can read and those committed but held back by an open
+    /// append (see `waiting_for`).
     pub lag_events: u64,
     /// Whether more events than `lag_events` are past the checkpoint.
     pub lag_events_capped: bool,
@@ -275,6 +284,9 @@ pub struct ProjectionStatus {
     pub error_position: Option<Position>,
     /// When the runner reported this.
     pub reported_at: Option<Timestamp>,
+    /// The open append that holds back committed events it must apply, when it is
+    /// [`Waiting`](ProjectionState::Waiting).
+    pub waiting_for: Option<OpenAppend>,
 }
 
 /// Everything a checkpoint store knows about one projection.

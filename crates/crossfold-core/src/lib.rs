@@ -60,7 +60,8 @@ pub use fold::Fold;
 pub use health::{HealthCheck, HealthReport, HealthStatus};
 pub use id::{EventId, StreamId, TypedId};
 pub use store::{
-    AppendRequest, AppendStream, Appended, EventStore, LogFilter, StreamEvents, StreamRead,
+    AppendRequest, AppendStream, Appended, EventStore, HeldBack, LogFilter, OpenAppend,
+    StreamEvents, StreamRead,
 };
 pub use subscription::{Batches, EventBatch, Subscription, SubscriptionExt, SubscriptionOptions};
 pub use validation::ValidationError;

@@ -5,8 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::StoreError;
-use crate::event::{EventData, EventType, RecordedEvent};
+use crate::event::{EventData, EventType, RecordedEvent, Timestamp};
 use crate::id::StreamId;
 use crate::storable;
 use crate::subscription::{Subscription, SubscriptionOptions};
@@ -341,6 +343,99 @@ impl LogFilter {
     }
 }
 
+/// Committed events that readers of the log cannot be given yet, and what they wait for: the
+/// answer of [`EventStore::held_back`].
+///
+/// A store that lets appends commit concurrently hands out log positions before commit: an
+/// append that is still open may yet commit below events that others committed after it
+/// started. Readers never pass such an append (that would skip its events), so what committed
+/// after it waits until it ends.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct HeldBack {
+    /// Committed events after the position, passing the filter, that readers cannot see yet:
+    /// counted up to the limit asked for.
+    pub events: u64,
+    /// Whether there may be more such events than `events`.
+    pub events_capped: bool,
+    /// The oldest open append the log waits for, when the store can name it.
+    pub open_append: Option<OpenAppend>,
+}
+
+impl HeldBack {
+    /// `events` held back (`capped`: maybe more), waiting for `open_append`.
+    pub fn new(events: u64, events_capped: bool, open_append: Option<OpenAppend>) -> Self {
+        Self {
+            events,
+            events_capped,
+            open_append,
+        }
+    }
+}
+
+/// An append whose transaction is still open, holding back what readers of the log see.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct OpenAppend {
+    /// The server process running it (on PostgreSQL the backend's pid, as `pg_stat_activity`
+    /// and `pg_terminate_backend` know it); `None` for a prepared transaction or when the store
+    /// cannot tell.
+    pub pid: Option<u32>,
+    /// Its transaction, as the store names it (on PostgreSQL the transaction id as
+    /// `pg_stat_activity.backend_xid` and `pg_locks` show it).
+    pub transaction: Option<u64>,
+    /// When its transaction started, when the store may see that.
+    pub started_at: Option<Timestamp>,
+    /// How long it has been open: since `started_at` when known, otherwise at least this long
+    /// (since this process first saw it hold readers back).
+    pub open_seconds: f64,
+}
+
+impl Default for OpenAppend {
+    fn default() -> Self {
+        Self {
+            pid: None,
+            transaction: None,
+            started_at: None,
+            open_seconds: 0.0,
+        }
+    }
+}
+
+impl OpenAppend {
+    /// An open append run by process `pid`, open for `open_seconds`.
+    pub fn new(pid: Option<u32>, open_seconds: f64) -> Self {
+        Self {
+            pid,
+            open_seconds,
+            ..Self::default()
+        }
+    }
+
+    /// With its transaction's name.
+    pub fn transaction(mut self, transaction: u64) -> Self {
+        self.transaction = Some(transaction);
+        self
+    }
+
+    /// With its transaction's start.
+    pub fn started_at(mut self, started_at: Timestamp) -> Self {
+        self.started_at = Some(started_at);
+        self
+    }
+}
+
+impl std::fmt::Display for OpenAppend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an append")?;
+        if let Some(pid) = self.pid {
+            write!(f, " (pid {pid})")?;
+        }
+        write!(f, " open for {:.1} s", self.open_seconds)
+    }
+}
+
 /// An event store: streams of events, atomic multi-stream appends with optimistic concurrency,
 /// and a global log in commit order.
 ///
@@ -429,6 +524,26 @@ pub trait EventStore: Send + Sync {
                 self.wait_for_events(head, deadline - now).await?;
             }
         }
+    }
+
+    /// Committed events after `after` that pass `filter` but that [`read_all`](Self::read_all)
+    /// cannot return yet, because an append that started before they committed is still open;
+    /// counted up to `limit`, with the oldest such open append when the store can name it.
+    /// `None` when no committed event is held back. For status and health: a subscription or
+    /// projection that has read everything it can is *waiting*, not caught up, while this is
+    /// `Some`.
+    ///
+    /// The default answers `None`: right for stores whose appends are visible to log readers as
+    /// soon as they return (the memory store). Not for hot paths: a store may look at every
+    /// open transaction to answer.
+    fn held_back(
+        &self,
+        after: Position,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> impl Future<Output = Result<Option<HeldBack>, StoreError>> + Send {
+        let _ = (after, filter, limit);
+        async { Ok(None) }
     }
 
     /// Reads one stream: events after `after`, at most `limit`.
@@ -546,6 +661,14 @@ macro_rules! forward_event_store {
                 timeout: Duration,
             ) -> impl Future<Output = Result<(), StoreError>> + Send {
                 (**self).wait_for_events(after, timeout)
+            }
+            fn held_back(
+                &self,
+                after: Position,
+                filter: &LogFilter,
+                limit: usize,
+            ) -> impl Future<Output = Result<Option<HeldBack>, StoreError>> + Send {
+                (**self).held_back(after, filter, limit)
             }
             fn read_stream(
                 &self,

@@ -75,7 +75,7 @@ impl PgConfig {
     /// Settings for the server described by `pg`, with the defaults: schema `crossfold`, a pool
     /// of 16 connections, 5 s to wait for or create a connection, no statement timeout,
     /// notifications coalesced to one per 5 ms, reads waiting up to 250 ms for the visibility
-    /// horizon, listening on, health degraded by a writing transaction open longer than 30 s,
+    /// horizon, listening on, health degraded by an append open longer than 30 s,
     /// migrations giving up on a table lock after 3 s, group commit off.
     pub fn new(pg: tokio_postgres::Config) -> Self {
         Self {
@@ -226,12 +226,13 @@ impl PgConfig {
         self
     }
 
-    /// How long a writing transaction may stay open before the store's
-    /// [`HealthCheck`](crossfold_core::HealthCheck) reports
+    /// How long an append of this store may stay open (or the log's visibility horizon stand
+    /// still) before the store's [`HealthCheck`](crossfold_core::HealthCheck) reports
     /// [`Degraded`](crossfold_core::HealthStatus::Degraded).
     ///
-    /// Any writing transaction in the cluster counts, not only this store's: subscriptions see
-    /// no event committed after such a transaction started until it ends, so it delays them.
+    /// Subscriptions see no event committed after an open append started until it ends, so it
+    /// delays them. Writing transactions that are not appends of this store delay nothing, and
+    /// only show in the report.
     pub fn long_transaction_threshold(mut self, threshold: Duration) -> Self {
         self.long_transaction_threshold = threshold;
         self
@@ -321,7 +322,7 @@ impl PgConfig {
         self.statement_timeout
     }
 
-    /// The age beyond which an open writing transaction degrades health.
+    /// The age beyond which an open append degrades health.
     pub fn get_long_transaction_threshold(&self) -> Duration {
         self.long_transaction_threshold
     }

@@ -6,6 +6,7 @@ use crossfold_core::StoreError;
 use deadpool_postgres::{Object, Pool};
 
 use crate::error::classify_pool;
+use crate::read::Horizon;
 use crate::sql::Sql;
 
 /// A store's connections and statements.
@@ -14,12 +15,20 @@ pub(crate) struct Db {
     /// The schema holding the store's tables, as configured (unquoted).
     pub(crate) schema: String,
     pub(crate) sql: Sql,
+    /// The open transactions known to be foreign to the store, which every read of the log
+    /// passes (see `read::horizon`).
+    pub(crate) horizon: Horizon,
 }
 
 impl Db {
     pub(crate) fn new(pool: Pool, schema: String) -> Self {
         let sql = Sql::new(&schema);
-        Self { pool, schema, sql }
+        Self {
+            pool,
+            schema,
+            sql,
+            horizon: Horizon::default(),
+        }
     }
 
     /// A pooled connection; its statements stay prepared for the next caller.

@@ -3,12 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use crossfold_core::{ErrorChain, HealthCheck, HealthReport, HealthStatus, StoreError};
+use crossfold_core::{ErrorChain, HealthCheck, HealthReport, HealthStatus, OpenAppend, StoreError};
 use deadpool_postgres::{Pool, PoolError, TimeoutType};
 
 use crate::db::Db;
-use crate::error::classify;
+use crate::error::{NotMigrated, classify};
 use crate::notify::ListenerState;
+use crate::read::Blocker;
+use crate::sql::quoted;
 use crate::types::{Xid8, get};
 
 /// The state of the store's connection pool.
@@ -48,19 +50,26 @@ pub struct PgHealth {
     /// listening is turned off). While it is down, subscribers poll.
     pub listener_connected: bool,
     /// How long the oldest open writing transaction (or prepared transaction) in the cluster
-    /// has been open; `None` when there is none. Subscriptions see no event committed after
-    /// such a transaction started writing until it ends.
+    /// has been open; `None` when there is none. Informational: such a transaction holds back
+    /// the server's vacuum, but since migration 6 only an append of this store holds back its
+    /// subscriptions ([`oldest_append`](Self::oldest_append)).
     ///
     /// Read from `pg_stat_activity`, which shows other roles' sessions only to roles with
-    /// `pg_read_all_stats`: for other roles it misses them, and
-    /// [`horizon_age`](Self::horizon_age) is the measure to watch.
+    /// `pg_read_all_stats`.
     pub oldest_transaction_age: Option<Duration>,
-    /// How many transaction ids the visibility horizon trails the newest one by
-    /// (`pg_current_snapshot()`'s xmax − xmin): 0 when no transaction is open.
+    /// The oldest open append of this store that holds back the log's visibility horizon, with
+    /// its server process and age; `None` when there is none. Subscriptions and projections see
+    /// no event committed after it started until it ends. Its age is exact where the schema's
+    /// owner may see the session's start in `pg_stat_activity` (sessions of its own role, or
+    /// every session with `pg_read_all_stats`); otherwise it is how long this store's health
+    /// checks have seen it hold the horizon.
+    pub oldest_append: Option<OpenAppend>,
+    /// How many transaction ids the log's visibility horizon trails the newest one by
+    /// (the snapshot's xmax − the horizon): 0 when no append holds it.
     pub horizon_lag: u64,
-    /// How long the visibility horizon has stayed where it is while newer transactions
+    /// How long the log's visibility horizon has stayed where it is while newer transactions
     /// started, as seen by this store's health checks (the horizon must not move between two
-    /// checks to count; `None` when it moved or nothing is open). Subscriptions see nothing
+    /// checks to count; `None` when it moved or nothing holds it). Subscriptions see nothing
     /// committed after the horizon until it moves. Readable by every role.
     pub horizon_age: Option<Duration>,
 }
@@ -105,9 +114,9 @@ impl PgPoolStatus {
 }
 
 /// Asks the server: round-trip latency (getting a connection included), the age of the oldest
-/// open writing transaction and how far the visibility horizon trails, recorded in `horizon`.
-/// The pool's state is read after the connection went back, so it does not count the check's
-/// own.
+/// open writing transaction, the oldest open append and how far the log's visibility horizon
+/// trails, recorded in `horizon`. The pool's state is read after the connection went back, so
+/// it does not count the check's own.
 pub(crate) async fn check(
     db: &Db,
     listener: &ListenerState,
@@ -115,9 +124,8 @@ pub(crate) async fn check(
 ) -> Result<PgHealth, StoreError> {
     let start = Instant::now();
     let client = db.client().await?;
-    // Only transactions holding a transaction id hold the horizon back. Other roles'
-    // sessions show in pg_stat_activity only with pg_read_all_stats; the snapshot's bounds
-    // are readable by every role, and tell how far the horizon trails.
+    // Only transactions holding a transaction id count. Other roles' sessions show in
+    // pg_stat_activity only with pg_read_all_stats.
     let statement = client
         .prepare_cached(
             "SELECT extract(epoch FROM now() - least( \
@@ -131,12 +139,37 @@ pub(crate) async fn check(
         .map_err(classify)?;
     let row = client.query_one(&statement, &[]).await.map_err(classify)?;
     let latency = start.elapsed();
+    // The log's horizon and the append holding it, computed afresh (every role may ask). A
+    // schema without migration 6 has neither: its horizon is the snapshot's xmin.
+    let log = client
+        .query_opt(
+            &format!(
+                "SELECT {q}.log_horizon(s), pg_snapshot_xmax(s), b.pid, \
+                        b.transaction_id::text::int8, \
+                        (extract(epoch FROM b.xact_start) * 1000000)::int8 \
+                 FROM pg_current_snapshot() AS s \
+                 LEFT JOIN LATERAL {q}.oldest_append() b ON true",
+                q = quoted(&db.schema)
+            ),
+            &[],
+        )
+        .await
+        .map_err(classify);
     // Returned first, so the pool state does not count the health check's own connection.
     drop(client);
     let age: Option<f64> = get(&row, 0)?;
-    let xmin: Xid8 = get(&row, 1)?;
-    let xmax: Xid8 = get(&row, 2)?;
-    let (horizon_lag, horizon_age) = horizon.observe(xmin.0, xmax.0, start);
+    let (mut low, mut high): (Xid8, Xid8) = (get(&row, 1)?, get(&row, 2)?);
+    let mut oldest_append = None;
+    match log {
+        Ok(Some(log)) => {
+            (low, high) = (get(&log, 0)?, get(&log, 1)?);
+            oldest_append = Blocker::from_row(&log, 2)?.open_append(&db.horizon);
+        }
+        Ok(None) => {}
+        Err(StoreError::Backend(e)) if e.downcast_ref::<NotMigrated>().is_some() => {}
+        Err(e) => return Err(e),
+    }
+    let (horizon_lag, horizon_age) = horizon.observe(low.0, high.0, start);
     Ok(PgHealth {
         latency,
         pool: PgPoolStatus::from(db.pool.status()),
@@ -144,6 +177,7 @@ pub(crate) async fn check(
         oldest_transaction_age: age
             .filter(|s| s.is_finite())
             .map(|s| Duration::from_secs_f64(s.max(0.0))),
+        oldest_append,
         horizon_lag,
         horizon_age,
     })
@@ -190,20 +224,23 @@ pub(crate) fn assess(
             pool.waiting.max(health.pool.waiting)
         ));
     }
-    if let Some(age) = health.oldest_transaction_age
-        && age > threshold
+    if let Some(append) = &health.oldest_append
+        && append.open_seconds > threshold.as_secs_f64()
     {
         problems.push(format!(
-            "a writing transaction has been open for {:.1} s (threshold {:.1} s); subscriptions \
-             see no event committed after it started until it ends",
-            age.as_secs_f64(),
+            "{append}{} (threshold {:.1} s); subscriptions and projections see no event \
+             committed after it started until it ends",
+            append
+                .transaction
+                .map(|x| format!(", transaction {x}"))
+                .unwrap_or_default(),
             threshold.as_secs_f64()
         ));
     } else if let Some(age) = health.horizon_age
         && age > threshold
     {
         problems.push(format!(
-            "the visibility horizon has not moved for {:.1} s (threshold {:.1} s, {} newer \
+            "the log's visibility horizon has not moved for {:.1} s (threshold {:.1} s, {} newer \
              transactions); subscriptions see no event committed after it until it moves",
             age.as_secs_f64(),
             threshold.as_secs_f64(),
@@ -230,6 +267,14 @@ pub(crate) fn assess(
         .detail(
             "oldest_transaction_age_seconds",
             health.oldest_transaction_age.map(|a| a.as_secs_f64()),
+        )
+        .detail(
+            "oldest_append_pid",
+            health.oldest_append.as_ref().and_then(|a| a.pid),
+        )
+        .detail(
+            "oldest_append_age_seconds",
+            health.oldest_append.as_ref().map(|a| a.open_seconds),
         )
         .detail("horizon_lag_transactions", health.horizon_lag)
         .detail(
@@ -341,6 +386,7 @@ mod tests {
             pool,
             listener_connected: listener,
             oldest_transaction_age: age,
+            oldest_append: None,
             horizon_lag: 0,
             horizon_age: None,
         }
@@ -388,11 +434,16 @@ mod tests {
         let idle = pool(4, 2, 2, 0);
         let full = pool(4, 4, 0, 0);
         let queued = pool(4, 4, 0, 3);
-        let old = Some(Duration::from_secs(31));
+        let mut held = health(idle, None, true);
+        held.oldest_append = Some(OpenAppend::new(Some(4242), 31.0).transaction(77));
         let cases = [
             (full, health(idle, None, true), "pool exhausted"),
             (queued, health(idle, None, true), "3 calls waiting"),
-            (idle, health(idle, old, true), "open for 31.0 s"),
+            (
+                idle,
+                held,
+                "an append (pid 4242) open for 31.0 s, transaction 77",
+            ),
             (idle, health(idle, None, false), "LISTEN"),
         ];
         for (before, after, says) in cases {
@@ -401,6 +452,22 @@ mod tests {
             let message = report.message.unwrap_or_default();
             assert!(message.contains(says), "{message}");
         }
+    }
+
+    #[test]
+    fn a_long_transaction_that_is_not_an_append_is_only_reported() {
+        let idle = pool(4, 2, 2, 0);
+        let old = Some(Duration::from_secs(3600));
+        let report = assess(Ok(health(idle, old, true)), idle, THRESHOLD);
+        assert_eq!(report.status, HealthStatus::Healthy, "{report:?}");
+        assert_eq!(report.details["oldest_transaction_age_seconds"], 3600.0);
+        assert_eq!(report.details["oldest_append_pid"], serde_json::Value::Null);
+        let mut young = health(idle, None, true);
+        young.oldest_append = Some(OpenAppend::new(Some(7), 29.0));
+        let report = assess(Ok(young), idle, THRESHOLD);
+        assert_eq!(report.status, HealthStatus::Healthy, "{report:?}");
+        assert_eq!(report.details["oldest_append_pid"], 7);
+        assert_eq!(report.details["oldest_append_age_seconds"], 29.0);
     }
 
     #[test]

@@ -14,11 +14,13 @@
 //!   nothing on its own (a subtransaction each); a lone append is sent at once.
 //! * **A commit-safe global log.** Each event carries its writing transaction's id (`xid8`) and
 //!   a sequence number; the log is ordered by that pair and shows only rows of transactions
-//!   below the oldest one still running, so a checkpoint never skips an event that commits
-//!   late. A long-open writing transaction therefore delays subscriptions; [`PgHealth`] reports
-//!   its age. A read of the log waits briefly (up to [`PgConfig::visibility_wait`]) for
-//!   transactions that were already running when it started, so it sees everything committed
-//!   before it (read-your-writes).
+//!   below the oldest *append* of this store still running, so a checkpoint never skips an
+//!   event that commits late. Appends announce themselves before they get a transaction id, so
+//!   readers pass the writing transactions that are not appends — in other databases, on other
+//!   tables, idle in transaction — and only a long-open append delays subscriptions;
+//!   [`PgHealth`] reports it, projections report `waiting` with its pid. A read of the log
+//!   waits briefly (up to [`PgConfig::visibility_wait`]) for appends that were already running
+//!   when it started, so it sees everything committed before it (read-your-writes).
 //! * **Live subscriptions.** Subscribers are woken through `LISTEN`/`NOTIFY` — sent after the
 //!   append commits and coalesced, never inside the append transaction — with polling as the
 //!   fallback. The listener reconnects on its own; a lost notification is a delay, not a loss.
@@ -51,14 +53,14 @@
 //! * **Errors are classified** for retrying: serialization failures and deadlocks are
 //!   `Contention`, statement timeouts `Timeout`, lost or refused connections `Unavailable`.
 //! * **Observable.** Every call records the common store metrics
-//!   ([`crossfold_core::metrics::STORE_METRICS`], label `store="postgres"`), and the pool and the oldest
-//!   open transaction are gauges ([`POOL_CONNECTIONS`], [`OLDEST_TRANSACTION_AGE_SECONDS`]).
+//!   ([`crossfold_core::metrics::STORE_METRICS`], label `store="postgres"`), and the pool, the
+//!   oldest open append and the oldest open transaction are gauges ([`POOL_CONNECTIONS`],
+//!   [`OLDEST_APPEND_AGE_SECONDS`], [`OLDEST_TRANSACTION_AGE_SECONDS`]).
 //!   Recording is a no-op until the application installs a `metrics` recorder; install it
 //!   before the store's first call, then call [`describe_metrics`] for help texts. The store is
 //!   a [`HealthCheck`](crossfold_core::HealthCheck): unhealthy when the server does not answer,
-//!   degraded when the pool is exhausted or a writing transaction has been open (or the
-//!   visibility horizon has stood still, as any role can see from `pg_current_snapshot()`)
-//!   longer than [`PgConfig::long_transaction_threshold`].
+//!   degraded when the pool is exhausted or an append has been open (or the log's visibility
+//!   horizon has stood still) longer than [`PgConfig::long_transaction_threshold`].
 //!
 //! The PostgreSQL settings each guarantee needs, the two-role setup and what to do after a
 //! restore are in the repository's `docs/operations.md`.
@@ -122,7 +124,9 @@ pub use deadlines::PgDeadlineStore;
 pub use error::PgUndecodableEvent;
 pub use health::{PgHealth, PgListenerHealth, PgPoolHealth, PgPoolStatus};
 pub use inspect::PgStreamInfo;
-pub use metrics::{OLDEST_TRANSACTION_AGE_SECONDS, POOL_CONNECTIONS, describe_metrics};
+pub use metrics::{
+    OLDEST_APPEND_AGE_SECONDS, OLDEST_TRANSACTION_AGE_SECONDS, POOL_CONNECTIONS, describe_metrics,
+};
 pub use migrate::{PgMigration, PgMigrationError, PgMigrationReport, PgMigrationStatus};
 pub use projections::{PgCheckpoints, PgUnit};
 pub use store::PgEventStore;

@@ -1,6 +1,7 @@
 //! What the store records through the `metrics` facade: the metrics every store records (see
-//! [`crossfold_core::metrics::STORE_METRICS`]), plus the pool and the age of the transaction that holds
-//! the visibility horizon back. Recording is a no-op until the application installs a recorder.
+//! [`crossfold_core::metrics::STORE_METRICS`]), plus the pool and the ages of the oldest open
+//! append (which holds the log's visibility horizon back) and of the oldest open writing
+//! transaction. Recording is a no-op until the application installs a recorder.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,10 +22,16 @@ use crate::health::{PgHealth, PgPoolStatus};
 pub const POOL_CONNECTIONS: &str = "crossfold_postgres_pool_connections";
 
 /// How long the oldest open writing transaction in the cluster has been open, in seconds (0
-/// when there is none): subscriptions see no event committed after it started until it ends.
-/// Set by health checks.
+/// when there is none). Since migration 6 only an open append of the store holds its
+/// subscriptions back ([`OLDEST_APPEND_AGE_SECONDS`]); other long transactions still hold back
+/// the server's vacuum. Set by health checks.
 pub const OLDEST_TRANSACTION_AGE_SECONDS: &str =
     "crossfold_postgres_oldest_transaction_age_seconds";
+
+/// How long the oldest open append of the store that holds back the log's visibility horizon
+/// has been open, in seconds (0 when there is none): subscriptions and projections see no event
+/// committed after it started until it ends. Labelled `schema`. Set by health checks.
+pub const OLDEST_APPEND_AGE_SECONDS: &str = "crossfold_postgres_oldest_append_age_seconds";
 
 /// The `store` label of the metrics every store records.
 const STORE: &str = "postgres";
@@ -32,7 +39,7 @@ const STORE: &str = "postgres";
 /// Appends refresh the pool gauges at most this often; sampling the pool takes its lock.
 const POOL_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
-const PG_METRICS: [MetricDescription; 2] = [
+const PG_METRICS: [MetricDescription; 3] = [
     MetricDescription::new(
         POOL_CONNECTIONS,
         MetricKind::Gauge,
@@ -44,7 +51,13 @@ const PG_METRICS: [MetricDescription; 2] = [
         OLDEST_TRANSACTION_AGE_SECONDS,
         MetricKind::Gauge,
         Some("seconds"),
-        "Age of the oldest open writing transaction in the cluster; it delays subscriptions.",
+        "Age of the oldest open writing transaction in the cluster.",
+    ),
+    MetricDescription::new(
+        OLDEST_APPEND_AGE_SECONDS,
+        MetricKind::Gauge,
+        Some("seconds"),
+        "Age of the store's oldest open append holding back event delivery, by schema.",
     ),
 ];
 
@@ -72,6 +85,7 @@ pub(crate) struct StoreMetrics {
     pool_available: Gauge,
     pool_waiting: Gauge,
     oldest_transaction_age: Gauge,
+    oldest_append_age: Gauge,
     epoch: Instant,
     /// Milliseconds after `epoch` at which an append next refreshes the pool gauges.
     next_pool_sample: AtomicU64,
@@ -94,6 +108,7 @@ impl StoreMetrics {
             pool_available: pool("available"),
             pool_waiting: pool("waiting"),
             oldest_transaction_age: gauge!(OLDEST_TRANSACTION_AGE_SECONDS),
+            oldest_append_age: gauge!(OLDEST_APPEND_AGE_SECONDS, "schema" => schema.to_owned()),
             epoch: Instant::now(),
             next_pool_sample: AtomicU64::new(0),
         }
@@ -154,6 +169,12 @@ impl StoreMetrics {
                 .oldest_transaction_age
                 .unwrap_or(Duration::ZERO)
                 .as_secs_f64(),
+        );
+        self.oldest_append_age.set(
+            health
+                .oldest_append
+                .as_ref()
+                .map_or(0.0, |a| a.open_seconds),
         );
     }
 }

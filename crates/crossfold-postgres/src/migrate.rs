@@ -129,6 +129,14 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         legacy_checksums: &[],
     },
     PgMigration {
+        version: 6,
+        name: "appender_horizon",
+        sql: include_str!("../migrations/0006_appender_horizon.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
+    PgMigration {
         version: 8,
         name: "group_commit",
         sql: include_str!("../migrations/0008_group_commit.sql"),
@@ -508,6 +516,7 @@ async fn apply(
                     &role,
                     report.version >= 4,
                     report.version >= 5,
+                    report.version >= 6,
                     report.version >= 8,
                 ))
                 .await?;
@@ -586,8 +595,12 @@ mod tests {
                 "905b4de1631a241b7c372a3325a1e31e796fce992804d1913e83954e54f0e601",
             ),
             (
-                "75df0a0330f77f2b7c86521c92771056dc904bea504425ed73a4babe29ff6fdd",
-                "4c4c9b421c6f5f225c5d5fdbbccfac80a17f17e3dda4c65e319d6fec8158fff6",
+                "c51d464756db7b0d2be91eb5ee61230c6930cec7b9447d9c86b36c7bcf4f4d84",
+                "8a9734fcf184d55e32aa4b694edb00d2ecf0433e209e2617266980456767df35",
+            ),
+            (
+                "fef26f508da61abfaf0077b82ff9a476ccaf877018002ad68bf9c8988d4bc79d",
+                "9ef8ed90b6c4ae42811c264be93d9c72b74a682a9b7b9d23b8bf7d3dcb188bd5",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

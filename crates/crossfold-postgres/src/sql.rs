@@ -1,5 +1,37 @@
 //! The store's statements, built once per schema. Each is prepared once per pooled connection
 //! (`prepare_cached`), so a call costs one Bind/Execute round trip.
+//!
+//! # The visibility horizon
+//!
+//! A position's commit half is the appending transaction's id, handed out when the append
+//! starts writing, not when it commits: an append that is still open may commit below events
+//! that others committed after it started. A reader of the log therefore returns only events of
+//! transactions below a *horizon* under which nothing can appear any more, and checkpoints
+//! nothing above it. Every read statement computes the horizon from its own snapshot
+//! ([`horizon`]): the snapshot's oldest open transaction that is not known to be *foreign* to
+//! the store, or its `xmax` when there is none.
+//!
+//! A transaction is foreign when it was seen holding a transaction id without having announced
+//! that it appends to this store. Every append announces itself before it has an id
+//! (`register_append`, migration 0006: a `ROW EXCLUSIVE` lock on the store's `streams` table, held
+//! until the transaction ends), and a transaction that already has an id cannot announce itself
+//! any more (the append refuses). So a transaction once seen foreign writes no event of this
+//! store, ever, and any reader may pass it from then on. The rest — appends, and transactions
+//! whose kind is not known yet — holds the horizon: a reader never passes an append, so it
+//! never checkpoints past events that commit later (the never-skip guarantee is the one the
+//! server-wide horizon gave).
+//!
+//! Finding foreign transactions means reading `pg_locks`, which looks at every backend's locks
+//! and costs more than a read of the log. So the reads take the foreign transactions as a
+//! parameter: the ones the store already knows ([`read::horizon`](crate::read)), which it asks
+//! the server about (`foreign_writers`) only when the horizon has held a reader back for some
+//! 20 ms. A transaction open elsewhere on the server — in another database, on another table,
+//! idle in transaction — then costs readers such a wait now and then, not a stall for as long
+//! as it stays open. Only an open append of this store holds them back, and a short one usually
+//! ends before the store asks.
+//!
+//! On a hot standby snapshots do not list open transactions, and the horizon stays the
+//! snapshot's `xmin`: the oldest transaction open on the primary, as before.
 
 /// Columns of an event row, in the order `read::Decoder::decode` expects them.
 pub(crate) const EVENT_COLUMNS: &str = "transaction_id, sequence, event_id, stream_id, \
@@ -36,6 +68,10 @@ pub(crate) struct Sql {
     pub(crate) read_all: [String; shape::COUNT],
     pub(crate) head: String,
     pub(crate) probe: String,
+    /// The open transactions of the statement's snapshot known never to append to the store.
+    pub(crate) foreign_writers: String,
+    /// What holds back committed events after a position (see `read::horizon::held_back`).
+    pub(crate) held_back: String,
     pub(crate) existing_event: String,
     pub(crate) stream_behind: String,
     pub(crate) quarantined: String,
@@ -48,16 +84,7 @@ impl Sql {
     /// `_`; quoted everywhere, so reserved words such as `order` work too).
     pub(crate) fn new(schema: &str) -> Self {
         let q = quoted(schema);
-        // The visibility horizon of the global log, in stored (shifted) terms: every
-        // transaction below it has finished. The shift is the current log epoch's (see
-        // migration 0002); it is 0 for a store that never moved to another cluster.
-        let horizon = format!(
-            "(SELECT CASE WHEN ls.shift = 0 THEN pg_snapshot_xmin(pg_current_snapshot()) \
-                     ELSE (pg_snapshot_xmin(pg_current_snapshot())::text::numeric \
-                           + ls.shift)::text::xid8 END \
-              FROM {q}.log_state ls)"
-        );
-        let read_all = std::array::from_fn(|s| read_all(&q, &horizon, s));
+        let read_all = std::array::from_fn(|s| read_all(&q, &horizon(&q, "$7"), s));
         Self {
             append: format!(
                 "SELECT transaction_id, versions, sequences \
@@ -112,7 +139,7 @@ impl Sql {
                      SELECT ev.transaction_id, ev.sequence FROM {q}.events ev \
                      WHERE ev.transaction_id < p.horizon \
                      ORDER BY ev.transaction_id DESC, ev.sequence DESC LIMIT 1) l ON true",
-                pending = pending_of_log(&q, &horizon, "")
+                pending = pending_of_log(&q, &horizon(&q, "$1"), "")
             ),
             // The first committed event after a position, and whether it is visible: the
             // lowest transaction id decides, so "none", "visible" and "committed but behind the
@@ -121,7 +148,32 @@ impl Sql {
             probe: format!(
                 "SELECT ev.transaction_id < {horizon} FROM {q}.events ev \
                  WHERE (ev.transaction_id, ev.sequence) > ($1, $2) \
-                 ORDER BY ev.transaction_id, ev.sequence LIMIT 1"
+                 ORDER BY ev.transaction_id, ev.sequence LIMIT 1",
+                horizon = horizon(&q, "$3")
+            ),
+            foreign_writers: format!("SELECT {q}.foreign_writers(pg_current_snapshot())"),
+            // Not on a hot path (status and health): the horizon computed afresh, the oldest
+            // open append, and the committed events behind the horizon after a position that
+            // pass a filter, counted among at most $8 of them, up to $3. The filter as in
+            // `inspect::position_before_last`.
+            held_back: format!(
+                "SELECT h.horizon, b.pid, b.transaction_id::text::int8, \
+                        (extract(epoch FROM b.xact_start) * 1000000)::int8, \
+                        c.matched, c.scanned \
+                 FROM (SELECT {fresh} AS horizon) h \
+                 LEFT JOIN LATERAL {q}.oldest_append() b ON true \
+                 CROSS JOIN LATERAL ( \
+                     SELECT least(count(*) FILTER (WHERE \
+                                ($4::text[] IS NULL OR t.stream_id = ANY($4)) \
+                            AND ($5::text[] IS NULL OR split_part(t.stream_id, '-', 1) = ANY($5)) \
+                            AND ($6::text[] IS NULL OR t.event_type = ANY($6)) \
+                            AND ($7 OR NOT starts_with(t.stream_id, '$'))), $3) AS matched, \
+                            count(*) AS scanned \
+                     FROM (SELECT ev.stream_id, ev.event_type FROM {q}.events ev \
+                           WHERE (ev.transaction_id, ev.sequence) > ($1, $2) \
+                             AND ev.transaction_id >= h.horizon \
+                           ORDER BY ev.transaction_id, ev.sequence LIMIT $8) t) c",
+                fresh = shifted(&q, &format!("{q}.log_horizon(pg_current_snapshot())"))
             ),
             existing_event: format!(
                 "SELECT event_id FROM {q}.events WHERE event_id = ANY($1) LIMIT 1"
@@ -151,6 +203,45 @@ impl Sql {
             channel: format!("crossfold_{schema}"),
         }
     }
+}
+
+/// The visibility horizon of the log for the statement that contains it (see the module
+/// docs), in stored terms: `passed` names the statement's parameter (`xid8[]`) holding the open
+/// transactions known to be foreign.
+///
+/// A snapshot that lists no open transaction is either a primary's with none open (its `xmin`
+/// is its `xmax` then) or a hot standby's, which lists none (its `xmin` is the oldest open on
+/// the primary): `xmin` is right for both, and telling them apart needs no
+/// `pg_is_in_recovery()` — which is volatile, and would keep the planner from evaluating the
+/// horizon and the pending transaction once per statement. Every `pg_current_snapshot()` of a
+/// statement is the statement's one snapshot. Knowing no foreign transaction — the usual case —
+/// the horizon is the snapshot's `xmin` (the oldest transaction it lists, or its `xmax`), and
+/// the statement costs what it did before foreign transactions were passed. (The reading transaction's own id,
+/// which a snapshot leaves out, is not considered: the store reads in transactions that write
+/// nothing.)
+fn horizon(q: &str, passed: &str) -> String {
+    shifted(
+        q,
+        &format!(
+            "CASE WHEN cardinality({passed}::xid8[]) = 0 \
+                  THEN pg_snapshot_xmin(pg_current_snapshot()) \
+                  ELSE (SELECT coalesce(min(x.x) FILTER (WHERE x.x <> ALL ({passed}::xid8[])), \
+                                        CASE WHEN count(*) > 0 \
+                                             THEN pg_snapshot_xmax(pg_current_snapshot()) \
+                                             ELSE pg_snapshot_xmin(pg_current_snapshot()) END) \
+                        FROM pg_snapshot_xip(pg_current_snapshot()) AS x(x)) END"
+        ),
+    )
+}
+
+/// A transaction id (`xid`, an `xid8` expression) in stored terms: plus the current log epoch's
+/// shift (see migration 0002), which is 0 for a store that never moved to another cluster.
+fn shifted(q: &str, xid: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN ls.shift = 0 THEN h.x \
+                 ELSE (h.x::text::numeric + ls.shift)::text::xid8 END \
+          FROM {q}.log_state ls, (SELECT {xid} AS x) h)"
+    )
 }
 
 /// A schema name as an SQL identifier.

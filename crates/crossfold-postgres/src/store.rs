@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crossfold_core::metrics::StoreOperation;
 use crossfold_core::{
-    AppendRequest, Appended, EventId, EventStore, HealthCheck, HealthReport, LogFilter, Position,
-    RecordedEvent, StoreError, StreamEvents, StreamId, StreamRead,
+    AppendRequest, Appended, EventId, EventStore, HealthCheck, HealthReport, HeldBack, LogFilter,
+    Position, RecordedEvent, StoreError, StreamEvents, StreamId, StreamRead,
 };
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::watch;
@@ -311,12 +311,14 @@ impl PgEventStore {
         PgListenerHealth::new(self.inner.listener.clone())
     }
 
-    /// Health: round-trip latency, pool state, whether the `LISTEN` connection is up, and the
-    /// age of the oldest open writing transaction in the cluster. Subscriptions only see events
-    /// of transactions that started writing before every open one, so a long-open transaction
-    /// delays (never loses) their delivery; alert on that age.
+    /// Health: round-trip latency, pool state, whether the `LISTEN` connection is up, the
+    /// oldest open append of this store (its pid and age) and the age of the oldest open writing
+    /// transaction in the cluster. Subscriptions see no event committed after an append that is
+    /// still open started, so a long-open append delays (never loses) their delivery; alert on
+    /// its age. Other writing transactions do not delay them.
     ///
-    /// Also sets the gauges [`POOL_CONNECTIONS`](crate::POOL_CONNECTIONS) and
+    /// Also sets the gauges [`POOL_CONNECTIONS`](crate::POOL_CONNECTIONS),
+    /// [`OLDEST_APPEND_AGE_SECONDS`](crate::OLDEST_APPEND_AGE_SECONDS) and
     /// [`OLDEST_TRANSACTION_AGE_SECONDS`](crate::OLDEST_TRANSACTION_AGE_SECONDS). The store's
     /// [`HealthCheck`] turns the result into a status.
     pub async fn health(&self) -> Result<PgHealth, StoreError> {
@@ -328,7 +330,7 @@ impl PgEventStore {
         result
     }
 
-    /// The age beyond which an open writing transaction degrades health
+    /// The age beyond which an open append degrades health
     /// ([`PgConfig::long_transaction_threshold`]).
     pub fn long_transaction_threshold(&self) -> Duration {
         self.inner.long_transaction_threshold
@@ -529,18 +531,33 @@ impl EventStore for PgEventStore {
         )
         .await
     }
+
+    /// Reads `pg_locks` (every backend's locks) and at most `8 × limit` events behind the
+    /// visibility horizon: meant for status reports, not for every read.
+    async fn held_back(
+        &self,
+        after: Position,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> Result<Option<HeldBack>, StoreError> {
+        read::held_back(&self.inner.db, after, filter, limit)
+            .instrument(tracing::debug_span!("crossfold.held_back", %after))
+            .await
+    }
 }
 
-/// `Unhealthy` when the server does not answer; `Degraded` when the pool is exhausted, a
-/// writing transaction has been open (or the visibility horizon has stood still) longer than
-/// [`PgConfig::long_transaction_threshold`](crate::PgConfig::long_transaction_threshold), or
-/// the `LISTEN` connection is down (subscribers then fall back to polling); `Healthy`
+/// `Unhealthy` when the server does not answer; `Degraded` when the pool is exhausted, an
+/// append of this store has been open (or the log's visibility horizon has stood still) longer
+/// than [`PgConfig::long_transaction_threshold`](crate::PgConfig::long_transaction_threshold),
+/// or the `LISTEN` connection is down (subscribers then fall back to polling); `Healthy`
 /// otherwise. Details: `latency_seconds`, `pool_max_size`, `pool_size`, `pool_available` and
 /// `pool_waiting` (the pool as the check found it, its own connection not counted),
-/// `listener_connected`, `oldest_transaction_age_seconds` (null when none is open or none is
-/// visible to the store's role), `horizon_lag_transactions`, `horizon_age_seconds` (null
-/// unless the horizon stood still since an earlier check) and
-/// `long_transaction_threshold_seconds`; `error_kind` when the check failed.
+/// `listener_connected`, `oldest_append_pid` and `oldest_append_age_seconds` (null when no
+/// open append holds the horizon), `oldest_transaction_age_seconds` (any writing transaction
+/// of the cluster, informational; null when none is open or none is visible to the store's
+/// role), `horizon_lag_transactions`, `horizon_age_seconds` (null unless the horizon stood
+/// still since an earlier check) and `long_transaction_threshold_seconds`; `error_kind` when
+/// the check failed.
 impl HealthCheck for PgEventStore {
     async fn check_health(&self) -> HealthReport {
         let started = Instant::now();
@@ -630,8 +647,8 @@ mod tests {
                 &sql.read_many,
                 "('{s-1-1,s-2-2}', '{0,0}', '{9,9}')".into(),
             ),
-            ("head".into(), &sql.head, String::new()),
-            ("probe".into(), &sql.probe, "('5', 0)".into()),
+            ("head".into(), &sql.head, "('{}')".into()),
+            ("probe".into(), &sql.probe, "('5', 0, '{}')".into()),
             (
                 "existing_event".into(),
                 &sql.existing_event,
@@ -648,12 +665,12 @@ mod tests {
             cases.push((
                 format!("read_all_{which}"),
                 text,
-                "('5', 0, 100, '{s-1-1,s-2-2}', '{s}', '{E}')".into(),
+                "('5', 0, 100, '{s-1-1,s-2-2}', '{s}', '{E}', '{}')".into(),
             ));
         }
         for (name, text, args) in cases {
             let types = if name.starts_with("read_all") {
-                "(xid8, int8, int8, text[], text[], text[])"
+                "(xid8, int8, int8, text[], text[], text[], xid8[])"
             } else {
                 ""
             };

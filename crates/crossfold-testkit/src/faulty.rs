@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossfold_core::{
-    AppendRequest, Appended, EventStore, LogFilter, Position, RecordedEvent, StoreError,
+    AppendRequest, Appended, EventStore, HeldBack, LogFilter, Position, RecordedEvent, StoreError,
     StreamConflict, StreamEvents, StreamId, StreamRead, StreamVersion,
 };
 use crossfold_memory::MemoryStore;
@@ -591,6 +591,17 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
             self.inner.wait_for_events(after, timeout),
         )
         .await
+    }
+
+    /// Not a fault target (a status question, not a call of the contract): answered by the
+    /// store within.
+    async fn held_back(
+        &self,
+        after: Position,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> Result<Option<HeldBack>, StoreError> {
+        self.inner.held_back(after, filter, limit).await
     }
 
     fn concurrency_limit(&self) -> Option<usize> {

@@ -19,17 +19,24 @@ const APP_FUNCTIONS: &str = "append, append_one, check_log_order";
 const DEADLINE_FUNCTIONS: &str =
     "schedule_deadline, cancel_deadline, claim_deadlines, complete_deadline";
 
+/// The functions of the log's visibility horizon the application role may call (from
+/// migration 6 on): appends register, readers ask which open transactions are foreign, status
+/// and health ask what holds the horizon.
+const HORIZON_FUNCTIONS: &str = "register_append, foreign_writers, log_horizon, oldest_append";
+
 /// The group commit function the application role may call (from migration 8 on).
 const GROUP_FUNCTIONS: &str = "append_group";
 
 /// The statements that let `role` use the store in `schema`: read every table, call the
 /// append functions and the log-order check, and (when the schema has them) write the
-/// projections' tables and call the deadline and group commit functions, nothing else.
+/// projections' tables and call the deadline, horizon and group commit functions, nothing
+/// else.
 pub(super) fn grants(
     schema: &str,
     role: &str,
     projections: bool,
     deadlines: bool,
+    horizon: bool,
     group: bool,
 ) -> String {
     let q = quoted(schema);
@@ -37,6 +44,7 @@ pub(super) fn grants(
     let functions: Vec<String> = APP_FUNCTIONS
         .split(", ")
         .chain(DEADLINE_FUNCTIONS.split(", ").filter(|_| deadlines))
+        .chain(HORIZON_FUNCTIONS.split(", ").filter(|_| horizon))
         .chain(GROUP_FUNCTIONS.split(", ").filter(|_| group))
         .map(|f| format!("{q}.{f}"))
         .collect();
@@ -70,6 +78,7 @@ pub(crate) async fn grant_access(
         .query_one(
             "SELECT to_regclass(format('%I.projections', $1::text)) IS NOT NULL, \
                     to_regclass(format('%I.deadlines', $1::text)) IS NOT NULL, \
+                    to_regprocedure(format('%I.log_horizon(pg_snapshot)', $1::text)) IS NOT NULL, \
                     EXISTS (SELECT FROM pg_proc p \
                             JOIN pg_namespace n ON n.oid = p.pronamespace \
                             WHERE n.nspname = $1 AND p.proname = 'append_group')",
@@ -78,9 +87,17 @@ pub(crate) async fn grant_access(
         .await?;
     let projections: bool = row.try_get(0)?;
     let deadlines: bool = row.try_get(1)?;
-    let group: bool = row.try_get(2)?;
+    let horizon: bool = row.try_get(2)?;
+    let group: bool = row.try_get(3)?;
     client
-        .batch_execute(&grants(schema, role, projections, deadlines, group))
+        .batch_execute(&grants(
+            schema,
+            role,
+            projections,
+            deadlines,
+            horizon,
+            group,
+        ))
         .await?;
     Ok(())
 }

@@ -15,14 +15,15 @@ use crate::sql::shape;
 use crate::types::{Xid8, get, limit_param, position, position_params};
 
 /// The parameter types of every `read_all` statement: position, limit, streams, categories,
-/// event types.
-const READ_ALL_TYPES: [Type; 6] = [
+/// event types, and the open transactions the horizon passes.
+const READ_ALL_TYPES: [Type; 7] = [
     Type::XID8,
     Type::INT8,
     Type::INT8,
     Type::TEXT_ARRAY,
     Type::TEXT_ARRAY,
     Type::TEXT_ARRAY,
+    Type::XID8_ARRAY,
 ];
 
 /// Up to `limit` events after `after` that pass `filter`, in log order. Waits up to
@@ -39,9 +40,10 @@ pub(crate) async fn read_all(
     }
     let args = ReadAllArgs::new(after, limit, filter);
     let text = &db.sql.read_all[args.shape];
-    let params = args.params();
     let mut visibility = VisibilityWait::new(visibility_wait);
     loop {
+        let foreign = db.horizon.foreign();
+        let params = args.params(&*foreign);
         let client = db.client().await?;
         // Typed, so the shapes that leave some filter parameters unused prepare too.
         let statement = client
@@ -64,7 +66,7 @@ pub(crate) async fn read_all(
         if read < limit
             && let Some(row) = rows.first()
             && visibility.must_wait(row)?
-            && visibility.pause().await
+            && visibility.pause(db).await?
         {
             continue;
         }
@@ -102,8 +104,9 @@ pub(crate) async fn explain_read_all(
         .await
         .map_err(classify)?;
     let statement = client.prepare_typed(&text, &READ_ALL_TYPES).await;
+    let foreign = db.horizon.foreign();
     let result = match statement {
-        Ok(statement) => client.query(&statement, &args.params()).await,
+        Ok(statement) => client.query(&statement, &args.params(&*foreign)).await,
         Err(e) => Err(e),
     };
     client
@@ -127,14 +130,18 @@ pub(crate) async fn head_position(
 ) -> Result<Position, StoreError> {
     let mut visibility = VisibilityWait::new(visibility_wait);
     loop {
+        let foreign = db.horizon.foreign();
         let client = db.client().await?;
         let statement = client
             .prepare_cached(&db.sql.head)
             .await
             .map_err(classify)?;
-        let row = client.query_one(&statement, &[]).await.map_err(classify)?;
+        let row = client
+            .query_one(&statement, &[&*foreign])
+            .await
+            .map_err(classify)?;
         drop(client);
-        if visibility.must_wait(&row)? && visibility.pause().await {
+        if visibility.must_wait(&row)? && visibility.pause(db).await? {
             continue;
         }
         return match get::<Option<Xid8>>(&row, 2)? {
@@ -190,7 +197,9 @@ impl<'a> ReadAllArgs<'a> {
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+    /// The statement's parameters; `foreign` the open transactions the horizon passes
+    /// (`xid8[]`).
+    fn params<'p>(&'p self, foreign: &'p (dyn ToSql + Sync)) -> [&'p (dyn ToSql + Sync); 7] {
         [
             &self.commit,
             &self.sequence,
@@ -198,6 +207,7 @@ impl<'a> ReadAllArgs<'a> {
             &self.streams,
             &self.categories,
             &self.types,
+            foreign,
         ]
     }
 }

@@ -1,6 +1,9 @@
 //! Waiting on the log: briefly, for events that committed before a read started but are still
 //! behind the visibility horizon ([`VisibilityWait`]), and for new events to become visible
-//! ([`wait_for_events`]). Both poll the horizon by the same [`Backoff`].
+//! ([`wait_for_events`]). Both poll the horizon by the same [`Backoff`], and both ask which open
+//! transactions are foreign to the store (see [`horizon`](super::horizon)) once the horizon has
+//! held them for [`ASK_AFTER`]: what holds the horizon then is either an append of this store,
+//! worth waiting for, or a transaction open elsewhere on the server, which the look passes.
 
 use std::time::Duration;
 
@@ -8,6 +11,7 @@ use crossfold_core::{Backoff, Delays, Position, StoreError};
 use tokio::sync::watch;
 use tokio_postgres::Row;
 
+use super::horizon::ASK_AFTER;
 use crate::db::Db;
 use crate::error::classify;
 use crate::types::{Xid8, get, position_params};
@@ -27,6 +31,7 @@ const HORIZON_POLL: Backoff = Backoff::new(Duration::from_millis(1), MAX_HORIZON
 /// and at most `limit`, after which the read returns what is visible and the rest follows
 /// later (never lost).
 pub(super) struct VisibilityWait {
+    started: tokio::time::Instant,
     deadline: tokio::time::Instant,
     pauses: Delays,
     /// The newest transaction whose committed events the first look could not see yet.
@@ -35,8 +40,10 @@ pub(super) struct VisibilityWait {
 
 impl VisibilityWait {
     pub(super) fn new(limit: Duration) -> Self {
+        let started = tokio::time::Instant::now();
         Self {
-            deadline: tokio::time::Instant::now() + limit,
+            started,
+            deadline: started + limit,
             pauses: HORIZON_POLL.delays(),
             target: None,
         }
@@ -52,14 +59,23 @@ impl VisibilityWait {
         Ok(matches!(self.target, Some(Some(target)) if horizon <= target))
     }
 
-    /// Sleeps before the next look; `false` once the time is up.
-    pub(super) async fn pause(&mut self) -> bool {
+    /// Waits before the next look: sleeps, or, once the horizon has held this read for
+    /// [`ASK_AFTER`], first asks which open transactions are foreign and looks again at once
+    /// when that names a new one. `false` once the time is up.
+    pub(super) async fn pause(&mut self, db: &Db) -> Result<bool, StoreError> {
         let now = tokio::time::Instant::now();
         if now >= self.deadline {
-            return false;
+            return Ok(false);
+        }
+        if now - self.started >= ASK_AFTER && db.horizon.learn(db).await {
+            return Ok(true);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= self.deadline {
+            return Ok(false);
         }
         tokio::time::sleep(self.pauses.next_delay().min(self.deadline - now)).await;
-        true
+        Ok(true)
     }
 }
 
@@ -74,6 +90,8 @@ pub(crate) async fn wait_for_events(
 ) -> Result<(), StoreError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut horizon_polls = HORIZON_POLL.delays();
+    // Since when the events after `after` have been committed but behind the horizon.
+    let mut held_since = None;
     loop {
         let (visible, committed) = probe(db, after).await?;
         if visible {
@@ -84,11 +102,20 @@ pub(crate) async fn wait_for_events(
             return Ok(());
         }
         if committed {
-            // Committed, but an older transaction is still open somewhere: the horizon
-            // usually passes within a millisecond or two, unless that transaction is long.
+            // Committed, but an older transaction is still open: an append usually ends within
+            // a millisecond or two. One that stays open longer may be foreign to the store.
+            let since = *held_since.get_or_insert(now);
+            if now - since >= ASK_AFTER && db.horizon.learn(db).await {
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
             tokio::time::sleep(horizon_polls.next_delay().min(deadline - now)).await;
             continue;
         }
+        held_since = None;
         match tokio::time::timeout_at(deadline, woken.changed()).await {
             Ok(Ok(())) => {
                 woken.borrow_and_update();
@@ -101,13 +128,14 @@ pub(crate) async fn wait_for_events(
 /// Whether events after `after` are visible, and whether any are committed at all.
 async fn probe(db: &Db, after: Position) -> Result<(bool, bool), StoreError> {
     let (commit, sequence) = position_params(after);
+    let foreign = db.horizon.foreign();
     let client = db.client().await?;
     let statement = client
         .prepare_cached(&db.sql.probe)
         .await
         .map_err(classify)?;
     let row = client
-        .query_opt(&statement, &[&commit, &sequence])
+        .query_opt(&statement, &[&commit, &sequence, &*foreign])
         .await
         .map_err(classify)?;
     match row {

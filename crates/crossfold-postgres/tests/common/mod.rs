@@ -12,8 +12,8 @@ use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossfold_core::{
-    AppendRequest, Appended, EventData, EventStore, LogFilter, Metadata, Payload, Position,
-    RecordedEvent, StoreError, StreamEvents, StreamId, StreamRead,
+    AppendRequest, Appended, EventData, EventStore, HeldBack, LogFilter, Metadata, Payload,
+    Position, RecordedEvent, StoreError, StreamEvents, StreamId, StreamRead,
 };
 use crossfold_postgres::{PgConfig, PgEventStore};
 
@@ -229,6 +229,14 @@ impl EventStore for TestStore {
     }
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<(), StoreError> {
         self.store.wait_for_events(after, timeout).await
+    }
+    async fn held_back(
+        &self,
+        after: Position,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> Result<Option<HeldBack>, StoreError> {
+        self.store.held_back(after, filter, limit).await
     }
 }
 

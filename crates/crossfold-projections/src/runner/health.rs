@@ -9,8 +9,10 @@ use crossfold_core::{HealthCheck, HealthReport, HealthStatus};
 use super::status::Shared;
 
 /// One projection's health (`projection:NAME`): unhealthy when failed or stalled, degraded
-/// when paused, stopped, or lagging longer than the runner's `degraded_lag`; healthy
-/// otherwise, also when another process holds its lease (this one is a standby).
+/// when paused, stopped, lagging longer than the runner's `degraded_lag`, or waiting that long
+/// for an open append; healthy otherwise, also when another process holds its lease (this one
+/// is a standby). A waiting projection names the append (`waiting_pid`,
+/// `waiting_seconds`).
 #[derive(Clone, Debug)]
 pub struct ProjectionHealth {
     shared: Arc<Shared>,
@@ -36,6 +38,11 @@ impl ProjectionHealth {
             .detail("lag_seconds", status.lag_seconds)
             .detail("events_per_second", status.events_per_second)
             .detail("retries", status.retries);
+        if let Some(append) = &status.waiting_for {
+            report = report
+                .detail("waiting_pid", append.pid)
+                .detail("waiting_seconds", append.open_seconds);
+        }
         let why = |what: &str| match &status.last_error {
             Some(e) => format!("{what}: {e}"),
             None => what.to_owned(),
@@ -48,6 +55,26 @@ impl ProjectionHealth {
                 HealthStatus::Degraded,
                 Some(format!("{} by a control request", status.state)),
             ),
+            ProjectionState::Waiting
+                if status.lag_seconds > self.shared.degraded_lag.as_secs_f64() =>
+            {
+                (
+                    HealthStatus::Degraded,
+                    Some(format!(
+                        "waiting for {}: {}{} committed events cannot be applied until it ends",
+                        status
+                            .waiting_for
+                            .as_ref()
+                            .map_or_else(|| "an open append".to_owned(), ToString::to_string),
+                        if status.lag_events_capped {
+                            "at least "
+                        } else {
+                            ""
+                        },
+                        status.lag_events
+                    )),
+                )
+            }
             _ if status.lag_seconds > self.shared.degraded_lag.as_secs_f64() => (
                 HealthStatus::Degraded,
                 Some(format!(

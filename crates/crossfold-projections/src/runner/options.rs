@@ -23,6 +23,12 @@ pub struct RunnerOptions {
     pub stall_after: Duration,
     /// Lag (time since last caught up) beyond which a running projection is degraded.
     pub degraded_lag: Duration,
+    /// A projection that has applied everything it can read, while committed events it must
+    /// apply wait behind an append open for at least this long, is reported
+    /// [`Waiting`](crossfold_core::checkpoint::ProjectionState::Waiting) (with the append's pid
+    /// and age). Shorter waits are what every append in flight causes; they count in the lag
+    /// only.
+    pub waiting_after: Duration,
     /// The waits between retries of a transient failure (default: 50 ms doubling up to 5 s,
     /// each wait between half and all of its ceiling).
     pub retry_backoff: Backoff,
@@ -39,6 +45,7 @@ impl Default for RunnerOptions {
             status_interval: Duration::from_secs(1),
             stall_after: Duration::from_secs(30),
             degraded_lag: Duration::from_secs(30),
+            waiting_after: Duration::from_secs(1),
             retry_backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
                 .jitter(Jitter::Equal),
             lag_count_limit: 1_000,
@@ -74,6 +81,13 @@ impl RunnerOptions {
     /// Sets the stall threshold.
     pub fn stall_after(mut self, after: Duration) -> Self {
         self.stall_after = after;
+        self
+    }
+
+    /// Sets how long an open append must hold committed events back before the projection is
+    /// reported waiting.
+    pub fn waiting_after(mut self, after: Duration) -> Self {
+        self.waiting_after = after;
         self
     }
 

@@ -1,5 +1,5 @@
 //! What a projection's driver and its watchdog share: the status as this process sees it, and
-//! the watchdog that computes lag, rate and stalls from it.
+//! the watchdog that computes lag, rate, stalls and waits from it.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use crossfold_core::metrics::{
     PROJECTION_ERRORS_TOTAL, PROJECTION_EVENTS_APPLIED_TOTAL, PROJECTION_LAG_EVENTS,
     PROJECTION_LAG_SECONDS, PROJECTION_STATE,
 };
-use crossfold_core::{ErrorChain, EventStore, LogFilter, Position, Timestamp};
+use crossfold_core::{ErrorChain, EventStore, HeldBack, LogFilter, Position, Timestamp};
 use tokio::sync::watch;
 
 use super::options::RunnerOptions;
@@ -94,9 +94,19 @@ impl Shared {
         let local = self.local();
         // Lag and rate come from the last status computation; the rest is current.
         let mut status = local.status.clone();
-        if status.state != ProjectionState::Stalled {
+        // The watchdog's findings stand until its next look, unless the driver moved on to
+        // something else (a failure, a pause, a rebuild) meanwhile.
+        let found = matches!(
+            status.state,
+            ProjectionState::Stalled | ProjectionState::Waiting
+        ) && matches!(
+            local.state,
+            ProjectionState::CatchingUp | ProjectionState::Live
+        );
+        if !found {
             status.state = local.state;
             status.last_error = local.last_error.clone();
+            status.waiting_for = None;
         }
         status.error_position = local.error_position;
         status.retries = local.retries;
@@ -214,14 +224,25 @@ pub(super) async fn watchdog<S, C>(
             state,
             ProjectionState::CatchingUp | ProjectionState::Live | ProjectionState::Rebuilding
         );
+        let limit = options.lag_count_limit.max(1);
         let lag = if running {
             store
-                .read_all(position, options.lag_count_limit, &shared.filter)
+                .read_all(position, limit, &shared.filter)
                 .await
                 .map(|events| events.len())
                 .ok()
         } else {
             None
+        };
+        // Committed events it cannot read yet, behind an open append: only worth asking when
+        // it has read everything it can (and the count has room for them).
+        let held = match lag {
+            Some(visible) if running && visible < limit => store
+                .held_back(position, &shared.filter, limit - visible)
+                .await
+                .ok()
+                .flatten(),
+            _ => None,
         };
         let status = {
             let mut local = shared.local();
@@ -239,6 +260,9 @@ pub(super) async fn watchdog<S, C>(
             });
             let mut status_state = local.state;
             let mut last_error = local.last_error.clone();
+            let mut waiting_for = None;
+            // Stalled is for events it can read and does not apply: what an open append holds
+            // back is the append's doing (`waiting`).
             if running && lag_events > 0 && local.last_advance.elapsed() > options.stall_after {
                 status_state = ProjectionState::Stalled;
                 last_error = Some(format!(
@@ -254,16 +278,42 @@ pub(super) async fn watchdog<S, C>(
             if running && lag_events == 0 && lag.is_some() {
                 local.last_caught_up = now;
             }
-            let lag_seconds = if state == ProjectionState::Live && lag_events == 0 {
+            let mut lag_seconds = if state == ProjectionState::Live && lag_events == 0 {
                 0.0
             } else {
                 local.last_caught_up.elapsed().as_secs_f64()
             };
+            let mut held_events = 0;
+            let mut held_capped = false;
+            if let Some(held) = held.filter(|h| h.events > 0)
+                && status_state != ProjectionState::Stalled
+            {
+                let HeldBack {
+                    events,
+                    events_capped,
+                    open_append,
+                    ..
+                } = held;
+                held_events = events;
+                held_capped = events_capped;
+                // Everything it can read is applied: behind by no more than the append that
+                // holds the rest has been open.
+                let open = open_append.as_ref().map_or(0.0, |a| a.open_seconds);
+                if lag_events == 0 {
+                    lag_seconds = open;
+                }
+                if open >= options.waiting_after.as_secs_f64() {
+                    status_state = ProjectionState::Waiting;
+                    last_error = None;
+                    waiting_for = open_append;
+                }
+            }
             let mut status = ProjectionStatus::default();
             status.state = status_state;
-            status.lag_events = lag_events as u64;
-            status.lag_events_capped = lag_events >= options.lag_count_limit;
+            status.lag_events = (lag_events as u64).saturating_add(held_events);
+            status.lag_events_capped = lag_events >= limit || held_capped;
             status.lag_seconds = lag_seconds;
+            status.waiting_for = waiting_for;
             status.events_per_second = applied.saturating_sub(last_applied) as f64 / elapsed;
             status.events_applied = applied;
             status.retries = local.retries;
