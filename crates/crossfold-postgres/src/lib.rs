@@ -9,6 +9,9 @@
 //!   other. A failed condition writes nothing and names every conflicting stream.
 //!   The commonest append — events for one stream, nothing else checked — has a leaner
 //!   function of its own.
+//! * **Group commit** (off by default, [`PgConfig::group_commit`]): appends that arrive while
+//!   the store's calls are busy go together in one call and one commit, each still all or
+//!   nothing on its own (a subtransaction each); a lone append is sent at once.
 //! * **A commit-safe global log.** Each event carries its writing transaction's id (`xid8`) and
 //!   a sequence number; the log is ordered by that pair and shows only rows of transactions
 //!   below the oldest *append* of this store still running, so a checkpoint never skips an

@@ -36,6 +36,10 @@ use crate::sql::quoted;
 use crate::turns::{self, Turns};
 use crate::{append, read};
 
+/// How many times more command executions than connections the executor admits at once when
+/// group commit is on (see [`EventStore::concurrency_limit`]).
+const GROUPED_ADMISSION: usize = 4;
+
 /// The PostgreSQL event store.
 ///
 /// Cheap to clone: clones share one connection pool, one `LISTEN` connection and one
@@ -47,6 +51,8 @@ pub struct PgEventStore {
 
 struct Inner {
     db: Db,
+    /// Sends appends alone or in groups (group commit).
+    appender: append::Appender,
     wakeup: Wakeup,
     listener: ListenerState,
     visibility_wait: Duration,
@@ -178,9 +184,12 @@ impl PgEventStore {
             config.notify_interval,
             shutdown_rx,
         );
+        let appender =
+            append::Appender::new(&db, config.group_commit, config.get_group_commit_calls());
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                appender,
                 wakeup: Wakeup::new(wake_tx, notifier),
                 listener,
                 visibility_wait: config.visibility_wait,
@@ -434,6 +443,27 @@ impl PgEventStore {
         read::explain_read_all(&self.inner.db, after, limit, filter, generic).await
     }
 
+    /// Appends each of `requests` atomically, all in one call of the group function (one
+    /// transaction, one commit) whatever [`PgConfig::group_commit`] says, applied in the order
+    /// given, and returns each one's outcome in order. For tests of the group function.
+    #[doc(hidden)]
+    pub async fn append_together(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<Appended, StoreError>> {
+        self.inner
+            .appender
+            .append_together(&self.inner.db, &self.inner.wakeup, requests)
+            .await
+    }
+
+    /// Appends waiting for a group call: those that arrived while the calls group commit allows
+    /// at once were all in flight (0 without group commit). For tests of group commit.
+    #[doc(hidden)]
+    pub fn group_commit_waiting(&self) -> usize {
+        self.inner.appender.waiting()
+    }
+
     fn metrics(&self) -> &StoreMetrics {
         self.inner
             .metrics
@@ -471,7 +501,10 @@ impl EventStore for PgEventStore {
             events = request.event_count()
         );
         let started = Instant::now();
-        let result = append::append(&self.inner.db, &self.inner.wakeup, request)
+        let result = self
+            .inner
+            .appender
+            .append(&self.inner.db, &self.inner.wakeup, request)
             .instrument(span)
             .await;
         let finished = Instant::now();
@@ -532,9 +565,18 @@ impl EventStore for PgEventStore {
     /// subscriptions, projections and checkpoints built on this store, health checks. Each
     /// command execution uses one connection at a time, so executions admitted up to this limit
     /// do not wait for one behind each other.
+    ///
+    /// With [group commit](PgConfig::group_commit) on, four times that: appends no longer need
+    /// a connection each (those beyond the calls in flight go together, in one call), and
+    /// gathering them is what group commit is for; reads still take a connection each, briefly.
     fn concurrency_limit(&self) -> Option<usize> {
         let size = self.inner.db.pool.status().max_size;
-        Some(size.saturating_sub((size / 8).max(1)).max(1))
+        let served = size.saturating_sub((size / 8).max(1)).max(1);
+        Some(if self.inner.appender.grouped() {
+            served.saturating_mul(GROUPED_ADMISSION)
+        } else {
+            served
+        })
     }
 
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<(), StoreError> {
