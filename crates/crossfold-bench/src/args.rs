@@ -182,6 +182,10 @@ pub(crate) struct LoadArgs {
     )]
     pub(crate) processes: Option<Vec<usize>>,
 
+    /// PostgreSQL: group commit on (appends in flight together share one call and one commit).
+    #[arg(long)]
+    pub(crate) group_commit: bool,
+
     /// Commands the executor runs at once, the others waiting for admission in arrival order:
     /// `store` (what the store serves at once: on PostgreSQL the pool less an eighth, at least
     /// one connection), a number, or `off` (every command goes to the store at once and waits
@@ -199,8 +203,9 @@ pub(crate) enum Command {
     /// Pairs of streams written together, and commands that refuse when a pair disagrees:
     /// counts refusals decided on a state that never existed (must be 0).
     Pairs(PairsArgs),
-    /// Banking commands over the in-memory store with conflicts, transient failures, timeouts
-    /// and ambiguous commits injected; checks every outcome against the log.
+    /// Banking commands over the in-memory store or PostgreSQL (with or without group commit)
+    /// with conflicts, transient failures, timeouts and ambiguous commits injected; checks
+    /// every outcome against the log.
     Campaign(CampaignArgs),
     /// W9: a balance projection rebuilt from position zero, on memory and on PostgreSQL
     /// (compared with a hand-written rebuild through pgbench, one client); W10: event created
@@ -304,6 +309,18 @@ impl PairsArgs {
 #[derive(Debug, Args)]
 #[command(args_override_self = true)]
 pub(crate) struct CampaignArgs {
+    /// The store under the faults.
+    #[arg(long, value_enum, default_value_t = Store::Memory)]
+    pub(crate) store: Store,
+
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = DEFAULT_URL)]
+    pub(crate) url: String,
+
+    /// PostgreSQL: group commit on (appends in flight together share one call and one commit).
+    #[arg(long)]
+    pub(crate) group_commit: bool,
+
     /// Commands to execute.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub(crate) operations: u64,
@@ -427,6 +444,7 @@ mod tests {
         );
         assert!(!load.compare_floor && !load.prometheus && !load.no_serialize && !load.quiet);
         assert!(load.processes.is_none() && !load.no_turns);
+        assert!(!load.group_commit);
 
         let load = parse(&[
             "--store",
@@ -566,6 +584,18 @@ mod tests {
         let options = campaign.options();
         assert_eq!((options.operations, options.seed), (1_000_000, 7));
         assert_eq!(options.max_attempts, 5);
+        assert_eq!(campaign.store, Store::Memory);
+        assert!(!campaign.group_commit);
+        let Some(Command::Campaign(campaign)) =
+            parse(&["campaign", "--store", "postgres", "--group-commit"])
+                .unwrap()
+                .command
+        else {
+            panic!("not campaign");
+        };
+        assert_eq!(campaign.store, Store::Postgres);
+        assert!(campaign.group_commit);
+        assert!(parse(&["--group-commit"]).unwrap().load.group_commit);
 
         let Some(Command::Projections(projections)) =
             parse(&["projections", "--only", "w9-memory,w10", "--duration", "20"])

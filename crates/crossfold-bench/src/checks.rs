@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crossfold_bench::campaign::run_campaign;
+use crossfold_bench::campaign::{CampaignOptions, CampaignReport, run_campaign};
 use crossfold_bench::pairs::{PairsOptions, PairsReport, run_pairs};
 use crossfold_core::ErrorChain;
 use crossfold_memory::MemoryStore;
@@ -92,8 +92,14 @@ async fn pairs_on_postgres(url: &str, options: &PairsOptions) -> Result<PairsRep
 pub(crate) async fn campaign(args: CampaignArgs) -> ExitCode {
     let options = args.options();
     eprintln!(
-        "campaign: {} operations, seed {}, {} tasks over {} executors, {} accounts, \
+        "campaign on {}{}: {} operations, seed {}, {} tasks over {} executors, {} accounts, \
          {} attempts per command",
+        args.store.name(),
+        if args.group_commit && args.store == Store::Postgres {
+            " with group commit"
+        } else {
+            ""
+        },
         options.operations,
         options.seed,
         options.tasks,
@@ -101,7 +107,13 @@ pub(crate) async fn campaign(args: CampaignArgs) -> ExitCode {
         options.accounts,
         options.max_attempts
     );
-    match run_campaign(MemoryStore::new(), &options).await {
+    let result = match args.store {
+        Store::Memory => run_campaign(MemoryStore::new(), &options)
+            .await
+            .map_err(|e| ErrorChain(&e).to_string()),
+        Store::Postgres => campaign_on_postgres(&args, &options).await,
+    };
+    match result {
         Ok(report) => {
             print!("{}", report.render());
             if report.passed() {
@@ -111,8 +123,41 @@ pub(crate) async fn campaign(args: CampaignArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("crossfold-bench campaign: {}", ErrorChain(&e));
+            eprintln!("crossfold-bench campaign: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// A campaign in a fresh schema, dropped afterwards.
+async fn campaign_on_postgres(
+    args: &CampaignArgs,
+    options: &CampaignOptions,
+) -> Result<CampaignReport, String> {
+    let schema = format!("crossfold_campaign_{}", std::process::id());
+    let config = PgConfig::from_url(&args.url)
+        .map_err(|e| ErrorChain(&e).to_string())?
+        .schema(schema.clone())
+        .pool_size(options.tasks + 2)
+        .group_commit(args.group_commit);
+    let store = PgEventStore::connect(config)
+        .await
+        .map_err(|e| format!("cannot connect: {}", ErrorChain(&e)))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("migration failed: {}", ErrorChain(&e)))?;
+    let result = run_campaign(store.clone(), options)
+        .await
+        .map_err(|e| ErrorChain(&e).to_string());
+    drop(store);
+    if let Ok((client, connection)) =
+        tokio_postgres::connect(&args.url, tokio_postgres::NoTls).await
+    {
+        tokio::spawn(connection);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await;
+    }
+    result
 }

@@ -183,7 +183,8 @@ async fn run_postgres(args: &LoadArgs, options: &LoadOptions) -> Result<LoadRepo
     let config = PgConfig::from_url(&args.url)
         .map_err(|e| ErrorChain(&e).to_string())?
         .schema(schema.clone())
-        .pool_size(args.pool);
+        .pool_size(args.pool)
+        .group_commit(args.group_commit);
     let store = PgEventStore::connect(config)
         .await
         .map_err(|e| format!("cannot connect: {}", ErrorChain(&e)))?;

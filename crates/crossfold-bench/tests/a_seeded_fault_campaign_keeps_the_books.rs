@@ -1,8 +1,9 @@
 //! Banking commands from many tasks through the executor, over a store that injects conflicts,
 //! transient failures, timeouts and ambiguous commits: every command's outcome matches the log
 //! (none applied twice, none applied that said it was not), money is conserved, versions are
-//! gap-free — and the same seed injects the same faults. The 1,000,000-operation run is
-//! `crossfold-bench campaign` (figures in docs/benchmarks.md).
+//! gap-free — and the same seed injects the same faults; on PostgreSQL too, with each append
+//! alone and with group commit. The 1,000,000-operation run is `crossfold-bench campaign`
+//! (figures in docs/benchmarks.md).
 #![allow(
     clippy::unwrap_used,
     clippy::panic,
@@ -12,8 +13,12 @@
 #[allow(dead_code, reason = "this file uses the broken stores only")]
 mod common;
 
+use std::collections::{HashMap, HashSet};
+
 use crossfold_bench::campaign::{CampaignOptions, run_campaign};
+use crossfold_core::{EventStore, LogFilter, Position};
 use crossfold_memory::MemoryStore;
+use crossfold_postgres::{PgConfig, PgEventStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_campaign_keeps_the_books() {
@@ -92,4 +97,79 @@ async fn a_command_applied_twice_fails_the_campaign() {
         "{}",
         report.render()
     );
+}
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Transactions of the log that hold the events of more than one command (one correlation
+/// id per command): the work of group commit.
+async fn shared_transactions(store: &PgEventStore) -> usize {
+    let mut commands: HashMap<u64, HashSet<uuid::Uuid>> = HashMap::new();
+    let mut after = Position::START;
+    loop {
+        let page = store
+            .read_all(after, 10_000, &LogFilter::all())
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for event in &page {
+            if let Some(command) = event.metadata.correlation_id {
+                commands
+                    .entry(event.position.commit())
+                    .or_default()
+                    .insert(command);
+            }
+        }
+    }
+    commands.values().filter(|c| c.len() > 1).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_on_postgres_keeps_the_books_with_and_without_group_commit() {
+    for group_commit in [false, true] {
+        let url = database_url();
+        let schema = format!("cf_test_campaign_{}_{group_commit}", std::process::id());
+        let config = PgConfig::from_url(&url)
+            .unwrap()
+            .schema(&schema)
+            .pool_size(18)
+            .group_commit(group_commit)
+            .group_commit_calls(2);
+        let store = PgEventStore::connect(config)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url} ({e}); set DATABASE_URL"));
+        store.migrate().await.unwrap();
+        let report = run_campaign(store.clone(), &CampaignOptions::new(3_000, 11))
+            .await
+            .unwrap();
+        let shared = shared_transactions(&store).await;
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await
+            .unwrap();
+        assert!(
+            report.passed(),
+            "group commit {group_commit}:\n{}",
+            report.render()
+        );
+        assert_eq!(report.operations, 3_000);
+        assert!(report.injected() > 0, "{}", report.render());
+        // Sixteen tasks, and two calls at once: appends queue and share transactions.
+        if group_commit {
+            assert!(shared > 0, "no two commands ever shared a transaction");
+        } else {
+            assert_eq!(
+                shared, 0,
+                "commands shared a transaction without group commit"
+            );
+        }
+    }
 }

@@ -56,6 +56,38 @@ pub(crate) enum Command {
     Projections(ProjectionsArgs),
     /// Show pending and overdue deadlines, and the next ones due.
     Deadlines(DeadlinesArgs),
+    /// List, create or drop the optional read indexes of the log (by stream, by category, by
+    /// event type).
+    Indexes(IndexesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IndexesArgs {
+    /// Without one: list.
+    #[command(subcommand)]
+    pub(crate) action: Option<IndexesAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum IndexesAction {
+    /// Show each optional read index: ready, invalid (being built, or left by a failed build)
+    /// or absent, its size, and how many index scans used it since the server's statistics
+    /// were reset.
+    List,
+    /// Build an index, so that reads of the log filtered its way cost O(batch) from any
+    /// position; every event appended afterwards pays one more index entry. Appends and
+    /// reads go on while it is built (minutes on a large log). Run as the schema's owner.
+    Create(IndexName),
+    /// Drop an index: appends stop paying for it, and reads filtered its way scan the log
+    /// from their position instead. Run as the schema's owner.
+    Drop(IndexName),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IndexName {
+    /// `stream`, `category` (the part of a stream id before its first `-`) or `type` (the
+    /// event type).
+    pub(crate) index: crossfold_postgres::ReadIndex,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,8 @@
 //! The command an operator runs against a Crossfold event store on PostgreSQL, without
 //! writing Rust: `crossfold migrate` (with `--dry-run`, and `migrate status`),
 //! `crossfold streams`, `crossfold stream ID`, `crossfold event EVENT_ID`, `crossfold tail`
-//! (with `--follow`), `crossfold health` and `crossfold projections ...`. Run
+//! (with `--follow`), `crossfold health`, `crossfold projections ...`, `crossfold deadlines`
+//! and `crossfold indexes [list|create|drop]`. Run
 //! `crossfold --help` for every option; the exit statuses are listed there and in the
 //! operations guide.
 
@@ -12,6 +13,7 @@ mod config;
 mod deadlines;
 mod error;
 mod health;
+mod indexes;
 mod inspect;
 mod migrate;
 mod output;
@@ -120,6 +122,10 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Deadlines(args) => {
             let store = connect_ready(&settings, false).await?;
             deadlines::run(&store, args, json).await
+        }
+        Command::Indexes(args) => {
+            let store = connect_ready(&settings, false).await?;
+            indexes::run(&store, args, json).await
         }
     }
 }

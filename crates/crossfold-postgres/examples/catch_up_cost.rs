@@ -2,14 +2,18 @@
 //! (`DATABASE_URL` names the server; default `postgres://postgres@127.0.0.1:5432/postgres`).
 //!
 //! What one batch of a catch-up read costs on a log of 1,000,000 events, from the start of the
-//! log and near its head, unfiltered and filtered, with the store's read statements and with
-//! the statements of the first schema (before the log read indexes), on the same data in the
-//! same run. Prints the server's execution time (median of 11 `EXPLAIN ANALYZE` runs, generic
-//! plans as prepared statements settle on, and custom plans for the type filter) and the
-//! buffers read. Works in a schema of its own, dropped at the end; takes about a minute.
+//! log and near its head, unfiltered and filtered, with the store's read statements — with the
+//! optional stream, category and type indexes, then without them — and with the statements of the
+//! first schema (before the log read indexes), on the same data in the same run. Prints how
+//! long building each optional index took (`create_read_index`, concurrently), the server's
+//! execution time (median of 11 `EXPLAIN ANALYZE` runs, generic plans as prepared statements
+//! settle on, and custom plans for the type filter) and the buffers read. Works in a schema of
+//! its own, dropped at the end; takes a few minutes.
+
+use std::time::Instant;
 
 use crossfold_core::{LogFilter, Position, StreamId};
-use crossfold_postgres::{PgConfig, PgEventStore};
+use crossfold_postgres::{PgConfig, PgEventStore, ReadIndex};
 use serde_json::Value;
 
 const EVENTS: i64 = 1_000_000;
@@ -141,43 +145,26 @@ async fn run(store: &PgEventStore, url: &str, schema: &str) -> Result<(), Error>
     ];
     let limit = usize::try_from(BATCH)?;
 
-    println!("\nwith the store's statements (log read indexes in place):");
-    let mut rows = Vec::new();
-    for (name, filter, _, _, generic) in &cases {
-        for (from, after) in [("start", Position::START), ("near head", near_head)] {
-            let mut times = Vec::new();
-            let mut buffers = 0.0;
-            for _ in 0..RUNS {
-                let plan: Value = serde_json::from_str(
-                    &store
-                        .explain_read_all(after, limit, filter, *generic)
-                        .await?,
-                )?;
-                let (ms, b) = measured(&plan);
-                times.push(ms);
-                buffers = b;
-            }
-            rows.push(format!(
-                "| {name} | {from} | {:.3} ms | {buffers} |",
-                median(times)
-            ));
-        }
+    for index in ReadIndex::ALL {
+        let started = Instant::now();
+        store.create_read_index(index).await?;
+        println!(
+            "built {} over {EVENTS} events in {:.1} s",
+            index.index_name(),
+            started.elapsed().as_secs_f64()
+        );
     }
-    println!("| read | from | execution (median) | buffers |\n|---|---|---|---|");
-    for row in &rows {
-        println!("{row}");
+    println!("\nwith the store's statements (every log read index in place):");
+    measure_store(store, &cases, limit, near_head).await?;
+    for index in ReadIndex::ALL {
+        store.drop_read_index(index).await?;
     }
+    println!("\nwith the store's statements, without the optional read indexes:");
+    measure_store(store, &cases, limit, near_head).await?;
 
-    // The first schema had none of the log read indexes.
+    // The first schema had none of the log read indexes either.
     let (old_client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    old_client
-        .batch_execute(&format!(
-            "DROP INDEX \"{schema}\".events_stream_log_idx; \
-             DROP INDEX \"{schema}\".events_category_log_idx; \
-             DROP INDEX \"{schema}\".events_type_log_idx"
-        ))
-        .await?;
     println!("\nwith the first schema's statements and indexes:");
     println!("| read | from | execution (median) | buffers |\n|---|---|---|---|");
     let quoted = format!("\"{schema}\"");
@@ -217,5 +204,42 @@ async fn run(store: &PgEventStore, url: &str, schema: &str) -> Result<(), Error>
             println!("| {name} | {from} | {:.3} ms | {buffers} |", median(times));
         }
     }
+    Ok(())
+}
+
+/// The store's read of each case from the start and near the head: median execution time and
+/// buffers, as a table.
+async fn measure_store(
+    store: &PgEventStore,
+    cases: &[Case],
+    limit: usize,
+    near_head: Position,
+) -> Result<(), Error> {
+    let mut rows = Vec::new();
+    for (name, filter, _, _, generic) in cases {
+        for (from, after) in [("start", Position::START), ("near head", near_head)] {
+            let mut times = Vec::new();
+            let mut buffers = 0.0;
+            for _ in 0..RUNS {
+                let plan: Value = serde_json::from_str(
+                    &store
+                        .explain_read_all(after, limit, filter, *generic)
+                        .await?,
+                )?;
+                let (ms, b) = measured(&plan);
+                times.push(ms);
+                buffers = b;
+            }
+            rows.push(format!(
+                "| {name} | {from} | {:.3} ms | {buffers} |",
+                median(times)
+            ));
+        }
+    }
+    println!("| read | from | execution (median) | buffers |\n|---|---|---|---|");
+    for row in &rows {
+        println!("{row}");
+    }
+
     Ok(())
 }

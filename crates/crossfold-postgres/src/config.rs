@@ -41,6 +41,9 @@ pub struct PgConfig {
     pub(crate) long_transaction_threshold: Duration,
     pub(crate) migration_lock_timeout: Duration,
     pub(crate) listen: bool,
+    pub(crate) group_commit: bool,
+    /// `None`: as many as the pool serves commands (see [`PgConfig::group_commit_calls`]).
+    pub(crate) group_commit_calls: Option<usize>,
 }
 
 impl fmt::Debug for PgConfig {
@@ -62,6 +65,8 @@ impl fmt::Debug for PgConfig {
             )
             .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("listen", &self.listen)
+            .field("group_commit", &self.group_commit)
+            .field("group_commit_calls", &self.group_commit_calls)
             .finish()
     }
 }
@@ -71,7 +76,7 @@ impl PgConfig {
     /// of 16 connections, 5 s to wait for or create a connection, no statement timeout,
     /// notifications coalesced to one per 5 ms, reads waiting up to 250 ms for the visibility
     /// horizon, listening on, health degraded by an append open longer than 30 s,
-    /// migrations giving up on a table lock after 3 s.
+    /// migrations giving up on a table lock after 3 s, group commit off.
     pub fn new(pg: tokio_postgres::Config) -> Self {
         Self {
             pg,
@@ -86,6 +91,8 @@ impl PgConfig {
             long_transaction_threshold: Duration::from_secs(30),
             migration_lock_timeout: Duration::from_secs(3),
             listen: true,
+            group_commit: false,
+            group_commit_calls: None,
         }
     }
 
@@ -96,7 +103,7 @@ impl PgConfig {
     /// parameters: `schema`, `pool_size`, `pool_wait_timeout`, `pool_create_timeout`,
     /// `pool_recycle_timeout`, `statement_timeout`, `notify_interval`, `visibility_wait`,
     /// `long_transaction_threshold`, `migration_lock_timeout` (durations as `250ms`, `5s`,
-    /// `1m 30s`, or a number of milliseconds). Their names and values are percent-decoded
+    /// `1m 30s`, or a number of milliseconds), `group_commit` (`true` or `false`), `group_commit_calls`. Their names and values are percent-decoded
     /// (`%20` is a space, `+` stays a plus sign, as in the rest of the URL); every other part
     /// of the URL, and every other parameter, is read by tokio-postgres, which refuses
     /// parameters it does not know.
@@ -150,6 +157,12 @@ impl PgConfig {
                 self.long_transaction_threshold(parse_duration(key, value)?)
             }
             "migration_lock_timeout" => self.migration_lock_timeout(parse_duration(key, value)?),
+            "group_commit" => self.group_commit(parse_bool(key, value)?),
+            "group_commit_calls" => self.group_commit_calls(
+                value
+                    .parse()
+                    .map_err(|_| PgConfigError::invalid(key, value, "expected a number"))?,
+            ),
             _ => self,
         })
     }
@@ -242,6 +255,48 @@ impl PgConfig {
         self
     }
 
+    /// Whether appends that arrive while others are in flight are sent together: one call of
+    /// the store's group function, one transaction and one commit (one WAL flush) for all of
+    /// them, each append still all-or-nothing on its own (a subtransaction each). An append
+    /// that finds the store idle is sent at once and alone, as without group commit.
+    ///
+    /// It pays off when commits are the bottleneck (many appends in flight on different
+    /// streams, a slow WAL flush); it costs a few microseconds per append for the
+    /// subtransaction, and an append may wait for the call ahead of it to return. A group
+    /// whose connection is lost leaves every append in it in doubt (each is settled as a
+    /// lone append in doubt is). Needs migration 8; without it, appends go alone. Off by
+    /// default; see the operations guide for when to turn it on.
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
+        self
+    }
+
+    /// With group commit on, how many calls may be in flight at once, lone appends and groups
+    /// together (at least 1). Appends beyond them wait for one to return and then go together.
+    /// By default as many as the pool serves commands (its size less an eighth, at least one
+    /// connection: what the executor admits at once), so that an append never waits for
+    /// company while a connection is free for it: group commit then only gathers appends that
+    /// would otherwise wait for a connection. Fewer calls make larger groups (fewer commits)
+    /// sooner, but a group's appends run one after the other in one server backend and an
+    /// append may wait for the call ahead of it: see the operations guide before lowering it.
+    pub fn group_commit_calls(mut self, calls: usize) -> Self {
+        self.group_commit_calls = Some(calls.max(1));
+        self
+    }
+
+    /// Whether group commit is on.
+    pub fn get_group_commit(&self) -> bool {
+        self.group_commit
+    }
+
+    /// The most calls group commit keeps in flight (set, or derived from the pool size).
+    pub fn get_group_commit_calls(&self) -> usize {
+        self.group_commit_calls.unwrap_or_else(|| {
+            let size = self.pool_size;
+            size.saturating_sub((size / 8).max(1)).max(1)
+        })
+    }
+
     /// The driver configuration, to adjust what the setters here do not cover.
     pub fn driver_config_mut(&mut self) -> &mut tokio_postgres::Config {
         &mut self.pg
@@ -324,6 +379,8 @@ const OUR_PARAMS: &[&str] = &[
     "visibility_wait",
     "long_transaction_threshold",
     "migration_lock_timeout",
+    "group_commit",
+    "group_commit_calls",
 ];
 
 /// A URL's connection part and its query string (empty for a `key=value` string). The query
@@ -367,6 +424,15 @@ fn parse_duration(key: &str, value: &str) -> Result<Duration, PgConfigError> {
         ),
         source: Some(Box::new(e)),
     })
+}
+
+/// `true`/`false` (also `on`/`off`, `1`/`0`, `yes`/`no`), as PostgreSQL writes booleans.
+fn parse_bool(key: &str, value: &str) -> Result<bool, PgConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "on" | "1" | "yes" => Ok(true),
+        "false" | "off" | "0" | "no" => Ok(false),
+        _ => Err(PgConfigError::invalid(key, value, "expected true or false")),
+    }
 }
 
 pub(crate) fn validate_schema(schema: &str) -> Result<(), PgConfigError> {
@@ -426,6 +492,33 @@ mod tests {
         assert_eq!(c.pg.get_application_name(), Some("x"));
         assert_eq!(c.pg.get_dbname(), Some("db"));
         assert_eq!(c.pg.get_ports(), &[5433]);
+    }
+
+    #[test]
+    fn group_commit_is_off_unless_asked_for() {
+        let c = PgConfig::from_url("postgres://h/db").unwrap();
+        assert!(!c.get_group_commit());
+        assert!(c.group_commit(true).get_group_commit());
+        for on in ["true", "on", "1", "YES"] {
+            let c = PgConfig::from_url(&format!("postgres://h/db?group_commit={on}")).unwrap();
+            assert!(c.get_group_commit(), "{on}");
+        }
+        let c = PgConfig::from_url("postgres://h/db?group_commit=off").unwrap();
+        assert!(!c.get_group_commit());
+        // As many calls as the pool serves commands.
+        assert_eq!(c.get_group_commit_calls(), 14);
+        assert_eq!(c.clone().pool_size(32).get_group_commit_calls(), 28);
+        assert_eq!(c.clone().pool_size(1).get_group_commit_calls(), 1);
+        let c = PgConfig::from_url("postgres://h/db?group_commit=on&group_commit_calls=3").unwrap();
+        assert_eq!(c.get_group_commit_calls(), 3);
+        assert_eq!(c.group_commit_calls(0).get_group_commit_calls(), 1);
+        let refused = PgConfig::from_url("postgres://h/db?group_commit=maybe").unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("invalid group_commit \"maybe\""),
+            "{refused}"
+        );
     }
 
     #[test]

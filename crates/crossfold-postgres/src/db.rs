@@ -7,6 +7,7 @@ use deadpool_postgres::{Object, Pool};
 
 use crate::error::classify_pool;
 use crate::read::Horizon;
+use crate::read_index::KnownReadIndexes;
 use crate::sql::Sql;
 
 /// A store's connections and statements.
@@ -18,6 +19,8 @@ pub(crate) struct Db {
     /// The open transactions known to be foreign to the store, which every read of the log
     /// passes (see `read::horizon`).
     pub(crate) horizon: Horizon,
+    /// The optional read indexes found at the last look (see `read_index`).
+    pub(crate) read_indexes: KnownReadIndexes,
 }
 
 impl Db {
@@ -28,6 +31,7 @@ impl Db {
             schema,
             sql,
             horizon: Horizon::default(),
+            read_indexes: KnownReadIndexes::default(),
         }
     }
 

@@ -9,6 +9,9 @@
 //!   other. A failed condition writes nothing and names every conflicting stream.
 //!   The commonest append — events for one stream, nothing else checked — has a leaner
 //!   function of its own.
+//! * **Group commit** (off by default, [`PgConfig::group_commit`]): appends that arrive while
+//!   the store's calls are busy go together in one call and one commit, each still all or
+//!   nothing on its own (a subtransaction each); a lone append is sent at once.
 //! * **A commit-safe global log.** Each event carries its writing transaction's id (`xid8`) and
 //!   a sequence number; the log is ordered by that pair and shows only rows of transactions
 //!   below the oldest *append* of this store still running, so a checkpoint never skips an
@@ -43,7 +46,13 @@
 //! * **O(batch) reads of the log**, unfiltered or filtered by stream, category
 //!   ([`StreamId::category`](crossfold_core::StreamId::category)) or event type: each filter
 //!   reads through an index that orders its key's events by position, so catching up on N
-//!   events costs O(N) however far behind a subscriber is.
+//!   events costs O(N) however far behind a subscriber is. The stream, category and type
+//!   indexes are optional ([`ReadIndex`]), because every append pays for each index per event:
+//!   a store has them where a subscription or projection filters that way
+//!   ([`PgEventStore::create_read_index`], `crossfold indexes create`). Without one, a read by
+//!   category or type scans the log from its position, checking the filter (O(batch) for a
+//!   category or type that is a fair share of the log), and a read by stream reads the whole
+//!   stream through the primary key.
 //! * **Undecodable events do not stop readers for good.** A stored row the store cannot
 //!   decode fails reads with a [`PgUndecodableEvent`] naming its position;
 //!   [`PgEventStore::quarantine`] sets it aside and reads skip it from then on.
@@ -110,6 +119,7 @@ mod migrate;
 mod notify;
 mod projections;
 mod read;
+mod read_index;
 mod sql;
 mod store;
 #[cfg(test)]
@@ -127,6 +137,7 @@ pub use metrics::{
 };
 pub use migrate::{PgMigration, PgMigrationError, PgMigrationReport, PgMigrationStatus};
 pub use projections::{PgCheckpoints, PgUnit};
+pub use read_index::{PgReadIndex, PgReadIndexState, ReadIndex, UnknownReadIndex};
 pub use store::PgEventStore;
 
 /// The driver and pool this crate is built on, for configuring connections and TLS.

@@ -136,6 +136,22 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 7,
+        name: "optional_read_indexes",
+        sql: include_str!("../migrations/0007_optional_read_indexes.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
+    PgMigration {
+        version: 8,
+        name: "group_commit",
+        sql: include_str!("../migrations/0008_group_commit.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
 
 /// What the database records: the schema, and its migrations.
@@ -509,6 +525,7 @@ async fn apply(
                     report.version >= 4,
                     report.version >= 5,
                     report.version >= 6,
+                    report.version >= 8,
                 ))
                 .await?;
         }
@@ -588,6 +605,14 @@ mod tests {
             (
                 "c51d464756db7b0d2be91eb5ee61230c6930cec7b9447d9c86b36c7bcf4f4d84",
                 "8a9734fcf184d55e32aa4b694edb00d2ecf0433e209e2617266980456767df35",
+            ),
+            (
+                "0341f3f1f8dc37fc2964d2fc7cd5b6eae4928f86ccba2b93e06ffd2f84cf46d2",
+                "702602ed5a70c2b3963f0eb65dc3a46076f785f0e975ba08c67d9eab00664149",
+            ),
+            (
+                "fef26f508da61abfaf0077b82ff9a476ccaf877018002ad68bf9c8988d4bc79d",
+                "9ef8ed90b6c4ae42811c264be93d9c72b74a682a9b7b9d23b8bf7d3dcb188bd5",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

@@ -33,6 +33,8 @@
 //! On a hot standby snapshots do not list open transactions, and the horizon stays the
 //! snapshot's `xmin`: the oldest transaction open on the primary, as before.
 
+use crate::read_index::{ReadIndex, ReadIndexSet};
+
 /// Columns of an event row, in the order `read::Decoder::decode` expects them.
 pub(crate) const EVENT_COLUMNS: &str = "transaction_id, sequence, event_id, stream_id, \
      stream_version, event_type, schema_version, payload_json, payload_bytes, metadata";
@@ -52,7 +54,7 @@ pub(crate) mod shape {
     pub(crate) const COUNT: usize = 16;
 }
 
-/// The category of a stream id in SQL: the part before its first `-`, as the
+/// The category of a stream id in SQL: the part before its first `-`, as the optional
 /// `events_category_log_idx` index computes it (the expression must match it exactly).
 const CATEGORY: &str = "split_part(ev.stream_id, '-', 1)";
 
@@ -63,9 +65,10 @@ pub(crate) struct Sql {
     pub(crate) read_stream: String,
     pub(crate) read_one: String,
     pub(crate) read_many: String,
-    /// One statement per filter shape (see [`shape`]), all taking the same six parameters:
-    /// position (xid8, int8), limit, streams, categories, event types.
-    pub(crate) read_all: [String; shape::COUNT],
+    /// One statement per set of optional read indexes and filter shape (see [`shape`] and
+    /// [`Sql::read_all`]), all taking the same seven parameters: position (xid8, int8), limit,
+    /// streams, categories, event types, and the open transactions known to be foreign.
+    read_all: [[String; shape::COUNT]; ReadIndexSet::STATEMENT_SETS],
     pub(crate) head: String,
     pub(crate) probe: String,
     /// The open transactions of the statement's snapshot known never to append to the store.
@@ -84,7 +87,12 @@ impl Sql {
     /// `_`; quoted everywhere, so reserved words such as `order` work too).
     pub(crate) fn new(schema: &str) -> Self {
         let q = quoted(schema);
-        let read_all = std::array::from_fn(|s| read_all(&q, &horizon(&q, "$7"), s));
+        let read_horizon = horizon(&q, "$7");
+        let read_all = std::array::from_fn(|set| {
+            std::array::from_fn(|s| {
+                read_all(&q, &read_horizon, s, ReadIndexSet::from_statement_bits(set))
+            })
+        });
         Self {
             append: format!(
                 "SELECT transaction_id, versions, sequences \
@@ -244,6 +252,14 @@ fn shifted(q: &str, xid: &str) -> String {
     )
 }
 
+impl Sql {
+    /// The read of the log for filter shape `shape` (see [`shape`]) in a store that has the
+    /// optional read indexes `indexes`.
+    pub(crate) fn read_all(&self, shape: usize, indexes: ReadIndexSet) -> &str {
+        &self.read_all[indexes.statement_bits()][shape % shape::COUNT]
+    }
+}
+
 /// A schema name as an SQL identifier.
 pub(crate) fn quoted(schema: &str) -> String {
     format!("\"{}\"", schema.replace('"', "\"\""))
@@ -267,39 +283,49 @@ fn pending_of_log(q: &str, horizon: &str, conditions: &str) -> String {
     )
 }
 
-/// The read of the global log for one filter shape. The first two columns are the horizon
-/// and the newest pending transaction; the caller waits briefly for the horizon to pass it and
-/// reads again, so a read sees everything committed before it started.
+/// The read of the global log for one filter shape, in a store with the optional read
+/// indexes `indexes`. The first two columns are the horizon and the newest pending
+/// transaction; the caller waits briefly for the horizon to pass it and reads again, so a read
+/// sees everything committed before it started.
 ///
 /// Unfiltered, the read is one range of the log index from the position. Filtered, one key of
-/// the filter drives the read — streams, else categories, else event types — through the index
-/// that orders that key's events by log position: per key, at most a batch is read from the
-/// position, and the keys' batches are merged. Every read therefore costs O(batch × keys),
-/// never O(rest of the log). The filter's other conditions are checked on the rows read.
-/// Each key's read is bounded by row comparisons that lead with the key, and ordered by the
-/// key first, instead of `key = k.key`: the same rows, but an order only the key's own index
-/// delivers (an equality would make the key's order redundant, and a generic plan could then
-/// pick the log index filtered by the key — for a rare key, a scan of the rest of the log).
-fn read_all(q: &str, horizon: &str, s: usize) -> String {
+/// the filter drives the read — streams, else categories, else event types, the last two only
+/// where their optional index exists — through the index that orders that key's events by log
+/// position: per key, at most a batch is read from the position, and the keys' batches are
+/// merged. Such a read costs O(batch × keys), never O(rest of the log). The filter's other
+/// conditions are checked on the rows read. Each category's or type's read is bounded by row
+/// comparisons that lead with the key, and ordered by the key first, instead of `key = k.key`:
+/// the same rows, but an order only the key's own index delivers (an equality would make the
+/// key's order redundant, and a generic plan could then pick the log index filtered by the key
+/// — for a rare key, a scan of the rest of the log).
+///
+/// A stream's read is `stream_id = k.key`: with the optional stream index it is a range of
+/// that index; without it, the primary key `(stream_id, stream_version)` finds the stream's
+/// events, sorted by position: O(events of the stream) per read. A filter by category or type
+/// without its index is read like the unfiltered log, its conditions checked on each event:
+/// O(events between the position and the batch's last event), which is O(batch) for a category
+/// or type that makes up a fair share of the log, and up to the rest of the log for a rare one.
+fn read_all(q: &str, horizon: &str, s: usize, indexes: ReadIndexSet) -> String {
     let driver = if s & shape::STREAMS != 0 {
         Some(("ev.stream_id", "$4"))
-    } else if s & shape::CATEGORIES != 0 {
+    } else if s & shape::CATEGORIES != 0 && indexes.contains(ReadIndex::Category) {
         Some((CATEGORY, "$5"))
-    } else if s & shape::TYPES != 0 {
+    } else if s & shape::TYPES != 0 && indexes.contains(ReadIndex::EventType) {
         Some(("ev.event_type", "$6"))
     } else {
         None
     };
+    let driven_by = |key: &str| driver.is_some_and(|(k, _)| k == key);
     let mut conditions = String::new();
     if s & shape::NO_SYSTEM != 0 {
         // The events of system streams, which log reads skip unless asked, are read and
         // passed over: they are few (one idempotency marker per keyed command).
         conditions.push_str(" AND NOT starts_with(ev.stream_id, '$')");
     }
-    if s & shape::CATEGORIES != 0 && s & shape::STREAMS != 0 {
+    if s & shape::CATEGORIES != 0 && !driven_by(CATEGORY) {
         conditions.push_str(&format!(" AND {CATEGORY} = ANY($5)"));
     }
-    if s & shape::TYPES != 0 && s & (shape::STREAMS | shape::CATEGORIES) != 0 {
+    if s & shape::TYPES != 0 && !driven_by("ev.event_type") {
         conditions.push_str(" AND ev.event_type = ANY($6)");
     }
     match driver {
@@ -314,8 +340,9 @@ fn read_all(q: &str, horizon: &str, s: usize) -> String {
             pending = pending_of_log(q, horizon, &conditions)
         ),
         Some((key, keys)) => {
-            // Streams are many and each is rare, so `key = k.key` is planned on the stream's
-            // index. Categories and types are few: see the doc above.
+            // Streams are many and each is rare, so `key = k.key` is planned on the stream
+            // index, or without it on the primary key. Categories and types are few: see the
+            // doc above.
             let (pending_bound, read_bound) = if key == "ev.stream_id" {
                 (
                     format!("{key} = k.key AND ev.transaction_id >= h.horizon"),

@@ -31,9 +31,14 @@ use crate::migrate::{
 };
 use crate::notify::{ListenerState, Notifier, Wakeup, spawn_listener};
 use crate::projections::PgCheckpoints;
+use crate::read_index::{self, PgReadIndex, ReadIndex};
 use crate::sql::quoted;
 use crate::turns::{self, Turns};
 use crate::{append, read};
+
+/// How many times more command executions than connections the executor admits at once when
+/// group commit is on (see [`EventStore::concurrency_limit`]).
+const GROUPED_ADMISSION: usize = 4;
 
 /// The PostgreSQL event store.
 ///
@@ -46,6 +51,8 @@ pub struct PgEventStore {
 
 struct Inner {
     db: Db,
+    /// Sends appends alone or in groups (group commit).
+    appender: append::Appender,
     wakeup: Wakeup,
     listener: ListenerState,
     visibility_wait: Duration,
@@ -152,6 +159,11 @@ impl PgEventStore {
         let turns = Turns::new(&config, tls.clone())?;
 
         let db = Db::new(pool, config.schema.clone());
+        // Which optional read indexes the reads can use. Where the schema is not migrated yet
+        // this finds none; reads look again later (see `read_index`).
+        if let Err(e) = read_index::refresh(&db).await {
+            tracing::debug!(error = %ErrorChain(&e), schema = %db.schema, "crossfold: read indexes not looked up");
+        }
         let (shutdown, shutdown_rx) = watch::channel(());
         let wake_tx = Arc::new(watch::channel(0u64).0);
         let listener = ListenerState::new(config.listen);
@@ -172,9 +184,12 @@ impl PgEventStore {
             config.notify_interval,
             shutdown_rx,
         );
+        let appender =
+            append::Appender::new(&db, config.group_commit, config.get_group_commit_calls());
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                appender,
                 wakeup: Wakeup::new(wake_tx, notifier),
                 listener,
                 visibility_wait: config.visibility_wait,
@@ -216,14 +231,17 @@ impl PgEventStore {
         &self,
         target: Option<u32>,
     ) -> Result<PgMigrationReport, PgMigrationError> {
-        migrate(
+        let report = migrate(
             &self.inner.db.pool,
             &self.inner.db.schema,
             target,
             self.inner.migration_lock_timeout,
         )
         .instrument(tracing::info_span!("crossfold.migrate", schema = %self.inner.db.schema))
-        .await
+        .await?;
+        // A migration may have added or dropped read indexes.
+        read_index::refresh(&self.inner.db).await?;
+        Ok(report)
     }
 
     /// Checks, changing nothing, that the schema has every migration this build needs and
@@ -264,6 +282,38 @@ impl PgEventStore {
     /// (the schema's owner). The event itself stays stored, unchanged.
     pub async fn quarantine(&self, position: Position, reason: &str) -> Result<(), StoreError> {
         read::quarantine(&self.inner.db, position, reason).await
+    }
+
+    /// Builds an optional read index ([`ReadIndex::Category`], [`ReadIndex::EventType`]) so
+    /// that reads of the log filtered that way cost O(batch) from any position, at the price of
+    /// one more index entry for every event appended from then on (see the operations guide
+    /// for figures). Built with `CREATE INDEX CONCURRENTLY`: appends and reads go on meanwhile;
+    /// the call returns when the index is ready (minutes on a large log) and this store's
+    /// reads use it from then on, other processes' within half a minute. Replaces what an
+    /// interrupted build left behind; `Ok(false)` when the index was there already. Takes
+    /// turns with migrations. Run it as the schema's owner.
+    pub async fn create_read_index(&self, index: ReadIndex) -> Result<bool, StoreError> {
+        read_index::create(&self.inner.db, index)
+            .instrument(tracing::info_span!("crossfold.create_read_index", schema = %self.inner.db.schema, %index))
+            .await
+    }
+
+    /// Drops an optional read index (`DROP INDEX CONCURRENTLY`): appends stop paying for it,
+    /// and reads filtered its way scan the log from their position instead (this store's at
+    /// once, other processes' within half a minute; until then theirs may scan the whole
+    /// category or type per read). `Ok(false)` when it was not there. Run it as the schema's
+    /// owner.
+    pub async fn drop_read_index(&self, index: ReadIndex) -> Result<bool, StoreError> {
+        read_index::remove(&self.inner.db, index)
+            .instrument(tracing::info_span!("crossfold.drop_read_index", schema = %self.inner.db.schema, %index))
+            .await
+    }
+
+    /// Every optional read index: whether it is there, its size, and how many index scans
+    /// used it since the server's statistics were reset (0 on a primary that has run a while:
+    /// no read there filters that way). Also makes this store's reads follow what it finds.
+    pub async fn read_indexes(&self) -> Result<Vec<PgReadIndex>, StoreError> {
+        read_index::list(&self.inner.db).await
     }
 
     /// The migrations this build embeds, in order.
@@ -393,6 +443,27 @@ impl PgEventStore {
         read::explain_read_all(&self.inner.db, after, limit, filter, generic).await
     }
 
+    /// Appends each of `requests` atomically, all in one call of the group function (one
+    /// transaction, one commit) whatever [`PgConfig::group_commit`] says, applied in the order
+    /// given, and returns each one's outcome in order. For tests of the group function.
+    #[doc(hidden)]
+    pub async fn append_together(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<Appended, StoreError>> {
+        self.inner
+            .appender
+            .append_together(&self.inner.db, &self.inner.wakeup, requests)
+            .await
+    }
+
+    /// Appends waiting for a group call: those that arrived while the calls group commit allows
+    /// at once were all in flight (0 without group commit). For tests of group commit.
+    #[doc(hidden)]
+    pub fn group_commit_waiting(&self) -> usize {
+        self.inner.appender.waiting()
+    }
+
     fn metrics(&self) -> &StoreMetrics {
         self.inner
             .metrics
@@ -430,7 +501,10 @@ impl EventStore for PgEventStore {
             events = request.event_count()
         );
         let started = Instant::now();
-        let result = append::append(&self.inner.db, &self.inner.wakeup, request)
+        let result = self
+            .inner
+            .appender
+            .append(&self.inner.db, &self.inner.wakeup, request)
             .instrument(span)
             .await;
         let finished = Instant::now();
@@ -491,9 +565,18 @@ impl EventStore for PgEventStore {
     /// subscriptions, projections and checkpoints built on this store, health checks. Each
     /// command execution uses one connection at a time, so executions admitted up to this limit
     /// do not wait for one behind each other.
+    ///
+    /// With [group commit](PgConfig::group_commit) on, four times that: appends no longer need
+    /// a connection each (those beyond the calls in flight go together, in one call), and
+    /// gathering them is what group commit is for; reads still take a connection each, briefly.
     fn concurrency_limit(&self) -> Option<usize> {
         let size = self.inner.db.pool.status().max_size;
-        Some(size.saturating_sub((size / 8).max(1)).max(1))
+        let served = size.saturating_sub((size / 8).max(1)).max(1);
+        Some(if self.inner.appender.grouped() {
+            served.saturating_mul(GROUPED_ADMISSION)
+        } else {
+            served
+        })
     }
 
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<(), StoreError> {
@@ -572,12 +655,50 @@ impl PgCheckpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read_index::ReadIndexSet;
     use crate::sql::{Sql, shape};
     use crossfold_core::{EventData, ExpectedVersion, Payload};
 
+    /// Prepares each case's statement under its name and explains its execution with its
+    /// arguments (a generic plan, under `force_generic_plan`); fails where the plan reads the
+    /// events table with a sequential scan. Returns the plans.
+    async fn explain_all(
+        client: &deadpool_postgres::Object,
+        cases: &[(String, &str, String)],
+    ) -> Vec<String> {
+        let mut plans = Vec::new();
+        for (name, text, args) in cases {
+            let types = if name.starts_with("read_all") {
+                "(xid8, int8, int8, text[], text[], text[], xid8[])"
+            } else {
+                ""
+            };
+            client
+                .batch_execute(&format!("PREPARE {name}{types} AS {text}"))
+                .await
+                .unwrap();
+            let plan: Vec<String> = client
+                .query(&format!("EXPLAIN EXECUTE {name}{args}"), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            // log_state is one row: scanning it is the cheapest way to read it.
+            let events_scanned = plan
+                .lines()
+                .any(|l| l.contains("Seq Scan") && !l.contains("log_state"));
+            assert!(!events_scanned, "{name}:\n{plan}");
+            plans.push(plan);
+        }
+        plans
+    }
+
     /// Every statement of [`Sql`], as the generic plan a prepared statement gets after a few
     /// executions, reads the events table through an index — never a sequential scan, which
-    /// would make each call cost the size of the log. (Here rather than in `sql`: it needs a
+    /// would make each call cost the size of the log — and each read of the log through the
+    /// index of its driving key, for every set of optional read indexes the store can have. (Here rather than in `sql`: it needs a
     /// migrated store with events, and `sql` is below the store.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn generic_plans_use_the_indexes() {
@@ -614,7 +735,7 @@ mod tests {
             .await
             .unwrap();
         let sql = Sql::new(&schema);
-        let mut cases: Vec<(String, &str, String)> = vec![
+        let cases: Vec<(String, &str, String)> = vec![
             ("read_stream".into(), &sql.read_stream, "('s-1-1')".into()),
             ("read_one".into(), &sql.read_one, "('s-1-1', 2, 5)".into()),
             (
@@ -636,51 +757,77 @@ mod tests {
             ),
             ("quarantined".into(), &sql.quarantined, "('5', 1)".into()),
         ];
-        for (which, text) in sql.read_all.iter().enumerate() {
-            cases.push((
-                format!("read_all_{which}"),
-                text,
-                "('5', 0, 100, '{s-1-1,s-2-2}', '{s}', '{E}', '{}')".into(),
-            ));
-        }
-        for (name, text, args) in cases {
-            let types = if name.starts_with("read_all") {
-                "(xid8, int8, int8, text[], text[], text[], xid8[])"
-            } else {
-                ""
-            };
+        explain_all(&client, &cases).await;
+
+        // The reads of the log, for every set of optional read indexes, each in a schema that
+        // has exactly those indexes (after migrating, it has none).
+        // Each step: an index created (true) or dropped, and the indexes there afterwards.
+        type Step<'a> = (Option<(ReadIndex, bool)>, &'a [ReadIndex]);
+        let steps: [Step<'_>; 6] = [
+            (None, &[]),
+            (Some((ReadIndex::Category, true)), &[ReadIndex::Category]),
+            (
+                Some((ReadIndex::Stream, true)),
+                &[ReadIndex::Category, ReadIndex::Stream],
+            ),
+            (Some((ReadIndex::EventType, true)), &ReadIndex::ALL),
+            (
+                Some((ReadIndex::Category, false)),
+                &[ReadIndex::Stream, ReadIndex::EventType],
+            ),
+            (Some((ReadIndex::Stream, false)), &[ReadIndex::EventType]),
+        ];
+        for (step, (change, present)) in steps.into_iter().enumerate() {
+            match change {
+                Some((index, true)) => assert!(store.create_read_index(index).await.unwrap()),
+                Some((index, false)) => assert!(store.drop_read_index(index).await.unwrap()),
+                None => {}
+            }
+            let set = ReadIndexSet::of(present);
             client
-                .batch_execute(&format!("PREPARE {name}{types} AS {text}"))
+                .batch_execute(&format!("ANALYZE {schema}.events"))
                 .await
                 .unwrap();
-            let plan: Vec<String> = client
-                .query(&format!("EXPLAIN EXECUTE {name}{args}"), &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
+            let cases: Vec<(String, &str, String)> = (0..shape::COUNT)
+                .map(|which| {
+                    (
+                        format!("read_all_{step}_{which}"),
+                        sql.read_all(which, set),
+                        "('5', 0, 100, '{s-1-1,s-2-2}', '{s}', '{E}', '{}')".to_owned(),
+                    )
+                })
                 .collect();
-            let plan = plan.join("\n");
-            // log_state is one row: scanning it is the cheapest way to read it.
-            let events_scanned = plan
-                .lines()
-                .any(|l| l.contains("Seq Scan") && !l.contains("log_state"));
-            assert!(!events_scanned, "{name}:\n{plan}");
-            // A bitmap scan has no order: every matching row would be read and sorted.
-            if let Some(which) = name.strip_prefix("read_all_") {
-                assert!(!plan.contains("Bitmap"), "{name}:\n{plan}");
-                // The filter's driving key reads through its own index.
-                let which: usize = which.parse().unwrap();
-                let index = if which & shape::STREAMS != 0 {
+            let plans = explain_all(&client, &cases).await;
+            for (which, ((name, _, _), plan)) in cases.iter().zip(plans).enumerate() {
+                // A bitmap scan has no order: every matching row would be read and sorted. Only
+                // a scan bounded to the log's tail at or above the horizon (the probe for
+                // pending transactions) or to one stream (a stream's read without the stream
+                // index, O(events of the stream) by design) may use one.
+                let lines: Vec<&str> = plan.lines().collect();
+                let unbounded_bitmap = lines.iter().enumerate().any(|(i, l)| {
+                    l.contains("Bitmap Index Scan")
+                        && !lines.get(i + 1).is_some_and(|c| {
+                            c.contains("transaction_id >= ") || c.contains("(stream_id = k")
+                        })
+                });
+                assert!(!unbounded_bitmap, "{name}:\n{plan}");
+                // The filter's driving key reads through its own index, where there is one.
+                let index = if which & shape::STREAMS != 0 && set.contains(ReadIndex::Stream) {
                     "events_stream_log_idx"
-                } else if which & shape::CATEGORIES != 0 {
+                } else if which & shape::STREAMS != 0 {
+                    "events_pkey"
+                } else if which & shape::CATEGORIES != 0 && set.contains(ReadIndex::Category) {
                     "events_category_log_idx"
-                } else if which & shape::TYPES != 0 {
+                } else if which & shape::TYPES != 0 && set.contains(ReadIndex::EventType) {
                     "events_type_log_idx"
                 } else {
                     "events_log_idx"
                 };
-                assert!(plan.contains(&format!("using {index}")), "{name}:\n{plan}");
+                assert!(
+                    plan.contains(&format!("using {index}"))
+                        || plan.contains(&format!("Bitmap Index Scan on {index}")),
+                    "{name} ({present:?}):\n{plan}"
+                );
             }
         }
         client

@@ -6,11 +6,23 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{events, fresh_store, json_event, raw_client, sid};
+use common::{Commit, events, fresh_store, fresh_store_in, json_event, raw_client, sid};
 use crossfold_core::{
     AppendRequest, Appended, EventData, EventStore, ExpectedVersion, LogFilter, Metadata, Payload,
     Position, StoreError, StreamVersion,
 };
+
+commit_modes!(
+    [Alone, EachInAGroup]
+    expected_version_cases,
+    multi_stream_append_is_atomic_and_reports_every_conflict,
+    check_only_streams_are_checked,
+    duplicate_event_id_is_refused,
+    payloads_and_metadata_round_trip,
+    large_appends_work,
+    empty_request_is_a_no_op,
+    a_stream_row_set_back_is_a_conflict,
+);
 
 fn v(n: u64) -> StreamVersion {
     StreamVersion::new(n)
@@ -37,9 +49,8 @@ fn positions(r: &Appended) -> Vec<Position> {
     r.events.iter().map(|e| e.position).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expected_version_cases() {
-    let store = fresh_store().await;
+async fn expected_version_cases(commit: Commit) {
+    let store = fresh_store_in(commit).await;
     let a = sid("a");
     let one = |t| vec![json_event(t, "{}")];
 
@@ -123,9 +134,8 @@ async fn expected_version_cases() {
     assert_eq!(versions, [1, 2, 3, 4]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_stream_append_is_atomic_and_reports_every_conflict() {
-    let store = fresh_store().await;
+async fn multi_stream_append_is_atomic_and_reports_every_conflict(commit: Commit) {
+    let store = fresh_store_in(commit).await;
     let (a, b, c, d) = (sid("acc-a"), sid("acc-b"), sid("acc-c"), sid("acc-d"));
     let seeded = store
         .append(
@@ -218,9 +228,8 @@ async fn multi_stream_append_is_atomic_and_reports_every_conflict() {
     assert_eq!(store.stream_version(&d).await.unwrap(), v(0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_only_streams_are_checked() {
-    let store = fresh_store().await;
+async fn check_only_streams_are_checked(commit: Commit) {
+    let store = fresh_store_in(commit).await;
     let (a, w) = (sid("read-a"), sid("write-w"));
     store
         .append(AppendRequest::new().stream(a.clone(), ExpectedVersion::Any, events("A", 2)))
@@ -264,9 +273,8 @@ async fn check_only_streams_are_checked() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_event_id_is_refused() {
-    let store = fresh_store().await;
+async fn duplicate_event_id_is_refused(commit: Commit) {
+    let store = fresh_store_in(commit).await;
     let e = json_event("E", "{}");
     store
         .append(AppendRequest::new().stream(sid("a"), ExpectedVersion::Any, vec![e.clone()]))
@@ -293,9 +301,8 @@ async fn duplicate_event_id_is_refused() {
     assert!(matches!(err, StoreError::InvalidRequest(_)), "{err:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payloads_and_metadata_round_trip() {
-    let store = fresh_store().await;
+async fn payloads_and_metadata_round_trip(commit: Commit) {
+    let store = fresh_store_in(commit).await;
     let mut meta = Metadata::now();
     meta.actor = Some("user-7".into());
     meta.correlation_id = Some(uuid::Uuid::now_v7());
@@ -343,9 +350,8 @@ async fn payloads_and_metadata_round_trip() {
     assert_eq!(store.stream_version(&sid("p")).await.unwrap(), v(2));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_appends_work() {
-    let store = fresh_store().await;
+async fn large_appends_work(commit: Commit) {
+    let store = fresh_store_in(commit).await;
     let mut request = AppendRequest::new();
     for s in 0..5 {
         request = request.stream(
@@ -376,17 +382,15 @@ async fn large_appends_work() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn empty_request_is_a_no_op() {
-    let store = fresh_store().await;
+async fn empty_request_is_a_no_op(commit: Commit) {
+    let store = fresh_store_in(commit).await;
     let r = store.append(AppendRequest::new()).await.unwrap();
     assert!(r.is_empty());
     assert_eq!(store.head_position().await.unwrap(), Position::START);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_row_set_back_is_a_conflict() {
-    let store = fresh_store().await;
+async fn a_stream_row_set_back_is_a_conflict(commit: Commit) {
+    let store = fresh_store_in(commit).await;
     let schema = store.schema().to_owned();
     store
         .append(AppendRequest::new().stream(sid("s"), ExpectedVersion::NoStream, events("E", 3)))

@@ -1,6 +1,9 @@
 //! The ordering rule: a transaction that took its id early and commits late must still be
 //! delivered, exactly once and in order, to a subscriber that checkpointed while it was open.
 //!
+//! Run with each append alone, and with group commit on (the appends that commit after the
+//! held transaction are sent at once, so that they go in groups).
+//!
 //! This file holds a writing transaction open on purpose, which holds back the visibility
 //! horizon of the whole server: it is its own test binary so that no other test waits on it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -10,15 +13,16 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{events, fresh_store, raw_client, sid};
+use common::{Commit, events, fresh_store_in, raw_client, sid};
 use crossfold_core::{
     AppendRequest, EventId, EventStore, ExpectedVersion, LogFilter, Position, RecordedEvent,
     SubscriptionExt, SubscriptionOptions,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_commit_is_delivered_after_a_checkpoint_taken_while_it_was_open() {
-    let store = fresh_store().await;
+commit_modes!([Alone, Grouped] a_late_commit_is_delivered_after_a_checkpoint_taken_while_it_was_open);
+
+async fn a_late_commit_is_delivered_after_a_checkpoint_taken_while_it_was_open(commit: Commit) {
+    let store = fresh_store_in(commit).await;
     let schema = store.schema().to_owned();
     let mut live = store
         .store
@@ -58,20 +62,38 @@ async fn a_late_commit_is_delivered_after_a_checkpoint_taken_while_it_was_open()
         .await
         .unwrap();
 
-    // Five appends commit after it, on other connections.
-    let mut after_ids = Vec::new();
-    for i in 0..5 {
-        let batch = events("After", 1);
-        after_ids.push(batch[0].event_id);
-        store
-            .append(AppendRequest::new().stream(
+    // Five appends commit after it, on other connections: one after the other, or with group
+    // commit all at once, so that those arriving while others are in flight go together.
+    let requests: Vec<AppendRequest> = (0..5)
+        .map(|i| {
+            AppendRequest::new().stream(
                 sid(&format!("after-{i}")),
                 ExpectedVersion::NoStream,
-                batch,
-            ))
+                events("After", 1),
+            )
+        })
+        .collect();
+    let appended = if commit == Commit::Alone {
+        let mut appended = Vec::new();
+        for request in requests {
+            appended.push(store.append(request).await.unwrap());
+        }
+        appended
+    } else {
+        futures_util::future::join_all(requests.into_iter().map(|r| store.append(r)))
             .await
-            .unwrap();
-    }
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    };
+    // In log order: by position.
+    let mut after: Vec<(Position, EventId)> = appended
+        .iter()
+        .flat_map(|a| a.events.iter().map(|e| (e.position, e.event_id)))
+        .collect();
+    after.sort_unstable();
+    let after_ids: Vec<EventId> = after.iter().map(|(_, id)| *id).collect();
+    assert_eq!(after_ids.len(), 5);
 
     // They are committed but must stay invisible while the held transaction is open: a reader
     // that saw them now would checkpoint past the held event.

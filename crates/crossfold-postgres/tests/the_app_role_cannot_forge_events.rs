@@ -105,6 +105,25 @@ async fn the_app_role_cannot_forge_events() {
         .await
         .unwrap();
     assert_eq!(next.len(), 1);
+    // It appends through the group function too (group commit): the migration that made it
+    // extended the role's grant.
+    let grouped = app
+        .append_together(vec![
+            AppendRequest::new().stream(
+                sid("account-4"),
+                ExpectedVersion::NoStream,
+                events("Opened", 1),
+            ),
+            AppendRequest::new().stream(
+                sid("account-5"),
+                ExpectedVersion::NoStream,
+                events("Opened", 1),
+            ),
+        ])
+        .await;
+    for outcome in &grouped {
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
 
     // It schedules, claims and completes deadlines through their functions.
     let deadlines = PgDeadlineStore::new(&app);
@@ -214,6 +233,6 @@ async fn the_app_role_cannot_forge_events() {
         .read_all(Position::START, 100, &LogFilter::all())
         .await
         .unwrap();
-    assert_eq!(log.len(), 5);
+    assert_eq!(log.len(), 7);
     assert!(log.iter().all(|e| e.event_type != "Forged"));
 }

@@ -167,6 +167,17 @@ impl<'a> Encoded<'a> {
             get(row, 1)?
         };
         let sequences: Vec<i64> = get(row, 2)?;
+        self.written_from(transaction, &versions, &sequences)
+    }
+
+    /// What the append function returned (its transaction id, each stream's version after the
+    /// append in lock order, each event's sequence in request order), in request order.
+    pub(super) fn written_from(
+        &self,
+        transaction: Option<Xid8>,
+        versions: &[i64],
+        sequences: &[i64],
+    ) -> Result<Written, StoreError> {
         if versions.len() != self.streams.len() || sequences.len() != self.ids.len() {
             return Err(corrupt(format!(
                 "append returned {} versions and {} positions for {} streams and {} events",
@@ -208,6 +219,92 @@ impl<'a> Encoded<'a> {
     }
 }
 
+/// The arrays of one call of the group function: each request's arrays of `append`, one
+/// request after the other, and how many streams, events and metadata elements each has.
+pub(super) struct GroupEncoded<'e> {
+    stream_counts: Vec<i32>,
+    event_counts: Vec<i32>,
+    metadata_counts: Vec<i32>,
+    streams: Vec<&'e str>,
+    expected: Vec<i64>,
+    counts: Vec<i32>,
+    event_stream: Vec<i32>,
+    event_offset: Vec<i32>,
+    ids: Vec<Uuid>,
+    types: Vec<&'e str>,
+    schema_versions: Vec<i32>,
+    json: Vec<Option<JsonbText<'e>>>,
+    bytes: Vec<Option<&'e [u8]>>,
+    metadata: Vec<JsonbText<'e>>,
+}
+
+impl<'e> GroupEncoded<'e> {
+    /// The arrays of `requests`, in their order. Counts fit: each request's were checked when
+    /// it was encoded, and a group holds few requests.
+    pub(super) fn new<'a: 'e>(requests: &'e [Encoded<'a>]) -> Result<Self, StoreError> {
+        let streams: usize = requests.iter().map(|r| r.streams.len()).sum();
+        let events: usize = requests.iter().map(|r| r.ids.len()).sum();
+        let metadata: usize = requests.iter().map(|r| r.metadata.len()).sum();
+        i32::try_from(streams.max(events).max(metadata)).map_err(|_| too_many())?;
+        let mut group = Self {
+            stream_counts: Vec::with_capacity(requests.len()),
+            event_counts: Vec::with_capacity(requests.len()),
+            metadata_counts: Vec::with_capacity(requests.len()),
+            streams: Vec::with_capacity(streams),
+            expected: Vec::with_capacity(streams),
+            counts: Vec::with_capacity(streams),
+            event_stream: Vec::with_capacity(events),
+            event_offset: Vec::with_capacity(events),
+            ids: Vec::with_capacity(events),
+            types: Vec::with_capacity(events),
+            schema_versions: Vec::with_capacity(events),
+            json: Vec::with_capacity(events),
+            bytes: Vec::with_capacity(events),
+            metadata: Vec::with_capacity(metadata),
+        };
+        for r in requests {
+            // Fit in an i32: the totals do.
+            group.stream_counts.push(r.streams.len() as i32);
+            group.event_counts.push(r.ids.len() as i32);
+            group.metadata_counts.push(r.metadata.len() as i32);
+            group.streams.extend_from_slice(&r.streams);
+            group.expected.extend_from_slice(&r.expected);
+            group.counts.extend_from_slice(&r.counts);
+            group.event_stream.extend_from_slice(&r.event_stream);
+            group.event_offset.extend_from_slice(&r.event_offset);
+            group.ids.extend_from_slice(&r.ids);
+            group.types.extend_from_slice(&r.types);
+            group.schema_versions.extend_from_slice(&r.schema_versions);
+            group.json.extend_from_slice(&r.json);
+            group.bytes.extend_from_slice(&r.bytes);
+            group
+                .metadata
+                .extend(r.metadata.iter().map(|m| JsonbText(m)));
+        }
+        Ok(group)
+    }
+
+    /// The group function's arguments in order.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 14] {
+        [
+            &self.stream_counts,
+            &self.event_counts,
+            &self.metadata_counts,
+            &self.streams,
+            &self.expected,
+            &self.counts,
+            &self.event_stream,
+            &self.event_offset,
+            &self.ids,
+            &self.types,
+            &self.schema_versions,
+            &self.json,
+            &self.bytes,
+            &self.metadata,
+        ]
+    }
+}
+
 /// What the append function reported: each stream's version after the append (request order)
 /// and each event's position (request order).
 pub(super) struct Written {
@@ -240,11 +337,6 @@ impl Written {
             }
         }
         Ok(Appended::new(events))
-    }
-
-    /// Whether the append wrote any event.
-    pub(super) fn wrote_events(&self) -> bool {
-        !self.positions.is_empty()
     }
 }
 

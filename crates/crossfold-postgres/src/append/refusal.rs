@@ -26,6 +26,16 @@ const EVENT_ID_KEY: &str = "events_event_id_key";
 /// The constraint a stream version already stored violates: `(stream_id, stream_version)`.
 const STREAM_VERSION_KEY: &str = "events_pkey";
 
+/// What the server said when it refused an append: its SQLSTATE, message, DETAIL and the
+/// violated constraint. From a failed call of the append function (its error's fields), or
+/// from one row of the group function (what it caught for one request).
+pub(super) struct Refusal<'e> {
+    pub(super) code: &'e SqlState,
+    pub(super) message: &'e str,
+    pub(super) detail: Option<&'e str>,
+    pub(super) constraint: Option<&'e str>,
+}
+
 /// The error the caller can act on for `error`, a failed call of the append function for
 /// `request` whose events have the ids `ids`. Looks up what the server did not say on `client`,
 /// the connection the call failed on.
@@ -36,28 +46,60 @@ pub(super) async fn explain(
     client: &ClientWrapper,
     sql: &Sql,
 ) -> StoreError {
-    let Some(db) = error.as_db_error() else {
-        return classify(error);
-    };
-    let code = db.code();
-    if *code == *CONFLICT {
-        conflict(db.detail(), request)
-    } else if *code == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(EVENT_ID_KEY) {
-        match db.detail().and_then(|detail| duplicate_in(detail, request)) {
-            Some(id) => StoreError::DuplicateEvent(id),
-            None => find_duplicate(client, sql, ids).await,
+    let explained = match error.as_db_error() {
+        Some(db) => {
+            let refusal = Refusal {
+                code: db.code(),
+                message: db.message(),
+                detail: db.detail(),
+                constraint: db.constraint(),
+            };
+            explain_refusal(&refusal, request, ids, client, sql).await
         }
-    } else if *code == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(STREAM_VERSION_KEY) {
+        None => None,
+    };
+    explained.unwrap_or_else(|| classify(error))
+}
+
+/// The error the caller can act on for `refusal`, the server's refusal of `request` (whose
+/// events have the ids `ids`); `None` when it is not one of the refusals an append can meet
+/// (the caller classifies the server's error as any other). Looks up what the server did not
+/// say on `client`, the connection of the refused call.
+pub(super) async fn explain_refusal(
+    refusal: &Refusal<'_>,
+    request: &AppendRequest,
+    ids: &[Uuid],
+    client: &ClientWrapper,
+    sql: &Sql,
+) -> Option<StoreError> {
+    let code = refusal.code;
+    if *code == *CONFLICT {
+        Some(conflict(refusal.detail, request))
+    } else if *code == SqlState::UNIQUE_VIOLATION && refusal.constraint == Some(EVENT_ID_KEY) {
+        Some(
+            match refusal
+                .detail
+                .and_then(|detail| duplicate_in(detail, request))
+            {
+                Some(id) => StoreError::DuplicateEvent(id),
+                None => find_duplicate(client, sql, ids).await,
+            },
+        )
+    } else if *code == SqlState::UNIQUE_VIOLATION && refusal.constraint == Some(STREAM_VERSION_KEY)
+    {
         match stream_behind(client, sql, request).await {
-            Ok(Some(conflict)) => conflict,
-            Ok(None) => classify(error),
-            Err(e) => e,
+            Ok(Some(conflict)) => Some(conflict),
+            Ok(None) => None,
+            Err(e) => Some(e),
         }
     } else if in_class(code, &SqlState::DATA_EXCEPTION) {
         // A payload that is not valid JSON, a NUL in JSON text, ...
-        StoreError::InvalidRequest(format!("the database refused an event: {}", db.message()))
+        Some(StoreError::InvalidRequest(format!(
+            "the database refused an event: {}",
+            refusal.message
+        )))
     } else {
-        classify(error)
+        None
     }
 }
 

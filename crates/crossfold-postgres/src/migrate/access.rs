@@ -24,15 +24,20 @@ const DEADLINE_FUNCTIONS: &str =
 /// and health ask what holds the horizon.
 const HORIZON_FUNCTIONS: &str = "register_append, foreign_writers, log_horizon, oldest_append";
 
+/// The group commit function the application role may call (from migration 8 on).
+const GROUP_FUNCTIONS: &str = "append_group";
+
 /// The statements that let `role` use the store in `schema`: read every table, call the
 /// append functions and the log-order check, and (when the schema has them) write the
-/// projections' tables and call the deadline and horizon functions, nothing else.
+/// projections' tables and call the deadline, horizon and group commit functions, nothing
+/// else.
 pub(super) fn grants(
     schema: &str,
     role: &str,
     projections: bool,
     deadlines: bool,
     horizon: bool,
+    group: bool,
 ) -> String {
     let q = quoted(schema);
     let r = quoted(role);
@@ -40,6 +45,7 @@ pub(super) fn grants(
         .split(", ")
         .chain(DEADLINE_FUNCTIONS.split(", ").filter(|_| deadlines))
         .chain(HORIZON_FUNCTIONS.split(", ").filter(|_| horizon))
+        .chain(GROUP_FUNCTIONS.split(", ").filter(|_| group))
         .map(|f| format!("{q}.{f}"))
         .collect();
     let mut sql = format!(
@@ -72,15 +78,26 @@ pub(crate) async fn grant_access(
         .query_one(
             "SELECT to_regclass(format('%I.projections', $1::text)) IS NOT NULL, \
                     to_regclass(format('%I.deadlines', $1::text)) IS NOT NULL, \
-                    to_regprocedure(format('%I.log_horizon(pg_snapshot)', $1::text)) IS NOT NULL",
+                    to_regprocedure(format('%I.log_horizon(pg_snapshot)', $1::text)) IS NOT NULL, \
+                    EXISTS (SELECT FROM pg_proc p \
+                            JOIN pg_namespace n ON n.oid = p.pronamespace \
+                            WHERE n.nspname = $1 AND p.proname = 'append_group')",
             &[&schema],
         )
         .await?;
     let projections: bool = row.try_get(0)?;
     let deadlines: bool = row.try_get(1)?;
     let horizon: bool = row.try_get(2)?;
+    let group: bool = row.try_get(3)?;
     client
-        .batch_execute(&grants(schema, role, projections, deadlines, horizon))
+        .batch_execute(&grants(
+            schema,
+            role,
+            projections,
+            deadlines,
+            horizon,
+            group,
+        ))
         .await?;
     Ok(())
 }

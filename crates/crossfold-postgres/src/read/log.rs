@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crossfold_core::{EventType, LogFilter, Position, RecordedEvent, StoreError, StreamId};
+use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::decode::Decoder;
@@ -11,6 +12,7 @@ use super::quarantine::skip_quarantined;
 use super::wait::VisibilityWait;
 use crate::db::Db;
 use crate::error::classify;
+use crate::read_index::{self, ReadIndexSet};
 use crate::sql::shape;
 use crate::types::{Xid8, get, limit_param, position, position_params};
 
@@ -39,12 +41,14 @@ pub(crate) async fn read_all(
         return Ok(Vec::new());
     }
     let args = ReadAllArgs::new(after, limit, filter);
-    let text = &db.sql.read_all[args.shape];
     let mut visibility = VisibilityWait::new(visibility_wait);
     loop {
         let foreign = db.horizon.foreign();
         let params = args.params(&*foreign);
         let client = db.client().await?;
+        let text = db
+            .sql
+            .read_all(args.shape, indexes(db, &client, args.shape).await);
         // Typed, so the shapes that leave some filter parameters unused prepare too.
         let statement = client
             .prepare_typed_cached(text, &READ_ALL_TYPES)
@@ -89,11 +93,12 @@ pub(crate) async fn explain_read_all(
     generic: bool,
 ) -> Result<String, StoreError> {
     let args = ReadAllArgs::new(after, limit, filter);
+    let client = db.client().await?;
     let text = format!(
         "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
-        db.sql.read_all[args.shape]
+        db.sql
+            .read_all(args.shape, indexes(db, &client, args.shape).await)
     );
-    let client = db.client().await?;
     let mode = if generic {
         "force_generic_plan"
     } else {
@@ -120,6 +125,15 @@ pub(crate) async fn explain_read_all(
         plan.push_str(&line.to_string());
     }
     Ok(plan)
+}
+
+/// The optional read indexes a read of filter shape `shape` can use: none for the shapes
+/// that need none (no look-up), else as the store last found them (see `read_index`).
+async fn indexes(db: &Db, client: &Client, shape: usize) -> ReadIndexSet {
+    if shape & shape::STREAMS != 0 || shape & (shape::CATEGORIES | shape::TYPES) == 0 {
+        return ReadIndexSet::default();
+    }
+    read_index::current(db, client).await
 }
 
 /// The position of the newest visible event ([`Position::START`] for an empty log), after

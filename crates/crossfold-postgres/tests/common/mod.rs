@@ -89,13 +89,42 @@ pub fn config(schema: &str) -> PgConfig {
         .pool_size(4)
 }
 
+/// How a test store sends its appends. Tests of the append path run once per mode they
+/// name (see [`commit_modes!`](crate::commit_modes)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Group commit off: each append in a call and a transaction of its own.
+    Alone,
+    /// Group commit on, with two calls in flight at most: appends that arrive while both are
+    /// busy share the next call. A test that appends one thing at a time sends each alone, as
+    /// [`Commit::Alone`] does.
+    Grouped,
+    /// Group commit on, and every append of the test store goes through the group function
+    /// (a group of its own), so that even a test appending one thing at a time exercises it.
+    EachInAGroup,
+}
+
 /// A migrated store in a fresh schema.
 pub async fn fresh_store() -> TestStore {
     fresh_store_with(|c| c).await
 }
 
+/// A migrated store in a fresh schema, sending its appends as `commit` says.
+pub async fn fresh_store_in(commit: Commit) -> TestStore {
+    fresh_store_in_with(commit, |c| c).await
+}
+
 /// A migrated store in a fresh schema, with adjusted settings.
 pub async fn fresh_store_with(adjust: impl FnOnce(PgConfig) -> PgConfig) -> TestStore {
+    fresh_store_in_with(Commit::Alone, adjust).await
+}
+
+/// A migrated store in a fresh schema, sending its appends as `commit` says, with adjusted
+/// settings.
+pub async fn fresh_store_in_with(
+    commit: Commit,
+    adjust: impl FnOnce(PgConfig) -> PgConfig,
+) -> TestStore {
     static CLEAN: Once = Once::new();
     let mut first = false;
     CLEAN.call_once(|| first = true);
@@ -103,13 +132,19 @@ pub async fn fresh_store_with(adjust: impl FnOnce(PgConfig) -> PgConfig) -> Test
         drop_stale_schemas().await;
     }
     let schema = fresh_schema();
-    let store = PgEventStore::connect(adjust(config(&schema)))
+    // Two calls at most, so that appends in flight together queue and go in groups sooner
+    // than with the default limit.
+    let config = config(&schema)
+        .group_commit(commit != Commit::Alone)
+        .group_commit_calls(2);
+    let store = PgEventStore::connect(adjust(config))
         .await
         .unwrap_or_else(|e| unreachable(format!("{e} ({:?})", std::error::Error::source(&e))));
     store.migrate().await.unwrap();
     TestStore {
         store,
         schema: SchemaGuard(schema),
+        commit,
     }
 }
 
@@ -158,6 +193,8 @@ impl Drop for SchemaGuard {
 pub struct TestStore {
     pub store: PgEventStore,
     pub schema: SchemaGuard,
+    /// How its appends are sent.
+    pub commit: Commit,
 }
 
 impl std::ops::Deref for TestStore {
@@ -172,6 +209,11 @@ impl EventStore for TestStore {
         self.store.read_streams(reads).await
     }
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
+        if self.commit == Commit::EachInAGroup {
+            let mut results = self.store.append_together(vec![request]).await;
+            assert_eq!(results.len(), 1, "one outcome per request");
+            return results.pop().unwrap();
+        }
         self.store.append(request).await
     }
     async fn read_all(
@@ -196,6 +238,37 @@ impl EventStore for TestStore {
     ) -> Result<Option<HeldBack>, StoreError> {
         self.store.held_back(after, filter, limit).await
     }
+}
+
+/// Runs each named `async fn(Commit)` of the calling file as one test per mode given (modes
+/// of [`Commit`]): `commit_modes!([Alone, EachInAGroup] expected_version_cases, ...)` makes
+/// the tests `alone::expected_version_cases` and `each_in_a_group::expected_version_cases`.
+#[macro_export]
+macro_rules! commit_modes {
+    ([] $($name:ident),+ $(,)?) => {};
+    ([$mode:ident $(, $rest:ident)*] $($name:ident),+ $(,)?) => {
+        $crate::commit_modes!(@mode $mode [$($name),+]);
+        $crate::commit_modes!([$($rest),*] $($name),+);
+    };
+    (@mode Alone [$($name:ident),+]) => {
+        $crate::commit_modes!(@tests alone Alone [$($name),+]);
+    };
+    (@mode Grouped [$($name:ident),+]) => {
+        $crate::commit_modes!(@tests grouped Grouped [$($name),+]);
+    };
+    (@mode EachInAGroup [$($name:ident),+]) => {
+        $crate::commit_modes!(@tests each_in_a_group EachInAGroup [$($name),+]);
+    };
+    (@tests $module:ident $mode:ident [$($name:ident),+]) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Commit::$mode).await
+                }
+            )+
+        }
+    };
 }
 
 pub fn sid(s: &str) -> StreamId {
