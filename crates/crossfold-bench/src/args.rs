@@ -81,6 +81,14 @@ fn seconds(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// How many processes: 1 to 64.
+fn process_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n @ 1..=64) => Ok(n),
+        _ => Err("expected a number of processes from 1 to 64".to_owned()),
+    }
+}
+
 /// A duration in whole seconds (pgbench's `-T`): as [`seconds`], without a fraction.
 fn whole_seconds(text: &str) -> Result<u64, String> {
     let duration = seconds(text)?;
@@ -154,6 +162,26 @@ pub(crate) struct LoadArgs {
     #[arg(long)]
     pub(crate) no_serialize: bool,
 
+    /// Commands that lose races to other writers back off and race again instead of taking
+    /// turns on the contended streams.
+    #[arg(long)]
+    pub(crate) no_turns: bool,
+
+    /// Run each workload in this many processes at once against one PostgreSQL schema, each
+    /// with --concurrency operations in flight and a share of --pool (at least its operations
+    /// in flight plus 2); one verification covers what all of them wrote. Comma-separated to
+    /// compare in one run (1,4); without a value, 4.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        num_args = 0..=1,
+        default_missing_value = "4",
+        action = ArgAction::Set,
+        value_parser = process_count
+    )]
+    pub(crate) processes: Option<Vec<usize>>,
+
     /// Commands the executor runs at once, the others waiting for admission in arrival order:
     /// `store` (what the store serves at once: on PostgreSQL the pool less an eighth, at least
     /// one connection), a number, or `off` (every command goes to the store at once and waits
@@ -178,6 +206,50 @@ pub(crate) enum Command {
     /// (compared with a hand-written rebuild through pgbench, one client); W10: event created
     /// -> read model committed latency of a live projection while W1 runs.
     Projections(ProjectionsArgs),
+    /// One process's share of a run with --processes (started by the run itself).
+    #[command(hide = true)]
+    Share(ShareArgs),
+}
+
+/// A share of a multi-process run, as the parent process passes it on.
+#[derive(Debug, Args)]
+pub(crate) struct ShareArgs {
+    /// PostgreSQL URL.
+    #[arg(long)]
+    pub(crate) url: String,
+    /// The schema the parent set up.
+    #[arg(long)]
+    pub(crate) schema: String,
+    /// The workload.
+    #[arg(long)]
+    pub(crate) workload: Workload,
+    /// Which share (0-based).
+    #[arg(long)]
+    pub(crate) index: usize,
+    /// Operations in flight.
+    #[arg(long)]
+    pub(crate) concurrency: usize,
+    /// Accounts (as the parent set them up).
+    #[arg(long)]
+    pub(crate) accounts: usize,
+    /// Connections.
+    #[arg(long)]
+    pub(crate) pool: usize,
+    /// Measured time.
+    #[arg(long, value_parser = seconds)]
+    pub(crate) duration: Duration,
+    /// Warm-up time.
+    #[arg(long, value_parser = seconds)]
+    pub(crate) warmup: Duration,
+    /// As the parent's flag.
+    #[arg(long)]
+    pub(crate) no_serialize: bool,
+    /// As the parent's flag.
+    #[arg(long)]
+    pub(crate) no_turns: bool,
+    /// As the parent's flag.
+    #[arg(long, default_value = "store")]
+    pub(crate) concurrency_limit: ConcurrencyLimit,
 }
 
 #[derive(Debug, Args)]
@@ -354,6 +426,7 @@ mod tests {
             (10_000, 32, 15)
         );
         assert!(!load.compare_floor && !load.prometheus && !load.no_serialize && !load.quiet);
+        assert!(load.processes.is_none() && !load.no_turns);
 
         let load = parse(&[
             "--store",
@@ -389,6 +462,63 @@ mod tests {
         assert!(parse(&["--workloads", "w99"]).is_err());
         assert!(parse(&["--floor-seconds", "1500ms"]).is_err());
         assert!(parse(&["--quiet", "pairs"]).is_err());
+    }
+
+    #[test]
+    fn processes_default_to_four_and_take_a_list() {
+        let processes = |args: &[&str]| parse(args).map(|cli| cli.load.processes);
+        assert_eq!(processes(&["--processes"]).unwrap(), Some(vec![4]));
+        assert_eq!(
+            processes(&["--processes", "--store", "postgres"]).unwrap(),
+            Some(vec![4]),
+            "a flag after it is not its value"
+        );
+        assert_eq!(
+            processes(&["--processes", "1,4"]).unwrap(),
+            Some(vec![1, 4])
+        );
+        assert_eq!(processes(&["--processes=2"]).unwrap(), Some(vec![2]));
+        assert_eq!(processes(&[]).unwrap(), None);
+        assert!(processes(&["--processes", "0"]).is_err());
+        assert!(processes(&["--processes", "65"]).is_err());
+        assert!(processes(&["--processes", "four"]).is_err());
+        assert!(parse(&["--no-turns"]).unwrap().load.no_turns);
+    }
+
+    #[test]
+    fn a_share_is_told_everything_it_runs_with() {
+        let Some(Command::Share(share)) = parse(&[
+            "share",
+            "--url",
+            "postgres://x@y/z",
+            "--schema",
+            "s",
+            "--workload",
+            "w4",
+            "--index",
+            "3",
+            "--concurrency",
+            "16",
+            "--accounts",
+            "10",
+            "--pool",
+            "18",
+            "--duration",
+            "5000ms",
+            "--warmup",
+            "1500ms",
+            "--no-turns",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not a share");
+        };
+        assert_eq!(share.workload, Workload::Contended);
+        assert_eq!((share.index, share.concurrency, share.pool), (3, 16, 18));
+        assert_eq!(share.duration, Duration::from_secs(5));
+        assert_eq!(share.warmup, Duration::from_millis(1500));
+        assert!(share.no_turns && !share.no_serialize);
     }
 
     #[test]

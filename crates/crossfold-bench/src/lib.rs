@@ -37,5 +37,5 @@ mod verify;
 mod workload;
 
 pub use report::{Admission, Latency, LoadReport, Verification, render_table};
-pub use runner::run;
+pub use runner::{SetUp, Share, ShareReport, combine, run, run_share, set_up};
 pub use workload::{ConcurrencyLimit, LoadError, LoadOptions, Workload};

@@ -12,11 +12,12 @@
 mod args;
 mod checks;
 mod floor;
+mod processes;
 mod projections;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use comfy_table::{CellAlignment, Table, presets};
 use crossfold_bench::{LoadOptions, LoadReport, render_table};
 use crossfold_core::ErrorChain;
@@ -28,10 +29,20 @@ use crate::args::{Cli, Command, LoadArgs, Store};
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.load.processes.is_some() && cli.load.store != Store::Postgres {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--processes needs --store postgres: the memory store lives inside one process, \
+                 so other processes cannot share it",
+            )
+            .exit();
+    }
     match cli.command {
         Some(Command::Pairs(args)) => checks::pairs(args).await,
         Some(Command::Campaign(args)) => checks::campaign(args).await,
         Some(Command::Projections(args)) => projections::projections(args).await,
+        Some(Command::Share(args)) => processes::share(args).await,
         None => load(cli.load).await,
     }
 }
@@ -59,38 +70,57 @@ async fn load(args: LoadArgs) -> ExitCode {
 
     let mut reports: Vec<LoadReport> = Vec::new();
     let mut failed = false;
+    // `None`: in this process; `Some(n)`: in n processes of their own.
+    let process_counts: Vec<Option<usize>> = match &args.processes {
+        Some(counts) => counts.iter().copied().map(Some).collect(),
+        None => vec![None],
+    };
     for &concurrency in &args.concurrency {
         for &workload in &args.workloads.0 {
-            let mut options = LoadOptions::new(workload);
-            options.duration = args.duration;
-            options.warmup = args.warmup;
-            options.concurrency = concurrency;
-            options.accounts = args.accounts;
-            options.progress = !args.quiet;
-            options.store_name = args.store.name().to_owned();
-            options.serialize_in_process = !args.no_serialize;
-            options.concurrency_limit = args.concurrency_limit;
-            eprintln!(
-                "{} ({}), {} in flight",
-                workload.id(),
-                workload.name(),
-                concurrency
-            );
-            let result = match args.store {
-                Store::Memory => crossfold_bench::run(MemoryStore::new(), &options)
-                    .await
-                    .map_err(|e| ErrorChain(&e).to_string()),
-                Store::Postgres => run_postgres(&args, &options).await,
-            };
-            match result {
-                Ok(report) => {
-                    failed |= !report.is_valid();
-                    eprint!("{}", render_table(std::slice::from_ref(&report)));
-                    reports.push(report);
+            for &processes in &process_counts {
+                let mut options = LoadOptions::new(workload);
+                options.duration = args.duration;
+                options.warmup = args.warmup;
+                options.concurrency = concurrency;
+                options.accounts = args.accounts;
+                options.progress = !args.quiet && processes.is_none();
+                options.store_name = args.store.name().to_owned();
+                options.serialize_in_process = !args.no_serialize;
+                options.take_turns = !args.no_turns;
+                options.processes = processes.unwrap_or(1);
+                options.concurrency_limit = args.concurrency_limit;
+                match processes {
+                    None => eprintln!(
+                        "{} ({}), {} in flight",
+                        workload.id(),
+                        workload.name(),
+                        concurrency
+                    ),
+                    Some(n) => eprintln!(
+                        "{} ({}), {n} process{} with {} in flight each",
+                        workload.id(),
+                        workload.name(),
+                        if n == 1 { "" } else { "es" },
+                        concurrency
+                    ),
                 }
-                Err(e) => {
-                    eprintln!("  {workload}: {e}");
-                    failed = true;
+                let result = match (args.store, processes) {
+                    (Store::Memory, _) => crossfold_bench::run(MemoryStore::new(), &options)
+                        .await
+                        .map_err(|e| ErrorChain(&e).to_string()),
+                    (Store::Postgres, None) => run_postgres(&args, &options).await,
+                    (Store::Postgres, Some(_)) => processes::run(&args, &options).await,
+                };
+                match result {
+                    Ok(report) => {
+                        failed |= !report.is_valid();
+                        eprint!("{}", render_table(std::slice::from_ref(&report)));
+                        reports.push(report);
+                    }
+                    Err(e) => {
+                        eprintln!("  {workload}: {e}");
+                        failed = true;
+                    }
                 }
             }
         }
@@ -208,7 +238,10 @@ fn ratios(reports: &[LoadReport], floor: &floor::Floor) -> String {
         1..2,
         2,
     );
-    for r in reports.iter().filter(|r| r.concurrency == 16) {
+    for r in reports
+        .iter()
+        .filter(|r| r.concurrency == 16 && r.processes == 1)
+    {
         let (figure, same_work, unit): (f64, Option<(&str, f64)>, &str) = match r.workload.as_str()
         {
             "w1" | "w8" => (

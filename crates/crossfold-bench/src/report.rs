@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use comfy_table::{CellAlignment, Table, presets};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::LoadOptions;
 
@@ -58,7 +58,7 @@ pub struct Verification {
 }
 
 /// The executor's admission control over the measured time.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Admission {
     /// Commands it runs at once.
     pub limit: usize,
@@ -71,6 +71,29 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// The admission controls of several processes (each with its own executor) as one: the
+    /// commands added up, the waits averaged over every command that waited.
+    pub(crate) fn merge(a: Option<Self>, b: Option<Self>) -> Option<Self> {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let admitted = a.admitted_after_waiting + b.admitted_after_waiting;
+                let waited = a.mean_wait_ms * a.admitted_after_waiting as f64
+                    + b.mean_wait_ms * b.admitted_after_waiting as f64;
+                Some(Self {
+                    limit: a.limit.max(b.limit),
+                    admitted_after_waiting: admitted,
+                    mean_wait_ms: if admitted == 0 {
+                        0.0
+                    } else {
+                        waited / admitted as f64
+                    },
+                    refused: a.refused + b.refused,
+                })
+            }
+            (a, b) => a.or(b),
+        }
+    }
+
     /// What happened between two snapshots of the same executor's admission control.
     pub(crate) fn between(
         start: &crossfold_executor::AdmissionStatus,
@@ -102,8 +125,10 @@ pub struct LoadReport {
     pub name: String,
     /// Which store.
     pub store: String,
-    /// Operations in flight.
+    /// Operations in flight (in each process).
     pub concurrency: usize,
+    /// Processes that ran the workload at once, against the same store.
+    pub processes: usize,
     /// Measured seconds (after warm-up); fewer than asked if the run stopped early.
     pub duration_secs: f64,
     /// Why the run stopped before its time, if it did (the machine ran low on memory).
@@ -205,6 +230,7 @@ impl LoadReport {
             name: options.workload.name().into(),
             store: options.store_name.clone(),
             concurrency,
+            processes: options.processes.max(1),
             duration_secs: m.measured.as_secs_f64(),
             stopped_early: m.stopped_early,
             warmup_secs: options.warmup.as_secs_f64(),
@@ -235,6 +261,15 @@ impl LoadReport {
     /// Whether the run counts: its data verified and nothing errored.
     pub fn is_valid(&self) -> bool {
         self.verification.passed && self.errors == 0
+    }
+}
+
+/// The operations in flight: `16`, or `4x16` for four processes with 16 each.
+fn in_flight(r: &LoadReport) -> String {
+    if r.processes > 1 {
+        format!("{}x{}", r.processes, r.concurrency)
+    } else {
+        r.concurrency.to_string()
     }
 }
 
@@ -281,7 +316,7 @@ pub fn render_table(reports: &[LoadReport]) -> String {
         table.add_row(vec![
             r.workload.clone(),
             r.store.clone(),
-            r.concurrency.to_string(),
+            in_flight(r),
             format!("{:.0}", r.ops_per_sec),
             format!("{:.0}", r.events_per_sec),
             format!("{:.2}", r.latency_ms.p50),

@@ -140,6 +140,12 @@ pub struct LoadOptions {
     /// Whether the executor queues commands on the same streams in-process (its default) or
     /// lets them race to the store.
     pub serialize_in_process: bool,
+    /// Whether commands that lose races to other writers take turns on the contended streams
+    /// (the executor's default) or back off and race again.
+    pub take_turns: bool,
+    /// How many processes run the workload at once, each with `concurrency` operations in
+    /// flight (for the report: the processes are started by whoever runs the shares).
+    pub processes: usize,
     /// How many commands the executor runs at once; the others wait for admission.
     pub concurrency_limit: ConcurrencyLimit,
 }
@@ -185,6 +191,8 @@ impl LoadOptions {
             store_name: "store".into(),
             seed: 42,
             serialize_in_process: true,
+            take_turns: true,
+            processes: 1,
             concurrency_limit: ConcurrencyLimit::Store,
         }
     }

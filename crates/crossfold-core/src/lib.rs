@@ -41,6 +41,7 @@ pub mod metrics;
 mod storable;
 mod store;
 mod subscription;
+mod turn;
 mod validation;
 mod version;
 
@@ -64,5 +65,6 @@ pub use store::{
     StreamEvents, StreamRead,
 };
 pub use subscription::{Batches, EventBatch, Subscription, SubscriptionExt, SubscriptionOptions};
+pub use turn::StreamTurn;
 pub use validation::ValidationError;
 pub use version::{ExpectedVersion, Position, StreamVersion};

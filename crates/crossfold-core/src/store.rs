@@ -12,6 +12,7 @@ use crate::event::{EventData, EventType, RecordedEvent, Timestamp};
 use crate::id::StreamId;
 use crate::storable;
 use crate::subscription::{Subscription, SubscriptionOptions};
+use crate::turn::StreamTurn;
 use crate::version::{ExpectedVersion, Position, StreamVersion};
 
 /// One stream to read: the events after version `after`, at most `limit` of them.
@@ -589,6 +590,28 @@ pub trait EventStore: Send + Sync {
         async move { Ok(!self.stream_version(stream).await?.is_empty()) }
     }
 
+    /// Waits for the caller's turn on `streams` and holds it until the returned [`StreamTurn`]
+    /// is dropped: callers that ask for a turn on a common stream — in this process or any
+    /// other using the same store — take turns, in about the order they asked.
+    ///
+    /// The executor asks for one only on streams where its appends have lost races to other
+    /// writers, so that contenders queue instead of reading again and retrying (and the one
+    /// that keeps losing gets its turn). A turn orders only those who ask for it: appends made
+    /// without a turn are not held up, and the append's version check still decides.
+    ///
+    /// The default hands out no turn at once ([`StreamTurn::none`]): right for a store that
+    /// lives in one process, where the executor's in-process queue already orders commands on
+    /// the same streams. A store shared by several processes (PostgreSQL) holds turns in the
+    /// server. Two callers that each hold a turn never wait for each other's in a cycle: the
+    /// store takes the turns of one call in an order of its own, the same for every caller.
+    fn take_turn(
+        &self,
+        streams: &[StreamId],
+    ) -> impl Future<Output = Result<StreamTurn, StoreError>> + Send {
+        let _ = streams;
+        async { Ok(StreamTurn::none()) }
+    }
+
     /// How many calls the store can serve at once without making them wait for each other:
     /// for a store with a connection pool, about the pool's size. `None` (the default) means
     /// no such limit (the memory store).
@@ -683,6 +706,12 @@ macro_rules! forward_event_store {
                 stream: &StreamId,
             ) -> impl Future<Output = Result<StreamVersion, StoreError>> + Send {
                 (**self).stream_version(stream)
+            }
+            fn take_turn(
+                &self,
+                streams: &[StreamId],
+            ) -> impl Future<Output = Result<StreamTurn, StoreError>> + Send {
+                (**self).take_turn(streams)
             }
             fn concurrency_limit(&self) -> Option<usize> {
                 (**self).concurrency_limit()

@@ -153,6 +153,32 @@ pub(crate) async fn enter<'a, G>(
     Ok((Some(place), guards))
 }
 
+/// Waits for `lock` without a place, for an execution admitted already (a turn on contended
+/// streams, taken between two attempts): gives `place` back while it waits, and is admitted
+/// again ahead of the queue once it holds the lock — as [`enter`] does for a lock it finds
+/// taken — so that an execution waiting for another's turn never holds the place that other
+/// needs.
+pub(crate) async fn wait_without_place<'a, G>(
+    admission: Option<&'a Admission>,
+    place: &mut Option<Place<'a>>,
+    lock: impl Future<Output = G>,
+    deadline: Option<Instant>,
+    queued_since: &mut Option<Instant>,
+    metrics: &CommandMetrics,
+) -> Result<G, Error> {
+    let Some(admission) = admission else {
+        return Ok(lock.await);
+    };
+    drop(place.take());
+    let guards = lock.await;
+    *place = Some(
+        admission
+            .admit(Lane::Return, deadline, queued_since, metrics)
+            .await?,
+    );
+    Ok(guards)
+}
+
 impl Admission {
     /// Admission control for `limit` executions at once (at least 1).
     pub(crate) fn new(limit: usize, queue_depth: usize, timeout: Duration) -> Self {

@@ -121,6 +121,7 @@
 mod admission;
 mod attempt;
 mod cache;
+mod contention;
 mod context;
 mod deadlines;
 mod doubt;

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crossfold_core::{Backoff, Codec, Command, EventStore, Jitter, ReadSet, StoreError};
+use crossfold_core::{Backoff, Codec, Command, EventStore, Jitter, ReadSet, StoreError, StreamId};
 
 use crate::admission::{self, Admission};
 use crate::attempt::{self, Envelope, Failure};
+use crate::contention::{self, HotStreams, Turned};
 use crate::context::ExecutionContext;
 use crate::doubt::Doubts;
 use crate::error::Error;
@@ -20,15 +21,34 @@ use crate::load::{self, Backend, Loader, Refresh, Working};
 use crate::locks::{Guards, StreamLocks};
 use crate::metrics::CommandMetrics;
 
-/// Retry policy for conflicts and transient store errors: how many attempts, and the
-/// [`Backoff`] between them (by default exponential from 1 ms to 100 ms with full jitter).
-/// Business errors are never retried.
+/// Retry policy for conflicts and transient store errors: how many attempts, the [`Backoff`]
+/// between them (by default exponential from 1 ms to 100 ms with full jitter), and whether
+/// commands that lose races to other processes take turns instead. Business errors are never
+/// retried.
+///
+/// **Turns** (on by default): a conflict against a state the store had just shown whole means
+/// another writer — another process, or a command of this one when
+/// [`serialize_in_process`](crate::ExecutorBuilder::serialize_in_process) is off — got there
+/// first. Instead of backing off and racing again, the next attempt waits for its turn on the
+/// streams that conflicted ([`EventStore::take_turn`](crossfold_core::EventStore::take_turn)),
+/// catches its view up and appends while the writers that wait for their turn queue behind it,
+/// in the order they asked. Such a stream stays *hot* for a second after the last sign of
+/// contention, and commands of this executor that write it take their turn before their first
+/// attempt (queuing for it in the store instead of in-process); a stream nobody contends for
+/// cools down and its commands go back to one round trip.
+/// A race lost while holding the turn on every stream that conflicted — to a writer that takes
+/// no turn — does not use up an attempt (up to `max_attempts` such races). On a store without
+/// turns (the memory store) nothing changes: conflicts back off as with turns off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// How many times a command may run in total (at least 1).
+    /// How many times a command may run in total (at least 1), not counting races lost while
+    /// holding its turn.
     pub max_attempts: u32,
     /// The waits between attempts.
     pub backoff: Backoff,
+    /// Whether commands that lose races to other writers take turns on the contended streams
+    /// instead of backing off and racing again (default: true).
+    pub take_turns: bool,
 }
 
 impl Default for RetryPolicy {
@@ -37,6 +57,7 @@ impl Default for RetryPolicy {
             max_attempts: 10,
             backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(100))
                 .jitter(Jitter::Full),
+            take_turns: true,
         }
     }
 }
@@ -53,6 +74,13 @@ impl RetryPolicy {
     /// Sets the number of attempts.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Whether commands that lose races to other writers take turns on the contended streams
+    /// (default: true); off, they back off and race again.
+    pub fn take_turns(mut self, on: bool) -> Self {
+        self.take_turns = on;
         self
     }
 
@@ -81,7 +109,8 @@ impl RetryPolicy {
 }
 
 /// What the executions of one executor run with: the store, the codec, the loader with its
-/// caches, the retry policy, the in-process stream locks and the admission control.
+/// caches, the retry policy, the in-process stream locks, the admission control, and the
+/// streams other writers contend for.
 pub(crate) struct Runner<S, C> {
     store: S,
     codec: C,
@@ -89,6 +118,7 @@ pub(crate) struct Runner<S, C> {
     policy: RetryPolicy,
     locks: Option<StreamLocks>,
     admission: Option<Admission>,
+    hot: HotStreams,
 }
 
 impl<S, C> Runner<S, C> {
@@ -107,6 +137,7 @@ impl<S, C> Runner<S, C> {
             policy,
             locks,
             admission,
+            hot: HotStreams::new(1024),
         }
     }
 
@@ -168,27 +199,48 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
     ) -> Result<Executed, Error> {
         let marker = idempotency::marker_stream(context.idempotency_key.as_deref())?;
         let declared = ReadSet::of(command);
+        let policy = self.runner.policy;
+        // Streams other writers contend for: this command waits for its turn on them in the
+        // store, with the writers of every process, rather than in this process's queue.
+        let hot = if policy.take_turns {
+            self.runner
+                .hot
+                .hot(declared.ids().iter().filter(|id| !command.expects_new(id)))
+        } else {
+            Vec::new()
+        };
         // A stream the command expects to be new (named after a fresh id) is not shared with
         // other commands of this process; locking it would only add false collisions.
         let (runner, waited) = (self.runner, &mut self.waited);
         let declared_ids = declared.ids();
+        // The in-process locks first, then the turn on hot streams (boxed: only contended
+        // executions take one), each in one order, so that no two executions wait for each
+        // other in a cycle. Like a lock, the turn is waited for without a place in admission.
         let locking = async move {
-            match &runner.locks {
+            let guards = match &runner.locks {
                 Some(locks) => {
                     locks
                         .lock(
-                            declared_ids.iter().filter(|id| !command.expects_new(id)),
+                            declared_ids
+                                .iter()
+                                .filter(|id| !command.expects_new(id) && !hot.contains(id)),
                             waited,
                         )
                         .await
                 }
                 None => Guards::None,
-            }
+            };
+            let turned = if hot.is_empty() {
+                None
+            } else {
+                Box::pin(contention::take_turn(&runner.store, &runner.hot, hot)).await
+            };
+            (guards, turned)
         };
         // Admission (when the executor has a concurrency limit) comes before the locks, and the
         // place is kept through every attempt, so that an execution never queues again between
         // its read and its append. A refusal is final: nothing was read.
-        let (_place, _guards) = admission::enter(
+        let (mut place, (_guards, entry_turn)) = admission::enter(
             runner.admission.as_ref(),
             locking,
             deadline,
@@ -204,15 +256,23 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
         // the paths that only faults take boxed: a larger future costs every execution its
         // copying (counted with callgrind), and nearly all executions meet no fault.
         let result: Result<Executed, Error> = 'run: {
-            let policy = self.runner.policy;
+            // Raised by races lost while holding the turn (see `RetryPolicy`), up to twice the
+            // policy's attempts.
+            let mut limit = policy.max_attempts;
+            // The turn on contended streams, once taken; held until the outcome is known.
+            let mut turned: Option<Box<Turned>> = entry_turn;
             // `None` means "fold again from the store, trusting no cache" (when the view cannot
             // be caught up); the first load may start from the caches.
             let mut loaded = Some(load::load(self.runner, command, &declared, true).await);
             let mut conflicts = 0u32;
             // Set by the arms below that wait before the next attempt, and catch the view up
             // first: the waiting happens here, where the arms' bindings are gone, so that it
-            // does not enlarge the future of every execution.
-            let (mut pause, mut catch_up) = (false, false);
+            // does not enlarge the future of every execution. Under a turn a view taken from
+            // the caches is caught up before deciding: others wrote the streams meanwhile.
+            let (mut pause, mut catch_up) = (
+                false,
+                turned.is_some() && matches!(&loaded, Some(Ok(work)) if !work.verified),
+            );
             loop {
                 if pause {
                     pause = false;
@@ -242,7 +302,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                 let mut work = match fresh {
                     Ok(work) => work,
                     Err(Error::Store { source: error, .. })
-                        if error.is_transient() && self.attempts < policy.max_attempts =>
+                        if error.is_transient() && self.attempts < limit =>
                     {
                         metrics.retries.increment(1);
                         tracing::debug!(error = %ErrorChain(&error), attempt = self.attempts, "store unavailable, retrying");
@@ -274,9 +334,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                             });
                         }
                         Ok(None) => {}
-                        Err(error)
-                            if error.is_transient() && self.attempts < policy.max_attempts =>
-                        {
+                        Err(error) if error.is_transient() && self.attempts < limit => {
                             metrics.retries.increment(1);
                             tracing::debug!(error = %ErrorChain(&error), attempt = self.attempts, "store unavailable, retrying");
                             loaded = Some(Ok(work));
@@ -324,7 +382,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                     Failure::Stale { rebuild } => {
                         // The decision was made on a state that turned out to be behind; it has
                         // been refreshed, so decide again (not a conflict: nothing was written).
-                        if self.attempts >= policy.max_attempts {
+                        if self.attempts >= limit {
                             if !rebuild {
                                 self.runner.loader.keep::<Cmd>(&declared, work);
                             }
@@ -339,7 +397,16 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                     Failure::Conflict(found) => {
                         conflicts += 1;
                         metrics.conflicts.increment(1);
-                        if self.attempts >= policy.max_attempts {
+                        let contended = work.verified;
+                        // Lost, under the turn on every stream that conflicted, to a writer that
+                        // takes no turn: the turn keeps its place and the attempt is not used
+                        // up (up to the policy's attempts again).
+                        let under_turn =
+                            contended && turned.as_deref().is_some_and(|turn| turn.covers(&found));
+                        if under_turn && limit < policy.max_attempts.saturating_mul(2) {
+                            limit += 1;
+                        }
+                        if self.attempts >= limit {
                             self.runner.loader.keep::<Cmd>(&declared, work);
                             break 'run Err(Error::store(
                                 StoreError::Conflict(found),
@@ -347,7 +414,41 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                             ));
                         }
                         metrics.retries.increment(1);
-                        let contended = work.verified;
+                        if contended && policy.take_turns {
+                            let hot = &self.runner.hot;
+                            hot.mark(found.iter().map(|c| &c.stream));
+                            if !under_turn {
+                                // Wait for the turn (widened to every stream that conflicted),
+                                // then catch up under it and decide again. A turn held already
+                                // is given back first: a caller takes its turns all at once,
+                                // in one order.
+                                let mut streams: Vec<StreamId> =
+                                    found.iter().map(|c| c.stream.clone()).collect();
+                                if let Some(held) = turned.take() {
+                                    streams.extend_from_slice(held.streams());
+                                }
+                                // Waited for without a place in admission: the execution that
+                                // holds the turn may need one to finish.
+                                turned = match Box::pin(admission::wait_without_place(
+                                    runner.admission.as_ref(),
+                                    &mut place,
+                                    contention::take_turn(&runner.store, hot, streams),
+                                    deadline,
+                                    &mut self.queued_since,
+                                    metrics,
+                                ))
+                                .await
+                                {
+                                    Ok(turned) => turned,
+                                    Err(error) => break 'run Err(error),
+                                };
+                                if turned.is_some() {
+                                    loaded = Some(Ok(work));
+                                    catch_up = true;
+                                    continue;
+                                }
+                            }
+                        }
                         match load::refresh(self.runner, command, &mut work, Some(&found)).await {
                             Ok(Refresh::Changed | Refresh::Unchanged) => loaded = Some(Ok(work)),
                             Ok(Refresh::Rebuild) => {}
@@ -357,14 +458,15 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                             Err(error) => break 'run Err(error),
                         }
                         // A conflict against a state we had just confirmed means another process
-                        // is writing the same streams: back off. A conflict against a cached or
-                        // assumed state only means the cache was behind: retry at once.
-                        if contended {
+                        // is writing the same streams: back off (unless holding the turn). A
+                        // conflict against a cached or assumed state only means the cache was
+                        // behind: retry at once.
+                        if contended && turned.is_none() {
                             tokio::time::sleep(policy.delay(self.attempts)).await;
                         }
                     }
                     Failure::Transient(error) => {
-                        if self.attempts >= policy.max_attempts {
+                        if self.attempts >= limit {
                             self.runner.loader.keep::<Cmd>(&declared, work);
                             break 'run Err(Error::store(error, self.attempts));
                         }
@@ -385,7 +487,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                         // Whatever the append did, the cached streams of this read set may not
                         // show it.
                         self.runner.loader.forget_streams(work.read_set.ids());
-                        if self.attempts >= policy.max_attempts {
+                        if self.attempts >= limit {
                             self.runner.loader.keep::<Cmd>(&declared, work);
                             break 'run Err(Error::OutcomeUnknown {
                                 source: error,

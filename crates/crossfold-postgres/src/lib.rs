@@ -121,6 +121,7 @@ mod sql;
 mod store;
 #[cfg(test)]
 mod test_support;
+mod turns;
 mod types;
 
 pub use config::{PgConfig, PgConfigError};

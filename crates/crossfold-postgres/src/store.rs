@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossfold_core::metrics::StoreOperation;
 use crossfold_core::{
     AppendRequest, Appended, EventId, EventStore, HealthCheck, HealthReport, HeldBack, LogFilter,
-    Position, RecordedEvent, StoreError, StreamEvents, StreamId, StreamRead,
+    Position, RecordedEvent, StoreError, StreamEvents, StreamId, StreamRead, StreamTurn,
 };
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::watch;
@@ -33,6 +33,7 @@ use crate::notify::{ListenerState, Notifier, Wakeup, spawn_listener};
 use crate::projections::PgCheckpoints;
 use crate::read_index::{self, PgReadIndex, ReadIndex};
 use crate::sql::quoted;
+use crate::turns::{self, Turns};
 use crate::{append, read};
 
 /// The PostgreSQL event store.
@@ -57,6 +58,8 @@ struct Inner {
     /// Resolved at the first call rather than at connect, so a recorder installed in between
     /// still receives them.
     metrics: OnceLock<StoreMetrics>,
+    /// The connections turns on contended streams are held on.
+    turns: Turns,
     /// Dropping it stops the background tasks.
     _shutdown: watch::Sender<()>,
 }
@@ -147,6 +150,7 @@ impl PgEventStore {
             .build()
             .map_err(|e| StoreError::Backend(e.into()))?;
         drop(pool.get().await.map_err(classify_pool)?);
+        let turns = Turns::new(&config, tls.clone())?;
 
         let db = Db::new(pool, config.schema.clone());
         // Which optional read indexes the reads can use. Where the schema is not migrated yet
@@ -184,6 +188,7 @@ impl PgEventStore {
                 migration_lock_timeout: config.migration_lock_timeout,
                 horizon: HorizonWatch::default(),
                 metrics: OnceLock::new(),
+                turns,
                 _shutdown: shutdown,
             }),
         })
@@ -508,6 +513,18 @@ impl EventStore for PgEventStore {
                 .instrument(tracing::debug_span!("crossfold.head_position")),
         )
         .await
+    }
+
+    /// Session-level advisory locks, one per stream, in one round trip, on a connection of a
+    /// small pool of their own (a quarter of the pool's size, at least one). See
+    /// `docs/operations.md` (contention across nodes).
+    async fn take_turn(&self, streams: &[StreamId]) -> Result<StreamTurn, StoreError> {
+        turns::take(&self.inner.turns, streams)
+            .instrument(tracing::debug_span!(
+                "crossfold.take_turn",
+                streams = streams.len()
+            ))
+            .await
     }
 
     /// The pool's size less an eighth (at least one connection), which is left to what else

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossfold_core::{
     AppendRequest, Appended, EventStore, HeldBack, LogFilter, Position, RecordedEvent, StoreError,
-    StreamConflict, StreamEvents, StreamId, StreamRead, StreamVersion,
+    StreamConflict, StreamEvents, StreamId, StreamRead, StreamTurn, StreamVersion,
 };
 use crossfold_memory::MemoryStore;
 
@@ -606,6 +606,12 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
 
     fn concurrency_limit(&self) -> Option<usize> {
         self.inner.concurrency_limit()
+    }
+
+    /// Not a fault target (turns order callers; they are not a call of the contract): handed
+    /// out by the store within.
+    async fn take_turn(&self, streams: &[StreamId]) -> Result<StreamTurn, StoreError> {
+        self.inner.take_turn(streams).await
     }
 }
 

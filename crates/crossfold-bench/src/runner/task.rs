@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crossfold_core::{
     AppendRequest, CommandError, ErrorChain, EventData, EventId, EventStore, ExpectedVersion,
-    StoreError, StreamId, StreamRead, SubscriptionExt, SubscriptionOptions,
+    Position, StoreError, StreamId, StreamRead, SubscriptionExt, SubscriptionOptions,
 };
 use crossfold_executor::{Error, Executed, Executor};
 use hdrhistogram::Histogram;
@@ -32,12 +32,20 @@ pub(super) struct Outcome {
     /// Events a successful write reported written (for verification).
     pub(super) written: u64,
     pub(super) deposited: i64,
+    /// Where the last event a successful write reported lies in the log.
+    pub(super) position: Position,
 }
 
 impl Outcome {
     pub(super) fn from_command(result: Result<Executed, Error>, deposit: i64) -> Self {
         match result {
             Ok(done) => Outcome {
+                position: done
+                    .events
+                    .iter()
+                    .map(|e| e.position)
+                    .max()
+                    .unwrap_or_default(),
                 conflicts: done.conflicts,
                 retries: done.attempts.saturating_sub(1),
                 transient_retries: done.attempts.saturating_sub(1 + done.conflicts),
@@ -89,6 +97,9 @@ pub(super) struct Stats {
     pub(super) deposited: i64,
     /// Events successful writes reported written, warm-up included (for verification).
     pub(super) written: u64,
+    /// The furthest position a successful write reported, warm-up included: verification
+    /// waits until the log is visible that far.
+    pub(super) position: Position,
 }
 
 impl Stats {
@@ -108,6 +119,7 @@ impl Stats {
             per_second: vec![0; seconds + 1],
             deposited: 0,
             written: 0,
+            position: Position::START,
         }
     }
 
@@ -131,11 +143,13 @@ impl Stats {
         }
         self.deposited += other.deposited;
         self.written += other.written;
+        self.position = self.position.max(other.position);
     }
 
     pub(super) fn record(&mut self, outcome: &Outcome, latency: Duration, second: Option<usize>) {
         self.deposited += outcome.deposited;
         self.written += outcome.written;
+        self.position = self.position.max(outcome.position);
         let Some(second) = second else {
             return;
         };
@@ -266,9 +280,10 @@ impl<S: EventStore + Clone + 'static> Task<S> {
                 let request =
                     AppendRequest::new().stream(stream, ExpectedVersion::NoStream, events);
                 match self.store.append(request).await {
-                    Ok(_) => Outcome {
+                    Ok(appended) => Outcome {
                         events: n,
                         written: n,
+                        position: appended.position().unwrap_or_default(),
                         ..Outcome::default()
                     },
                     Err(e) => Outcome {

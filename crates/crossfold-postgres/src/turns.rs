@@ -1,0 +1,247 @@
+//! Turns on contended streams ([`EventStore::take_turn`](crossfold_core::EventStore::take_turn)):
+//! session-level advisory locks, one per stream, held on a connection of the store's pool for
+//! as long as the caller holds its turn.
+//!
+//! * **One round trip.** All the streams of a call are locked by one statement, in ascending
+//!   order of their keys — the same order in every process, so two callers never wait for each
+//!   other in a cycle. Each lock is first tried; only a lock held by someone else is waited
+//!   for, and the statement answers whether any was, which tells the executor that the
+//!   streams are contended.
+//! * **In order.** PostgreSQL grants a lock to its waiters in the order they asked, so callers
+//!   of every process queue for a contended stream in the server instead of racing.
+//! * **Keys.** `pg_advisory_lock(TURN_CLASS, key)`: the class keeps turns apart from the
+//!   migrators' lock and any other advisory lock of the application; the key is a hash of the
+//!   schema and the stream name. Two streams that share a key share their turns — a wait that
+//!   was not needed, never a wrong decision (the append's version check decides).
+//! * **Connections of their own.** A caller that holds a turn still reads and appends through
+//!   the store's pool, so turns are held on a small pool of their own — a quarter of the
+//!   store's pool size, at least one connection, opened only when streams are contended — and
+//!   never take a connection the store's pool (or the executor's admission control, which
+//!   counts on it) needs. Further callers wait for one of them in this process, in order.
+//! * **Given back on drop, never leaked.** Dropping the turn sends the unlock and returns the
+//!   connection to the pool at once (nobody waits for the answer; whoever uses the connection
+//!   next is served after the unlock); if the unlock cannot be sent, or the wait for a turn is
+//!   abandoned (a time limit), the connection is closed instead of returned, and the server
+//!   releases its locks with the session.
+//!
+//! The advisory lock functions are granted to every role by default: turns need no privilege
+//! beyond what an application role has.
+
+use crossfold_core::{StoreError, StreamId, StreamTurn};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use futures_util::FutureExt;
+use tokio_postgres::Socket;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+
+use crate::config::PgConfig;
+use crate::error::{classify, classify_pool};
+
+/// The first key of every turn's advisory lock (`CFTR`), apart from the migrators' class.
+pub(crate) const TURN_CLASS: i32 = 0x4346_5452;
+
+/// Locks the keys `$2` of class `$1` in array order (ascending), trying each first, and
+/// answers whether any had to be waited for.
+const TAKE: &str = "SELECT coalesce(bool_or(CASE WHEN pg_try_advisory_lock($1, k) THEN false \
+                    ELSE pg_advisory_lock($1, k)::text = '' END), false) \
+                    FROM unnest($2::int4[]) AS k";
+
+/// Gives back every turn the session holds (a pooled connection holds no other session-level
+/// advisory lock).
+const GIVE_BACK: &str = "SELECT pg_advisory_unlock_all()";
+
+/// The connections turns are held on: a pool of their own.
+pub(crate) struct Turns {
+    pool: Pool,
+    /// The schema, for the keys.
+    schema: String,
+}
+
+/// How many connections hold turns for a store whose pool has `pool_size`: a quarter, at
+/// least one.
+pub(crate) fn connections_for(pool_size: usize) -> usize {
+    (pool_size / 4).max(1)
+}
+
+impl Turns {
+    /// The turns' pool for a store configured by `config` (no connection is opened yet).
+    pub(crate) fn new<T>(config: &PgConfig, tls: T) -> Result<Self, StoreError>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + Sync,
+        T::TlsConnect: Send + Sync,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let manager = Manager::from_config(
+            config.pool_driver_config(),
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(connections_for(config.pool_size))
+            .wait_timeout(config.wait_timeout)
+            .create_timeout(config.create_timeout)
+            .recycle_timeout(config.recycle_timeout)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Backend(e.into()))?;
+        Ok(Self {
+            pool,
+            schema: config.schema.clone(),
+        })
+    }
+}
+
+/// The key of `stream`'s turn in `schema`: FNV-1a over both, so every process and every build
+/// computes the same one.
+pub(crate) fn key(schema: &str, stream: &StreamId) -> i32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in schema
+        .as_bytes()
+        .iter()
+        .chain([0u8].iter())
+        .chain(stream.as_str().as_bytes())
+    {
+        hash ^= u32::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    i32::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// The keys of `streams`, ascending, each once.
+fn keys(schema: &str, streams: &[StreamId]) -> Vec<i32> {
+    let mut keys: Vec<i32> = streams.iter().map(|s| key(schema, s)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Waits for the caller's turn on `streams`.
+pub(crate) async fn take(turns: &Turns, streams: &[StreamId]) -> Result<StreamTurn, StoreError> {
+    let keys = keys(&turns.schema, streams);
+    if keys.is_empty() {
+        return Ok(StreamTurn::none());
+    }
+    let client = turns.pool.get().await.map_err(classify_pool)?;
+    // From here until the answer arrives, dropping the caller's future (a time limit) leaves a
+    // lock request running on the connection: the guard closes it rather than pool it.
+    let mut pending = Pending(Some(client));
+    let waited = match pending.take(&keys).await {
+        Ok(waited) => waited,
+        Err(error) => {
+            // Whether any lock was granted before the failure is unknown: close the session.
+            pending.close();
+            return Err(error);
+        }
+    };
+    let Some(client) = pending.0.take() else {
+        return Err(StoreError::Backend(
+            "the turn's connection went missing".into(),
+        ));
+    };
+    Ok(StreamTurn::new(
+        Held {
+            client: Some(client),
+        },
+        waited,
+    ))
+}
+
+/// A connection with a lock request in flight; closed if dropped before the answer.
+struct Pending(Option<Object>);
+
+impl Pending {
+    async fn take(&self, keys: &[i32]) -> Result<bool, StoreError> {
+        let Some(client) = &self.0 else {
+            return Err(StoreError::Backend(
+                "the turn's connection went missing".into(),
+            ));
+        };
+        let statement = client.prepare_cached(TAKE).await.map_err(classify)?;
+        let row = client
+            .query_one(&statement, &[&TURN_CLASS, &keys])
+            .await
+            .map_err(classify)?;
+        row.try_get::<_, bool>(0).map_err(classify)
+    }
+
+    fn close(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A turn: the connection whose session holds the locks.
+struct Held {
+    client: Option<Object>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        // Polled once, the unlock is on its way (the driver sends a request when its future is
+        // first polled) and the connection carries it ahead of anything sent after: the pool
+        // may have the connection back at once, and nobody waits for the answer.
+        match client.batch_execute(GIVE_BACK).now_or_never() {
+            None | Some(Ok(())) => drop(client),
+            Some(Err(error)) => {
+                tracing::debug!(
+                    error = %crossfold_core::ErrorChain(&error),
+                    "crossfold: a turn could not be given back; closing its connection"
+                );
+                drop(Object::take(client));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sid(s: &str) -> StreamId {
+        StreamId::new(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn keys_are_stable_sorted_and_distinct() {
+        // Every process and build must compute the same key: pinned here.
+        assert_eq!(
+            key("bank", &sid("account-1")),
+            key("bank", &sid("account-1"))
+        );
+        assert_eq!(key("bank", &sid("account-1")), -303_378_490);
+        assert_ne!(
+            key("bank", &sid("account-1")),
+            key("shop", &sid("account-1"))
+        );
+        assert_ne!(
+            key("bank", &sid("account-1")),
+            key("bank", &sid("account-2"))
+        );
+        // The schema and the stream are separated: "ab" + "c" is not "a" + "bc".
+        assert_ne!(key("ab", &sid("c")), key("a", &sid("bc")));
+        let streams = [sid("b"), sid("a"), sid("b"), sid("c")];
+        let keys = keys("s", &streams);
+        assert_eq!(keys.len(), 3);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn turns_have_a_quarter_of_the_pool_at_least_one() {
+        assert_eq!(connections_for(1), 1);
+        assert_eq!(connections_for(7), 1);
+        assert_eq!(connections_for(16), 4);
+        assert_eq!(connections_for(32), 8);
+    }
+}
