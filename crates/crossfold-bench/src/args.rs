@@ -186,6 +186,10 @@ pub(crate) struct LoadArgs {
     #[arg(long)]
     pub(crate) group_commit: bool,
 
+    /// PostgreSQL, with --group-commit: calls in flight at most (default: what the pool serves).
+    #[arg(long, value_name = "N", requires = "group_commit")]
+    pub(crate) group_commit_calls: Option<usize>,
+
     /// Commands the executor runs at once, the others waiting for admission in arrival order:
     /// `store` (what the store serves at once: on PostgreSQL the pool less an eighth, at least
     /// one connection), a number, or `off` (every command goes to the store at once and waits
@@ -596,6 +600,11 @@ mod tests {
         assert_eq!(campaign.store, Store::Postgres);
         assert!(campaign.group_commit);
         assert!(parse(&["--group-commit"]).unwrap().load.group_commit);
+        let load = parse(&["--group-commit", "--group-commit-calls", "4"])
+            .unwrap()
+            .load;
+        assert_eq!(load.group_commit_calls, Some(4));
+        assert!(parse(&["--group-commit-calls", "4"]).is_err());
 
         let Some(Command::Projections(projections)) =
             parse(&["projections", "--only", "w9-memory,w10", "--duration", "20"])

@@ -185,6 +185,10 @@ async fn run_postgres(args: &LoadArgs, options: &LoadOptions) -> Result<LoadRepo
         .schema(schema.clone())
         .pool_size(args.pool)
         .group_commit(args.group_commit);
+    let config = match args.group_commit_calls {
+        Some(calls) => config.group_commit_calls(calls),
+        None => config,
+    };
     let store = PgEventStore::connect(config)
         .await
         .map_err(|e| format!("cannot connect: {}", ErrorChain(&e)))?;
