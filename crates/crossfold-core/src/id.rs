@@ -225,7 +225,7 @@ impl EventId {
         // A poisoned lock only means another thread panicked while holding plain integers;
         // the value is still a valid "last id", so keep going.
         let mut last = LAST_ID.lock().unwrap_or_else(|e| e.into_inner());
-        let next = successor(*last, floor.map(EventId::parts), now_ms);
+        let next = successor(*last, floor.map(EventId::parts), now_ms, random_counter);
         *last = next;
         Self::from_parts(next.0, next.1)
     }
@@ -276,22 +276,43 @@ impl EventId {
     }
 }
 
-/// The parts of the next id after `last` (and after `floor`, if given) at time `now_ms`.
-fn successor(last: (u64, u128), floor: Option<(u64, u128)>, now_ms: u64) -> (u64, u128) {
-    let base = match floor {
-        Some(floor) if floor > last => floor,
-        _ => last,
+/// The parts of the next id after `last` (and after `floor`, if given) at time `now_ms`;
+/// `random` draws a random counter (74 bits) when one is needed.
+///
+/// Above a floor read from the store, the id jumps a random distance (up to 2^48) rather than
+/// taking the floor's successor: processes that read the same floor in the same millisecond —
+/// commands on streams another process has just written — would otherwise all take
+/// `floor + 1`, and the second append would be refused for an event id already stored.
+fn successor(
+    last: (u64, u128),
+    floor: Option<(u64, u128)>,
+    now_ms: u64,
+    mut random: impl FnMut() -> u128,
+) -> (u64, u128) {
+    let (base, from_floor) = match floor {
+        Some(floor) if floor > last => (floor, true),
+        _ => (last, false),
     };
     if now_ms > base.0 {
         // A fresh millisecond: start the counter at a random point in its lower half, so ids
         // from different processes rarely collide and there is room to count upwards.
-        (now_ms, random_counter() >> 1)
-    } else if base.1 < COUNTER_MAX {
-        (base.0, base.1 + 1)
+        return (now_ms, random() >> 1);
+    }
+    let step = if from_floor {
+        1 + (random() & ((1 << FLOOR_JUMP_BITS) - 1))
     } else {
-        (base.0 + 1, 0)
+        1
+    };
+    match base.1.checked_add(step) {
+        Some(counter) if counter <= COUNTER_MAX => (base.0, counter),
+        // The millisecond is full: on to the next, at a random point when others may be there.
+        _ if from_floor => (base.0 + 1, random() >> 1),
+        _ => (base.0 + 1, 0),
     }
 }
+
+/// The largest jump above a causal floor, in bits (see [`successor`]).
+const FLOOR_JUMP_BITS: u32 = 48;
 
 fn random_counter() -> u128 {
     // UUIDv4 generation is the randomness source uuid already gives us.
@@ -533,12 +554,30 @@ mod tests {
 
     #[test]
     fn counter_overflow_moves_to_next_millisecond() {
-        let next = successor((1000, COUNTER_MAX), None, 1000);
+        let never = || -> u128 { panic!("no random counter needed") };
+        let next = successor((1000, COUNTER_MAX), None, 1000, never);
         assert_eq!(next, (1001, 0));
-        let next = successor((1000, 7), Some((2000, 3)), 1500);
+        let next = successor((1000, 7), Some((2000, 3)), 1500, || 0);
         assert_eq!(next, (2000, 4), "the floor wins when it is ahead");
-        let next = successor((1000, 7), None, 1001);
-        assert_eq!(next.0, 1001);
+        let next = successor((1000, 7), Some((2000, 3)), 1500, || 99);
+        assert_eq!(next, (2000, 103), "by a random jump");
+        let next = successor((1000, 7), Some((2000, COUNTER_MAX - 1)), 1500, || 8);
+        assert_eq!(next, (2001, 4), "past a full millisecond, at a random point");
+        let next = successor((1000, 7), None, 1001, || 10);
+        assert_eq!(next, (1001, 5));
+    }
+
+    #[test]
+    fn processes_that_read_one_floor_take_different_ids() {
+        // Processes that have written nothing since (each `last` below the floor) read the
+        // same floor in its millisecond: with the floor's successor all would write one id.
+        let floor = (1_700_000_000_000, 1u128 << 40);
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..1_000 {
+            let id = successor((0, 0), Some(floor), floor.0, random_counter);
+            assert!(id > floor && id.0 == floor.0);
+            assert!(ids.insert(id), "two processes took one id");
+        }
     }
 
     #[test]

@@ -3,15 +3,14 @@
 //! path: each call is a one-off statement, planned for its actual arguments.
 
 use crossfold_core::{
-    EventId, EventType, LogFilter, Position, RecordedEvent, StoreError, StreamId, StreamVersion,
-    Timestamp,
+    EventId, LogFilter, Position, RecordedEvent, StoreError, StreamId, StreamVersion, Timestamp,
 };
 
 use crate::db::Db;
 use crate::error::{classify, corrupt};
 use crate::read::Decoder;
 use crate::sql::{EVENT_COLUMNS, quoted};
-use crate::types::{get, limit_param, position};
+use crate::types::{FilterParams, get, limit_param, position};
 
 /// One stream, as [`PgEventStore::list_streams`](crate::PgEventStore::list_streams) finds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,19 +147,12 @@ pub(crate) async fn position_before_last(
          ORDER BY transaction_id DESC, sequence DESC OFFSET $5 LIMIT 1",
         quoted(&db.schema)
     );
-    let streams: Option<Vec<&str>> = filter
-        .streams
-        .as_ref()
-        .map(|s| s.iter().map(StreamId::as_str).collect());
-    let categories: Option<Vec<&str>> = filter
-        .categories
-        .as_ref()
-        .map(|c| c.iter().map(String::as_str).collect());
-    let types: Option<Vec<&str>> = filter
-        .event_types
-        .as_ref()
-        .map(|t| t.iter().map(EventType::as_str).collect());
-    let system = filter.system_streams || filter.streams.is_some();
+    let FilterParams {
+        streams,
+        categories,
+        types,
+        system,
+    } = FilterParams::of(filter);
     let offset = i64::try_from(count).unwrap_or(i64::MAX);
     let row = client
         .query_opt(&sql, &[&streams, &categories, &types, &system, &offset])

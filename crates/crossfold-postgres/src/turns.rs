@@ -17,7 +17,11 @@
 //!   the store's pool, so turns are held on a small pool of their own — a quarter of the
 //!   store's pool size, at least one connection, opened only when streams are contended — and
 //!   never take a connection the store's pool (or the executor's admission control, which
-//!   counts on it) needs. Further callers wait for one of them in this process, in order.
+//!   counts on it) needs. Further callers wait for one of them in this process, in order,
+//!   with no time limit of the pool's own: waiting for a turn's connection is part of waiting
+//!   for the turn, which has none either (a command's time limit still ends both). With the
+//!   pool's wait timeout, a burst of commands on one hot stream timed out here, raced without
+//!   their turn and could fail after their attempts while others got through.
 //! * **Given back on drop, never leaked.** Dropping the turn sends the unlock and returns the
 //!   connection to the pool at once (nobody waits for the answer; whoever uses the connection
 //!   next is served after the unlock); if the unlock cannot be sent, or the wait for a turn is
@@ -80,7 +84,7 @@ impl Turns {
         );
         let pool = Pool::builder(manager)
             .max_size(connections_for(config.pool_size))
-            .wait_timeout(config.wait_timeout)
+            .wait_timeout(None)
             .create_timeout(config.create_timeout)
             .recycle_timeout(config.recycle_timeout)
             .runtime(Runtime::Tokio1)

@@ -1,12 +1,13 @@
 //! Wire types that avoid work on the hot path: `xid8` as a plain number, and JSONB moved as the
 //! raw text PostgreSQL's binary format wraps (a version byte, then JSON), so neither side of an
 //! append or read builds a `serde_json::Value`. Also the few conversions every path shares:
-//! reading a column, a position to and from its two columns, a limit as a parameter.
+//! reading a column, a position to and from its two columns, a limit as a parameter, a log
+//! filter as array parameters.
 
 use std::error::Error;
 
 use bytes::{BufMut, BytesMut};
-use crossfold_core::{Position, StoreError};
+use crossfold_core::{EventType, LogFilter, Position, StoreError, StreamId};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
@@ -114,6 +115,36 @@ pub(crate) fn position_params(p: Position) -> (Xid8, i64) {
 /// A row limit as the `bigint` it is sent as; "no limit" (`usize::MAX`) stays the largest.
 pub(crate) fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// A [`LogFilter`]'s keys as the `text[]` parameters of a log statement (`None`: no filter on
+/// that column), with whether system streams are in: always when streams are named.
+pub(crate) struct FilterParams<'a> {
+    pub(crate) streams: Option<Vec<&'a str>>,
+    pub(crate) categories: Option<Vec<&'a str>>,
+    pub(crate) types: Option<Vec<&'a str>>,
+    pub(crate) system: bool,
+}
+
+impl<'a> FilterParams<'a> {
+    /// The parameters of `filter`.
+    pub(crate) fn of(filter: &'a LogFilter) -> Self {
+        Self {
+            streams: filter
+                .streams
+                .as_ref()
+                .map(|s| s.iter().map(StreamId::as_str).collect()),
+            categories: filter
+                .categories
+                .as_ref()
+                .map(|c| c.iter().map(String::as_str).collect()),
+            types: filter
+                .event_types
+                .as_ref()
+                .map(|t| t.iter().map(EventType::as_str).collect()),
+            system: filter.system_streams || filter.streams.is_some(),
+        }
+    }
 }
 
 #[cfg(test)]

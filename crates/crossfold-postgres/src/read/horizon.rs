@@ -16,13 +16,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossfold_core::{
-    ErrorChain, EventType, HeldBack, LogFilter, OpenAppend, Position, StoreError, StreamId,
-    Timestamp,
+    ErrorChain, HeldBack, LogFilter, OpenAppend, Position, StoreError, Timestamp,
 };
 
 use crate::db::Db;
 use crate::error::classify;
-use crate::types::{Xid8, get, limit_param, position_params};
+use crate::types::{FilterParams, Xid8, get, limit_param, position_params};
 
 /// How long a read waits on the horizon before the store asks which open transactions are
 /// foreign. Appends end within this as a rule, so a busy store seldom asks about them; a writer
@@ -208,19 +207,12 @@ pub(crate) async fn held_back(
     let (commit, sequence) = position_params(after);
     let limit = limit_param(limit);
     let scan = limit.saturating_mul(SCAN_FACTOR);
-    let streams: Option<Vec<&str>> = filter
-        .streams
-        .as_ref()
-        .map(|s| s.iter().map(StreamId::as_str).collect());
-    let categories: Option<Vec<&str>> = filter
-        .categories
-        .as_ref()
-        .map(|c| c.iter().map(String::as_str).collect());
-    let types: Option<Vec<&str>> = filter
-        .event_types
-        .as_ref()
-        .map(|t| t.iter().map(EventType::as_str).collect());
-    let system = filter.system_streams || filter.streams.is_some();
+    let FilterParams {
+        streams,
+        categories,
+        types,
+        system,
+    } = FilterParams::of(filter);
     let client = db.client().await?;
     let statement = client
         .prepare_cached(&db.sql.held_back)

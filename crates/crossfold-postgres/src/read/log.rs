@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crossfold_core::{EventType, LogFilter, Position, RecordedEvent, StoreError, StreamId};
+use crossfold_core::{LogFilter, Position, RecordedEvent, StoreError};
 use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -14,7 +14,7 @@ use crate::db::Db;
 use crate::error::classify;
 use crate::read_index::{self, ReadIndexSet};
 use crate::sql::shape;
-use crate::types::{Xid8, get, limit_param, position, position_params};
+use crate::types::{FilterParams, Xid8, get, limit_param, position, position_params};
 
 /// The parameter types of every `read_all` statement: position, limit, streams, categories,
 /// event types, and the open transactions the horizon passes.
@@ -179,23 +179,11 @@ struct ReadAllArgs<'a> {
 impl<'a> ReadAllArgs<'a> {
     fn new(after: Position, limit: usize, filter: &'a LogFilter) -> Self {
         let (commit, sequence) = position_params(after);
-        let streams = keys(
-            filter
-                .streams
-                .as_ref()
-                .map(|s| s.iter().map(StreamId::as_str).collect()),
-        );
-        let categories = keys(
-            filter
-                .categories
-                .as_ref()
-                .map(|c| c.iter().map(String::as_str).collect()),
-        );
-        let types = keys(
-            filter
-                .event_types
-                .as_ref()
-                .map(|t| t.iter().map(EventType::as_str).collect()),
+        let keys = FilterParams::of(filter);
+        let (streams, categories, types) = (
+            sorted(keys.streams),
+            sorted(keys.categories),
+            sorted(keys.types),
         );
         Self {
             shape: usize::from(streams.is_some()) * shape::STREAMS
@@ -227,7 +215,7 @@ impl<'a> ReadAllArgs<'a> {
 }
 
 /// Each key of a filter once: the read goes key by key.
-fn keys(items: Option<Vec<&str>>) -> Option<Vec<&str>> {
+fn sorted(items: Option<Vec<&str>>) -> Option<Vec<&str>> {
     items.map(|mut v| {
         v.sort_unstable();
         v.dedup();
