@@ -562,7 +562,11 @@ mod tests {
         let next = successor((1000, 7), Some((2000, 3)), 1500, || 99);
         assert_eq!(next, (2000, 103), "by a random jump");
         let next = successor((1000, 7), Some((2000, COUNTER_MAX - 1)), 1500, || 8);
-        assert_eq!(next, (2001, 4), "past a full millisecond, at a random point");
+        assert_eq!(
+            next,
+            (2001, 4),
+            "past a full millisecond, at a random point"
+        );
         let next = successor((1000, 7), None, 1001, || 10);
         assert_eq!(next, (1001, 5));
     }
