@@ -34,7 +34,15 @@ pub(crate) struct HotStreams {
     /// Cleared once the store turns out to hand out no turns (the memory store, a pool of one
     /// connection): then no stream is ever hot, and commands keep their in-process queue.
     store_has_turns: AtomicBool,
+    /// Milliseconds after `epoch` until which a stripe of [`SUSPECT_STRIPES`] saw a conflict
+    /// against a cached state (see [`HotStreams::stale`]).
+    stale_until: Box<[AtomicU64]>,
 }
+
+/// Stripes for stale-cache conflicts: finer than the hot marks, because such conflicts are
+/// common wherever several processes write the same streams, and only two on one stream
+/// within [`HOT_FOR`] may make it hot.
+const SUSPECT_STRIPES: usize = 1 << 14;
 
 impl HotStreams {
     pub(crate) fn new(stripes: usize) -> Self {
@@ -43,6 +51,7 @@ impl HotStreams {
             epoch: Instant::now(),
             hasher: RandomState::default(),
             store_has_turns: AtomicBool::new(true),
+            stale_until: (0..SUSPECT_STRIPES).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -63,6 +72,31 @@ impl HotStreams {
         let until = self.now().saturating_add(HOT_FOR.as_millis() as u64);
         for stream in streams {
             self.stripe(stream).fetch_max(until, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes conflicts against a cached state on `streams`: another process wrote them since
+    /// this one cached them. Once is a cache that was behind; twice on a stream within
+    /// [`HOT_FOR`] means another process is writing it now, and the stream is marked hot.
+    /// Without this, a process whose writers never lose a race on a state they had just read
+    /// (their conflicts all against the cache, followed by a read and a winning append) never
+    /// takes turns, and keeps winning against the commands of other processes that wait their
+    /// turn: those use up their attempts while its commands succeed.
+    pub(crate) fn stale<'s>(&self, streams: impl IntoIterator<Item = &'s StreamId>) {
+        if !self.store_has_turns.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = self.now();
+        let until = now.saturating_add(HOT_FOR.as_millis() as u64);
+        let mut again = Vec::new();
+        for stream in streams {
+            let i = (self.hasher.hash_one(stream.as_str()) as usize) % self.stale_until.len();
+            if self.stale_until[i].swap(until, Ordering::Relaxed) > now {
+                again.push(stream);
+            }
+        }
+        if !again.is_empty() {
+            self.mark(again);
         }
     }
 
@@ -157,6 +191,18 @@ mod tests {
         let (a, b) = (sid("account-1"), sid("account-2"));
         assert!(hot.hot([&a, &b]).is_empty());
         hot.mark([&a]);
+        assert_eq!(hot.hot([&a, &b]), std::slice::from_ref(&a));
+    }
+
+    #[test]
+    fn a_second_stale_cache_within_the_window_makes_a_stream_hot() {
+        let hot = HotStreams::new(1 << 16);
+        let (a, b) = (sid("account-1"), sid("account-2"));
+        hot.stale([&a]);
+        assert!(hot.hot([&a]).is_empty(), "once is a cache that was behind");
+        hot.stale([&b]);
+        assert!(hot.hot([&a, &b]).is_empty());
+        hot.stale([&a]);
         assert_eq!(hot.hot([&a, &b]), std::slice::from_ref(&a));
     }
 

@@ -414,6 +414,9 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                             ));
                         }
                         metrics.retries.increment(1);
+                        if !contended && policy.take_turns {
+                            self.runner.hot.stale(found.iter().map(|c| &c.stream));
+                        }
                         if contended && policy.take_turns {
                             let hot = &self.runner.hot;
                             hot.mark(found.iter().map(|c| &c.stream));

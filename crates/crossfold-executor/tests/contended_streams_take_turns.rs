@@ -198,31 +198,30 @@ async fn two_executors_on_one_stream_all_get_through() {
         for _ in 0..TASKS {
             let (executor, account) = (executor.clone(), account.clone());
             runs.push(tokio::spawn(async move {
-                let mut failed = 0;
+                let mut failed = Vec::new();
                 for _ in 0..CREDITS {
                     // Both executors write from the same store, in memory: make room for the
                     // other one's commands between ours.
                     tokio::task::yield_now().await;
-                    if executor
+                    if let Err(error) = executor
                         .execute(Credit {
                             account: account.clone(),
                             amount: 1,
                         })
                         .await
-                        .is_err()
                     {
-                        failed += 1;
+                        failed.push(format!("{error:?}"));
                     }
                 }
                 failed
             }));
         }
     }
-    let mut failed = 0;
+    let mut failed = Vec::new();
     for run in runs {
-        failed += run.await.unwrap();
+        failed.extend(run.await.unwrap());
     }
-    assert_eq!(failed, 0);
+    assert!(failed.is_empty(), "{} failed: {failed:#?}", failed.len());
     let stored = store
         .inner
         .read_stream(&account, Default::default(), usize::MAX)
