@@ -259,6 +259,12 @@ pub(crate) struct ShareArgs {
     /// As the parent's flag.
     #[arg(long, default_value = "store")]
     pub(crate) concurrency_limit: ConcurrencyLimit,
+    /// As the parent's flag.
+    #[arg(long)]
+    pub(crate) group_commit: bool,
+    /// As the parent's flag.
+    #[arg(long, value_name = "N", requires = "group_commit")]
+    pub(crate) group_commit_calls: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -530,6 +536,9 @@ mod tests {
             "--warmup",
             "1500ms",
             "--no-turns",
+            "--group-commit",
+            "--group-commit-calls",
+            "6",
         ])
         .unwrap()
         .command
@@ -541,6 +550,8 @@ mod tests {
         assert_eq!(share.duration, Duration::from_secs(5));
         assert_eq!(share.warmup, Duration::from_millis(1500));
         assert!(share.no_turns && !share.no_serialize);
+        assert!(share.group_commit);
+        assert_eq!(share.group_commit_calls, Some(6));
     }
 
     #[test]

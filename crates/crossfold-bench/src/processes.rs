@@ -50,11 +50,23 @@ pub(crate) async fn run(args: &LoadArgs, options: &LoadOptions) -> Result<LoadRe
     result
 }
 
-async fn connect(url: &str, schema: &str, pool: usize) -> Result<PgEventStore, String> {
+/// A store on the run's schema; `group_commit`: whether appends are grouped, and with how many
+/// calls at most (`None`: the store's default).
+async fn connect(
+    url: &str,
+    schema: &str,
+    pool: usize,
+    group_commit: Option<Option<usize>>,
+) -> Result<PgEventStore, String> {
     let config = PgConfig::from_url(url)
         .map_err(|e| ErrorChain(&e).to_string())?
         .schema(schema)
         .pool_size(pool);
+    let config = match group_commit {
+        None => config,
+        Some(None) => config.group_commit(true),
+        Some(Some(calls)) => config.group_commit(true).group_commit_calls(calls),
+    };
     PgEventStore::connect(config)
         .await
         .map_err(|e| format!("cannot connect: {}", ErrorChain(&e)))
@@ -68,7 +80,7 @@ async fn run_in(
     let processes = options.processes.max(1);
     // Set up, then let go of the connections: the shares need them.
     let set_up = {
-        let store = connect(&args.url, schema, args.pool.clamp(2, 32)).await?;
+        let store = connect(&args.url, schema, args.pool.clamp(2, 32), None).await?;
         store
             .migrate()
             .await
@@ -100,6 +112,12 @@ async fn run_in(
         if !options.take_turns {
             command.arg("--no-turns");
         }
+        if args.group_commit {
+            command.arg("--group-commit");
+            if let Some(calls) = args.group_commit_calls {
+                command.args(["--group-commit-calls", &calls.to_string()]);
+            }
+        }
         command.args([
             "--concurrency-limit",
             &match options.concurrency_limit {
@@ -128,7 +146,7 @@ async fn run_in(
         reports.push(share.report().await?);
     }
 
-    let store = connect(&args.url, schema, 4).await?;
+    let store = connect(&args.url, schema, 4, None).await?;
     crossfold_bench::combine(&store, options, &set_up, reports)
         .await
         .map_err(|e| ErrorChain(&e).to_string())
@@ -227,7 +245,8 @@ pub(crate) async fn share(args: ShareArgs) -> ExitCode {
 }
 
 async fn run_share(args: ShareArgs) -> Result<ShareReport, String> {
-    let store = connect(&args.url, &args.schema, args.pool).await?;
+    let group_commit = args.group_commit.then_some(args.group_commit_calls);
+    let store = connect(&args.url, &args.schema, args.pool, group_commit).await?;
     let mut options = LoadOptions::new(args.workload);
     options.duration = args.duration;
     options.warmup = args.warmup;

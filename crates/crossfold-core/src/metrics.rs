@@ -58,6 +58,15 @@ pub const ADMISSION_WAIT_SECONDS: &str = "crossfold_executor_admission_wait_seco
 /// the admission timeout or its own time limit).
 pub const ADMISSION_REFUSALS_TOTAL: &str = "crossfold_executor_admission_refusals_total";
 
+/// Turns taken on streams other writers contend for (see `RetryPolicy` in the executor): a
+/// counter labelled `command` and `waited` (`true`: another writer held a turn on one of the
+/// streams first; `false`: nobody did).
+pub const TURNS_TOTAL: &str = "crossfold_executor_turns_total";
+
+/// How long taking a turn on contended streams took, in seconds, waiting for other writers'
+/// turns included: a histogram labelled `command`.
+pub const TURN_WAIT_SECONDS: &str = "crossfold_executor_turn_wait_seconds";
+
 /// Executor cache lookups that found what they needed: a counter labelled `cache` (`state`,
 /// `events`).
 pub const CACHE_HITS_TOTAL: &str = "crossfold_executor_cache_hits_total";
@@ -242,7 +251,7 @@ pub const STORE_METRICS: [MetricDescription; 3] = [
 ];
 
 /// The metrics the command executor records.
-pub const COMMAND_METRICS: [MetricDescription; 10] = [
+pub const COMMAND_METRICS: [MetricDescription; 12] = [
     MetricDescription::new(
         COMMANDS_TOTAL,
         MetricKind::Counter,
@@ -290,6 +299,18 @@ pub const COMMAND_METRICS: [MetricDescription; 10] = [
         MetricKind::Counter,
         None,
         "Command executions refused at admission, by command and reason (queue_full, timeout).",
+    ),
+    MetricDescription::new(
+        TURNS_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Turns taken on contended streams, by command and whether they waited for another writer's.",
+    ),
+    MetricDescription::new(
+        TURN_WAIT_SECONDS,
+        MetricKind::Histogram,
+        Some("seconds"),
+        "Time taken to get a turn on contended streams, waiting included.",
     ),
     MetricDescription::new(
         CACHE_HITS_TOTAL,

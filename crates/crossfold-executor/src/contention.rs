@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use crossfold_core::{ErrorChain, EventStore, StreamConflict, StreamId, StreamTurn};
 use foldhash::fast::RandomState;
 
+use crate::metrics::CommandMetrics;
+
 /// How long a stream stays hot after the last sign of contention on it.
 pub(crate) const HOT_FOR: Duration = Duration::from_secs(1);
 
@@ -144,17 +146,21 @@ impl Turned {
 }
 
 /// Waits for the turn on `streams`. Marks them hot again when the turn had to wait (others
-/// contend). `None` when the store holds no turns, or could not give one: the caller goes on
-/// without, as it would have before.
+/// contend), and counts the turn and how long it took in `metrics`. `None` when the store holds
+/// no turns, or could not give one: the caller goes on without, as it would have before.
 pub(crate) async fn take_turn<S: EventStore>(
     store: &S,
     hot: &HotStreams,
     mut streams: Vec<StreamId>,
+    metrics: &CommandMetrics,
 ) -> Option<Box<Turned>> {
     streams.sort_unstable();
     streams.dedup();
+    let asked = std::time::Instant::now();
     match store.take_turn(&streams).await {
         Ok(turn) if turn.is_held() => {
+            metrics.turn_wait.record(asked.elapsed().as_secs_f64());
+            metrics.turns(turn.waited()).increment(1);
             if turn.waited() {
                 hot.mark(&streams);
             }
@@ -238,7 +244,12 @@ mod tests {
         let a = sid("a");
         hot.mark([&a]);
         assert_eq!(hot.hot([&a]), std::slice::from_ref(&a));
-        assert!(take_turn(&store, &hot, vec![a.clone()]).await.is_none());
+        let metrics = crate::metrics::MetricsRegistry::new().command("test");
+        assert!(
+            take_turn(&store, &hot, vec![a.clone()], &metrics)
+                .await
+                .is_none()
+        );
         assert!(hot.hot([&a]).is_empty());
         hot.mark([&a]);
         assert!(hot.hot([&a]).is_empty());

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use crossfold_core::metrics::{
     ADMISSION_REFUSALS_TOTAL, CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, COMMAND_ATTEMPTS,
     COMMAND_CONFLICTS_TOTAL, COMMAND_DURATION_SECONDS, COMMAND_RETRIES_TOTAL, COMMANDS_TOTAL,
+    TURN_WAIT_SECONDS, TURNS_TOTAL,
 };
 use metrics::{Counter, Histogram, counter, histogram};
 
@@ -57,6 +58,9 @@ pub(crate) struct CommandMetrics {
     pub(crate) attempts: Histogram,
     pub(crate) conflicts: Counter,
     pub(crate) retries: Counter,
+    turns_free: Counter,
+    turns_waited: Counter,
+    pub(crate) turn_wait: Histogram,
 }
 
 impl CommandMetrics {
@@ -81,6 +85,9 @@ impl CommandMetrics {
             attempts: histogram!(COMMAND_ATTEMPTS, "command" => command),
             conflicts: counter!(COMMAND_CONFLICTS_TOTAL, "command" => command),
             retries: counter!(COMMAND_RETRIES_TOTAL, "command" => command),
+            turns_free: counter!(TURNS_TOTAL, "command" => command, "waited" => "false"),
+            turns_waited: counter!(TURNS_TOTAL, "command" => command, "waited" => "true"),
+            turn_wait: histogram!(TURN_WAIT_SECONDS, "command" => command),
         }
     }
 
@@ -93,6 +100,15 @@ impl CommandMetrics {
             Outcome::Timeout => &self.timeout,
             Outcome::Overloaded => &self.overloaded,
             Outcome::Error => &self.error,
+        }
+    }
+
+    /// The turns counter for a turn that `waited` for another writer's, or not.
+    pub(crate) fn turns(&self, waited: bool) -> &Counter {
+        if waited {
+            &self.turns_waited
+        } else {
+            &self.turns_free
         }
     }
 

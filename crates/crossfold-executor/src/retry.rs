@@ -233,7 +233,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
             let turned = if hot.is_empty() {
                 None
             } else {
-                Box::pin(contention::take_turn(&runner.store, &runner.hot, hot)).await
+                Box::pin(contention::take_turn(&runner.store, &runner.hot, hot, metrics)).await
             };
             (guards, turned)
         };
@@ -435,7 +435,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                                 turned = match Box::pin(admission::wait_without_place(
                                     runner.admission.as_ref(),
                                     &mut place,
-                                    contention::take_turn(&runner.store, hot, streams),
+                                    contention::take_turn(&runner.store, hot, streams, metrics),
                                     deadline,
                                     &mut self.queued_since,
                                     metrics,

@@ -269,3 +269,53 @@ async fn a_command_waiting_for_a_turn_holds_no_place_in_admission() {
     let done = waiting.await.unwrap().unwrap();
     assert_eq!(done.attempts, 2);
 }
+
+#[test]
+fn turns_are_counted_with_their_waits() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let store = TurnStore::default();
+            let executor = Executor::new(store.clone());
+            // A lost race: the next attempt takes the turn nobody holds.
+            store.interlopes.store(1, Ordering::SeqCst);
+            executor
+                .execute(Credit {
+                    account: sid("a"),
+                    amount: 1,
+                })
+                .await
+                .unwrap();
+            // The stream is hot now: the next command takes its turn first, and waits for
+            // the one held here until it is given back.
+            let held = store.take_turn(&[sid("a")]).await.unwrap();
+            let waiting = tokio::spawn({
+                let executor = executor.clone();
+                async move {
+                    executor
+                        .execute(Credit {
+                            account: sid("a"),
+                            amount: 1,
+                        })
+                        .await
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(held);
+            waiting.await.unwrap().unwrap();
+        });
+    });
+    let text = handle.render();
+    for line in [
+        "crossfold_executor_turns_total{command=\"Credit\",waited=\"false\"} 1",
+        "crossfold_executor_turns_total{command=\"Credit\",waited=\"true\"} 1",
+        "crossfold_executor_turn_wait_seconds_count{command=\"Credit\"} 2",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
