@@ -233,7 +233,13 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
             let turned = if hot.is_empty() {
                 None
             } else {
-                Box::pin(contention::take_turn(&runner.store, &runner.hot, hot, metrics)).await
+                Box::pin(contention::take_turn(
+                    &runner.store,
+                    &runner.hot,
+                    hot,
+                    metrics,
+                ))
+                .await
             };
             (guards, turned)
         };

@@ -40,7 +40,7 @@ pub use endpoints::{
     EndpointResponse, Endpoints, HEALTH_CONTENT_TYPE, METRICS_CONTENT_TYPE, PATHS,
 };
 pub use health::{HealthRegistry, SystemHealth};
-pub use prometheus::{ATTEMPT_BUCKETS, LATENCY_BUCKETS, install_prometheus};
+pub use prometheus::{APPENDS_BUCKETS, ATTEMPT_BUCKETS, LATENCY_BUCKETS, install_prometheus};
 
 /// The handle [`install_prometheus`] returns, which [`Endpoints`] renders.
 pub use metrics_exporter_prometheus::PrometheusHandle;

@@ -15,6 +15,10 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Buckets for attempt counts.
 pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0];
 
+/// Buckets for every `*_appends` histogram (appends per store call, such as the PostgreSQL
+/// store's `crossfold_postgres_group_commit_appends`): 1 to a group's 64.
+pub const APPENDS_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
 /// Installs a global Prometheus recorder with Crossfold's buckets and describes the executor's
 /// metrics ([`crossfold_core::metrics::COMMAND_METRICS`]), the deadline workers' metrics
 /// ([`crossfold_core::metrics::DEADLINE_METRICS`]) and the metrics common to the stores
@@ -35,7 +39,8 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
 fn builder() -> Result<PrometheusBuilder, BuildError> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(COMMAND_ATTEMPTS.into()), ATTEMPT_BUCKETS)
+        .set_buckets_for_metric(Matcher::Full(COMMAND_ATTEMPTS.into()), ATTEMPT_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Suffix("_appends".into()), APPENDS_BUCKETS)
 }
 
 /// Describes the metrics of the executor, of deadline workers and those common to the stores

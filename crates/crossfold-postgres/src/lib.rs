@@ -133,7 +133,8 @@ pub use error::PgUndecodableEvent;
 pub use health::{PgHealth, PgListenerHealth, PgPoolHealth, PgPoolStatus};
 pub use inspect::PgStreamInfo;
 pub use metrics::{
-    OLDEST_APPEND_AGE_SECONDS, OLDEST_TRANSACTION_AGE_SECONDS, POOL_CONNECTIONS, describe_metrics,
+    GROUP_COMMIT_APPENDS, OLDEST_APPEND_AGE_SECONDS, OLDEST_TRANSACTION_AGE_SECONDS,
+    POOL_CONNECTIONS, describe_metrics,
 };
 pub use migrate::{PgMigration, PgMigrationError, PgMigrationReport, PgMigrationStatus};
 pub use projections::{PgCheckpoints, PgUnit};

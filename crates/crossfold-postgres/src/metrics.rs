@@ -33,13 +33,18 @@ pub const OLDEST_TRANSACTION_AGE_SECONDS: &str =
 /// committed after it started until it ends. Labelled `schema`. Set by health checks.
 pub const OLDEST_APPEND_AGE_SECONDS: &str = "crossfold_postgres_oldest_append_age_seconds";
 
+/// Appends per call of a store with group commit on: a histogram labelled `schema`, one
+/// observation per call (1 for an append that went alone). A histogram whose observations stay
+/// at 1 says group commit forms no groups at this load; see `docs/operations.md`.
+pub const GROUP_COMMIT_APPENDS: &str = "crossfold_postgres_group_commit_appends";
+
 /// The `store` label of the metrics every store records.
 const STORE: &str = "postgres";
 
 /// Appends refresh the pool gauges at most this often; sampling the pool takes its lock.
 const POOL_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
-const PG_METRICS: [MetricDescription; 3] = [
+const PG_METRICS: [MetricDescription; 4] = [
     MetricDescription::new(
         POOL_CONNECTIONS,
         MetricKind::Gauge,
@@ -58,6 +63,12 @@ const PG_METRICS: [MetricDescription; 3] = [
         MetricKind::Gauge,
         Some("seconds"),
         "Age of the store's oldest open append holding back event delivery, by schema.",
+    ),
+    MetricDescription::new(
+        GROUP_COMMIT_APPENDS,
+        MetricKind::Histogram,
+        Some("count"),
+        "Appends per call with group commit on (1: the append went alone), by schema.",
     ),
 ];
 

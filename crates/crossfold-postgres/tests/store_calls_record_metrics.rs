@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{events, fresh_store, sid};
+use common::{events, fresh_store, fresh_store_with, sid};
 use crossfold_core::{
     AppendRequest, EventStore, ExpectedVersion, HealthCheck, LogFilter, Position, StreamRead,
 };
@@ -99,4 +99,44 @@ fn store_calls_record_durations_errors_events_and_gauges() {
         !text.contains("kind=\"unavailable\""),
         "only errors that happened are series:\n{text}"
     );
+}
+
+#[test]
+fn group_commit_records_the_appends_of_each_call() {
+    const APPENDS: usize = 12;
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            // One call at a time: the first append goes alone, the others queue meanwhile
+            // and go together as the next call.
+            let store = fresh_store_with(|c| c.group_commit(true).group_commit_calls(1)).await;
+            let appends = (0..APPENDS).map(|i| {
+                store.append(AppendRequest::new().stream(
+                    sid(&format!("grouped-{i}")),
+                    ExpectedVersion::NoStream,
+                    events("E", 1),
+                ))
+            });
+            for appended in futures_util::future::join_all(appends).await {
+                appended.unwrap();
+            }
+            store
+        })
+    });
+    drop(runtime);
+    let schema = store.schema().to_owned();
+    drop(store);
+
+    let text = handle.render();
+    for line in [
+        format!("crossfold_postgres_group_commit_appends_count{{schema=\"{schema}\"}} 2"),
+        format!("crossfold_postgres_group_commit_appends_sum{{schema=\"{schema}\"}} {APPENDS}"),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+    }
 }

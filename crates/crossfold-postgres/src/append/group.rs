@@ -27,10 +27,11 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crossfold_core::{AppendRequest, Appended, StoreError};
 use futures_util::future::join_all;
+use metrics::{Histogram, histogram};
 use tokio::sync::oneshot;
 use tokio_postgres::error::SqlState;
 
@@ -39,6 +40,7 @@ use super::refusal::{Refusal, explain_refusal};
 use super::{alone, connection_lost, discard};
 use crate::db::Db;
 use crate::error::{classify, corrupt};
+use crate::metrics::GROUP_COMMIT_APPENDS;
 use crate::sql::quoted;
 use crate::types::{Xid8, get};
 
@@ -69,6 +71,8 @@ pub(super) struct GroupCommit {
     state: Mutex<State>,
     /// The schema has no group function yet (not migrated to it): appends go alone.
     missing: AtomicBool,
+    /// Appends per call, bound to the recorder in scope at the first call.
+    sizes: OnceLock<Histogram>,
 }
 
 #[derive(Default)]
@@ -97,7 +101,15 @@ impl GroupCommit {
             max_calls: max_calls.max(1),
             state: Mutex::new(State::default()),
             missing: AtomicBool::new(false),
+            sizes: OnceLock::new(),
         }))
+    }
+
+    /// Records a call of `appends` appends.
+    fn record_call(&self, appends: usize) {
+        self.sizes
+            .get_or_init(|| histogram!(GROUP_COMMIT_APPENDS, "schema" => self.db.schema.clone()))
+            .record(appends as f64);
     }
 
     /// Appends waiting for a call.
@@ -135,6 +147,7 @@ impl GroupCommit {
                 // Still counted as a call until the slot is dropped, which hands what queued
                 // meanwhile to a group, also when this future is dropped mid-call.
                 let _slot = Slot(Some(self.clone()));
+                self.record_call(1);
                 return alone(&self.db, request).await;
             }
             Turn::Wait(answer) => answer,
@@ -189,6 +202,7 @@ impl GroupCommit {
     async fn send(&self, group: Vec<Queued>) {
         let (requests, replies): (Vec<AppendRequest>, Vec<_>) =
             group.into_iter().map(|q| (q.request, q.reply)).unzip();
+        self.record_call(requests.len());
         let results = if requests.len() == 1 {
             let mut results = Vec::with_capacity(1);
             for request in requests {
