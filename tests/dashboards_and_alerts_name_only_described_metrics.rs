@@ -16,6 +16,7 @@ fn described() -> BTreeSet<&'static str> {
     names.insert(crossfold::postgres::POOL_CONNECTIONS);
     names.insert(crossfold::postgres::OLDEST_TRANSACTION_AGE_SECONDS);
     names.insert(crossfold::postgres::OLDEST_APPEND_AGE_SECONDS);
+    names.insert(crossfold::postgres::GROUP_COMMIT_APPENDS);
     names
 }
 

@@ -152,6 +152,14 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 9,
+        name: "append_checks",
+        sql: include_str!("../migrations/0009_append_checks.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
 
 /// What the database records: the schema, and its migrations.
@@ -614,8 +622,17 @@ mod tests {
                 "fef26f508da61abfaf0077b82ff9a476ccaf877018002ad68bf9c8988d4bc79d",
                 "9ef8ed90b6c4ae42811c264be93d9c72b74a682a9b7b9d23b8bf7d3dcb188bd5",
             ),
+            (
+                "c8dfd06a308679370c55938403ea94c365d91667afa64625135edaa8ea759bba",
+                "39e1926d3e31d9604a5d629bddfbe57e299a20f5c7802434164e72f4f476c408",
+            ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());
+        assert_eq!(
+            expected.len(),
+            MIGRATIONS.len(),
+            "every migration is pinned"
+        );
         for ((m, (canonical, whole)), (pinned_canonical, pinned_whole)) in
             MIGRATIONS.iter().zip(&sums).zip(expected)
         {
