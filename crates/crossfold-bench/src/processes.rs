@@ -11,7 +11,7 @@
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
-use crossfold_bench::{ConcurrencyLimit, LoadOptions, LoadReport, Share, ShareReport};
+use crossfold_bench::{LoadOptions, LoadReport, Share, ShareReport};
 use crossfold_core::ErrorChain;
 use crossfold_postgres::{PgConfig, PgEventStore};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -120,11 +120,7 @@ async fn run_in(
         }
         command.args([
             "--concurrency-limit",
-            &match options.concurrency_limit {
-                ConcurrencyLimit::Store => "store".to_owned(),
-                ConcurrencyLimit::Fixed(n) => n.to_string(),
-                ConcurrencyLimit::Off => "off".to_owned(),
-            },
+            &options.concurrency_limit.to_string(),
         ]);
         let child = command
             .stdin(Stdio::piped())

@@ -178,6 +178,17 @@ impl FromStr for ConcurrencyLimit {
     }
 }
 
+impl std::fmt::Display for ConcurrencyLimit {
+    /// As [`FromStr`] reads it back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConcurrencyLimit::Store => f.write_str("store"),
+            ConcurrencyLimit::Fixed(n) => write!(f, "{n}"),
+            ConcurrencyLimit::Off => f.write_str("off"),
+        }
+    }
+}
+
 impl LoadOptions {
     /// Defaults: 30 s after 5 s of warm-up, 16 in flight, 10,000 accounts.
     pub fn new(workload: Workload) -> Self {

@@ -375,7 +375,7 @@ impl HeldBack {
 }
 
 /// An append whose transaction is still open, holding back what readers of the log see.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct OpenAppend {
@@ -391,17 +391,6 @@ pub struct OpenAppend {
     /// How long it has been open: since `started_at` when known, otherwise at least this long
     /// (since this process first saw it hold readers back).
     pub open_seconds: f64,
-}
-
-impl Default for OpenAppend {
-    fn default() -> Self {
-        Self {
-            pid: None,
-            transaction: None,
-            started_at: None,
-            open_seconds: 0.0,
-        }
-    }
 }
 
 impl OpenAppend {

@@ -136,21 +136,21 @@ pub(crate) async fn enter<'a, G>(
     let Some(admission) = admission else {
         return Ok((None, lock.await));
     };
-    let place = admission
-        .admit(Lane::Arrival, deadline, queued_since, metrics)
-        .await?;
-    let mut lock = pin!(lock);
-    // One look: registered to be woken if the lock is taken, and taken at once if it is free.
-    let looked = std::future::poll_fn(|cx| Poll::Ready(lock.as_mut().poll(cx))).await;
-    if let Poll::Ready(guards) = looked {
-        return Ok((Some(place), guards));
-    }
-    drop(place);
-    let guards = lock.await;
-    let place = admission
-        .admit(Lane::Return, deadline, queued_since, metrics)
-        .await?;
-    Ok((Some(place), guards))
+    let mut place = Some(
+        admission
+            .admit(Lane::Arrival, deadline, queued_since, metrics)
+            .await?,
+    );
+    let guards = wait_without_place(
+        Some(admission),
+        &mut place,
+        lock,
+        deadline,
+        queued_since,
+        metrics,
+    )
+    .await?;
+    Ok((place, guards))
 }
 
 /// Takes `lock` for an execution admitted already (a turn on contended streams, taken between
@@ -170,6 +170,7 @@ pub(crate) async fn wait_without_place<'a, G>(
         return Ok(lock.await);
     };
     let mut lock = pin!(lock);
+    // One look: registered to be woken if the lock is taken, and taken at once if it is free.
     let looked = std::future::poll_fn(|cx| Poll::Ready(lock.as_mut().poll(cx))).await;
     if let Poll::Ready(guards) = looked {
         return Ok(guards);

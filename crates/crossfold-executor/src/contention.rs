@@ -61,9 +61,13 @@ impl HotStreams {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// `stream`'s slot in `table` (the hot marks or the stale-cache marks).
+    fn slot<'t>(&self, table: &'t [AtomicU64], stream: &StreamId) -> &'t AtomicU64 {
+        &table[(self.hasher.hash_one(stream.as_str()) as usize) % table.len()]
+    }
+
     fn stripe(&self, stream: &StreamId) -> &AtomicU64 {
-        let i = (self.hasher.hash_one(stream.as_str()) as usize) % self.until.len();
-        &self.until[i]
+        self.slot(&self.until, stream)
     }
 
     /// Marks `streams` hot for [`HOT_FOR`] from now.
@@ -90,15 +94,14 @@ impl HotStreams {
         }
         let now = self.now();
         let until = now.saturating_add(HOT_FOR.as_millis() as u64);
-        let mut again = Vec::new();
         for stream in streams {
-            let i = (self.hasher.hash_one(stream.as_str()) as usize) % self.stale_until.len();
-            if self.stale_until[i].swap(until, Ordering::Relaxed) > now {
-                again.push(stream);
+            if self
+                .slot(&self.stale_until, stream)
+                .swap(until, Ordering::Relaxed)
+                > now
+            {
+                self.stripe(stream).fetch_max(until, Ordering::Relaxed);
             }
-        }
-        if !again.is_empty() {
-            self.mark(again);
         }
     }
 
@@ -156,7 +159,7 @@ pub(crate) async fn take_turn<S: EventStore>(
 ) -> Option<Box<Turned>> {
     streams.sort_unstable();
     streams.dedup();
-    let asked = std::time::Instant::now();
+    let asked = Instant::now();
     match store.take_turn(&streams).await {
         Ok(turn) if turn.is_held() => {
             metrics.turn_wait.record(asked.elapsed().as_secs_f64());

@@ -291,10 +291,8 @@ impl PgConfig {
 
     /// The most calls group commit keeps in flight (set, or derived from the pool size).
     pub fn get_group_commit_calls(&self) -> usize {
-        self.group_commit_calls.unwrap_or_else(|| {
-            let size = self.pool_size;
-            size.saturating_sub((size / 8).max(1)).max(1)
-        })
+        self.group_commit_calls
+            .unwrap_or_else(|| served_connections(self.pool_size))
     }
 
     /// The driver configuration, to adjust what the setters here do not cover.
@@ -469,6 +467,13 @@ impl PgConfigError {
             source: None,
         }
     }
+}
+
+/// How many of a pool's `size` connections command executions (or group commit's calls) may
+/// use at once: the pool less an eighth, at least one connection kept for the rest (the
+/// `NOTIFY` after appends, subscriptions, projections, health checks), at least one served.
+pub(crate) fn served_connections(size: usize) -> usize {
+    size.saturating_sub((size / 8).max(1)).max(1)
 }
 
 #[cfg(test)]

@@ -376,30 +376,49 @@ pub(crate) async fn migrate(
     // Keyed by schema, so stores in different schemas migrate independently. Polled rather
     // than waited for: a statement waiting for the lock is a transaction, and CREATE INDEX
     // CONCURRENTLY in the lock holder waits for every transaction to end — a deadlock.
-    let mut pauses = LOCK_POLL.delays();
-    loop {
-        let row = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(1129465926, hashtext($1))",
-                &[&schema],
-            )
-            .await?;
-        if row.try_get::<_, bool>(0)? {
-            break;
-        }
-        tokio::time::sleep(pauses.next_delay()).await;
-    }
+    take_migration_lock(&client, schema, LOCK_POLL).await?;
     // A migration may rightly take longer than the application's statement timeout (an index
     // built over a large log); this connection is closed afterwards.
     client.batch_execute("SET statement_timeout = 0").await?;
     let result = apply(&mut client, schema, target, lock_timeout).await;
+    release_migration_lock(&client, schema).await;
+    result
+}
+
+/// The first key of the advisory lock that migrators of a schema take, the second being a
+/// hash of the schema's name; builders of read indexes take it too (see `read_index`).
+const MIGRATION_LOCK: i32 = 1_129_465_926;
+
+/// Takes the migration lock of `schema` on `client`'s session, trying again after each of
+/// `poll`'s delays while another session holds it.
+pub(crate) async fn take_migration_lock(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    poll: Backoff,
+) -> Result<(), tokio_postgres::Error> {
+    let mut pauses = poll.delays();
+    loop {
+        let row = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&MIGRATION_LOCK, &schema],
+            )
+            .await?;
+        if row.try_get::<_, bool>(0)? {
+            return Ok(());
+        }
+        tokio::time::sleep(pauses.next_delay()).await;
+    }
+}
+
+/// Gives back the migration lock [`take_migration_lock`] took (closing the session would too).
+pub(crate) async fn release_migration_lock(client: &tokio_postgres::Client, schema: &str) {
     let _ = client
         .execute(
-            "SELECT pg_advisory_unlock(1129465926, hashtext($1))",
-            &[&schema],
+            "SELECT pg_advisory_unlock($1, hashtext($2))",
+            &[&MIGRATION_LOCK, &schema],
         )
         .await;
-    result
 }
 
 async fn apply(

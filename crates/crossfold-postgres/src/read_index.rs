@@ -25,6 +25,7 @@ use tokio_postgres::Client;
 
 use crate::db::Db;
 use crate::error::classify;
+use crate::migrate::{release_migration_lock, take_migration_lock};
 use crate::sql::quoted;
 
 /// How old the store's knowledge of its read indexes may get before a read that could use one
@@ -323,10 +324,6 @@ pub(crate) async fn list(db: &Db) -> Result<Vec<PgReadIndex>, StoreError> {
     Ok(found)
 }
 
-/// The advisory lock `migrate` takes (see the migrate module): creating and dropping read
-/// indexes take turns with migrations and with each other.
-const MIGRATION_LOCK: i32 = 1_129_465_926;
-
 /// How often a builder that finds the lock taken tries again.
 const LOCK_POLL: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(500));
 
@@ -339,22 +336,13 @@ async fn locked(db: &Db) -> Result<ClientWrapper, StoreError> {
         .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
         .await
         .map_err(classify)?;
-    let mut pauses = LOCK_POLL.delays();
-    loop {
-        // Polled, not waited for: a statement waiting for the lock is a transaction, and a
-        // concurrent build elsewhere waits for every transaction to end.
-        let row = client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))",
-                &[&MIGRATION_LOCK, &db.schema],
-            )
-            .await
-            .map_err(classify)?;
-        if row.try_get::<_, bool>(0).map_err(classify)? {
-            return Ok(client);
-        }
-        tokio::time::sleep(pauses.next_delay()).await;
-    }
+    // The migration lock (creating and dropping read indexes take turns with migrations and
+    // with each other), polled, not waited for: a statement waiting for the lock is a
+    // transaction, and a concurrent build elsewhere waits for every transaction to end.
+    take_migration_lock(&client, &db.schema, LOCK_POLL)
+        .await
+        .map_err(classify)?;
+    Ok(client)
 }
 
 /// Whether `index` is there, and valid.
@@ -443,12 +431,7 @@ async fn remove_locked(
 
 /// Releases the lock [`locked`] took and closes its connection (which would release it too).
 async fn unlock(client: ClientWrapper, schema: &str) {
-    let _ = client
-        .execute(
-            "SELECT pg_advisory_unlock($1, hashtext($2))",
-            &[&MIGRATION_LOCK, &schema],
-        )
-        .await;
+    release_migration_lock(&client, schema).await;
 }
 
 async fn drop_index(client: &Client, q: &str, index: ReadIndex) -> Result<(), StoreError> {

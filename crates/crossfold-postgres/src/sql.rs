@@ -62,6 +62,8 @@ const CATEGORY: &str = "split_part(ev.stream_id, '-', 1)";
 pub(crate) struct Sql {
     pub(crate) append: String,
     pub(crate) append_one: String,
+    /// The group function (group commit), one row per request (see `append::group`).
+    pub(crate) append_group: String,
     pub(crate) read_stream: String,
     pub(crate) read_one: String,
     pub(crate) read_many: String,
@@ -101,6 +103,11 @@ impl Sql {
             append_one: format!(
                 "SELECT transaction_id, version, sequences \
                  FROM {q}.append_one($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
+            append_group: format!(
+                "SELECT request, transaction_id, versions, sequences, refused, message, detail, \
+                        constraint_name \
+                 FROM {q}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
             ),
             // A whole stream: as lean as a read can be. Versions are gap-free, so the stream's
             // version is the last event's (0 when there is none).

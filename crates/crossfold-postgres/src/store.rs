@@ -50,7 +50,7 @@ pub struct PgEventStore {
 }
 
 struct Inner {
-    db: Db,
+    db: Arc<Db>,
     /// Sends appends alone or in groups (group commit).
     appender: append::Appender,
     wakeup: Wakeup,
@@ -158,7 +158,7 @@ impl PgEventStore {
         drop(pool.get().await.map_err(classify_pool)?);
         let turns = Turns::new(&config, tls.clone())?;
 
-        let db = Db::new(pool, config.schema.clone());
+        let db = Arc::new(Db::new(pool, config.schema.clone()));
         // Which optional read indexes the reads can use. Where the schema is not migrated yet
         // this finds none; reads look again later (see `read_index`).
         if let Err(e) = read_index::refresh(&db).await {
@@ -432,7 +432,6 @@ impl PgEventStore {
     /// prepared statement settles on) when `generic`, else as a custom plan for these values.
     /// For checking that a read costs what it should on a real log.
     #[doc(hidden)]
-    #[doc(hidden)]
     pub async fn explain_read_all(
         &self,
         after: Position,
@@ -570,8 +569,7 @@ impl EventStore for PgEventStore {
     /// a connection each (those beyond the calls in flight go together, in one call), and
     /// gathering them is what group commit is for; reads still take a connection each, briefly.
     fn concurrency_limit(&self) -> Option<usize> {
-        let size = self.inner.db.pool.status().max_size;
-        let served = size.saturating_sub((size / 8).max(1)).max(1);
+        let served = crate::config::served_connections(self.inner.db.pool.status().max_size);
         Some(if self.inner.appender.grouped() {
             served.saturating_mul(GROUPED_ADMISSION)
         } else {

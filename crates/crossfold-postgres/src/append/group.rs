@@ -41,7 +41,6 @@ use super::{alone, connection_lost, discard};
 use crate::db::Db;
 use crate::error::{classify, corrupt};
 use crate::metrics::GROUP_COMMIT_APPENDS;
-use crate::sql::quoted;
 use crate::types::{Xid8, get};
 
 /// The most appends in one call: the group function's limit. Each request that writes takes a
@@ -49,21 +48,10 @@ use crate::types::{Xid8, get};
 /// which slows every snapshot on the server.
 pub(super) const MAX_GROUP: usize = 64;
 
-/// The statement calling the group function of `db`'s schema.
-pub(super) fn statement(db: &Db) -> String {
-    format!(
-        "SELECT request, transaction_id, versions, sequences, refused, message, detail, \
-                constraint_name \
-         FROM {}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        quoted(&db.schema)
-    )
-}
-
 /// A store's group commit: the appends waiting for a call, and the calls in flight.
 pub(super) struct GroupCommit {
-    /// The store's pool and statements (its own copy, so that tasks can own it).
-    db: Db,
-    statement: String,
+    /// The store's pool and statements, shared with the store (tasks own a reference).
+    db: Arc<Db>,
     /// Where calls for queued appends run.
     runtime: tokio::runtime::Handle,
     /// Calls in flight at most, lone appends and groups together.
@@ -91,12 +79,10 @@ struct Queued {
 impl GroupCommit {
     /// Group commit over `db`'s pool with at most `max_calls` calls in flight; `None` outside a
     /// Tokio runtime.
-    pub(super) fn new(db: &Db, max_calls: usize) -> Option<Arc<Self>> {
+    pub(super) fn new(db: &Arc<Db>, max_calls: usize) -> Option<Arc<Self>> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let db = Db::new(db.pool.clone(), db.schema.clone());
         Some(Arc::new(Self {
-            statement: statement(&db),
-            db,
+            db: db.clone(),
             runtime,
             max_calls: max_calls.max(1),
             state: Mutex::new(State::default()),
@@ -203,23 +189,19 @@ impl GroupCommit {
         let (requests, replies): (Vec<AppendRequest>, Vec<_>) =
             group.into_iter().map(|q| (q.request, q.reply)).unzip();
         self.record_call(requests.len());
-        let results = if requests.len() == 1 {
-            let mut results = Vec::with_capacity(1);
-            for request in requests {
-                results.push(alone(&self.db, request).await);
+        let results = match <[AppendRequest; 1]>::try_from(requests) {
+            Ok([request]) => vec![alone(&self.db, request).await],
+            Err(requests) => {
+                let (results, missing) = call_group_reporting(&self.db, requests).await;
+                if missing && !self.missing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        schema = %self.db.schema,
+                        "crossfold: group commit is on but the schema has no group function \
+                         (migration 8 is not applied); appends go alone"
+                    );
+                }
+                results
             }
-            results
-        } else {
-            let (results, missing) =
-                call_group_reporting(&self.db, &self.statement, requests).await;
-            if missing && !self.missing.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    schema = %self.db.schema,
-                    "crossfold: group commit is on but the schema has no group function \
-                     (migration 8 is not applied); appends go alone"
-                );
-            }
-            results
         };
         for (reply, result) in replies.into_iter().zip(results) {
             // A caller that stopped waiting does not want its answer.
@@ -276,14 +258,13 @@ enum Answer {
 /// one outcome per request, in order.
 pub(super) async fn call_group(
     db: &Db,
-    statement: &str,
     requests: Vec<AppendRequest>,
 ) -> Vec<Result<Appended, StoreError>> {
     let mut results = Vec::with_capacity(requests.len());
     let mut requests = requests.into_iter().peekable();
     while requests.peek().is_some() {
         let chunk: Vec<AppendRequest> = requests.by_ref().take(MAX_GROUP).collect();
-        results.extend(call_group_reporting(db, statement, chunk).await.0);
+        results.extend(call_group_reporting(db, chunk).await.0);
     }
     results
 }
@@ -292,11 +273,10 @@ pub(super) async fn call_group(
 /// outcome, and whether the schema lacks the function.
 async fn call_group_reporting(
     db: &Db,
-    statement: &str,
     requests: Vec<AppendRequest>,
 ) -> (Vec<Result<Appended, StoreError>>, bool) {
     let n = requests.len();
-    match ask(db, statement, &requests).await {
+    match ask(db, &requests).await {
         Answer::Each(written) => (
             requests
                 .into_iter()
@@ -317,7 +297,7 @@ async fn call_group_reporting(
 }
 
 /// Sends `requests` in one call of the group function.
-async fn ask(db: &Db, statement: &str, requests: &[AppendRequest]) -> Answer {
+async fn ask(db: &Db, requests: &[AppendRequest]) -> Answer {
     let mut encoded = Vec::with_capacity(requests.len());
     for request in requests {
         match Encoded::new(request) {
@@ -334,7 +314,7 @@ async fn ask(db: &Db, statement: &str, requests: &[AppendRequest]) -> Answer {
         Ok(client) => client,
         Err(e) => return Answer::Shared(e),
     };
-    let prepared = match client.prepare_cached(statement).await {
+    let prepared = match client.prepare_cached(&db.sql.append_group).await {
         Ok(prepared) => prepared,
         // The statement names the group function: the schema has none.
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) => {

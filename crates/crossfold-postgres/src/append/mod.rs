@@ -29,7 +29,7 @@ pub(crate) struct Appender {
 impl Appender {
     /// Appends through `db`'s pool; grouped when `group_commit` is set, with at most
     /// `max_calls` calls in flight.
-    pub(crate) fn new(db: &Db, group_commit: bool, max_calls: usize) -> Self {
+    pub(crate) fn new(db: &Arc<Db>, group_commit: bool, max_calls: usize) -> Self {
         Self {
             group: group_commit
                 .then(|| GroupCommit::new(db, max_calls))
@@ -91,9 +91,7 @@ impl Appender {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        let mut grouped = group::call_group(db, &group::statement(db), valid)
-            .await
-            .into_iter();
+        let mut grouped = group::call_group(db, valid).await.into_iter();
         let results: Vec<Result<Appended, StoreError>> = results
             .into_iter()
             .map(|r| {

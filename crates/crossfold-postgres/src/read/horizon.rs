@@ -179,7 +179,7 @@ impl Blocker {
         let mut append = match self.started_micros {
             Some(micros) => {
                 let started = Timestamp::from_unix_micros(micros);
-                let open = (now.unix_micros() - micros).max(0) as f64 / 1e6;
+                let open = now.unix_micros().saturating_sub(micros).max(0) as f64 / 1e6;
                 OpenAppend::new(None, open).started_at(started)
             }
             None => OpenAppend::new(None, seen.as_secs_f64()),

@@ -70,7 +70,7 @@ pub(crate) async fn read_all(
         if read < limit
             && let Some(row) = rows.first()
             && visibility.must_wait(row)?
-            && visibility.pause(db).await?
+            && visibility.pause(db).await
         {
             continue;
         }
@@ -155,7 +155,7 @@ pub(crate) async fn head_position(
             .await
             .map_err(classify)?;
         drop(client);
-        if visibility.must_wait(&row)? && visibility.pause(db).await? {
+        if visibility.must_wait(&row)? && visibility.pause(db).await {
             continue;
         }
         return match get::<Option<Xid8>>(&row, 2)? {

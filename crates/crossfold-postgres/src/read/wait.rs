@@ -62,20 +62,20 @@ impl VisibilityWait {
     /// Waits before the next look: sleeps, or, once the horizon has held this read for
     /// [`ASK_AFTER`], first asks which open transactions are foreign and looks again at once
     /// when that names a new one. `false` once the time is up.
-    pub(super) async fn pause(&mut self, db: &Db) -> Result<bool, StoreError> {
+    pub(super) async fn pause(&mut self, db: &Db) -> bool {
         let now = tokio::time::Instant::now();
         if now >= self.deadline {
-            return Ok(false);
+            return false;
         }
         if now - self.started >= ASK_AFTER && db.horizon.learn(db).await {
-            return Ok(true);
+            return true;
         }
         let now = tokio::time::Instant::now();
         if now >= self.deadline {
-            return Ok(false);
+            return false;
         }
         tokio::time::sleep(self.pauses.next_delay().min(self.deadline - now)).await;
-        Ok(true)
+        true
     }
 }
 

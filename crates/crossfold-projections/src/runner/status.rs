@@ -94,15 +94,12 @@ impl Shared {
         let local = self.local();
         // Lag and rate come from the last status computation; the rest is current.
         let mut status = local.status.clone();
-        // The watchdog's findings stand until its next look, unless the driver moved on to
-        // something else (a failure, a pause, a rebuild) meanwhile.
+        // The watchdog's findings stand until its next look, unless the driver stopped
+        // running meanwhile (a failure, a pause).
         let found = matches!(
             status.state,
             ProjectionState::Stalled | ProjectionState::Waiting
-        ) && matches!(
-            local.state,
-            ProjectionState::CatchingUp | ProjectionState::Live
-        );
+        ) && running(local.state);
         if !found {
             status.state = local.state;
             status.last_error = local.last_error.clone();
@@ -192,6 +189,15 @@ impl Shared {
     }
 }
 
+/// Whether a driver in `state` is reading events (catching up, live or rebuilding): the states
+/// in which the watchdog looks for lag, stalls and waits, and its findings stand.
+fn running(state: ProjectionState) -> bool {
+    matches!(
+        state,
+        ProjectionState::CatchingUp | ProjectionState::Live | ProjectionState::Rebuilding
+    )
+}
+
 /// Computes one projection's status now and then: lag, rate, stalls; reports it to the store
 /// and records the metrics.
 pub(super) async fn watchdog<S, C>(
@@ -220,10 +226,7 @@ pub(super) async fn watchdog<S, C>(
             last_applied = shared.local().events_applied;
             continue;
         };
-        let running = matches!(
-            state,
-            ProjectionState::CatchingUp | ProjectionState::Live | ProjectionState::Rebuilding
-        );
+        let running = running(state);
         let limit = options.lag_count_limit.max(1);
         let lag = if running {
             store
