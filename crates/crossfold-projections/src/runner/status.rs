@@ -129,7 +129,9 @@ impl Shared {
         if state == ProjectionState::Live {
             local.last_caught_up = Instant::now();
         }
-        local.status.state = state;
+        // The status shown is merged in `snapshot`: the watchdog's finding (stalled, waiting)
+        // stands while the driver runs. Writing the driver's state into it here erased that
+        // finding each time the driver said it was live again, until the watchdog's next look.
     }
 
     /// This process took the lease.
