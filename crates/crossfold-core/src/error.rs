@@ -53,8 +53,10 @@ impl fmt::Debug for ErrorChain<'_> {
     }
 }
 
-/// One stream whose version did not meet the append's condition.
+/// One stream whose version did not meet the append's condition, or whose turn another writer
+/// held (see [`turn_held`](Self::turn_held)).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StreamConflict {
     /// The stream.
     pub stream: StreamId,
@@ -62,15 +64,43 @@ pub struct StreamConflict {
     pub expected: ExpectedVersion,
     /// The stream's version when the append was attempted.
     pub actual: StreamVersion,
+    /// Refused because another writer held its turn on the stream
+    /// ([`EventStore::take_turn`](crate::EventStore::take_turn)) and this append was not made
+    /// under it: the stream is contended, whatever its version. An append without a turn gives
+    /// way to one waiting for or holding its turn, so that writers which take turns are not
+    /// beaten forever by one that never loses a race and so never takes one.
+    pub turn_held: bool,
+}
+
+impl StreamConflict {
+    /// `stream` was at version `actual`, which did not meet `expected`.
+    pub fn new(stream: StreamId, expected: ExpectedVersion, actual: StreamVersion) -> Self {
+        Self {
+            stream,
+            expected,
+            actual,
+            turn_held: false,
+        }
+    }
+
+    /// The refusal was for a turn another writer held on the stream, not (only) its version.
+    pub fn turn_held(mut self) -> Self {
+        self.turn_held = true;
+        self
+    }
 }
 
 impl fmt::Display for StreamConflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} (expected {}, actual version {})",
+            "{} (expected {}, actual version {}",
             self.stream, self.expected, self.actual
-        )
+        )?;
+        if self.turn_held {
+            f.write_str(", another writer's turn")?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -287,16 +317,16 @@ mod tests {
     #[test]
     fn conflict_message_names_every_stream() {
         let err = StoreError::Conflict(vec![
-            StreamConflict {
-                stream: StreamId::new("a").unwrap(),
-                expected: ExpectedVersion::Exact(StreamVersion::new(2)),
-                actual: StreamVersion::new(3),
-            },
-            StreamConflict {
-                stream: StreamId::new("b").unwrap(),
-                expected: ExpectedVersion::NoStream,
-                actual: StreamVersion::new(1),
-            },
+            StreamConflict::new(
+                StreamId::new("a").unwrap(),
+                ExpectedVersion::Exact(StreamVersion::new(2)),
+                StreamVersion::new(3),
+            ),
+            StreamConflict::new(
+                StreamId::new("b").unwrap(),
+                ExpectedVersion::NoStream,
+                StreamVersion::new(1),
+            ),
         ]);
         let text = err.to_string();
         assert!(

@@ -601,6 +601,24 @@ pub trait EventStore: Send + Sync {
         async { Ok(StreamTurn::none()) }
     }
 
+    /// Appends like [`append`](Self::append), for a caller that holds `turn` (taken from this
+    /// store by [`take_turn`](Self::take_turn)) on the request's streams.
+    ///
+    /// A store that holds turns in the server makes every other append give way to them: an
+    /// append on a stream whose turn another writer holds, or waits for, is refused with a
+    /// [`StreamConflict`](crate::StreamConflict) marked
+    /// [`turn_held`](crate::StreamConflict::turn_held), and writes nothing. The turn's holder
+    /// appends through this method, which that refusal spares on the turn's streams. The
+    /// default appends as [`append`](Self::append) does: right for a store without turns.
+    fn append_in_turn(
+        &self,
+        turn: &StreamTurn,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+        let _ = turn;
+        self.append(request)
+    }
+
     /// How many calls the store can serve at once without making them wait for each other:
     /// for a store with a connection pool, about the pool's size. `None` (the default) means
     /// no such limit (the memory store).
@@ -701,6 +719,13 @@ macro_rules! forward_event_store {
                 streams: &[StreamId],
             ) -> impl Future<Output = Result<StreamTurn, StoreError>> + Send {
                 (**self).take_turn(streams)
+            }
+            fn append_in_turn(
+                &self,
+                turn: &StreamTurn,
+                request: AppendRequest,
+            ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+                (**self).append_in_turn(turn, request)
             }
             fn concurrency_limit(&self) -> Option<usize> {
                 (**self).concurrency_limit()

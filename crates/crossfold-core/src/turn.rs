@@ -8,6 +8,7 @@
 //! queue, in the order they asked, and each reads and appends while the others wait — one
 //! decision per turn instead of a race per attempt.
 
+use std::any::Any;
 use std::fmt;
 
 /// A caller's turn on some streams, taken by
@@ -29,7 +30,7 @@ use std::fmt;
 /// ```
 #[must_use = "a turn is given back as soon as it is dropped"]
 pub struct StreamTurn {
-    held: Option<Box<dyn Send + Sync>>,
+    held: Option<Box<dyn Any + Send + Sync>>,
     waited: bool,
 }
 
@@ -49,6 +50,13 @@ impl StreamTurn {
             held: Some(Box::new(held)),
             waited,
         }
+    }
+
+    /// What the store holds the turn through, if it is a `T`: for the store that handed the
+    /// turn out, to do work under it
+    /// ([`EventStore::append_in_turn`](crate::EventStore::append_in_turn)).
+    pub fn held<T: Any>(&self) -> Option<&T> {
+        self.held.as_deref()?.downcast_ref()
     }
 
     /// Whether the store holds a turn for the caller (false for [`StreamTurn::none`]).
@@ -95,6 +103,8 @@ mod tests {
         let released = Arc::new(AtomicBool::new(false));
         let turn = StreamTurn::new(Release(released.clone()), false);
         assert!(turn.is_held() && !turn.waited());
+        assert!(turn.held::<Release>().is_some());
+        assert!(turn.held::<String>().is_none());
         assert!(!released.load(Ordering::SeqCst));
         drop(turn);
         assert!(released.load(Ordering::SeqCst));

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crossfold_core::{
     AppendRequest, AppendStream, Command, EventId, EventStore, ExpectedVersion, Fold, Metadata,
-    Recorded, RecordedEvent, StoreError, StreamConflict, StreamId, StreamRead, Timestamp,
-    encode_events,
+    Recorded, RecordedEvent, StoreError, StreamConflict, StreamId, StreamRead, StreamTurn,
+    Timestamp, encode_events,
 };
 
 use crate::context::ExecutionContext;
@@ -72,13 +72,15 @@ fn metadata(context: &ExecutionContext) -> Metadata {
     }
 }
 
-/// One decide-and-append. On success `work` reflects the events written.
+/// One decide-and-append, under `turn` when the execution holds one. On success `work`
+/// reflects the events written.
 pub(crate) async fn decide_and_append<B: Backend, Cmd: Command>(
     backend: &B,
     command: &Cmd,
     work: &mut Working<Cmd::State>,
     envelope: &Envelope,
     attempts: u32,
+    turn: Option<&StreamTurn>,
 ) -> Result<Executed, Failure> {
     let decided = work.read_set.decide(command, work.decision_state());
     let decided = match decided {
@@ -159,7 +161,12 @@ pub(crate) async fn decide_and_append<B: Backend, Cmd: Command>(
         );
     }
 
-    let appended = match backend.store().append(AppendRequest { streams }).await {
+    let request = AppendRequest { streams };
+    let appended = match turn {
+        Some(turn) => backend.store().append_in_turn(turn, request).await,
+        None => backend.store().append(request).await,
+    };
+    let appended = match appended {
         Ok(appended) => appended,
         Err(StoreError::Conflict(conflicts)) => {
             if let Some(marker) = marker

@@ -128,7 +128,7 @@ impl HotStreams {
 /// The turn an execution holds, and on which streams.
 pub(crate) struct Turned {
     /// Held until dropped.
-    _turn: StreamTurn,
+    turn: StreamTurn,
     /// Sorted, each once.
     streams: Vec<StreamId>,
 }
@@ -140,6 +140,11 @@ impl Turned {
         conflicts
             .iter()
             .all(|c| self.streams.binary_search(&c.stream).is_ok())
+    }
+
+    /// The turn itself, to append under it.
+    pub(crate) fn turn(&self) -> &StreamTurn {
+        &self.turn
     }
 
     /// The streams of the turn, to widen it.
@@ -167,10 +172,7 @@ pub(crate) async fn take_turn<S: EventStore>(
             if turn.waited() {
                 hot.mark(&streams);
             }
-            Some(Box::new(Turned {
-                _turn: turn,
-                streams,
-            }))
+            Some(Box::new(Turned { turn, streams }))
         }
         Ok(_) => {
             hot.store_has_turns.store(false, Ordering::Relaxed);
@@ -227,13 +229,15 @@ mod tests {
 
     #[test]
     fn a_turn_covers_its_streams_only() {
-        let conflict = |s: &str| StreamConflict {
-            stream: sid(s),
-            expected: crossfold_core::ExpectedVersion::Any,
-            actual: crossfold_core::StreamVersion::new(1),
+        let conflict = |s: &str| {
+            StreamConflict::new(
+                sid(s),
+                crossfold_core::ExpectedVersion::Any,
+                crossfold_core::StreamVersion::new(1),
+            )
         };
         let turned = Turned {
-            _turn: StreamTurn::none(),
+            turn: StreamTurn::none(),
             streams: vec![sid("a"), sid("c")],
         };
         assert!(turned.covers(&[conflict("c"), conflict("a")]));

@@ -228,11 +228,11 @@ mod tests {
     #[test]
     fn store_errors_keep_their_class_and_their_cause() {
         let conflict = Error::store(
-            StoreError::Conflict(vec![StreamConflict {
-                stream: StreamId::new("account-1").unwrap(),
-                expected: ExpectedVersion::Exact(StreamVersion::new(2)),
-                actual: StreamVersion::new(3),
-            }]),
+            StoreError::Conflict(vec![StreamConflict::new(
+                StreamId::new("account-1").unwrap(),
+                ExpectedVersion::Exact(StreamVersion::new(2)),
+                StreamVersion::new(3),
+            )]),
             5,
         );
         assert!(conflict.is_conflict() && conflict.is_retryable());

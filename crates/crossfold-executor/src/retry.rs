@@ -359,6 +359,7 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                     &mut work,
                     &envelope,
                     self.attempts,
+                    turned.as_deref().map(Turned::turn),
                 )
                 .await
                 {
@@ -403,7 +404,10 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                     Failure::Conflict(found) => {
                         conflicts += 1;
                         metrics.conflicts.increment(1);
-                        let contended = work.verified;
+                        // Contended: lost against a state just confirmed, or refused for
+                        // another writer's turn (which only a writer that takes turns too can
+                        // get past).
+                        let contended = work.verified || found.iter().any(|c| c.turn_held);
                         // Lost, under the turn on every stream that conflicted, to a writer that
                         // takes no turn: the turn keeps its place and the attempt is not used
                         // up (up to the policy's attempts again).

@@ -180,11 +180,7 @@ impl MemoryStore {
         for s in &request.streams {
             let actual = streams::version(locked.get(&s.stream));
             if !s.expected.is_met_by(actual) {
-                conflicts.push(StreamConflict {
-                    stream: s.stream.clone(),
-                    expected: s.expected,
-                    actual,
-                });
+                conflicts.push(StreamConflict::new(s.stream.clone(), s.expected, actual));
             }
             versions.push(actual);
         }

@@ -160,6 +160,14 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 10,
+        name: "turns_in_appends",
+        sql: include_str!("../migrations/0010_turns_in_appends.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
 
 /// What the database records: the schema, and its migrations.
@@ -644,6 +652,10 @@ mod tests {
             (
                 "c8dfd06a308679370c55938403ea94c365d91667afa64625135edaa8ea759bba",
                 "39e1926d3e31d9604a5d629bddfbe57e299a20f5c7802434164e72f4f476c408",
+            ),
+            (
+                "533e920f66ed2b7b0ad93227af4a3b5936a58d22140fce84b8e932b45851ebb4",
+                "f7e86c92b42269b5464ce556977d1b8ecebc1a2fdc0b9cca94ed7e065afe2e21",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

@@ -463,6 +463,40 @@ impl PgEventStore {
         self.inner.appender.waiting()
     }
 
+    /// An append, on the session of `turn` when given one, timed and counted.
+    async fn appending(
+        &self,
+        turn: Option<&turns::Held>,
+        request: AppendRequest,
+    ) -> Result<Appended, StoreError> {
+        let span = tracing::debug_span!(
+            "crossfold.append",
+            streams = request.streams.len(),
+            events = request.event_count(),
+            turn = turn.is_some()
+        );
+        let started = Instant::now();
+        let (appender, db, wakeup) = (&self.inner.appender, &self.inner.db, &self.inner.wakeup);
+        let result = match turn.and_then(turns::Held::client) {
+            Some(client) => {
+                appender
+                    .append_in_turn(db, wakeup, client, request)
+                    .instrument(span)
+                    .await
+            }
+            None => appender.append(db, wakeup, request).instrument(span).await,
+        };
+        let finished = Instant::now();
+        let metrics = self.metrics();
+        metrics.record(StoreOperation::Append, started, finished, &result);
+        if let Ok(appended) = &result
+            && metrics.appended(appended.len(), finished)
+        {
+            metrics.pool(self.pool_status());
+        }
+        result
+    }
+
     fn metrics(&self) -> &StoreMetrics {
         self.inner
             .metrics
@@ -494,27 +528,18 @@ impl EventStore for PgEventStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
-        let span = tracing::debug_span!(
-            "crossfold.append",
-            streams = request.streams.len(),
-            events = request.event_count()
-        );
-        let started = Instant::now();
-        let result = self
-            .inner
-            .appender
-            .append(&self.inner.db, &self.inner.wakeup, request)
-            .instrument(span)
-            .await;
-        let finished = Instant::now();
-        let metrics = self.metrics();
-        metrics.record(StoreOperation::Append, started, finished, &result);
-        if let Ok(appended) = &result
-            && metrics.appended(appended.len(), finished)
-        {
-            metrics.pool(self.pool_status());
-        }
-        result
+        self.appending(None, request).await
+    }
+
+    /// On the session that holds `turn`, which the append functions let through (migration
+    /// 10); a turn this store did not hand out is no turn here, and the append is made as
+    /// [`append`](EventStore::append) makes it.
+    async fn append_in_turn(
+        &self,
+        turn: &StreamTurn,
+        request: AppendRequest,
+    ) -> Result<Appended, StoreError> {
+        self.appending(turn.held::<turns::Held>(), request).await
     }
 
     async fn read_all(

@@ -10,9 +10,15 @@
 //! * **In order.** PostgreSQL grants a lock to its waiters in the order they asked, so callers
 //!   of every process queue for a contended stream in the server instead of racing.
 //! * **Keys.** `pg_advisory_lock(TURN_CLASS, key)`: the class keeps turns apart from the
-//!   migrators' lock and any other advisory lock of the application; the key is a hash of the
-//!   schema and the stream name. Two streams that share a key share their turns — a wait that
-//!   was not needed, never a wrong decision (the append's version check decides).
+//!   migrators' lock and any other advisory lock of the application; the key is
+//!   `hashtext(schema || '.' || stream)`, computed by the server, so that the append functions
+//!   compute the same one (migration 10). Two streams that share a key share their turns — a
+//!   wait that was not needed, never a wrong decision (the append's version check decides).
+//! * **Appends give way.** Since migration 10 an append made without a turn on a stream whose
+//!   turn another session holds or waits for is refused (a conflict marked
+//!   [`turn_held`](crossfold_core::StreamConflict::turn_held)): the executor then takes its turn
+//!   too. The holder appends on the turn's own session ([`Held::client`]), where the append
+//!   function's lock on the key is granted at once.
 //! * **Connections of their own.** A caller that holds a turn still reads and appends through
 //!   the store's pool, so turns are held on a small pool of their own — a quarter of the
 //!   store's pool size, at least one connection, opened only when streams are contended — and
@@ -43,11 +49,12 @@ use crate::error::{classify, classify_pool};
 /// The first key of every turn's advisory lock (`CFTR`), apart from the migrators' class.
 pub(crate) const TURN_CLASS: i32 = 0x4346_5452;
 
-/// Locks the keys `$2` of class `$1` in array order (ascending), trying each first, and
-/// answers whether any had to be waited for.
+/// Locks the keys of streams `$3` in schema-prefix `$2` (class `$1`) in ascending order, each
+/// once, trying each first, and answers whether any had to be waited for.
 const TAKE: &str = "SELECT coalesce(bool_or(CASE WHEN pg_try_advisory_lock($1, k) THEN false \
                     ELSE pg_advisory_lock($1, k)::text = '' END), false) \
-                    FROM unnest($2::int4[]) AS k";
+                    FROM (SELECT DISTINCT hashtext($2::text || s) AS k \
+                          FROM unnest($3::text[]) AS s ORDER BY 1) AS keys";
 
 /// Gives back every turn the session holds (a pooled connection holds no other session-level
 /// advisory lock).
@@ -56,8 +63,8 @@ const GIVE_BACK: &str = "SELECT pg_advisory_unlock_all()";
 /// The connections turns are held on: a pool of their own.
 pub(crate) struct Turns {
     pool: Pool,
-    /// The schema, for the keys.
-    schema: String,
+    /// The schema and a dot: what every key's text starts with.
+    prefix: String,
 }
 
 /// How many connections hold turns for a store whose pool has `pool_size`: a quarter, at
@@ -92,46 +99,22 @@ impl Turns {
             .map_err(|e| StoreError::Backend(e.into()))?;
         Ok(Self {
             pool,
-            schema: config.schema.clone(),
+            prefix: format!("{}.", config.schema),
         })
     }
 }
 
-/// The key of `stream`'s turn in `schema`: FNV-1a over both, so every process and every build
-/// computes the same one.
-pub(crate) fn key(schema: &str, stream: &StreamId) -> i32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in schema
-        .as_bytes()
-        .iter()
-        .chain([0u8].iter())
-        .chain(stream.as_str().as_bytes())
-    {
-        hash ^= u32::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    i32::from_ne_bytes(hash.to_ne_bytes())
-}
-
-/// The keys of `streams`, ascending, each once.
-fn keys(schema: &str, streams: &[StreamId]) -> Vec<i32> {
-    let mut keys: Vec<i32> = streams.iter().map(|s| key(schema, s)).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys
-}
-
 /// Waits for the caller's turn on `streams`.
 pub(crate) async fn take(turns: &Turns, streams: &[StreamId]) -> Result<StreamTurn, StoreError> {
-    let keys = keys(&turns.schema, streams);
-    if keys.is_empty() {
+    if streams.is_empty() {
         return Ok(StreamTurn::none());
     }
+    let names: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
     let client = turns.pool.get().await.map_err(classify_pool)?;
     // From here until the answer arrives, dropping the caller's future (a time limit) leaves a
     // lock request running on the connection: the guard closes it rather than pool it.
     let mut pending = Pending(Some(client));
-    let waited = match pending.take(&keys).await {
+    let waited = match pending.take(&turns.prefix, &names).await {
         Ok(waited) => waited,
         Err(error) => {
             // Whether any lock was granted before the failure is unknown: close the session.
@@ -156,7 +139,7 @@ pub(crate) async fn take(turns: &Turns, streams: &[StreamId]) -> Result<StreamTu
 struct Pending(Option<Object>);
 
 impl Pending {
-    async fn take(&self, keys: &[i32]) -> Result<bool, StoreError> {
+    async fn take(&self, prefix: &str, streams: &[&str]) -> Result<bool, StoreError> {
         let Some(client) = &self.0 else {
             return Err(StoreError::Backend(
                 "the turn's connection went missing".into(),
@@ -164,7 +147,7 @@ impl Pending {
         };
         let statement = client.prepare_cached(TAKE).await.map_err(classify)?;
         let row = client
-            .query_one(&statement, &[&TURN_CLASS, &keys])
+            .query_one(&statement, &[&TURN_CLASS, &prefix, &streams])
             .await
             .map_err(classify)?;
         row.try_get::<_, bool>(0).map_err(classify)
@@ -184,8 +167,15 @@ impl Drop for Pending {
 }
 
 /// A turn: the connection whose session holds the locks.
-struct Held {
+pub(crate) struct Held {
     client: Option<Object>,
+}
+
+impl Held {
+    /// The session that holds the turn: its holder's appends go through it.
+    pub(crate) fn client(&self) -> Option<&Object> {
+        self.client.as_ref()
+    }
 }
 
 impl Drop for Held {
@@ -212,34 +202,6 @@ impl Drop for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sid(s: &str) -> StreamId {
-        StreamId::new(s).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn keys_are_stable_sorted_and_distinct() {
-        // Every process and build must compute the same key: pinned here.
-        assert_eq!(
-            key("bank", &sid("account-1")),
-            key("bank", &sid("account-1"))
-        );
-        assert_eq!(key("bank", &sid("account-1")), -303_378_490);
-        assert_ne!(
-            key("bank", &sid("account-1")),
-            key("shop", &sid("account-1"))
-        );
-        assert_ne!(
-            key("bank", &sid("account-1")),
-            key("bank", &sid("account-2"))
-        );
-        // The schema and the stream are separated: "ab" + "c" is not "a" + "bc".
-        assert_ne!(key("ab", &sid("c")), key("a", &sid("bc")));
-        let streams = [sid("b"), sid("a"), sid("b"), sid("c")];
-        let keys = keys("s", &streams);
-        assert_eq!(keys.len(), 3);
-        assert!(keys.windows(2).all(|w| w[0] < w[1]));
-    }
 
     #[test]
     fn turns_have_a_quarter_of_the_pool_at_least_one() {

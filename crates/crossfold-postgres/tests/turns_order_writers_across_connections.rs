@@ -101,27 +101,18 @@ async fn an_abandoned_wait_leaves_no_lock_behind() {
     }
 }
 
-/// The second key of a stream's turn: FNV-1a over the schema, a zero byte and the stream's
-/// name. Every process and every build must compute the same one; this pins it.
-fn turn_key(schema: &str, stream: &crossfold_core::StreamId) -> i32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in schema.bytes().chain([0]).chain(stream.as_str().bytes()) {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash as i32
-}
-
 /// Locks of this store's turn on `stream` (the first key is the turns' class, `CFTR`),
 /// granted to any session.
 async fn advisory_locks_held_for(schema: &str, stream: &crossfold_core::StreamId) -> i64 {
-    let key = turn_key(schema, stream);
+    // The second key is hashtext(schema || '.' || stream), as the append functions compute it
+    // (migration 10): pinned here through the server's own function.
     raw_client()
         .await
         .query_one(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
-             AND classid = 1128682578 AND objid = ($1::int4)::oid",
-            &[&key],
+             AND classid = 1128682578 \
+             AND objid = (hashtext($1::text || '.' || $2::text))::oid",
+            &[&schema, &stream.as_str()],
         )
         .await
         .unwrap()

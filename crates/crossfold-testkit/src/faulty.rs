@@ -495,6 +495,43 @@ impl<S: EventStore> FaultyStore<S> {
         }
     }
 
+    /// An append (under `turn`, when given) with the faults planned for appends.
+    async fn faulty_append(
+        &self,
+        turn: Option<&StreamTurn>,
+        request: AppendRequest,
+    ) -> Result<Appended, StoreError> {
+        let plan = self.plan(Operation::Append, &|s| {
+            request.streams.iter().any(|r| &r.stream == s)
+        });
+        if !plan.delay.is_zero() {
+            tokio::time::sleep(plan.delay).await;
+        }
+        let inner = |request| async move {
+            match turn {
+                Some(turn) => self.inner.append_in_turn(turn, request).await,
+                None => self.inner.append(request).await,
+            }
+        };
+        let Some(failure) = plan.failure else {
+            return inner(request).await;
+        };
+        let targets: Vec<_> = request
+            .streams
+            .iter()
+            .filter(|r| failure.stream.as_ref().is_none_or(|s| *s == r.stream))
+            .map(|r| (r.stream.clone(), r.expected))
+            .collect();
+        if failure.after_call {
+            let _ = inner(request).await;
+        }
+        if failure.kind == FaultKind::Conflict {
+            Err(self.forced_conflict(targets).await)
+        } else {
+            Err(injected_error(Operation::Append, plan.call, failure.kind))
+        }
+    }
+
     /// A conflict naming `streams` with their real current versions.
     async fn forced_conflict(
         &self,
@@ -512,10 +549,12 @@ impl<S: EventStore> FaultyStore<S> {
             streams
                 .into_iter()
                 .enumerate()
-                .map(|(i, (stream, expected))| StreamConflict {
-                    stream,
-                    expected,
-                    actual: actual.get(i).copied().unwrap_or_default(),
+                .map(|(i, (stream, expected))| {
+                    StreamConflict::new(
+                        stream,
+                        expected,
+                        actual.get(i).copied().unwrap_or_default(),
+                    )
                 })
                 .collect(),
         )
@@ -532,29 +571,16 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
-        let plan = self.plan(Operation::Append, &|s| {
-            request.streams.iter().any(|r| &r.stream == s)
-        });
-        if !plan.delay.is_zero() {
-            tokio::time::sleep(plan.delay).await;
-        }
-        let Some(failure) = plan.failure else {
-            return self.inner.append(request).await;
-        };
-        let targets: Vec<_> = request
-            .streams
-            .iter()
-            .filter(|r| failure.stream.as_ref().is_none_or(|s| *s == r.stream))
-            .map(|r| (r.stream.clone(), r.expected))
-            .collect();
-        if failure.after_call {
-            let _ = self.inner.append(request).await;
-        }
-        if failure.kind == FaultKind::Conflict {
-            Err(self.forced_conflict(targets).await)
-        } else {
-            Err(injected_error(Operation::Append, plan.call, failure.kind))
-        }
+        self.faulty_append(None, request).await
+    }
+
+    /// An append fault targets it as it targets [`append`](EventStore::append).
+    async fn append_in_turn(
+        &self,
+        turn: &StreamTurn,
+        request: AppendRequest,
+    ) -> Result<Appended, StoreError> {
+        self.faulty_append(Some(turn), request).await
     }
 
     async fn read_all(
@@ -690,11 +716,11 @@ mod tests {
                 .unwrap_err();
             assert_eq!(
                 err.conflicts(),
-                &[StreamConflict {
-                    stream: hot.clone(),
-                    expected: ExpectedVersion::Any,
-                    actual: StreamVersion::new(1)
-                }]
+                &[StreamConflict::new(
+                    hot.clone(),
+                    ExpectedVersion::Any,
+                    StreamVersion::new(1)
+                )]
             );
             store.clear();
             assert!(store.append(one(&hot)).await.is_ok());

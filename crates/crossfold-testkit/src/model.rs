@@ -70,11 +70,8 @@ impl StoreModel {
             .iter()
             .filter_map(|s| {
                 let actual = self.version(&s.stream);
-                (!s.expected.is_met_by(actual)).then(|| StreamConflict {
-                    stream: s.stream.clone(),
-                    expected: s.expected,
-                    actual,
-                })
+                (!s.expected.is_met_by(actual))
+                    .then(|| StreamConflict::new(s.stream.clone(), s.expected, actual))
             })
             .collect();
         if !conflicts.is_empty() {
@@ -255,16 +252,16 @@ mod tests {
                     .check(b.clone(), ExpectedVersion::StreamExists)
             ),
             ModelOutcome::Conflict(vec![
-                StreamConflict {
-                    stream: a.clone(),
-                    expected: ExpectedVersion::Exact(StreamVersion::new(1)),
-                    actual: StreamVersion::new(2)
-                },
-                StreamConflict {
-                    stream: b.clone(),
-                    expected: ExpectedVersion::StreamExists,
-                    actual: StreamVersion::EMPTY
-                }
+                StreamConflict::new(
+                    a.clone(),
+                    ExpectedVersion::Exact(StreamVersion::new(1)),
+                    StreamVersion::new(2)
+                ),
+                StreamConflict::new(
+                    b.clone(),
+                    ExpectedVersion::StreamExists,
+                    StreamVersion::EMPTY
+                )
             ])
         );
         assert_eq!(

@@ -68,6 +68,29 @@ impl Appender {
         Ok(appended)
     }
 
+    /// Appends `request` atomically on `client`, the session that holds the caller's turn on
+    /// its streams (never grouped: the turn's session is what lets it through).
+    pub(crate) async fn append_in_turn(
+        &self,
+        db: &Db,
+        wakeup: &Wakeup,
+        client: &Object,
+        request: AppendRequest,
+    ) -> Result<Appended, StoreError> {
+        request.validate()?;
+        if request.streams.is_empty() {
+            return Ok(Appended::default());
+        }
+        let appended = match call_on(db, client, &request).await {
+            Ok(written) => written.record(request)?,
+            Err((error, _)) => return Err(error),
+        };
+        if !appended.is_empty() {
+            wakeup.appended();
+        }
+        Ok(appended)
+    }
+
     /// Appends each of `requests` atomically, all in one call of the group function (applied
     /// in the order given), whether group commit is on or not: one outcome per request, in
     /// order.
@@ -115,11 +138,29 @@ async fn alone(db: &Db, request: AppendRequest) -> Result<Appended, StoreError> 
     written.record(request)
 }
 
-/// One call of the append function: what it wrote, or why it refused.
+/// One call of the append function on a connection of the pool: what it wrote, or why it
+/// refused.
 async fn call(db: &Db, request: &AppendRequest) -> Result<Written, StoreError> {
-    let encoded = Encoded::new(request)?;
-    let metadata = encoded.metadata_params();
     let client = db.client().await?;
+    call_on(db, &client, request)
+        .await
+        .map_err(|(error, lost)| {
+            if lost {
+                discard(client);
+            }
+            error
+        })
+}
+
+/// One call of the append function on `client`: what it wrote, or why it refused and whether
+/// the connection is lost.
+async fn call_on(
+    db: &Db,
+    client: &Object,
+    request: &AppendRequest,
+) -> Result<Written, (StoreError, bool)> {
+    let encoded = Encoded::new(request).map_err(|e| (e, false))?;
+    let metadata = encoded.metadata_params();
     let single = encoded.single_params(&metadata);
     let sql = &db.sql;
     let statement = client
@@ -129,7 +170,7 @@ async fn call(db: &Db, request: &AppendRequest) -> Result<Written, StoreError> {
             &sql.append
         })
         .await
-        .map_err(classify)?;
+        .map_err(|e| (classify(e), false))?;
     let result = match &single {
         Some(params) => client.query_one(&statement, params).await,
         None => {
@@ -139,12 +180,14 @@ async fn call(db: &Db, request: &AppendRequest) -> Result<Written, StoreError> {
         }
     };
     match result {
-        Ok(row) => encoded.written(&row, single.is_some()),
-        Err(e) if connection_lost(&e) => {
-            discard(client);
-            Err(classify(e))
-        }
-        Err(e) => Err(refusal::explain(e, request, encoded.event_ids(), &client, sql).await),
+        Ok(row) => encoded
+            .written(&row, single.is_some())
+            .map_err(|e| (e, false)),
+        Err(e) if connection_lost(&e) => Err((classify(e), true)),
+        Err(e) => Err((
+            refusal::explain(e, request, encoded.event_ids(), client, sql).await,
+            false,
+        )),
     }
 }
 

@@ -107,6 +107,9 @@ pub(super) async fn explain_refusal(
 struct ConflictRow {
     stream: String,
     actual: i64,
+    /// Refused for another writer's turn on the stream (migration 10).
+    #[serde(default)]
+    turn: bool,
 }
 
 /// The conflict the append function reported in its error's DETAIL, in request order.
@@ -128,14 +131,18 @@ fn conflict(detail: Option<&str>, request: &AppendRequest) -> StoreError {
                 row.stream
             ));
         };
-        conflicts.push((
-            index,
-            StreamConflict {
-                stream: s.stream.clone(),
-                expected: s.expected,
-                actual: StreamVersion::new(u64::try_from(row.actual).unwrap_or(0)),
-            },
-        ));
+        conflicts.push((index, {
+            let conflict = StreamConflict::new(
+                s.stream.clone(),
+                s.expected,
+                StreamVersion::new(u64::try_from(row.actual).unwrap_or(0)),
+            );
+            if row.turn {
+                conflict.turn_held()
+            } else {
+                conflict
+            }
+        }));
     }
     conflicts.sort_by_key(|(i, _)| *i);
     StoreError::Conflict(conflicts.into_iter().map(|(_, c)| c).collect())
@@ -212,11 +219,11 @@ async fn stream_behind(
             "stream number {ord} is outside the request"
         )));
     };
-    Ok(Some(StoreError::Conflict(vec![StreamConflict {
-        stream: s.stream.clone(),
-        expected: s.expected,
-        actual: StreamVersion::new(u64::try_from(actual).unwrap_or(0)),
-    }])))
+    Ok(Some(StoreError::Conflict(vec![StreamConflict::new(
+        s.stream.clone(),
+        s.expected,
+        StreamVersion::new(u64::try_from(actual).unwrap_or(0)),
+    )])))
 }
 
 #[cfg(test)]

@@ -243,11 +243,7 @@ fn assert_conflicts(error: &StoreError, expected: &[(&StreamId, ExpectedVersion,
     actual.sort_by(|a, b| a.stream.cmp(&b.stream));
     let mut wanted: Vec<StreamConflict> = expected
         .iter()
-        .map(|(s, e, a)| StreamConflict {
-            stream: (*s).clone(),
-            expected: *e,
-            actual: v(*a),
-        })
+        .map(|(s, e, a)| StreamConflict::new((*s).clone(), *e, v(*a)))
         .collect();
     wanted.sort_by(|a, b| a.stream.cmp(&b.stream));
     assert_eq!(actual, wanted, "conflict must name every failing stream");
