@@ -59,6 +59,31 @@ pub(crate) enum Command {
     /// List, create or drop the optional read indexes of the log (by stream, by category, by
     /// event type).
     Indexes(IndexesArgs),
+    /// Read the whole log and check that every event's payload is well-formed in its format
+    /// (JSON or MessagePack); report each one that is not, with its position, stream, version,
+    /// type and schema version. Exit status 1 when any fails. Decoding into the application's
+    /// own types needs those types: run `crossfold_core::check::EventCheck` from the
+    /// application's tests for that.
+    CheckEvents(CheckEventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckEventsArgs {
+    /// Start after this position (COMMIT/SEQUENCE, as `tail` prints them); default the start.
+    #[arg(long, value_name = "POSITION")]
+    pub(crate) from: Option<String>,
+
+    /// List at most this many failed events (all are counted).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) max_failures: usize,
+
+    /// Events read per round trip.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) batch: usize,
+
+    /// Never draw the progress bar (drawn on stderr when it is a terminal, without --json).
+    #[arg(long)]
+    pub(crate) no_progress: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,12 +3,13 @@
 //! The command an operator runs against a Crossfold event store on PostgreSQL, without
 //! writing Rust: `crossfold migrate` (with `--dry-run`, and `migrate status`),
 //! `crossfold streams`, `crossfold stream ID`, `crossfold event EVENT_ID`, `crossfold tail`
-//! (with `--follow`), `crossfold health`, `crossfold projections ...`, `crossfold deadlines`
-//! and `crossfold indexes [list|create|drop]`. Run
+//! (with `--follow`), `crossfold health`, `crossfold projections ...`, `crossfold deadlines`,
+//! `crossfold indexes [list|create|drop]` and `crossfold check-events`. Run
 //! `crossfold --help` for every option; the exit statuses are listed there and in the
 //! operations guide.
 
 mod args;
+mod check;
 mod config;
 mod deadlines;
 mod error;
@@ -126,6 +127,10 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Indexes(args) => {
             let store = connect_ready(&settings, false).await?;
             indexes::run(&store, args, json).await
+        }
+        Command::CheckEvents(args) => {
+            let store = connect_ready(&settings, false).await?;
+            check::run(&store, args, json).await
         }
     }
 }

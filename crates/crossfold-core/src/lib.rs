@@ -27,6 +27,7 @@
 //! ```
 
 mod backoff;
+pub mod check;
 pub mod checkpoint;
 mod clock;
 mod codec;

@@ -14,6 +14,8 @@
 //!   real executors, with strategies for the sequences.
 //! * **Fault injection** ([`FaultyStore`]): wraps any store and fails, delays or conflicts on
 //!   chosen calls, for chaos tests of the executor.
+//! * **Stored events still decode** ([`decoding::assert_every_event_decodes`]): after changing
+//!   an event type, check a copy of production data against today's types and upcasters.
 //!
 //! ```
 //! use crossfold_core::{
@@ -88,6 +90,7 @@ pub mod cluster;
 pub mod concurrent;
 pub mod contract;
 pub mod deadlines;
+pub mod decoding;
 mod faulty;
 mod given;
 pub mod model;
