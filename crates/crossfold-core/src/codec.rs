@@ -171,9 +171,28 @@ type UpcastFn = dyn Fn(serde_json::Value) -> Result<serde_json::Value, BoxError>
 ///     Ok(v)
 /// });
 /// ```
+///
+/// An event type can also be **renamed** ([`rename`](Self::rename): events stored under the old
+/// name read as the new one) and **retired** ([`retire`](Self::retire): readers skip its
+/// events; [`retire_as`](Self::retire_as): they read as a fixed value, such as a `Retired`
+/// variant). A new optional field needs no step: give it `#[serde(default)]`, and old payloads
+/// without it decode.
 #[derive(Clone, Default)]
 pub struct Upcasters {
     steps: HashMap<String, HashMap<u16, Arc<UpcastFn>>>,
+    /// Old type names, and the names they read as.
+    renamed: HashMap<String, String>,
+    /// Retired types (by their current name), and what their events read as.
+    retired: HashMap<String, Retired>,
+}
+
+/// What the events of a retired type read as.
+#[derive(Clone, Debug, PartialEq)]
+enum Retired {
+    /// Nothing: readers skip them.
+    Skipped,
+    /// This payload, whatever they were stored with.
+    As(serde_json::Value),
 }
 
 impl fmt::Debug for Upcasters {
@@ -184,7 +203,15 @@ impl fmt::Debug for Upcasters {
             .flat_map(|(t, v)| v.keys().map(move |k| (t, k)))
             .collect();
         keys.sort();
-        f.debug_struct("Upcasters").field("steps", &keys).finish()
+        let mut renamed: Vec<_> = self.renamed.iter().collect();
+        renamed.sort();
+        let mut retired: Vec<_> = self.retired.keys().collect();
+        retired.sort();
+        f.debug_struct("Upcasters")
+            .field("steps", &keys)
+            .field("renamed", &renamed)
+            .field("retired", &retired)
+            .finish()
     }
 }
 
@@ -207,9 +234,91 @@ impl Upcasters {
         self
     }
 
-    /// Whether no step is registered.
+    /// Registers the step from `from_version` to `from_version + 1` for `event_type` as a
+    /// conversion between two Rust types: the payload at `from_version` decoded as `Old`, and
+    /// what `step` makes of it encoded as the next version's shape.
+    ///
+    /// ```
+    /// use crossfold_core::Upcasters;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Deserialize)]
+    /// struct DepositedV1 { units: u64 }
+    /// #[derive(Serialize)]
+    /// struct DepositedV2 { cents: u64 }
+    ///
+    /// let mut upcasters = Upcasters::new();
+    /// upcasters.register_typed("Deposited", 1, |old: DepositedV1| DepositedV2 {
+    ///     cents: old.units * 100,
+    /// });
+    /// ```
+    pub fn register_typed<Old, New, F>(
+        &mut self,
+        event_type: &str,
+        from_version: u16,
+        step: F,
+    ) -> &mut Self
+    where
+        Old: DeserializeOwned,
+        New: Serialize,
+        F: Fn(Old) -> New + Send + Sync + 'static,
+    {
+        self.register(event_type, from_version, move |value| {
+            let old: Old = serde_json::from_value(value)?;
+            Ok(serde_json::to_value(step(old))?)
+        })
+    }
+
+    /// Events stored as `old_name` read as `new_name`: the steps and retirement registered for
+    /// `new_name` apply to them. The payload's own tag, where the event type's serde
+    /// representation has one (an enum variant's name), is the type's business: keep the old
+    /// name as `#[serde(alias = "...")]` on the renamed variant.
+    pub fn rename(&mut self, old_name: &str, new_name: &str) -> &mut Self {
+        self.renamed
+            .insert(old_name.to_owned(), new_name.to_owned());
+        self
+    }
+
+    /// The events of `event_type` (its current name) are skipped by every reader that decodes
+    /// through these upcasters: the executor's folds, projections and process managers.
+    /// [`decode`](Self::decode) refuses them; [`is_skipped`](Self::is_skipped) tells them.
+    pub fn retire(&mut self, event_type: &str) -> &mut Self {
+        self.retired.insert(event_type.to_owned(), Retired::Skipped);
+        self
+    }
+
+    /// The events of `event_type` (its current name), whatever their schema version, read as
+    /// `value` — for example the `Retired` variant of the event enum, so that a fold sees that
+    /// something happened without knowing what any more. Fails if `value` does not serialize.
+    pub fn retire_as<T: Serialize>(
+        &mut self,
+        event_type: &str,
+        value: &T,
+    ) -> Result<&mut Self, serde_json::Error> {
+        let value = serde_json::to_value(value)?;
+        self.retired
+            .insert(event_type.to_owned(), Retired::As(value));
+        Ok(self)
+    }
+
+    /// Whether no step, rename or retirement is registered.
     pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
+        self.steps.is_empty() && self.renamed.is_empty() && self.retired.is_empty()
+    }
+
+    /// The name `stored` (a type name as stored) reads as: its new name if it was renamed.
+    pub fn current_name<'n>(&'n self, stored: &'n str) -> &'n str {
+        if self.renamed.is_empty() {
+            return stored;
+        }
+        self.renamed.get(stored).map_or(stored, String::as_str)
+    }
+
+    /// Whether readers skip `raw`: its type is retired without a value to read as.
+    pub fn is_skipped(&self, raw: &RecordedEvent) -> bool {
+        !self.retired.is_empty()
+            && self.retired.get(self.current_name(raw.event_type.as_str()))
+                == Some(&Retired::Skipped)
     }
 
     fn step(&self, event_type: &str, version: u16) -> Option<&Arc<UpcastFn>> {
@@ -230,7 +339,24 @@ impl Upcasters {
                 raw.stream_version,
             )
         };
-        let event = match self.step(&raw.event_type, raw.schema_version) {
+        let name = self.current_name(raw.event_type.as_str());
+        if !self.retired.is_empty() {
+            match self.retired.get(name) {
+                Some(Retired::Skipped) => {
+                    return Err(located(
+                        CodecOperation::Decode,
+                        format!("event type {name:?} is retired: readers skip its events").into(),
+                    ));
+                }
+                Some(Retired::As(value)) => {
+                    let event = serde_json::from_value(value.clone())
+                        .map_err(|e| located(CodecOperation::Upcast, Box::new(e)))?;
+                    return Ok(Recorded::new(event, raw));
+                }
+                None => {}
+            }
+        }
+        let event = match self.step(name, raw.schema_version) {
             None => codec
                 .decode::<E>(&raw.payload)
                 .map_err(|e| located(CodecOperation::Decode, e))?,
@@ -238,7 +364,7 @@ impl Upcasters {
                 let mut value: serde_json::Value =
                     decode_payload(&raw.payload).map_err(|e| located(CodecOperation::Decode, e))?;
                 let mut version = raw.schema_version;
-                while let Some(step) = self.step(&raw.event_type, version) {
+                while let Some(step) = self.step(name, version) {
                     value = step(value).map_err(|e| located(CodecOperation::Upcast, e))?;
                     version = version.saturating_add(1);
                 }
@@ -471,6 +597,141 @@ mod tests {
         raw.schema_version = 1;
         let err = upcasters.decode::<Ev, _>(&Json, &raw).unwrap_err();
         assert_eq!(err.operation, CodecOperation::Upcast);
+    }
+
+    #[test]
+    fn a_typed_step_converts_one_struct_into_the_next() {
+        #[derive(Deserialize)]
+        struct V1 {
+            units: i64,
+        }
+        #[derive(Serialize)]
+        #[serde(tag = "type")]
+        enum V2 {
+            Deposited { amount: i64, note: Option<String> },
+        }
+        let mut upcasters = Upcasters::new();
+        upcasters.register_typed("Deposited", 1, |old: V1| V2::Deposited {
+            amount: old.units * 100,
+            note: None,
+        });
+        for payload in [
+            Json.encode(&serde_json::json!({"units": 3})).unwrap(),
+            MessagePack
+                .encode(&serde_json::json!({"units": 3}))
+                .unwrap(),
+        ] {
+            let mut raw = record(EventData::new("Deposited", payload));
+            raw.schema_version = 1;
+            let back: Recorded<Ev> = upcasters.decode(&Json, &raw).unwrap();
+            assert_eq!(
+                back.event,
+                Ev::Deposited {
+                    amount: 300,
+                    note: None
+                }
+            );
+        }
+        // A payload the old type does not describe fails as an upcast, naming the event.
+        let mut raw = record(EventData::new(
+            "Deposited",
+            Json.encode(&serde_json::json!({"cents": 3})).unwrap(),
+        ));
+        raw.schema_version = 1;
+        let err = upcasters.decode::<Ev, _>(&Json, &raw).unwrap_err();
+        assert_eq!(err.operation, CodecOperation::Upcast);
+        assert!(err.to_string().contains("Deposited"), "{err}");
+    }
+
+    #[test]
+    fn a_renamed_type_takes_the_new_names_steps_and_a_new_field_needs_none() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        enum Renamed {
+            // The old tag, kept as an alias on the variant.
+            #[serde(alias = "Deposited")]
+            MoneyDeposited {
+                cents: i64,
+                // Added later, optional: old payloads decode without a step.
+                #[serde(default)]
+                memo: Option<String>,
+            },
+        }
+        impl DomainEvent for Renamed {
+            fn event_type(&self) -> &'static str {
+                "MoneyDeposited"
+            }
+            fn schema_version(&self) -> u16 {
+                2
+            }
+        }
+        let mut upcasters = Upcasters::new();
+        upcasters.rename("Deposited", "MoneyDeposited");
+        upcasters.register("MoneyDeposited", 1, |mut v| {
+            v["cents"] = (v["amount"].as_i64().ok_or("amount missing")? * 100).into();
+            Ok(v)
+        });
+        assert_eq!(upcasters.current_name("Deposited"), "MoneyDeposited");
+        assert_eq!(upcasters.current_name("Closed"), "Closed");
+        let mut raw = record(EventData::new(
+            "Deposited",
+            Json.encode(&serde_json::json!({"type": "Deposited", "amount": 2}))
+                .unwrap(),
+        ));
+        raw.schema_version = 1;
+        let back: Recorded<Renamed> = upcasters.decode(&Json, &raw).unwrap();
+        assert_eq!(
+            back.event,
+            Renamed::MoneyDeposited {
+                cents: 200,
+                memo: None
+            }
+        );
+        // Stored under the new name at the current version: no step, and the new field absent.
+        let mut raw = record(EventData::new(
+            "MoneyDeposited",
+            Json.encode(&serde_json::json!({"type": "MoneyDeposited", "cents": 9}))
+                .unwrap(),
+        ));
+        raw.schema_version = 2;
+        let back: Recorded<Renamed> = upcasters.decode(&Json, &raw).unwrap();
+        assert_eq!(
+            back.event,
+            Renamed::MoneyDeposited {
+                cents: 9,
+                memo: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_retired_type_is_skipped_or_reads_as_its_value() {
+        let old = |event_type: &str| {
+            let mut raw = record(EventData::new(
+                event_type,
+                Json.encode(&serde_json::json!({"type": "Frozen", "until": "never"}))
+                    .unwrap(),
+            ));
+            raw.schema_version = 1;
+            raw
+        };
+        let mut skipping = Upcasters::new();
+        skipping.retire("Frozen");
+        assert!(skipping.is_skipped(&old("Frozen")));
+        assert!(!skipping.is_skipped(&old("Closed")));
+        let err = skipping.decode::<Ev, _>(&Json, &old("Frozen")).unwrap_err();
+        assert!(err.to_string().contains("Frozen"), "{err}");
+        // Retired under its new name: events stored under the old one are skipped too.
+        skipping.rename("AccountFrozen", "Frozen");
+        assert!(skipping.is_skipped(&old("AccountFrozen")));
+
+        let mut valued = Upcasters::new();
+        valued.retire_as("Frozen", &Ev::Closed).unwrap();
+        assert!(!valued.is_skipped(&old("Frozen")));
+        let back: Recorded<Ev> = valued.decode(&Json, &old("Frozen")).unwrap();
+        assert_eq!(back.event, Ev::Closed);
+        assert!(!valued.is_empty());
+        assert!(format!("{valued:?}").contains("Frozen"));
     }
 
     #[test]

@@ -300,7 +300,7 @@ where
         raw.sort_by_key(|e| e.position);
         raw.dedup_by_key(|e| e.event_id);
         let upcasters = self.manager.upcasters();
-        for e in &raw {
+        for e in raw.iter().filter(|e| !upcasters.is_skipped(e)) {
             let decoded: Recorded<P::Event> = upcasters
                 .decode(&Json, e)
                 .map_err(|e| HandlerError::Rejected(Box::new(e)))?;

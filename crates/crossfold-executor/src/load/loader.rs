@@ -104,7 +104,8 @@ impl Loader {
         Ok(())
     }
 
-    /// Decodes events and folds them into `state`, in the order given.
+    /// Decodes events and folds them into `state`, in the order given (events of retired
+    /// types the upcasters skip are left out).
     pub(super) fn fold_into<'a, C: Codec, Cmd: Command>(
         &self,
         codec: &C,
@@ -112,19 +113,26 @@ impl Loader {
         events: impl IntoIterator<Item = &'a RecordedEvent>,
     ) -> Result<(), Error> {
         for raw in events {
+            if self.upcasters.is_skipped(raw) {
+                continue;
+            }
             let event = self.upcasters.decode::<Cmd::Event, C>(codec, raw)?;
             state.apply(&event);
         }
         Ok(())
     }
 
-    /// Decodes one stored event (upcast first) into the command's event type.
+    /// Decodes one stored event (upcast first) into the command's event type; `None` for an
+    /// event of a retired type the upcasters skip.
     pub(super) fn decode<C: Codec, Cmd: Command>(
         &self,
         codec: &C,
         raw: &RecordedEvent,
-    ) -> Result<Recorded<Cmd::Event>, Error> {
-        Ok(self.upcasters.decode::<Cmd::Event, C>(codec, raw)?)
+    ) -> Result<Option<Recorded<Cmd::Event>>, Error> {
+        if self.upcasters.is_skipped(raw) {
+            return Ok(None);
+        }
+        Ok(Some(self.upcasters.decode::<Cmd::Event, C>(codec, raw)?))
     }
 }
 

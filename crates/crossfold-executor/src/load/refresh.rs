@@ -74,29 +74,35 @@ pub(crate) async fn refresh<B: Backend, Cmd: Command>(
     tail.sort_by_key(|(_, e)| e.event_id);
     // Everything is decoded before the view changes: an event that cannot be decoded
     // leaves the view as it was, a true fold of the versions it shows (it may be kept for
-    // the next command), never versions ahead of its state.
-    let decoded = tail
-        .iter()
-        .map(|(i, raw)| {
-            let event = backend
-                .loader()
-                .decode::<B::Codec, Cmd>(backend.codec(), raw)?;
-            Ok((*i, event))
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
+    // the next command), never versions ahead of its state. Events of retired types the
+    // upcasters skip are left out of the fold, not of the floor.
+    let mut decoded = Vec::with_capacity(tail.len());
+    for (i, raw) in &tail {
+        if let Some(event) = backend
+            .loader()
+            .decode::<B::Codec, Cmd>(backend.codec(), raw)?
+        {
+            decoded.push((*i, event));
+        }
+    }
     for (i, version) in changed {
         work.versions[i] = version;
         work.assumed[i] = false;
     }
     work.verified = true;
+    if let Some(parts) = work.parts.as_mut() {
+        for (i, raw) in &tail {
+            parts[*i].floor = parts[*i].floor.max(Some(raw.event_id));
+        }
+    }
     if decoded.is_empty() {
+        work.floor = work.floor.max(tail.last().map(|(_, e)| e.event_id));
         return Ok(Refresh::Unchanged);
     }
     match work.parts.as_mut() {
         Some(parts) => {
             for (i, event) in &decoded {
                 parts[*i].state.apply(event);
-                parts[*i].floor = parts[*i].floor.max(Some(event.event_id));
             }
             work.merge_parts::<Cmd>();
         }

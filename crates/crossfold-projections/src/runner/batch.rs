@@ -157,9 +157,12 @@ where
         record: &mut ProjectionRecord,
         batch: EventBatch,
     ) -> Result<(), Step> {
+        // Events of retired types the upcasters skip are left out; the checkpoint still moves
+        // past them.
         let decoded: Result<Vec<Recorded<P::Event>>, _> = batch
             .events
             .iter()
+            .filter(|raw| !self.upcasters.is_skipped(raw))
             .map(|raw| self.upcasters.decode::<P::Event, Json>(&Json, raw))
             .collect();
         if let Ok(events) = decoded {
@@ -195,8 +198,18 @@ where
             } else {
                 raw.position
             };
-            let rejected = match self.upcasters.decode::<P::Event, Json>(&Json, raw) {
-                Ok(event) => {
+            let event = if self.upcasters.is_skipped(raw) {
+                None
+            } else {
+                Some(self.upcasters.decode::<P::Event, Json>(&Json, raw))
+            };
+            let rejected = match event {
+                // Skipped (a retired type): only the checkpoint moves.
+                None => {
+                    self.advance(lease, record, position).await?;
+                    continue;
+                }
+                Some(Ok(event)) => {
                     match self
                         .commit_events(lease, record, std::slice::from_ref(&event), position)
                         .await
@@ -210,7 +223,7 @@ where
                         Err(e) => ErrorChain(&self.classify(e)?).to_string(),
                     }
                 }
-                Err(e) => ErrorChain(&e).to_string(),
+                Some(Err(e)) => ErrorChain(&e).to_string(),
             };
             self.poison(lease, record, raw, position, rejected).await?;
         }
