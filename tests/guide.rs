@@ -387,6 +387,190 @@ mod section_7 {
     }
 }
 
+// Section 8: evolve an event.
+mod section_8 {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    pub enum StockEventV2 {
+        // New and optional: old payloads without it decode, no upcaster needed.
+        Received {
+            grams: u64,
+            #[serde(default)]
+            supplier: Option<String>,
+        },
+        // Renamed: the stored tag `Reserved` still reads.
+        #[serde(alias = "Reserved")]
+        Allocated {
+            order: String,
+            grams: u64,
+        },
+        // What a retired event reads as, for a fold that wants to see it.
+        Retired,
+    }
+
+    impl DomainEvent for StockEventV2 {
+        fn event_type(&self) -> &'static str {
+            match self {
+                StockEventV2::Received { .. } => "Received",
+                StockEventV2::Allocated { .. } => "Allocated",
+                StockEventV2::Retired => "Retired",
+            }
+        }
+        fn schema_version(&self) -> u16 {
+            2
+        }
+    }
+
+    use crossfold::core::Upcasters;
+
+    #[derive(Deserialize)]
+    struct ReceivedV1 {
+        quantity: u32,
+    }
+
+    fn upcasters() -> Upcasters {
+        let mut upcasters = Upcasters::new();
+        upcasters
+            .register_typed("Received", 1, |old: ReceivedV1| StockEventV2::Received {
+                grams: u64::from(old.quantity) * 500,
+                supplier: None,
+            })
+            .rename("Reserved", "Allocated")
+            .register("Allocated", 1, |mut event| {
+                let units = event["quantity"].as_u64().ok_or("no quantity")?;
+                event["grams"] = (units * 500).into();
+                Ok(event)
+            })
+            .retire("Audited");
+        upcasters
+    }
+
+    async fn check(store: &MemoryStore) -> Result<(), Box<dyn std::error::Error>> {
+        use crossfold::core::check::EventCheck;
+        use crossfold::core::{Json, LogFilter};
+
+        let report = EventCheck::new(&store)
+            .decode::<StockEventV2, _>(LogFilter::all(), Json, upcasters())
+            .run()
+            .await?;
+        assert!(report.is_clean(), "{report}"); // each failure: position, stream, version, type, error
+        Ok(())
+    }
+
+    /// Grams available, folded from today's events.
+    #[derive(Clone, Default)]
+    struct Weighed {
+        grams: u64,
+    }
+
+    impl Fold<StockEventV2> for Weighed {
+        fn apply(&mut self, event: &Recorded<StockEventV2>) {
+            match &event.event {
+                StockEventV2::Received { grams, .. } => self.grams += grams,
+                StockEventV2::Allocated { grams, .. } => self.grams -= grams,
+                StockEventV2::Retired => {}
+            }
+        }
+    }
+
+    struct Allocate {
+        product: StreamId,
+        grams: u64,
+    }
+
+    impl Command for Allocate {
+        type Event = StockEventV2;
+        type State = Weighed;
+        type Streams = StreamId;
+
+        fn streams(&self) -> StreamId {
+            self.product.clone()
+        }
+
+        fn handle<'x>(
+            &self,
+            stock: &Weighed,
+            product: StreamRef<'x>,
+            out: &mut Emit<'x, StockEventV2>,
+        ) -> Result<(), CommandError> {
+            if stock.grams < self.grams {
+                return Err(CommandError::rejected("out_of_stock", "not enough"));
+            }
+            out.append(
+                product,
+                StockEventV2::Allocated {
+                    order: "o-2".into(),
+                    grams: self.grams,
+                },
+            );
+            Ok(())
+        }
+    }
+
+    /// Events written by section 1's types (version 1) and a retired one read as today's.
+    #[tokio::test]
+    async fn old_events_read_as_todays_and_the_check_passes() {
+        let store = MemoryStore::new();
+        let executor = Executor::new(store.clone());
+        let apples = StreamId::new("product-apples").unwrap();
+        receive_three(&store, &apples).await;
+        executor
+            .execute(Reserve {
+                product: apples.clone(),
+                order: "o-1".into(),
+                quantity: 1,
+            })
+            .await
+            .unwrap();
+        let audited = crossfold::core::EventData::new(
+            "Audited",
+            crossfold::core::Payload::json(r#"{"type":"Audited","by":"someone"}"#),
+        );
+        store
+            .append(crossfold::core::AppendRequest::new().stream(
+                apples.clone(),
+                ExpectedVersion::Any,
+                vec![audited],
+            ))
+            .await
+            .unwrap();
+        check(&store).await.unwrap();
+
+        // 3 units received, 1 reserved: 1,000 g left, through today's types.
+        let today = Executor::builder(store.clone())
+            .upcasters(upcasters())
+            .build();
+        let refused = today
+            .execute(Allocate {
+                product: apples.clone(),
+                grams: 1_001,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.rule(), Some("out_of_stock"));
+        today
+            .execute(Allocate {
+                product: apples,
+                grams: 1_000,
+            })
+            .await
+            .unwrap();
+        // Without the upcasters the old events do not decode.
+        let report = crossfold::core::check::EventCheck::new(&store)
+            .decode::<StockEventV2, _>(
+                crossfold::core::LogFilter::all(),
+                crossfold::core::Json,
+                Upcasters::new(),
+            )
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(report.failed, 3, "{report}");
+    }
+}
+
 /// Code without layout: rustfmt rewraps long lines of the guide's blocks here and adds
 /// trailing commas where it does, neither of which changes what the code means.
 fn without_layout(code: &str) -> String {
@@ -406,7 +590,7 @@ fn the_guide_is_the_code_tested_here() {
         .collect();
     assert_eq!(
         blocks.len(),
-        10,
+        13,
         "the guide's rust blocks changed: update tests/guide.rs"
     );
     for block in blocks {

@@ -123,7 +123,9 @@ async fn old_payloads_are_upcast_and_retired_types_skipped() {
     eventually("both deposits applied", || {
         let status = runner.status_of("evolved").map(|s| s.status);
         assert!(
-            status.as_ref().is_none_or(|s| s.state != ProjectionState::Failed),
+            status
+                .as_ref()
+                .is_none_or(|s| s.state != ProjectionState::Failed),
             "{status:?}"
         );
         model.applied(1) == 2
