@@ -388,40 +388,40 @@ mod section_7 {
 }
 
 // Section 8: evolve an event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum StockEventV2 {
+    // New and optional: old payloads without it decode, no upcaster needed.
+    Received {
+        grams: u64,
+        #[serde(default)]
+        supplier: Option<String>,
+    },
+    // Renamed: the stored tag `Reserved` still reads.
+    #[serde(alias = "Reserved")]
+    Allocated {
+        order: String,
+        grams: u64,
+    },
+    // What a retired event reads as, for a fold that wants to see it.
+    Retired,
+}
+
+impl DomainEvent for StockEventV2 {
+    fn event_type(&self) -> &'static str {
+        match self {
+            StockEventV2::Received { .. } => "Received",
+            StockEventV2::Allocated { .. } => "Allocated",
+            StockEventV2::Retired => "Retired",
+        }
+    }
+    fn schema_version(&self) -> u16 {
+        2
+    }
+}
+
 mod section_8 {
     use super::*;
-
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(tag = "type")]
-    pub enum StockEventV2 {
-        // New and optional: old payloads without it decode, no upcaster needed.
-        Received {
-            grams: u64,
-            #[serde(default)]
-            supplier: Option<String>,
-        },
-        // Renamed: the stored tag `Reserved` still reads.
-        #[serde(alias = "Reserved")]
-        Allocated {
-            order: String,
-            grams: u64,
-        },
-        // What a retired event reads as, for a fold that wants to see it.
-        Retired,
-    }
-
-    impl DomainEvent for StockEventV2 {
-        fn event_type(&self) -> &'static str {
-            match self {
-                StockEventV2::Received { .. } => "Received",
-                StockEventV2::Allocated { .. } => "Allocated",
-                StockEventV2::Retired => "Retired",
-            }
-        }
-        fn schema_version(&self) -> u16 {
-            2
-        }
-    }
 
     use crossfold::core::Upcasters;
 

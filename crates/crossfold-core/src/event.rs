@@ -120,6 +120,45 @@ impl Metadata {
             ..Self::default()
         }
     }
+
+    /// The custom field `key`, read as a `T`: `Ok(None)` when there is no such field, an error
+    /// when it does not have `T`'s shape.
+    ///
+    /// ```
+    /// use crossfold_core::Metadata;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    /// struct Origin { channel: String, ip: String }
+    ///
+    /// let origin = Origin { channel: "web".into(), ip: "192.0.2.7".into() };
+    /// let mut metadata = Metadata::now();
+    /// metadata.set_custom("origin", &origin)?;
+    /// assert_eq!(metadata.custom_as::<Origin>("origin")?, Some(origin));
+    /// assert_eq!(metadata.custom_as::<Origin>("tenant")?, None);
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn custom_as<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, serde_json::Error> {
+        self.custom
+            .get(key)
+            .map(|value| T::deserialize(value))
+            .transpose()
+    }
+
+    /// Sets the custom field `key` to `value`, serialized. Fails (changing nothing) when
+    /// `value` does not serialize to JSON.
+    pub fn set_custom<T: Serialize + ?Sized>(
+        &mut self,
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<&mut Self, serde_json::Error> {
+        let value = serde_json::to_value(value)?;
+        self.custom.insert(key.into(), value);
+        Ok(self)
+    }
 }
 
 /// An event type name, such as `"MoneyDeposited"`. Cheap to clone.

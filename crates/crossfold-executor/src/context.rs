@@ -90,6 +90,31 @@ impl ExecutionContext {
         self
     }
 
+    /// Adds a custom metadata field holding `value`, serialized (a struct of the
+    /// application's own, read back with
+    /// [`Metadata::custom_as`](crossfold_core::Metadata::custom_as)). Fails when `value` does
+    /// not serialize to JSON.
+    ///
+    /// ```
+    /// use crossfold_executor::ExecutionContext;
+    /// use serde::Serialize;
+    ///
+    /// #[derive(Serialize)]
+    /// struct Origin { channel: &'static str }
+    ///
+    /// let context = ExecutionContext::new().with_typed("origin", &Origin { channel: "web" })?;
+    /// assert_eq!(context.custom["origin"]["channel"], "web");
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn with_typed<T: serde::Serialize + ?Sized>(
+        mut self,
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<Self, serde_json::Error> {
+        self.custom.insert(key.into(), serde_json::to_value(value)?);
+        Ok(self)
+    }
+
     /// Sets a time limit for this execution.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
