@@ -6,8 +6,8 @@ use std::fmt::{self, Debug, Write as _};
 use std::sync::Arc;
 
 use crossfold_core::{
-    Command, CommandError, DomainEvent, EventId, Fold, Metadata, Position, ReadSet, Recorded,
-    StreamId, StreamVersion,
+    CodecError, Command, CommandError, DomainEvent, EventData, EventId, Fold, Json, Metadata,
+    Position, ReadSet, Recorded, StreamId, StreamVersion, Upcasters,
 };
 
 /// How many times discovery may add streams before the command fails as one whose `discover`
@@ -165,6 +165,54 @@ impl<E: DomainEvent> Given<E> {
             metadata,
         });
         self
+    }
+
+    /// Adds an event as it is stored — an old shape, an old type name, a retired type — read
+    /// through `upcasters` as the executor reads it: upcast into `E`, or skipped (it still
+    /// takes its version in the stream) when its type is retired. Fails, naming the event,
+    /// when it does not decode.
+    ///
+    /// ```
+    /// use crossfold_core::{DomainEvent, EventData, Payload, Upcasters};
+    /// use crossfold_testkit::Given;
+    /// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # struct Deposited { cents: u64 }
+    /// # impl DomainEvent for Deposited {
+    /// #     fn event_type(&self) -> &'static str { "Deposited" }
+    /// #     fn schema_version(&self) -> u16 { 2 }
+    /// # }
+    /// let mut upcasters = Upcasters::new();
+    /// upcasters.register("Deposited", 1, |v| {
+    ///     Ok(serde_json::json!({ "cents": v["units"].as_u64().ok_or("units")? * 100 }))
+    /// });
+    /// let old = EventData::new("Deposited", Payload::json(r#"{"units": 3}"#)); // version 1
+    /// let account = crossfold_core::StreamId::new("account-1").unwrap();
+    /// let given = Given::<Deposited>::new().and_stored(&account, old, &upcasters)?;
+    /// assert_eq!(given.history()[0].event, Deposited { cents: 300 });
+    /// # Ok::<(), crossfold_core::CodecError>(())
+    /// ```
+    pub fn and_stored(
+        mut self,
+        stream: impl ToStreamId,
+        mut data: EventData,
+        upcasters: &Upcasters,
+    ) -> Result<Self, CodecError> {
+        let stream_id = stream.to_stream_id();
+        let version = self
+            .versions
+            .entry(stream_id.clone())
+            .or_insert(StreamVersion::EMPTY);
+        *version = version.next();
+        let stream_version = *version;
+        // Ids in history order, as `and` gives them.
+        data.event_id = EventId::generate();
+        let position = Position::new(self.history.len() as u64 + 1, 0);
+        let raw = data.record(stream_id, stream_version, position);
+        if upcasters.is_skipped(&raw) {
+            return Ok(self);
+        }
+        self.history.push(upcasters.decode(&Json, &raw)?);
+        Ok(self)
     }
 
     /// The recorded history.
@@ -703,6 +751,51 @@ mod tests {
         CommandTest::given_nothing().when(Endless).then_error(
             |e| matches!(e, CommandError::InvalidState(m) if m.contains("kept discovering")),
         );
+    }
+
+    #[test]
+    fn stored_events_are_read_through_the_upcasters() {
+        use crossfold_core::Payload;
+        let a = sid("a");
+        let mut upcasters = Upcasters::new();
+        upcasters
+            .rename("Credited", "Deposited")
+            .register_typed("Deposited", 1, |units: u32| Ev::Deposited(units * 10))
+            .retire("Frozen");
+        let given = Given::<Ev>::new()
+            .and(&a, Ev::Opened)
+            .and_stored(
+                &a,
+                EventData::new("Credited", Payload::json("2")),
+                &upcasters,
+            )
+            .unwrap()
+            .and_stored(
+                &a,
+                EventData::new("Frozen", Payload::json("{}")),
+                &upcasters,
+            )
+            .unwrap()
+            .and(&a, Ev::Withdrawn(5));
+        let h = given.history();
+        assert_eq!(h.len(), 3, "the retired event is skipped");
+        assert_eq!(h[1].event, Ev::Deposited(20));
+        assert_eq!(h[2].stream_version.get(), 4, "but it took its version");
+        assert!(h.windows(2).all(|w| w[0].event_id < w[1].event_id));
+        given
+            .when(Tally::<true> {
+                streams: [a.clone(), sid("b")],
+            })
+            .then_expect([(&a, Ev::Deposited(3))]);
+        // An event that does not decode is an error naming it.
+        let error = Given::<Ev>::new()
+            .and_stored(
+                &a,
+                EventData::new("Deposited", Payload::json("{}")),
+                &upcasters,
+            )
+            .unwrap_err();
+        assert!(error.to_string().contains("Deposited"), "{error}");
     }
 
     #[test]
