@@ -8,21 +8,25 @@
 -- and beat the turn's holder every time: two nodes incrementing one counter, the other node's
 -- increments used up their attempts.
 --
--- Now `append` and `append_one` try, for each stream they lock, a shared transaction-level
--- advisory lock on the stream's turn key. It is granted at once unless another session holds
--- the turn or waits for it; then the append is refused as a conflict on that stream with
--- "turn": true in its DETAIL, writes nothing, and the client's executor takes its turn in
--- the same queue. The turn's holder appends on the session that holds the turn, where the
--- exclusive transaction lock on the same key is granted at once. Shared locks do not conflict
--- with each other: appends without turns never wait for, or refuse, each other, and nothing
--- in the append ever waits on an advisory lock.
+-- Now `append` and `append_one`, called from a session that says it gives way (the setting
+-- crossfold.give_way = 'on', which the store sets on each of its connections), try for each
+-- stream they lock a shared transaction-level advisory lock on the stream's turn key. It is
+-- granted at once unless another session holds the turn or waits for it; then the append is
+-- refused as a conflict on that stream with "turn": true in its DETAIL, writes nothing, and
+-- the client's executor takes its turn in the same queue. The turn's holder appends on the
+-- session that holds the turn, where the exclusive transaction lock on the same key is
+-- granted at once. Shared locks do not conflict with each other: appends without turns never
+-- wait for, or refuse, each other, and nothing in the append ever waits on an advisory lock.
 --
--- Cost: one try-lock per stream, released at commit (counted with
--- crates/crossfold-bench/index-cost/instructions.sh; see docs/benchmarks.md).
+-- Sessions without the setting (processes built before this migration, other clients of the
+-- app role) are not checked: during a rolling upgrade the old nodes append as they did and
+-- give way to nobody. Their turns use keys of their own (computed in the client), so old and
+-- new nodes do not queue behind each other's turns until every node runs the new build.
 --
--- Rolling upgrades: processes built before this migration take turns with keys of their own
--- (computed in the client) that these checks do not see; they go on working as before, and
--- give way to nobody, until they are upgraded.
+-- Costs: one try-lock per stream, released at commit (counted with
+-- crates/crossfold-bench/index-cost/instructions.sh; see docs/benchmarks.md). Each lock takes
+-- a slot of the server's lock table until commit: an append of thousands of streams needs
+-- max_locks_per_transaction sized for it (SQLSTATE 53200 otherwise, and nothing written).
 
 DO $migration$
 BEGIN
@@ -58,6 +62,7 @@ DECLARE
     base        bigint[] := array_fill(0::bigint, ARRAY[n]);
     conflicts   jsonb := '[]';
     k           integer;
+    give_way    boolean := coalesce(current_setting('crossfold.give_way', true) = 'on', false);
 BEGIN
     -- What the events table's CHECK constraints checked until migration 9: each event has
     -- exactly one payload, and a schema version in 0..65535. One event (the commonest append)
@@ -134,9 +139,11 @@ BEGIN
         -- Another writer's turn on the stream (held or waited for): give way, unless this
         -- session holds it. A shared lock never waits and never stops other appends; the
         -- exclusive one succeeds at once only in the session that holds the turn.
-        k := hashtext(%3$L || s);
-        IF NOT (pg_try_advisory_xact_lock_shared(1128682578, k)
-                OR pg_try_advisory_xact_lock(1128682578, k)) THEN
+        IF give_way THEN
+            k := hashtext(%3$L || s);
+        END IF;
+        IF give_way AND NOT (pg_try_advisory_xact_lock_shared(1128682578, k)
+                             OR pg_try_advisory_xact_lock(1128682578, k)) THEN
             SELECT st.version INTO v FROM %1$I.streams st WHERE st.stream_id = s;
             v := coalesce(v, 0);
             conflicts := conflicts || jsonb_build_object('stream', s, 'actual', v, 'turn', true);
@@ -252,7 +259,7 @@ AS $$
 DECLARE
     n     integer := cardinality(p_event_ids);
     base  bigint;
-    k     integer := hashtext(%3$L || p_stream);
+    k     integer;
 BEGIN
     -- What the events table's CHECK constraints checked until migration 9: each event has
     -- exactly one payload, and a schema version in 0..65535. One event (the commonest append)
@@ -297,8 +304,11 @@ BEGIN
     END IF;
 
     -- Another writer's turn on the stream, as in append().
-    IF NOT (pg_try_advisory_xact_lock_shared(1128682578, k)
-            OR pg_try_advisory_xact_lock(1128682578, k)) THEN
+    IF current_setting('crossfold.give_way', true) = 'on' THEN
+        k := hashtext(%3$L || p_stream);
+    END IF;
+    IF k IS NOT NULL AND NOT (pg_try_advisory_xact_lock_shared(1128682578, k)
+                              OR pg_try_advisory_xact_lock(1128682578, k)) THEN
         SELECT st.version INTO base FROM %1$I.streams st WHERE st.stream_id = p_stream;
         RAISE EXCEPTION 'version conflict'
             USING ERRCODE = 'CF001',

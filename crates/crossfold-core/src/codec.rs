@@ -156,6 +156,9 @@ fn with_scratch<R>(
     })
 }
 
+/// Renames followed from a stored name at most (a cycle of renames stops there).
+const MAX_RENAMES: usize = 16;
+
 type UpcastFn = dyn Fn(serde_json::Value) -> Result<serde_json::Value, BoxError> + Send + Sync;
 
 /// Steps that upgrade stored payloads of an old schema version to the next version, applied on
@@ -269,8 +272,10 @@ impl Upcasters {
         })
     }
 
-    /// Events stored as `old_name` read as `new_name`: the steps and retirement registered for
-    /// `new_name` apply to them. The payload's own tag, where the event type's serde
+    /// Events stored as `old_name` read as `new_name`: the steps registered under `old_name`
+    /// apply first (from the version they were stored at, as long as there are any), then those
+    /// of `new_name`, and `new_name`'s retirement. Renames chain: `A` renamed `B`, then `B`
+    /// renamed `C`, reads `A`'s events as `C`. The payload's own tag, where the event type's serde
     /// representation has one (an enum variant's name), is the type's business: keep the old
     /// name as `#[serde(alias = "...")]` on the renamed variant.
     pub fn rename(&mut self, old_name: &str, new_name: &str) -> &mut Self {
@@ -282,6 +287,8 @@ impl Upcasters {
     /// The events of `event_type` (its current name) are skipped by every reader that decodes
     /// through these upcasters: the executor's folds, projections and process managers.
     /// [`decode`](Self::decode) refuses them; [`is_skipped`](Self::is_skipped) tells them.
+    /// Retire only a type nothing emits any more: a command that still wrote it would fold its
+    /// own new event into the state it keeps, which a later read would skip.
     pub fn retire(&mut self, event_type: &str) -> &mut Self {
         self.retired.insert(event_type.to_owned(), Retired::Skipped);
         self
@@ -306,12 +313,27 @@ impl Upcasters {
         self.steps.is_empty() && self.renamed.is_empty() && self.retired.is_empty()
     }
 
-    /// The name `stored` (a type name as stored) reads as: its new name if it was renamed.
+    /// The name `stored` (a type name as stored) reads as: its newest name, following renames
+    /// one after the other (`A` renamed `B`, then `B` renamed `C`: `A` reads as `C`).
     pub fn current_name<'n>(&'n self, stored: &'n str) -> &'n str {
-        if self.renamed.is_empty() {
-            return stored;
-        }
-        self.renamed.get(stored).map_or(stored, String::as_str)
+        self.names(stored).last().unwrap_or(stored)
+    }
+
+    /// `stored`, then each name it was renamed to, in order; at most [`MAX_RENAMES`] renames
+    /// are followed (a cycle of renames ends there).
+    fn names<'n>(&'n self, stored: &'n str) -> impl Iterator<Item = &'n str> + 'n {
+        let mut next = Some(stored);
+        let mut hops = 0;
+        std::iter::from_fn(move || {
+            let name = next?;
+            next = if hops < MAX_RENAMES {
+                hops += 1;
+                self.renamed.get(name).map(String::as_str)
+            } else {
+                None
+            };
+            Some(name)
+        })
     }
 
     /// Whether readers skip `raw`: its type is retired without a value to read as.
@@ -356,17 +378,24 @@ impl Upcasters {
                 None => {}
             }
         }
-        let event = match self.step(name, raw.schema_version) {
+        // The first name (the stored one, or one it was renamed to) with a step from the
+        // stored version: without one, the payload decodes as it is.
+        let first = self
+            .names(raw.event_type.as_str())
+            .position(|n| self.step(n, raw.schema_version).is_some());
+        let event = match first {
             None => codec
                 .decode::<E>(&raw.payload)
                 .map_err(|e| located(CodecOperation::Decode, e))?,
-            Some(_) => {
+            Some(skip) => {
                 let mut value: serde_json::Value =
                     decode_payload(&raw.payload).map_err(|e| located(CodecOperation::Decode, e))?;
                 let mut version = raw.schema_version;
-                while let Some(step) = self.step(name, version) {
-                    value = step(value).map_err(|e| located(CodecOperation::Upcast, e))?;
-                    version = version.saturating_add(1);
+                for name in self.names(raw.event_type.as_str()).skip(skip) {
+                    while let Some(step) = self.step(name, version) {
+                        value = step(value).map_err(|e| located(CodecOperation::Upcast, e))?;
+                        version = version.saturating_add(1);
+                    }
                 }
                 serde_json::from_value(value)
                     .map_err(|e| located(CodecOperation::Decode, Box::new(e)))?
@@ -702,6 +731,42 @@ mod tests {
                 memo: None
             }
         );
+    }
+
+    #[test]
+    fn renames_chain_and_keep_the_steps_of_every_name() {
+        let mut upcasters = Upcasters::new();
+        upcasters
+            .register("Credit", 1, |mut v| {
+                v["amount"] = v["units"].clone();
+                Ok(v)
+            })
+            .rename("Credit", "Credited")
+            .rename("Credited", "Deposited")
+            .register("Deposited", 2, |mut v| {
+                v["type"] = "Deposited".into();
+                v["note"] = "upgraded".into();
+                Ok(v)
+            });
+        assert_eq!(upcasters.current_name("Credit"), "Deposited");
+        assert_eq!(upcasters.current_name("Credited"), "Deposited");
+        let mut raw = record(EventData::new(
+            "Credit",
+            Json.encode(&serde_json::json!({"units": 4})).unwrap(),
+        ));
+        raw.schema_version = 1;
+        let back: Recorded<Ev> = upcasters.decode(&Json, &raw).unwrap();
+        assert_eq!(
+            back.event,
+            Ev::Deposited {
+                amount: 4,
+                note: Some("upgraded".into())
+            }
+        );
+        // A cycle of renames ends instead of spinning.
+        let mut cycle = Upcasters::new();
+        cycle.rename("A", "B").rename("B", "A");
+        let _ = cycle.current_name("A");
     }
 
     #[test]

@@ -585,8 +585,16 @@ pub trait EventStore: Send + Sync {
     ///
     /// The executor asks for one only on streams where its appends have lost races to other
     /// writers, so that contenders queue instead of reading again and retrying (and the one
-    /// that keeps losing gets its turn). A turn orders only those who ask for it: appends made
-    /// without a turn are not held up, and the append's version check still decides.
+    /// that keeps losing gets its turn). A store may make appends made without a turn give way
+    /// to a turn held or waited for on their streams — refused with a conflict marked
+    /// [`turn_held`](crate::StreamConflict::turn_held), nothing written — so that a writer that
+    /// never loses a race cannot keep beating the turn's holder; the PostgreSQL store does. The
+    /// holder appends through [`append_in_turn`](Self::append_in_turn). Either way the append's
+    /// version check still decides.
+    ///
+    /// A store that wraps another and forwards `take_turn` must forward `append_in_turn` too:
+    /// with the default, the wrapper's holder would append as if it held no turn, and be
+    /// refused for its own.
     ///
     /// The default hands out no turn at once ([`StreamTurn::none`]): right for a store that
     /// lives in one process, where the executor's in-process queue already orders commands on

@@ -14,9 +14,10 @@ use std::fmt;
 /// A caller's turn on some streams, taken by
 /// [`EventStore::take_turn`](crate::EventStore::take_turn) and held until it is dropped.
 ///
-/// A turn orders only the callers that ask for one: an append made without a turn is never
-/// held up by it, and the append's version check still decides between everyone. A store
-/// without turns hands out empty ones ([`StreamTurn::none`]).
+/// A turn orders the callers that ask for one; a store may also make appends made without a
+/// turn give way to it (see [`EventStore::take_turn`](crate::EventStore::take_turn)). The
+/// append's version check still decides between everyone. A store without turns hands out
+/// empty ones ([`StreamTurn::none`]).
 ///
 /// ```
 /// use crossfold_core::StreamTurn;

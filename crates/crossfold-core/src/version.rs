@@ -68,7 +68,8 @@ impl From<u64> for StreamVersion {
 /// The condition a stream must meet for an append to go ahead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ExpectedVersion {
-    /// No check at all.
+    /// No check of the version. (On PostgreSQL the append still gives way to another
+    /// writer's turn on the stream: see [`EventStore::take_turn`](crate::EventStore::take_turn).)
     Any,
     /// The stream must be empty (never written).
     NoStream,

@@ -170,7 +170,9 @@ pub(crate) async fn decide_and_append<B: Backend, Cmd: Command>(
         Ok(appended) => appended,
         Err(StoreError::Conflict(conflicts)) => {
             if let Some(marker) = marker
-                && conflicts.iter().any(|c| &c.stream == marker)
+                && conflicts
+                    .iter()
+                    .any(|c| &c.stream == marker && !c.turn_held)
             {
                 return Err(Failure::Replay(marker.clone()));
             }

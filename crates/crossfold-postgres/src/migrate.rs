@@ -654,8 +654,8 @@ mod tests {
                 "39e1926d3e31d9604a5d629bddfbe57e299a20f5c7802434164e72f4f476c408",
             ),
             (
-                "533e920f66ed2b7b0ad93227af4a3b5936a58d22140fce84b8e932b45851ebb4",
-                "f7e86c92b42269b5464ce556977d1b8ecebc1a2fdc0b9cca94ed7e065afe2e21",
+                "8f7efffe1442fa235e992a4e5d9caeb69ff4ac0da50f9d163d8effcaec4e9f0b",
+                "701dd34985b9e1f24ff4a9658f0f734831420342f1b5a9fc50fadba68bc9720f",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

@@ -79,6 +79,10 @@ impl std::fmt::Debug for PgEventStore {
     }
 }
 
+/// Set on every connection of the store's pool: its appends give way to writers that take
+/// turns (migration 10).
+pub(crate) const GIVE_WAY: &str = "SET crossfold.give_way = on";
+
 impl PgEventStore {
     /// Connects without TLS. See [`connect_with_tls`](Self::connect_with_tls).
     pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
@@ -117,7 +121,9 @@ impl PgEventStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        // Every new connection checks the log's order first (see migration 0002), so a store
+        // Every new connection says that its appends give way to writers that take turns
+        // (migration 10: sessions without the setting, such as processes of earlier builds,
+        // are not held to it). Then it checks the log's order (see migration 0002), so a store
         // restored into another cluster starts a new log epoch before anything reads it. The
         // check is skipped, not failed, where the schema is not migrated yet or not readable.
         let check = format!(
@@ -130,6 +136,10 @@ impl PgEventStore {
                 let check = check.clone();
                 let schema = schema.clone();
                 Box::pin(async move {
+                    client
+                        .batch_execute(GIVE_WAY)
+                        .await
+                        .map_err(HookError::Backend)?;
                     match client.query_opt(check.as_str(), &[]).await {
                         Ok(Some(row)) if row.try_get::<_, bool>(1).unwrap_or(false) => {
                             tracing::warn!(
@@ -477,7 +487,7 @@ impl PgEventStore {
         );
         let started = Instant::now();
         let (appender, db, wakeup) = (&self.inner.appender, &self.inner.db, &self.inner.wakeup);
-        let result = match turn.and_then(turns::Held::client) {
+        let result = match turn.and_then(|held| held.client(&self.inner.turns)) {
             Some(client) => {
                 appender
                     .append_in_turn(db, wakeup, client, request)
@@ -532,8 +542,8 @@ impl EventStore for PgEventStore {
     }
 
     /// On the session that holds `turn`, which the append functions let through (migration
-    /// 10); a turn this store did not hand out is no turn here, and the append is made as
-    /// [`append`](EventStore::append) makes it.
+    /// 10). A turn this store did not hand out, or whose session has ended, is no turn here:
+    /// the append is made as [`append`](EventStore::append) makes it.
     async fn append_in_turn(
         &self,
         turn: &StreamTurn,

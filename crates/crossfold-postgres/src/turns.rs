@@ -14,13 +14,15 @@
 //!   `hashtext(schema || '.' || stream)`, computed by the server, so that the append functions
 //!   compute the same one (migration 10). Two streams that share a key share their turns — a
 //!   wait that was not needed, never a wrong decision (the append's version check decides).
-//! * **Appends give way.** Since migration 10 an append made without a turn on a stream whose
-//!   turn another session holds or waits for is refused (a conflict marked
-//!   [`turn_held`](crossfold_core::StreamConflict::turn_held)): the executor then takes its turn
-//!   too. The holder appends on the turn's own session ([`Held::client`]), where the append
-//!   function's lock on the key is granted at once.
-//! * **Connections of their own.** A caller that holds a turn still reads and appends through
-//!   the store's pool, so turns are held on a small pool of their own — a quarter of the
+//! * **Appends give way.** Since migration 10 an append made without a turn, from a session
+//!   that says it gives way (`crossfold.give_way = on`, set on every connection of the store's
+//!   pools), on a stream whose turn another session holds or waits for is refused (a conflict
+//!   marked [`turn_held`](crossfold_core::StreamConflict::turn_held)): the executor then takes
+//!   its turn too. The holder appends on the turn's own session ([`Held::client`]), where the
+//!   append function's lock on the key is granted at once; should that session have ended,
+//!   through the pool.
+//! * **Connections of their own.** A caller that holds a turn still reads through the store's
+//!   pool, so turns are held on a small pool of their own — a quarter of the
 //!   store's pool size, at least one connection, opened only when streams are contended — and
 //!   never take a connection the store's pool (or the executor's admission control, which
 //!   counts on it) needs. Further callers wait for one of them in this process, in order,
@@ -38,7 +40,9 @@
 //! beyond what an application role has.
 
 use crossfold_core::{StoreError, StreamId, StreamTurn};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use futures_util::FutureExt;
 use tokio_postgres::Socket;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -90,6 +94,16 @@ impl Turns {
             },
         );
         let pool = Pool::builder(manager)
+            // A turn's holder appends on the turn's session: held to the other streams' turns
+            // like any append of the store (migration 10).
+            .post_create(Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute(crate::store::GIVE_WAY)
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }))
             .max_size(connections_for(config.pool_size))
             .wait_timeout(None)
             .create_timeout(config.create_timeout)
@@ -130,6 +144,7 @@ pub(crate) async fn take(turns: &Turns, streams: &[StreamId]) -> Result<StreamTu
     Ok(StreamTurn::new(
         Held {
             client: Some(client),
+            owner: std::ptr::from_ref(turns) as usize,
         },
         waited,
     ))
@@ -166,15 +181,23 @@ impl Drop for Pending {
     }
 }
 
-/// A turn: the connection whose session holds the locks.
+/// A turn: the connection whose session holds the locks, and the turns' pool it came from.
 pub(crate) struct Held {
     client: Option<Object>,
+    /// Which store's turns handed it out (the address of its [`Turns`]).
+    owner: usize,
 }
 
 impl Held {
-    /// The session that holds the turn: its holder's appends go through it.
-    pub(crate) fn client(&self) -> Option<&Object> {
-        self.client.as_ref()
+    /// The session that holds the turn, for its holder's appends: `None` when `turns` did not
+    /// hand it out (another store's turn is no turn here), or when the session has ended —
+    /// the server gave its locks back with it, and the holder's appends go through the pool
+    /// like anyone's (and take their turn again if they are refused for it).
+    pub(crate) fn client(&self, turns: &Turns) -> Option<&Object> {
+        if self.owner != std::ptr::from_ref(turns) as usize {
+            return None;
+        }
+        self.client.as_ref().filter(|client| !client.is_closed())
     }
 }
 

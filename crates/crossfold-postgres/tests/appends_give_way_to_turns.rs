@@ -214,3 +214,72 @@ async fn a_grouped_append_gives_way_and_the_rest_of_its_group_commits() {
     assert_eq!(version(&test.store, "cold").await, 1);
     drop(turn);
 }
+
+/// A session that does not say it gives way (a process built before migration 10, another
+/// client of the app role) appends as before while a turn is held; one that does is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_sessions_that_give_way_are_refused() {
+    let test = fresh_store().await;
+    let schema = &test.schema.0;
+    let turn = test.store.take_turn(&[sid("hot")]).await.unwrap();
+    let append_one = |id: &str| {
+        format!(
+            "SELECT * FROM \"{schema}\".append_one('hot', -1, \
+             ARRAY['0190b4d2-0000-7000-8000-00000000000{id}']::uuid[], ARRAY['E'], \
+             ARRAY[1], ARRAY['{{}}']::jsonb[], ARRAY[NULL]::bytea[], ARRAY['{{}}']::jsonb[])"
+        )
+    };
+    let old_build = common::raw_client().await;
+    old_build.batch_execute(&append_one("1")).await.unwrap();
+    let new_build = common::raw_client().await;
+    new_build
+        .batch_execute("SET crossfold.give_way = on")
+        .await
+        .unwrap();
+    let refused = new_build.batch_execute(&append_one("2")).await.unwrap_err();
+    assert_eq!(refused.code().map(|c| c.code()), Some("CF001"), "{refused}");
+    assert_eq!(version(&test.store, "hot").await, 1);
+    drop(turn);
+}
+
+/// The session holding a turn ends (terminated by an operator, a network failure): the server
+/// gives its locks back, and the holder's appends go through the pool instead of failing on
+/// the dead connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_whose_session_ended_appends_through_the_pool() {
+    let test = fresh_store().await;
+    let turn = test.store.take_turn(&[sid("hot")]).await.unwrap();
+    let admin = common::raw_client().await;
+    let ended = admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks \
+             WHERE locktype = 'advisory' AND classid = 1128682578 AND granted \
+             AND objid = (hashtext($1::text || '.hot'))::oid",
+            &[&test.schema.0],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, 1, "the turn's session was found and ended");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match test
+            .store
+            .append_in_turn(&turn, one("hot", ExpectedVersion::Any))
+            .await
+        {
+            Ok(_) => break,
+            // The first call may still find the connection open and fail on it, and the
+            // server releases the session's locks only once its process has exited.
+            Err(e)
+                if e.is_transient()
+                    || (!e.conflicts().is_empty() && e.conflicts().iter().all(|c| c.turn_held))
+                    || e.to_string().contains("unavailable") =>
+            {
+                assert!(tokio::time::Instant::now() < deadline, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(version(&test.store, "hot").await, 1);
+}

@@ -90,9 +90,16 @@ pub(crate) async fn refresh<B: Backend, Cmd: Command>(
         work.assumed[i] = false;
     }
     work.verified = true;
-    if let Some(parts) = work.parts.as_mut() {
-        for (i, raw) in &tail {
-            parts[*i].floor = parts[*i].floor.max(Some(raw.event_id));
+    match work.parts.as_mut() {
+        Some(parts) => {
+            for (i, raw) in &tail {
+                parts[*i].floor = parts[*i].floor.max(Some(raw.event_id));
+            }
+        }
+        None => {
+            for (i, raw) in &tail {
+                work.raise_base_floor(*i, raw.event_id);
+            }
         }
     }
     if decoded.is_empty() {

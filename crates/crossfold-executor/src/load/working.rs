@@ -77,6 +77,17 @@ impl<St: Default> Working<St> {
         }
     }
 
+    /// Raises the base state's floor over an event of stream `index` that was read but not
+    /// folded (a retired type the upcasters skip), if the base covers that stream: its
+    /// versions include the event, so its floor must too.
+    pub(crate) fn raise_base_floor(&mut self, index: usize, event_id: crossfold_core::EventId) {
+        if let Some(base) = &mut self.base
+            && base.indices.contains(&index)
+        {
+            base.floor = base.floor.max(Some(event_id));
+        }
+    }
+
     /// The state to decide on: the merged state, or the only part of a one-stream command
     /// (which needs no merging).
     pub(crate) fn decision_state(&self) -> &St {

@@ -165,6 +165,13 @@ where
             .filter(|raw| !self.upcasters.is_skipped(raw))
             .map(|raw| self.upcasters.decode::<P::Event, Json>(&Json, raw))
             .collect();
+        if let Ok(events) = &decoded
+            && events.is_empty()
+            && !batch.events.is_empty()
+        {
+            // Every event of the batch is of a retired type: nothing to apply.
+            return self.advance(lease, record, batch.position).await;
+        }
         if let Ok(events) = decoded {
             match self
                 .commit_events(lease, record, &events, batch.position)
