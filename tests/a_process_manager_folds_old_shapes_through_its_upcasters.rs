@@ -1,0 +1,137 @@
+//! A process manager's state is folded from its state streams through its upcasters: an old
+//! deposit (version 1, `{"units": n}`) is upcast, a retired type's event is skipped, and the
+//! reaction sees today's balance.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+
+use crossfold::core::deadline::DeadlineStore;
+use crossfold::core::{
+    AppendRequest, Codec, EventData, EventStore, ExpectedVersion, Json, LogFilter, Payload,
+    Position, Recorded, Upcasters,
+};
+use crossfold::executor::Executor;
+use crossfold::memory::{MemoryCheckpoints, MemoryDeadlineStore, MemoryStore};
+use crossfold::prelude::*;
+use crossfold::projections::{
+    ApplyContext, HandlerError, Process, ProcessManager, ProcessManagerProjection, Projection,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type")]
+enum Account {
+    Deposited { cents: u64 },
+    Audited,
+}
+
+impl DomainEvent for Account {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Account::Deposited { .. } => "Deposited",
+            Account::Audited => "Audited",
+        }
+    }
+    fn schema_version(&self) -> u16 {
+        2
+    }
+}
+
+#[derive(Deserialize)]
+struct DepositedV1 {
+    units: u64,
+}
+
+/// Records the balance it saw at each audit.
+#[derive(Clone, Default)]
+struct Auditor {
+    seen: Arc<Mutex<Vec<u64>>>,
+}
+
+impl ProcessManager for Auditor {
+    type Event = Account;
+    type State = u64;
+
+    fn name(&self) -> &str {
+        "auditor"
+    }
+
+    fn filter(&self) -> LogFilter {
+        LogFilter::event_types(["Audited"])
+    }
+
+    fn upcasters(&self) -> Upcasters {
+        let mut upcasters = Upcasters::new();
+        upcasters
+            .register_typed("Deposited", 1, |old: DepositedV1| Account::Deposited {
+                cents: old.units * 100,
+            })
+            .retire("Frozen");
+        upcasters
+    }
+
+    fn state_streams(&self, event: &Recorded<Account>) -> Vec<StreamId> {
+        vec![event.stream_id.clone()]
+    }
+
+    fn apply(balance: &mut u64, event: &Recorded<Account>) {
+        if let Account::Deposited { cents } = event.event {
+            *balance += cents;
+        }
+    }
+
+    async fn react<S: EventStore, C: Codec, D: DeadlineStore>(
+        &self,
+        balance: &u64,
+        _event: &Recorded<Account>,
+        _process: &mut Process<'_, S, C, D>,
+    ) -> Result<(), HandlerError> {
+        self.seen.lock().unwrap().push(*balance);
+        Ok(())
+    }
+}
+
+fn stored(event_type: &str, version: u16, json: &str) -> EventData {
+    let mut event = EventData::new(event_type, Payload::json(json.to_owned()));
+    event.schema_version = version;
+    event
+}
+
+#[tokio::test]
+async fn the_state_is_folded_through_the_upcasters() {
+    let store = MemoryStore::new();
+    store
+        .append(AppendRequest::new().stream(
+            StreamId::new("account-1").unwrap(),
+            ExpectedVersion::NoStream,
+            vec![
+                stored("Deposited", 1, r#"{"type":"Deposited","units":2}"#),
+                stored("Frozen", 1, r#"{"type":"Frozen"}"#),
+                stored("Deposited", 2, r#"{"type":"Deposited","cents":50}"#),
+                stored("Audited", 2, r#"{"type":"Audited"}"#),
+            ],
+        ))
+        .await
+        .unwrap();
+    let auditor = Auditor::default();
+    let process = ProcessManagerProjection::<_, _, _, _, _, ()>::new(
+        auditor.clone(),
+        Executor::new(store.clone()),
+        MemoryDeadlineStore::new(),
+        MemoryCheckpoints::new(),
+    );
+    let upcasters = auditor.upcasters();
+    let audits: Vec<Recorded<Account>> = store
+        .read_all(Position::START, 100, &auditor.filter())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| upcasters.decode(&Json, e).unwrap())
+        .collect();
+    assert_eq!(audits.len(), 1);
+    process
+        .apply(&mut (), &ApplyContext::new("auditor", 1, 1), &audits)
+        .await
+        .unwrap();
+    assert_eq!(*auditor.seen.lock().unwrap(), [250]);
+}
