@@ -9,6 +9,8 @@
 //! * no command was applied twice (each deposit carries an id of its own);
 //! * the subscriber saw every event of the log exactly once, in log order;
 //! * health went unhealthy during the outage and came back to healthy.
+//!
+//! Run twice: appends alone, and with group commit (appends in groups when restarts strike).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -209,14 +211,28 @@ async fn health_sampler(store: PgEventStore, stop: Arc<AtomicBool>, seen: Arc<Mu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restarts_lose_nothing() {
+    restarts_lose_nothing(false).await;
+}
+
+/// The same with group commit on and one call in flight at a time, so that the appends of the
+/// four writers go in groups, and restarts and the outage strike groups in the middle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restarts_lose_nothing_with_group_commit() {
+    restarts_lose_nothing(true).await;
+}
+
+async fn restarts_lose_nothing(group_commit: bool) {
     let mut cluster = TestCluster::start_new().unwrap();
     let wait_timeout = Duration::from_millis(500);
-    let config = PgConfig::from_url(&cluster.url())
+    let mut config = PgConfig::from_url(&cluster.url())
         .unwrap()
         .schema("restarts")
         .pool_size(6)
         .wait_timeout(wait_timeout)
         .create_timeout(Duration::from_millis(500));
+    if group_commit {
+        config = config.group_commit(true).group_commit_calls(1);
+    }
     let store = PgEventStore::connect(config).await.unwrap();
     store.migrate().await.unwrap();
     let executor = Executor::builder(store.clone())
