@@ -143,10 +143,20 @@ fn the_execute_span_names_command_streams_and_context() {
             .unwrap_err();
         assert_eq!(refused.rule(), Some("insufficient_funds"));
         let client = store.pool().get().await.unwrap();
-        client
-            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-            .await
-            .unwrap();
+        // The drop can meet autovacuum analysing the schema's new tables, and lose a deadlock
+        // to it: try again.
+        for attempt in 1.. {
+            match client
+                .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if attempt < 5 && e.code().is_some_and(|c| c.code() == "40P01") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     });
 
     let spans = capture.0.lock().unwrap().clone();
