@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossfold::core::checkpoint::{ProjectionControl, ProjectionState};
 use crossfold::core::{AppendRequest, EventStore, ExpectedVersion, LogFilter, Recorded, StreamId};
-use crossfold::postgres::{PgCheckpoints, PgEventStore, PgUnit};
+use crossfold::postgres::{PgCheckpoints, PgUnit};
 use crossfold::projections::{
     ApplyContext, HandlerError, OnError, Projection, ProjectionOptions, ProjectionRunner,
 };
@@ -61,20 +61,6 @@ impl Projection for Strict {
         }
         Ok(())
     }
-}
-
-async fn rows(store: &PgEventStore, table: &str) -> Vec<i64> {
-    let client = store.pool().get().await.unwrap();
-    client
-        .query(
-            &format!("SELECT amount FROM {table} ORDER BY position"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +113,7 @@ async fn a_refused_event_fails_the_projection_or_goes_to_the_dead_letters() {
     loop {
         let strict = checkpoints.get("strict").await.unwrap();
         let letters = checkpoints.dead_letters("lenient").await.unwrap();
-        let lenient_rows = rows(&store, &format!("\"{schema}\".lenient")).await;
+        let lenient_rows = amounts_in(&store, &format!("\"{schema}\".lenient")).await;
         if strict.is_some_and(|r| r.status.state == ProjectionState::Failed)
             && !letters.is_empty()
             && lenient_rows.len() == 4
@@ -139,7 +125,10 @@ async fn a_refused_event_fails_the_projection_or_goes_to_the_dead_letters() {
     }
 
     // Failed: the two events before it applied once, nothing after; error and position kept.
-    assert_eq!(rows(&store, &format!("\"{schema}\".strict")).await, [5, 6]);
+    assert_eq!(
+        amounts_in(&store, &format!("\"{schema}\".strict")).await,
+        [5, 6]
+    );
     let strict = checkpoints.get("strict").await.unwrap().unwrap();
     let error = strict.status.last_error.clone().unwrap();
     assert!(error.contains("check constraint"), "{error}");
@@ -153,7 +142,7 @@ async fn a_refused_event_fails_the_projection_or_goes_to_the_dead_letters() {
 
     // Dead letter: the others applied once each, the refused one set aside with its error.
     assert_eq!(
-        rows(&store, &format!("\"{schema}\".lenient")).await,
+        amounts_in(&store, &format!("\"{schema}\".lenient")).await,
         [5, 6, 8, 9]
     );
     let letters = checkpoints.dead_letters("lenient").await.unwrap();

@@ -124,20 +124,6 @@ async fn append(store: &PgEventStore, events: Vec<EventData>) -> crossfold::core
     last
 }
 
-async fn amounts(store: &PgEventStore, table: &str) -> Vec<i64> {
-    let client = store.pool().get().await.unwrap();
-    client
-        .query(
-            &format!("SELECT amount FROM {table} ORDER BY position"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_shapes_are_upcast_and_retired_events_skipped() {
     let (store, schema) = fresh("oldshapes").await;
@@ -188,12 +174,12 @@ async fn old_shapes_are_upcast_and_retired_events_skipped() {
     };
     let first = store.head_position().await.unwrap();
     wait_for(first).await;
-    assert_eq!(amounts(&store, &table).await, [5, 7, 11]);
+    assert_eq!(amounts_in(&store, &table).await, [5, 7, 11]);
 
     // A batch of nothing but retired events: the checkpoint moves past it.
     let last = append(&store, vec![frozen(), frozen()]).await;
     wait_for(last).await;
-    assert_eq!(amounts(&store, &table).await, [5, 7, 11]);
+    assert_eq!(amounts_in(&store, &table).await, [5, 7, 11]);
     runner.shutdown().await;
     drop_schema(&store, &schema).await;
 }

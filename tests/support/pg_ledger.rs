@@ -159,6 +159,21 @@ pub async fn fresh(prefix: &str) -> (PgEventStore, String) {
     (store, schema)
 }
 
+/// The `amount` column of `table`, in the order of its `position` column.
+pub async fn amounts_in(store: &PgEventStore, table: &str) -> Vec<i64> {
+    let client = store.pool().get().await.unwrap();
+    client
+        .query(
+            &format!("SELECT amount FROM {table} ORDER BY position"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 pub async fn drop_schema(store: &PgEventStore, schema: &str) {
     let client = store.pool().get().await.unwrap();
     let _ = client

@@ -326,7 +326,7 @@ impl Upcasters {
         let mut hops = 0;
         std::iter::from_fn(move || {
             let name = next?;
-            next = if hops < MAX_RENAMES {
+            next = if hops < MAX_RENAMES && !self.renamed.is_empty() {
                 hops += 1;
                 self.renamed.get(name).map(String::as_str)
             } else {
@@ -361,8 +361,8 @@ impl Upcasters {
                 raw.stream_version,
             )
         };
-        let name = self.current_name(raw.event_type.as_str());
         if !self.retired.is_empty() {
+            let name = self.current_name(raw.event_type.as_str());
             match self.retired.get(name) {
                 Some(Retired::Skipped) => {
                     return Err(located(

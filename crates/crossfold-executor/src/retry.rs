@@ -407,14 +407,15 @@ impl<S: EventStore, C: Codec> Retries<'_, S, C> {
                         // Contended: lost against a state just confirmed, or refused for
                         // another writer's turn (which only a writer that takes turns too can
                         // get past).
-                        let contended = work.verified || found.iter().any(|c| c.turn_held);
+                        let turn_refused = found.iter().any(|c| c.turn_held);
+                        let contended = work.verified || turn_refused;
                         // Lost, under the turn on every stream that conflicted, to a writer that
                         // takes no turn: the turn keeps its place and the attempt is not used
                         // up (up to the policy's attempts again). Refused for a turn on a stream
                         // the turn covers, the turn is not held any more (its session ended, or
                         // a store wrapper appended without it): it is given back and taken again.
                         let under_turn = contended
-                            && !found.iter().any(|c| c.turn_held)
+                            && !turn_refused
                             && turned.as_deref().is_some_and(|turn| turn.covers(&found));
                         if under_turn && limit < policy.max_attempts.saturating_mul(2) {
                             limit += 1;

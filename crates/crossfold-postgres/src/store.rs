@@ -486,16 +486,13 @@ impl PgEventStore {
             turn = turn.is_some()
         );
         let started = Instant::now();
-        let (appender, db, wakeup) = (&self.inner.appender, &self.inner.db, &self.inner.wakeup);
-        let result = match turn.and_then(|held| held.client(&self.inner.turns)) {
-            Some(client) => {
-                appender
-                    .append_in_turn(db, wakeup, client, request)
-                    .instrument(span)
-                    .await
-            }
-            None => appender.append(db, wakeup, request).instrument(span).await,
-        };
+        let client = turn.and_then(|held| held.client(&self.inner.turns));
+        let result = self
+            .inner
+            .appender
+            .append(&self.inner.db, &self.inner.wakeup, client, request)
+            .instrument(span)
+            .await;
         let finished = Instant::now();
         let metrics = self.metrics();
         metrics.record(StoreOperation::Append, started, finished, &result);

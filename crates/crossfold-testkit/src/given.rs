@@ -146,14 +146,7 @@ impl<E: DomainEvent> Given<E> {
         event: E,
         metadata: Arc<Metadata>,
     ) -> Self {
-        let stream_id = stream.to_stream_id();
-        let version = self
-            .versions
-            .entry(stream_id.clone())
-            .or_insert(StreamVersion::EMPTY);
-        *version = version.next();
-        let stream_version = *version;
-        let position = Position::new(self.history.len() as u64 + 1, 0);
+        let (stream_id, stream_version, position) = self.next_place(stream);
         // Ids are generated in history order, so history order is the order a command merges
         // streams in.
         self.history.push(Recorded {
@@ -197,22 +190,27 @@ impl<E: DomainEvent> Given<E> {
         mut data: EventData,
         upcasters: &Upcasters,
     ) -> Result<Self, CodecError> {
-        let stream_id = stream.to_stream_id();
-        let version = self
-            .versions
-            .entry(stream_id.clone())
-            .or_insert(StreamVersion::EMPTY);
-        *version = version.next();
-        let stream_version = *version;
+        let (stream_id, stream_version, position) = self.next_place(stream);
         // Ids in history order, as `and` gives them.
         data.event_id = EventId::generate();
-        let position = Position::new(self.history.len() as u64 + 1, 0);
         let raw = data.record(stream_id, stream_version, position);
         if upcasters.is_skipped(&raw) {
             return Ok(self);
         }
         self.history.push(upcasters.decode(&Json, &raw)?);
         Ok(self)
+    }
+
+    /// Where the next event of `stream` goes: the stream, its next version, the next position.
+    fn next_place(&mut self, stream: impl ToStreamId) -> (StreamId, StreamVersion, Position) {
+        let stream_id = stream.to_stream_id();
+        let version = self
+            .versions
+            .entry(stream_id.clone())
+            .or_insert(StreamVersion::EMPTY);
+        *version = version.next();
+        let position = Position::new(self.history.len() as u64 + 1, 0);
+        (stream_id, *version, position)
     }
 
     /// The recorded history.

@@ -47,43 +47,27 @@ impl Appender {
         self.group.as_ref().map_or(0, |group| group.waiting())
     }
 
-    /// Appends `request` atomically; once events are committed, wakes readers through `wakeup`.
+    /// Appends `request` atomically — on `turn`, the session that holds the caller's turn on
+    /// its streams, when given one (never grouped: the turn's session is what lets it
+    /// through) — and once events are committed, wakes readers through `wakeup`.
     pub(crate) async fn append(
         &self,
         db: &Db,
         wakeup: &Wakeup,
+        turn: Option<&Object>,
         request: AppendRequest,
     ) -> Result<Appended, StoreError> {
         request.validate()?;
         if request.streams.is_empty() {
             return Ok(Appended::default());
         }
-        let appended = match &self.group {
-            Some(group) => group.append(request).await?,
-            None => alone(db, request).await?,
-        };
-        if !appended.is_empty() {
-            wakeup.appended();
-        }
-        Ok(appended)
-    }
-
-    /// Appends `request` atomically on `client`, the session that holds the caller's turn on
-    /// its streams (never grouped: the turn's session is what lets it through).
-    pub(crate) async fn append_in_turn(
-        &self,
-        db: &Db,
-        wakeup: &Wakeup,
-        client: &Object,
-        request: AppendRequest,
-    ) -> Result<Appended, StoreError> {
-        request.validate()?;
-        if request.streams.is_empty() {
-            return Ok(Appended::default());
-        }
-        let appended = match call_on(db, client, &request).await {
-            Ok(written) => written.record(request)?,
-            Err((error, _)) => return Err(error),
+        let appended = match (turn, &self.group) {
+            (Some(client), _) => call_on(db, client, &request)
+                .await
+                .map_err(|(error, _)| error)?
+                .record(request)?,
+            (None, Some(group)) => group.append(request).await?,
+            (None, None) => alone(db, request).await?,
         };
         if !appended.is_empty() {
             wakeup.appended();
