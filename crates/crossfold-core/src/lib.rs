@@ -39,6 +39,7 @@ mod fold;
 mod health;
 mod id;
 pub mod metrics;
+mod snapshot;
 mod storable;
 mod store;
 mod subscription;
@@ -59,6 +60,10 @@ pub use event::{
     EventData, EventType, Metadata, Payload, PayloadFormat, Recorded, RecordedEvent, Timestamp,
 };
 pub use fold::Fold;
+pub use snapshot::{
+    MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_NAME, Snapshot, SnapshotPolicy, SnapshotState, SnapshotStore,
+    SnapshotSummary,
+};
 pub use health::{HealthCheck, HealthReport, HealthStatus};
 pub use id::{EventId, StreamId, TypedId};
 pub use store::{

@@ -74,6 +74,13 @@ pub const CACHE_HITS_TOTAL: &str = "crossfold_executor_cache_hits_total";
 /// Executor cache lookups that had to go to the store: a counter labelled `cache`.
 pub const CACHE_MISSES_TOTAL: &str = "crossfold_executor_cache_misses_total";
 
+/// Snapshots of command state the executor used, took or passed over: a counter labelled
+/// `state` (the state's snapshot name) and `outcome` — `loaded` (a command started from one),
+/// `saved`, `stale` (taken under another state version: ignored and folded again), `invalid`
+/// (did not decode, or claims versions its streams never reached), `failed` (the snapshot
+/// store failed; the command went on without it).
+pub const SNAPSHOTS_TOTAL: &str = "crossfold_executor_snapshots_total";
+
 /// Deadlines scheduled and not yet fired, refused or cancelled: a gauge, set by deadline
 /// workers after each poll.
 pub const DEADLINES_PENDING: &str = "crossfold_deadlines_pending";
@@ -251,7 +258,7 @@ pub const STORE_METRICS: [MetricDescription; 3] = [
 ];
 
 /// The metrics the command executor records.
-pub const COMMAND_METRICS: [MetricDescription; 12] = [
+pub const COMMAND_METRICS: [MetricDescription; 13] = [
     MetricDescription::new(
         COMMANDS_TOTAL,
         MetricKind::Counter,
@@ -323,6 +330,12 @@ pub const COMMAND_METRICS: [MetricDescription; 12] = [
         MetricKind::Counter,
         None,
         "Executor cache lookups that went to the store.",
+    ),
+    MetricDescription::new(
+        SNAPSHOTS_TOTAL,
+        MetricKind::Counter,
+        None,
+        "Snapshots of command state loaded, saved or passed over, by state and outcome.",
     ),
 ];
 

@@ -19,6 +19,7 @@ use crate::load::{Backend, Loader};
 use crate::locks::StreamLocks;
 use crate::metrics::{MetricsRegistry, Outcome};
 use crate::retry::{RetryPolicy, Runner};
+use crate::snapshots::{Keeper, Snapshots};
 
 /// Configures an [`Executor`].
 pub struct ExecutorBuilder<S, C = Json> {
@@ -35,6 +36,7 @@ pub struct ExecutorBuilder<S, C = Json> {
     concurrency_limit: Limit,
     admission_queue_depth: usize,
     admission_timeout: Duration,
+    snapshots: Option<Snapshots>,
 }
 
 impl<S: EventStore, C: Codec> ExecutorBuilder<S, C> {
@@ -55,6 +57,7 @@ impl<S: EventStore, C: Codec> ExecutorBuilder<S, C> {
             concurrency_limit: self.concurrency_limit,
             admission_queue_depth: self.admission_queue_depth,
             admission_timeout: self.admission_timeout,
+            snapshots: self.snapshots,
         }
     }
 
@@ -154,6 +157,18 @@ impl<S: EventStore, C: Codec> ExecutorBuilder<S, C> {
         self
     }
 
+    /// Keeps snapshots of the command states `snapshots` names: a command whose state is in
+    /// no cache (the first after a restart, or after eviction) starts from the latest snapshot
+    /// and folds only the events after it. A snapshot never changes a decision — the append
+    /// checks every stream's version as always — and one that cannot be used (another state
+    /// version, not decodable, ahead of its streams, the snapshot store down) is passed over.
+    /// Snapshots are written after the command, by a task of their own: see
+    /// [`Executor::snapshots_written`].
+    pub fn snapshots(mut self, snapshots: Snapshots) -> Self {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
     /// Builds the executor.
     pub fn build(self) -> Executor<S, C> {
         let loader = Loader::new(
@@ -161,6 +176,7 @@ impl<S: EventStore, C: Codec> ExecutorBuilder<S, C> {
             self.state_cache_bytes,
             self.event_cache_bytes,
             self.max_discovery_rounds,
+            self.snapshots.and_then(Keeper::new),
         );
         let locks = self.serialize_in_process.then(|| StreamLocks::new(4096));
         let admission = Admission::configure(
@@ -226,6 +242,7 @@ impl<S: EventStore> Executor<S, Json> {
             concurrency_limit: Limit::FromStore,
             admission_queue_depth: admission::DEFAULT_QUEUE_DEPTH,
             admission_timeout: admission::DEFAULT_TIMEOUT,
+            snapshots: None,
         }
     }
 }
@@ -244,6 +261,13 @@ impl<S: EventStore, C: Codec> Executor<S, C> {
     /// Forgets every cached state and stream (for example after restoring a database).
     pub fn clear_caches(&self) {
         self.inner.runner.loader().clear_caches();
+    }
+
+    /// Waits until every snapshot this executor started writing is written (or has failed):
+    /// before shutting down, or in a test that reads snapshots back. Returns at once without
+    /// snapshots.
+    pub async fn snapshots_written(&self) {
+        self.inner.runner.loader().snapshots_written().await;
     }
 
     /// The state of admission control: the limit, how many executions run and wait now, and

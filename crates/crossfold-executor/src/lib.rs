@@ -133,6 +133,7 @@ mod load;
 mod locks;
 mod metrics;
 mod retry;
+mod snapshots;
 
 pub use admission::AdmissionStatus;
 pub use context::{Actor, ActorPermissions, Authorizer, Denied, ExecutionContext};
@@ -141,3 +142,4 @@ pub use error::Error;
 pub use execute::{Executor, ExecutorBuilder};
 pub use executed::Executed;
 pub use retry::RetryPolicy;
+pub use snapshots::Snapshots;

@@ -52,6 +52,7 @@ mod deadlines;
 mod ids;
 mod log;
 mod metrics;
+mod snapshots;
 mod store;
 mod streams;
 

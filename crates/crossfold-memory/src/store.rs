@@ -83,6 +83,7 @@ struct Inner {
     waiters: AtomicUsize,
     new_events: Notify,
     metrics: OnceLock<StoreMetrics>,
+    snapshots: crate::snapshots::Snapshots,
 }
 
 /// Counts a task as waiting for as long as it lives.
@@ -121,6 +122,10 @@ impl MemoryStore {
     /// for tests and diagnostics rather than hot paths.
     pub fn stream_count(&self) -> usize {
         self.inner.streams.count()
+    }
+
+    pub(crate) fn snapshots(&self) -> &crate::snapshots::Snapshots {
+        &self.inner.snapshots
     }
 
     fn log(&self) -> RwLockReadGuard<'_, Log> {

@@ -10,6 +10,7 @@ use crossfold_core::{
 
 use crate::error::Error;
 use crate::metrics::CacheMetrics;
+use crate::snapshots::{Format, Keeper};
 
 use super::event_cache::EventCache;
 use super::state_cache::StateCache;
@@ -35,6 +36,7 @@ pub(crate) struct Loader {
     upcasters: Upcasters,
     max_discovery_rounds: u32,
     metrics: OnceLock<CacheMetrics>,
+    snapshots: Option<Keeper>,
 }
 
 impl Loader {
@@ -43,6 +45,7 @@ impl Loader {
         state_cache_bytes: usize,
         event_cache_bytes: usize,
         max_discovery_rounds: u32,
+        snapshots: Option<Keeper>,
     ) -> Self {
         Self {
             states: StateCache::new(state_cache_bytes),
@@ -50,6 +53,20 @@ impl Loader {
             upcasters,
             max_discovery_rounds,
             metrics: OnceLock::new(),
+            snapshots,
+        }
+    }
+
+    /// Where snapshots of state `St` are kept and how, if they are.
+    pub(super) fn snapshot_format<St: 'static>(&self) -> Option<(&Keeper, &Format)> {
+        let keeper = self.snapshots.as_ref()?;
+        Some((keeper, keeper.format::<St>()?))
+    }
+
+    /// Waits for the snapshots being written.
+    pub(crate) async fn snapshots_written(&self) {
+        if let Some(keeper) = &self.snapshots {
+            keeper.settled().await;
         }
     }
 
@@ -70,7 +87,11 @@ impl Loader {
 
     /// Keeps what this execution knows for the next command: each stream's part, or the state
     /// of the combination.
-    pub(crate) fn keep<Cmd: Command>(&self, declared: &ReadSet, work: Working<Cmd::State>) {
+    /// Takes a snapshot first if the state's policy says one is due.
+    pub(crate) fn keep<Cmd: Command>(&self, declared: &ReadSet, mut work: Working<Cmd::State>) {
+        if let Some((keeper, format)) = self.snapshot_format::<Cmd::State>() {
+            super::snapshot::take::<Cmd>(keeper, format, declared, &mut work);
+        }
         self.states.keep::<Cmd>(declared, work);
     }
 

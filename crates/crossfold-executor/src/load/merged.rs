@@ -71,6 +71,8 @@ pub(super) fn cached_combination<Cmd: Command>(
         verified: false,
         cacheable: true,
         base: None,
+        saved: entry.saved,
+        load_time: None,
     })
 }
 
@@ -315,5 +317,7 @@ fn cached_reduced<Cmd: Command>(
             state,
             floor: entry.floor,
         }),
+        saved: 0,
+        load_time: None,
     })
 }

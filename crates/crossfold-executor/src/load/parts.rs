@@ -7,6 +7,7 @@ use crossfold_core::{Command, ReadSet, StreamId, StreamRead, StreamVersion};
 use crate::error::Error;
 
 use super::loader::{Backend, read_exactly};
+use super::snapshot;
 use super::state_cache::StateKey;
 use super::working::{Part, Working};
 
@@ -56,25 +57,26 @@ pub(super) async fn add_parts<B: Backend, Cmd: Command>(
                 .and_then(|entry| {
                     let version = entry.version;
                     let state = entry.state.downcast::<Cmd::State>().ok()?;
-                    Some((*state, version, entry.floor))
+                    Some((*state, version, entry.floor, entry.saved))
                 })
         } else {
             None
         };
         let parts = work.parts.get_or_insert_with(Vec::new);
         match cached {
-            Some((state, version, floor)) => {
+            Some((state, version, floor, saved)) => {
                 metrics.state_hit.increment(1);
-                parts.push(Part { state, floor });
+                parts.push(Part {
+                    state,
+                    floor,
+                    saved: StreamVersion::new(saved),
+                });
                 work.versions.push(version);
                 work.assumed.push(false);
                 work.verified = false;
             }
             None if use_cache && command.expects_new(id) => {
-                parts.push(Part {
-                    state: Cmd::State::default(),
-                    floor: None,
-                });
+                parts.push(Part::empty());
                 work.versions.push(StreamVersion::EMPTY);
                 work.assumed.push(true);
                 work.verified = false;
@@ -85,10 +87,7 @@ pub(super) async fn add_parts<B: Backend, Cmd: Command>(
                 }
                 slots.push(parts.len());
                 reads.push(StreamRead::all(id.clone()));
-                parts.push(Part {
-                    state: Cmd::State::default(),
-                    floor: None,
-                });
+                parts.push(Part::empty());
                 work.versions.push(StreamVersion::EMPTY);
                 work.assumed.push(false);
             }
@@ -97,22 +96,56 @@ pub(super) async fn add_parts<B: Backend, Cmd: Command>(
     if reads.is_empty() {
         return Ok(());
     }
-    let streams = read_exactly(backend.store(), &reads).await?;
-    for (slot, stream) in slots.into_iter().zip(streams) {
-        let mut part = Part {
-            state: Cmd::State::default(),
-            floor: None,
-        };
-        backend.loader().fold_into::<B::Codec, Cmd>(
-            backend.codec(),
-            &mut part.state,
-            &stream.events,
-        )?;
-        part.floor = stream.events.last().map(|e| e.event_id);
-        if let Some(parts) = work.parts.as_mut() {
-            parts[slot] = part;
+    // Parts kept in snapshots start from the latest one: only the events after it are read.
+    let mut starts = Vec::new();
+    if use_cache {
+        let missed: Vec<StreamId> = reads.iter().map(|r| r.stream.clone()).collect();
+        if let Some(found) = snapshot::parts::<B, Cmd>(backend, &missed).await {
+            for (read, start) in reads.iter_mut().zip(&found) {
+                if let Some((_, version)) = start {
+                    read.after = *version;
+                }
+            }
+            starts = found;
         }
-        work.versions[slot] = stream.version;
+    }
+    // At most two rounds: a snapshot ahead of its stream is dropped and the stream read whole.
+    while !reads.is_empty() {
+        let streams = read_exactly(backend.store(), &reads).await?;
+        let mut again = (Vec::new(), Vec::new());
+        for (k, (slot, stream)) in slots.iter().copied().zip(streams).enumerate() {
+            let mut part = match starts.get_mut(k).and_then(Option::take) {
+                Some((part, version)) if stream.version >= version => {
+                    count_snapshot::<B, Cmd>(backend, "loaded");
+                    part
+                }
+                Some(_) => {
+                    count_snapshot::<B, Cmd>(backend, "invalid");
+                    again.0.push(slot);
+                    again.1.push(StreamRead::all(stream.stream));
+                    continue;
+                }
+                None => Part::empty(),
+            };
+            backend.loader().fold_into::<B::Codec, Cmd>(
+                backend.codec(),
+                &mut part.state,
+                &stream.events,
+            )?;
+            part.floor = part.floor.max(stream.events.last().map(|e| e.event_id));
+            if let Some(parts) = work.parts.as_mut() {
+                parts[slot] = part;
+            }
+            work.versions[slot] = stream.version;
+        }
+        (slots, reads) = again;
+        starts.clear();
     }
     Ok(())
+}
+
+fn count_snapshot<B: Backend, Cmd: Command>(backend: &B, outcome: &'static str) {
+    if let Some((_, format)) = backend.loader().snapshot_format::<Cmd::State>() {
+        format.count(outcome);
+    }
 }

@@ -46,6 +46,8 @@ pub(super) struct StateEntry {
     /// that caching a part after every command allocates no vector).
     pub(super) version: StreamVersion,
     pub(super) floor: Option<EventId>,
+    /// Events (for a part: the stream's version) at the state's last snapshot.
+    pub(super) saved: u64,
 }
 
 pub(super) struct StateCache(ClockCache<StateKey, StateEntry>);
@@ -92,6 +94,7 @@ impl StateCache {
                         versions: Vec::new(),
                         version: work.versions[i],
                         floor: part.floor,
+                        saved: part.saved.get(),
                     };
                     // Another execution may have stored a newer part meanwhile; keep that one.
                     let version = work.versions[i];
@@ -119,6 +122,7 @@ impl StateCache {
                         discovered: Vec::new(),
                         version: StreamVersion::EMPTY,
                         floor: base.floor,
+                        saved: 0,
                     };
                     self.0.insert(key, entry, weight);
                 }
@@ -133,6 +137,7 @@ impl StateCache {
                         versions: work.versions,
                         version: StreamVersion::EMPTY,
                         floor: work.floor,
+                        saved: work.saved,
                     };
                     self.0
                         .insert(StateKey::combination::<Cmd>(declared), entry, weight);

@@ -1,12 +1,27 @@
 //! One execution's view of its streams: the read set, the versions its state reflects, and the
 //! state (whole, or in per-stream parts).
 
+use std::time::Duration;
+
 use crossfold_core::{Command, EventId, Fold, ReadSet, Recorded, StreamId, StreamVersion};
 
 /// One stream's folded part and the highest event id in it.
 pub(crate) struct Part<St> {
     pub(crate) state: St,
     pub(crate) floor: Option<EventId>,
+    /// The stream's version at the part's last snapshot (taken or loaded): the events after
+    /// it count towards the next.
+    pub(crate) saved: StreamVersion,
+}
+
+impl<St: Default> Part<St> {
+    pub(crate) fn empty() -> Self {
+        Self {
+            state: St::default(),
+            floor: None,
+            saved: StreamVersion::EMPTY,
+        }
+    }
 }
 
 /// The state of the streams of a combination that held events when it was loaded, kept beside
@@ -43,6 +58,12 @@ pub(crate) struct Working<St> {
     pub(crate) cacheable: bool,
     /// The state of the streams that held events, when the others were empty.
     pub(crate) base: Option<Base<St>>,
+    /// Events (the sum of the versions) at the state's last snapshot, taken or loaded
+    /// (per-combination states; parts keep their own).
+    pub(crate) saved: u64,
+    /// How long loading the view took, when its state is kept in snapshots and it was not
+    /// found in the state cache.
+    pub(crate) load_time: Option<Duration>,
 }
 
 impl<St: Default> Working<St> {
@@ -57,6 +78,8 @@ impl<St: Default> Working<St> {
             verified: true,
             cacheable: true,
             base: None,
+            saved: 0,
+            load_time: None,
         }
     }
 
