@@ -26,7 +26,7 @@ impl DomainEvent for StockEvent {
 
 // Section 2: a state and a command.
 /// A product's stock, as the commands that reserve it see it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)] // serde: for snapshots (section 9)
 pub struct Stock {
     pub available: u32,
 }
@@ -571,6 +571,82 @@ mod section_8 {
     }
 }
 
+// Section 9: long streams, snapshots.
+mod section_9 {
+    use super::*;
+
+    use crossfold::core::{SnapshotPolicy, SnapshotState};
+    use crossfold::executor::Snapshots;
+
+    impl SnapshotState for Stock {
+        const NAME: &'static str = "shop.stock"; // stable, whatever the Rust type is called
+        const VERSION: u32 = 1; // bump it whenever Stock or its fold changes
+    }
+
+    fn executor(store: &MemoryStore) -> Executor<MemoryStore> {
+        let executor = Executor::builder(store.clone())
+            .snapshots(Snapshots::new(store.clone()).keep::<Stock>(SnapshotPolicy::every(500)))
+            .build();
+        executor
+    }
+
+    /// A thousand reservations leave a snapshot; a new process starts from it.
+    #[tokio::test]
+    async fn a_restarted_process_starts_from_the_snapshot() {
+        use crossfold::core::SnapshotStore;
+
+        let store = MemoryStore::new();
+        let apples = StreamId::new("product-apples").unwrap();
+        let received = crossfold::core::EventData::new(
+            "Received",
+            crossfold::core::Payload::json(r#"{"type":"Received","quantity":1000}"#),
+        );
+        store
+            .append(crossfold::core::AppendRequest::new().stream(
+                apples.clone(),
+                ExpectedVersion::NoStream,
+                vec![received],
+            ))
+            .await
+            .unwrap();
+        let before = executor(&store);
+        for i in 0..999 {
+            before
+                .execute(Reserve {
+                    product: apples.clone(),
+                    order: format!("o-{i}"),
+                    quantity: 1,
+                })
+                .await
+                .unwrap();
+        }
+        before.snapshots_written().await;
+        let found = store
+            .load_snapshots("shop.stock", &[vec![apples.clone()]])
+            .await
+            .unwrap();
+        assert_eq!(found[0].as_ref().unwrap().events(), 1_000);
+        let after = executor(&store);
+        after
+            .execute(Reserve {
+                product: apples.clone(),
+                order: "o-last".into(),
+                quantity: 1,
+            })
+            .await
+            .unwrap();
+        let refused = after
+            .execute(Reserve {
+                product: apples,
+                order: "o-none".into(),
+                quantity: 1,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.rule(), Some("out_of_stock"));
+    }
+}
+
 /// Code without layout: rustfmt rewraps long lines of the guide's blocks here and adds
 /// trailing commas where it does, neither of which changes what the code means.
 fn without_layout(code: &str) -> String {
@@ -590,7 +666,7 @@ fn the_guide_is_the_code_tested_here() {
         .collect();
     assert_eq!(
         blocks.len(),
-        13,
+        15,
         "the guide's rust blocks changed: update tests/guide.rs"
     );
     for block in blocks {

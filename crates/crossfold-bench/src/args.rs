@@ -215,6 +215,10 @@ pub(crate) enum Command {
     /// (compared with a hand-written rebuild through pgbench, one client); W10: event created
     /// -> read model committed latency of a live projection while W1 runs.
     Projections(ProjectionsArgs),
+    /// W8's cold start: the first command on one account whose stream holds many events, in
+    /// a process that just started (new executor, and on PostgreSQL a new pool), with and
+    /// without snapshots of the command's state.
+    ColdStart(ColdStartArgs),
     /// One process's share of a run with --processes (started by the run itself).
     #[command(hide = true)]
     Share(ShareArgs),
@@ -379,6 +383,38 @@ pub(crate) enum ProjectionRun {
     /// W10 (PostgreSQL).
     #[value(name = "w10")]
     W10,
+}
+
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub(crate) struct ColdStartArgs {
+    /// The store.
+    #[arg(long, value_enum, default_value_t = Store::Postgres)]
+    pub(crate) store: Store,
+
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = DEFAULT_URL)]
+    pub(crate) url: String,
+
+    /// Events in the account's stream before the first command.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub(crate) events: u64,
+
+    /// Restarts measured with snapshots.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub(crate) samples: usize,
+
+    /// Restarts measured without snapshots (each folds the whole stream).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub(crate) plain_samples: usize,
+
+    /// The snapshot policy: a snapshot every N events folded.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub(crate) every: u64,
+
+    /// Prints the figures as JSON too.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,8 @@
 //! accounts and splits from one account to four.
 
 use crossfold_core::{
-    Command, CommandError, DomainEvent, Emit, Fold, Recorded, StreamId, StreamRef, ValidationError,
+    Command, CommandError, DomainEvent, Emit, Fold, Recorded, SnapshotState, StreamId, StreamRef,
+    ValidationError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +63,7 @@ pub fn account_stream(n: usize) -> Result<StreamId, ValidationError> {
 
 /// Open accounts and balances of the streams a command read, plus whether the transfer it read
 /// (if any) completed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Balances {
     accounts: Vec<(StreamId, i64)>,
     completed: bool,
@@ -114,6 +115,13 @@ impl Fold<BankEvent> for Balances {
             }
         }
     }
+}
+
+/// W8's cold start keeps snapshots of the bank's state (one per account, the state being
+/// per stream).
+impl SnapshotState for Balances {
+    const NAME: &'static str = "bench.balances";
+    const VERSION: u32 = 1;
 }
 
 /// Opens an account.

@@ -11,6 +11,7 @@
 
 mod args;
 mod checks;
+mod cold_start;
 mod floor;
 mod processes;
 mod projections;
@@ -43,6 +44,7 @@ async fn main() -> ExitCode {
         Some(Command::Campaign(args)) => checks::campaign(args).await,
         Some(Command::Projections(args)) => projections::projections(args).await,
         Some(Command::Share(args)) => processes::share(args).await,
+        Some(Command::ColdStart(args)) => cold_start::cold_start(args).await,
         None => load(cli.load).await,
     }
 }

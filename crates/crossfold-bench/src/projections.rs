@@ -231,7 +231,7 @@ impl Projection for PgBalances {
     }
 }
 
-async fn psql(url: &str, sql: &str) -> Result<String, String> {
+pub(crate) async fn psql(url: &str, sql: &str) -> Result<String, String> {
     let out = tokio::process::Command::new("psql")
         .args(["-q", "-At", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
         .output()
@@ -300,7 +300,7 @@ async fn w9_floor(url: &str, seconds: u64) -> Result<f64, String> {
     Ok(tps * 1000.0)
 }
 
-async fn pg_store(url: &str, schema: &str, pool: usize) -> Result<PgEventStore, String> {
+pub(crate) async fn pg_store(url: &str, schema: &str, pool: usize) -> Result<PgEventStore, String> {
     let config = PgConfig::from_url(url)
         .map_err(|e| ErrorChain(&e).to_string())?
         .schema(schema)

@@ -78,9 +78,15 @@ pub(crate) struct Format {
     pub(crate) name: &'static str,
     pub(crate) version: u32,
     pub(crate) policy: SnapshotPolicy,
-    encode: fn(&dyn Any) -> Option<Result<Vec<u8>, serde_json::Error>>,
-    decode: fn(&[u8]) -> Result<Box<dyn Any>, serde_json::Error>,
+    encode: Encode,
+    decode: Decode,
 }
+
+/// Serializes a state given as `Any` (`None`: not the format's state).
+type Encode = fn(&dyn Any) -> Option<Result<Vec<u8>, serde_json::Error>>;
+
+/// Reads a state back, as `Any`.
+type Decode = fn(&[u8]) -> Result<Box<dyn Any>, serde_json::Error>;
 
 fn encode<St: SnapshotState>(state: &dyn Any) -> Option<Result<Vec<u8>, serde_json::Error>> {
     state.downcast_ref::<St>().map(serde_json::to_vec)
@@ -93,8 +99,7 @@ fn decode<St: SnapshotState>(bytes: &[u8]) -> Result<Box<dyn Any>, serde_json::E
 impl Format {
     /// What happened to a snapshot of this state, counted.
     pub(crate) fn count(&self, outcome: &'static str) {
-        metrics::counter!(SNAPSHOTS_TOTAL, "state" => self.name, "outcome" => outcome)
-            .increment(1);
+        metrics::counter!(SNAPSHOTS_TOTAL, "state" => self.name, "outcome" => outcome).increment(1);
     }
 
     /// The state in a snapshot, if it is of this version and decodes.

@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use crossfold_core::{
-    Command, CommandError, DomainEvent, Emit, EventStore, Fold, Recorded, Snapshot,
-    SnapshotPolicy, SnapshotState, SnapshotStore, SnapshotSummary, StoreError, StreamId,
-    StreamRef, StreamVersion, Timestamp,
+    Command, CommandError, DomainEvent, Emit, EventStore, Fold, Recorded, Snapshot, SnapshotPolicy,
+    SnapshotState, SnapshotStore, SnapshotSummary, StoreError, StreamId, StreamRef, StreamVersion,
+    Timestamp,
 };
 use crossfold_executor::{Executor, Snapshots};
 use crossfold_memory::MemoryStore;
@@ -23,7 +23,11 @@ fn sid(name: &str) -> StreamId {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 enum Tally {
-    Added { n: u64, folded_here: u64, total: u64 },
+    Added {
+        n: u64,
+        folded_here: u64,
+        total: u64,
+    },
 }
 
 impl DomainEvent for Tally {
@@ -102,7 +106,10 @@ fn executor<const V: u32, const P: bool, S: SnapshotStore + Clone + 'static>(
 
 /// What the command decided on: (events folded in this process, total).
 async fn add<const V: u32, const P: bool>(executor: &Executor<MemoryStore>, n: u64) -> (u64, u64) {
-    let done = executor.execute(Add::<V, P>(sid("tally"), n)).await.unwrap();
+    let done = executor
+        .execute(Add::<V, P>(sid("tally"), n))
+        .await
+        .unwrap();
     let Tally::Added {
         folded_here, total, ..
     } = done.decode::<Tally>().unwrap()[0].event.clone();
@@ -239,8 +246,14 @@ async fn a_slow_load_calls_for_a_snapshot() {
         .load_snapshots("test.total", &[vec![sid("tally")]])
         .await
         .unwrap();
-    assert_eq!(found[0].as_ref().unwrap().versions, vec![StreamVersion::new(4)]);
-    assert_eq!(store.stream_version(&sid("tally")).await.unwrap(), StreamVersion::new(4));
+    assert_eq!(
+        found[0].as_ref().unwrap().versions,
+        vec![StreamVersion::new(4)]
+    );
+    assert_eq!(
+        store.stream_version(&sid("tally")).await.unwrap(),
+        StreamVersion::new(4)
+    );
 }
 
 /// A snapshot store that is always down.

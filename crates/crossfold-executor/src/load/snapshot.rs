@@ -77,7 +77,11 @@ pub(super) async fn combination<B: Backend, Cmd: Command>(
     let Some(state) = format.read::<Cmd::State>(&snapshot) else {
         return Ok(None);
     };
-    if !read_set.clone().discover(command.discover(&state)).is_empty() {
+    if !read_set
+        .clone()
+        .discover(command.discover(&state))
+        .is_empty()
+    {
         // Folded with every stream it names: a state that names others is not what was saved.
         format.count("invalid");
         return Ok(None);
