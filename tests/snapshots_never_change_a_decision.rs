@@ -222,10 +222,20 @@ impl<const V: u32> Command for Transfer<V> {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Deposit { to: u8, amount: u64, link: Option<u8> },
-    Transfer { from: u8, to: u8, amount: u64 },
+    Deposit {
+        to: u8,
+        amount: u64,
+        link: Option<u8>,
+    },
+    Transfer {
+        from: u8,
+        to: u8,
+        amount: u64,
+    },
     /// A new process: the caches are gone; the snapshots stay (written first or not).
-    Restart { wait_for_snapshots: bool },
+    Restart {
+        wait_for_snapshots: bool,
+    },
     /// The state's snapshot version changes (between 1 and 2).
     Bump,
 }

@@ -60,12 +60,12 @@ pub use event::{
     EventData, EventType, Metadata, Payload, PayloadFormat, Recorded, RecordedEvent, Timestamp,
 };
 pub use fold::Fold;
+pub use health::{HealthCheck, HealthReport, HealthStatus};
+pub use id::{EventId, StreamId, TypedId};
 pub use snapshot::{
     MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_NAME, Snapshot, SnapshotPolicy, SnapshotState, SnapshotStore,
     SnapshotSummary,
 };
-pub use health::{HealthCheck, HealthReport, HealthStatus};
-pub use id::{EventId, StreamId, TypedId};
 pub use store::{
     AppendRequest, AppendStream, Appended, EventStore, HeldBack, LogFilter, OpenAppend,
     StreamEvents, StreamRead,

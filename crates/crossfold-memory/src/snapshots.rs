@@ -68,9 +68,8 @@ impl SnapshotStore for MemoryStore {
         let held = self.snapshots().lock();
         let mut by_state: HashMap<&str, (SnapshotSummary, BTreeSet<u32>)> = HashMap::new();
         for snapshot in held.values() {
-            let (summary, versions) = by_state
-                .entry(snapshot.state.as_str())
-                .or_insert_with(|| {
+            let (summary, versions) =
+                by_state.entry(snapshot.state.as_str()).or_insert_with(|| {
                     (
                         SnapshotSummary {
                             state: snapshot.state.clone(),
