@@ -583,6 +583,10 @@ mod section_9 {
         const VERSION: u32 = 1; // bump it whenever Stock or its fold changes
     }
 
+    #[allow(
+        clippy::let_and_return,
+        reason = "the guide's block names the executor"
+    )]
     fn executor(store: &MemoryStore) -> Executor<MemoryStore> {
         let executor = Executor::builder(store.clone())
             .snapshots(Snapshots::new(store.clone()).keep::<Stock>(SnapshotPolicy::every(500)))

@@ -5,8 +5,11 @@
 //! decisions and the same events.
 //!
 //! The events carry a digest of the state they were decided on — of every event folded, in
-//! the order folded — so a state loaded from a snapshot that differs in anything, order of
-//! the merged streams included, shows in the log.
+//! the order of its stream — so a state loaded from a snapshot that differs in anything (an
+//! event missed or folded twice, a stream at the wrong version) shows in the log. Events of
+//! different streams that no command ordered have no order of their own (their ids may fall
+//! either way within a millisecond, differently in each run), so the digest chains each
+//! stream's events and combines the streams' chains.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +18,7 @@ use crossfold_core::{
     Command, CommandError, DomainEvent, Emit, EventStore, Fold, LogFilter, Position, Recorded,
     SnapshotPolicy, SnapshotState, SnapshotStore, StreamId, StreamRef,
 };
-use crossfold_executor::{Executor, RetryPolicy, Snapshots};
+use crossfold_executor::{Executor, Snapshots};
 use crossfold_memory::MemoryStore;
 use crossfold_postgres::{PgConfig, PgEventStore};
 use proptest::prelude::*;
@@ -103,13 +106,21 @@ impl<const V: u32> SnapshotState for Account<V> {
     const VERSION: u32 = V;
 }
 
-/// Balances of every stream read, the streams they link to, and a digest of every event in
-/// the order folded (merged across streams).
+/// Balances of every stream read, the streams they link to, and each stream's chained
+/// digest.
 #[derive(Clone, Default, Serialize, Deserialize)]
 struct Ledger<const V: u32> {
     balances: BTreeMap<u64, u64>,
     links: BTreeSet<u8>,
-    digest: u64,
+    chains: BTreeMap<u64, u64>,
+}
+
+impl<const V: u32> Ledger<V> {
+    fn digest(&self) -> u64 {
+        self.chains.iter().fold(0, |digest, (stream, chain)| {
+            mix(mix(digest, *stream), *chain)
+        })
+    }
 }
 
 impl<const V: u32> Fold<Money> for Ledger<V> {
@@ -122,7 +133,8 @@ impl<const V: u32> Fold<Money> for Ledger<V> {
             }
             Money::Withdrawn { amount, .. } => *balance -= amount,
         }
-        self.digest = digest_of(self.digest, event);
+        let chain = self.chains.entry(number(&event.stream_id)).or_default();
+        *chain = digest_of(*chain, event);
     }
 }
 
@@ -198,14 +210,14 @@ impl<const V: u32> Command for Transfer<V> {
         if balance < self.amount {
             return Err(CommandError::rejected(
                 "insufficient_funds",
-                format!("{balance} digest {}", state.digest),
+                format!("{balance} digest {}", state.digest()),
             ));
         }
         out.append(
             from,
             Money::Withdrawn {
                 amount: self.amount,
-                digest: state.digest,
+                digest: state.digest(),
             },
         );
         out.append(
@@ -213,7 +225,7 @@ impl<const V: u32> Command for Transfer<V> {
             Money::Deposited {
                 amount: self.amount,
                 link: None,
-                digest: state.digest,
+                digest: state.digest(),
             },
         );
         Ok(())
@@ -269,7 +281,7 @@ fn executor<S: EventStore + SnapshotStore + Clone + 'static>(
     store: &S,
     snapshots: Option<Setup>,
 ) -> Executor<S> {
-    let mut builder = Executor::builder(store.clone()).retry(RetryPolicy::none());
+    let mut builder = Executor::builder(store.clone());
     if let Some(setup) = snapshots {
         let policy = SnapshotPolicy::every(setup.every);
         builder = builder.snapshots(

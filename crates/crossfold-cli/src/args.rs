@@ -59,6 +59,8 @@ pub(crate) enum Command {
     /// List, create or drop the optional read indexes of the log (by stream, by category, by
     /// event type).
     Indexes(IndexesArgs),
+    /// Show the snapshots of command state the store holds, per state, or drop a state's.
+    Snapshots(SnapshotsArgs),
     /// Read the whole log and check that every event's payload is well-formed in its format
     /// (JSON or MessagePack); report each one that is not, with its position, stream, version,
     /// type and schema version. Exit status 1 when any fails. Decoding into the application's
@@ -113,6 +115,30 @@ pub(crate) struct IndexName {
     /// `stream`, `category` (the part of a stream id before its first `-`) or `type` (the
     /// event type).
     pub(crate) index: crossfold_postgres::ReadIndex,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotsArgs {
+    /// Without one: list.
+    #[command(subcommand)]
+    pub(crate) action: Option<SnapshotsAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SnapshotsAction {
+    /// Show each state's snapshots: how many, their payloads' total size, the state versions
+    /// they were taken under, and when the newest was taken.
+    List,
+    /// Drop every snapshot of a state: its commands fold from the events again and take new
+    /// snapshots as their policy says (decisions do not change, loads are slower until then).
+    /// Run as the schema's owner.
+    Drop(SnapshotStateName),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotStateName {
+    /// The state's snapshot name (`SnapshotState::NAME`, as the list shows it).
+    pub(crate) state: String,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::args::{IndexesAction, IndexesArgs};
 use crate::error::{CliError, code};
-use crate::output::table;
+use crate::output::{size, table};
 
 pub(crate) async fn run(
     store: &PgEventStore,
@@ -103,33 +103,4 @@ fn list(out: &mut impl Write, indexes: &[PgReadIndex], json: bool) -> Result<(),
         .collect();
     table(out, &["INDEX", "NAME", "STATE", "SIZE", "SCANS"], &rows)?;
     Ok(())
-}
-
-/// Bytes for people: B, kB, MB, GB (powers of 1,024, as PostgreSQL's `pg_size_pretty`).
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::size;
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(size(0), "0 B");
-        assert_eq!(size(1023), "1023 B");
-        assert_eq!(size(8192), "8.0 kB");
-        assert_eq!(size(5 * 1024 * 1024 + 512 * 1024), "5.5 MB");
-    }
 }

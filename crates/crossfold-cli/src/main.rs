@@ -4,7 +4,8 @@
 //! writing Rust: `crossfold migrate` (with `--dry-run`, and `migrate status`),
 //! `crossfold streams`, `crossfold stream ID`, `crossfold event EVENT_ID`, `crossfold tail`
 //! (with `--follow`), `crossfold health`, `crossfold projections ...`, `crossfold deadlines`,
-//! `crossfold indexes [list|create|drop]` and `crossfold check-events`. Run
+//! `crossfold indexes [list|create|drop]`, `crossfold snapshots [list|drop STATE]` and
+//! `crossfold check-events`. Run
 //! `crossfold --help` for every option; the exit statuses are listed there and in the
 //! operations guide.
 
@@ -19,6 +20,7 @@ mod inspect;
 mod migrate;
 mod output;
 mod projections;
+mod snapshots;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -127,6 +129,10 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Indexes(args) => {
             let store = connect_ready(&settings, false).await?;
             indexes::run(&store, args, json).await
+        }
+        Command::Snapshots(args) => {
+            let store = connect_ready(&settings, false).await?;
+            snapshots::run(&store, args, json).await
         }
         Command::CheckEvents(args) => {
             let store = connect_ready(&settings, false).await?;

@@ -24,6 +24,22 @@ pub(crate) fn table(
     writeln!(out, "{}", table.trim_fmt())
 }
 
+/// Bytes for people: B, kB, MB, GB (powers of 1,024, as PostgreSQL's `pg_size_pretty`).
+pub(crate) fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// An event's payload as JSON: JSON payloads as they are, MessagePack payloads decoded. A
 /// payload that does not decode is shown as a string saying so, never dropped.
 pub(crate) fn payload(event: &RecordedEvent) -> Value {
@@ -134,6 +150,14 @@ mod tests {
             "STREAM     EVENTS\naccount-1  2\na          10\n"
         );
     }
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(8192), "8.0 kB");
+        assert_eq!(size(5 * 1024 * 1024 + 512 * 1024), "5.5 MB");
+    }
+
     #[test]
     fn wide_characters_take_their_display_width() {
         let mut out = Vec::new();

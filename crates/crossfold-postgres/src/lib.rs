@@ -56,6 +56,12 @@
 //! * **Undecodable events do not stop readers for good.** A stored row the store cannot
 //!   decode fails reads with a [`PgUndecodableEvent`] naming its position;
 //!   [`PgEventStore::quarantine`] sets it aside and reads skip it from then on.
+//! * **Snapshots of command state** ([`SnapshotStore`](crossfold_core::SnapshotStore)): the
+//!   executor's folded states, kept in the store's schema under the state's name and the
+//!   command's streams, saved through a `SECURITY DEFINER` function that refuses one claiming a
+//!   version beyond its stream's. Only a shortcut: every append still checks its versions. The
+//!   application role saves and reads them; dropping them (`crossfold snapshots drop`) is the
+//!   schema owner's.
 //! * **Errors are classified** for retrying: serialization failures and deadlocks are
 //!   `Contention`, statement timeouts `Timeout`, lost or refused connections `Unavailable`.
 //! * **Observable.** Every call records the common store metrics
@@ -120,6 +126,7 @@ mod notify;
 mod projections;
 mod read;
 mod read_index;
+mod snapshots;
 mod sql;
 mod store;
 #[cfg(test)]

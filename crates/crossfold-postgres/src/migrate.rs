@@ -168,6 +168,14 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 11,
+        name: "snapshots",
+        sql: include_str!("../migrations/0011_snapshots.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
 
 /// What the database records: the schema, and its migrations.
@@ -561,6 +569,7 @@ async fn apply(
                     report.version >= 5,
                     report.version >= 6,
                     report.version >= 8,
+                    report.version >= 11,
                 ))
                 .await?;
         }
@@ -656,6 +665,10 @@ mod tests {
             (
                 "8f7efffe1442fa235e992a4e5d9caeb69ff4ac0da50f9d163d8effcaec4e9f0b",
                 "701dd34985b9e1f24ff4a9658f0f734831420342f1b5a9fc50fadba68bc9720f",
+            ),
+            (
+                "3db64ff9f987766a63d88a32d3f97041d57ebb805795cbcc6adb660e49ba0416",
+                "fcd8879860a1a59724eeeea4da1eff186a4e7ed00c2c013c42f2139317284481",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

@@ -27,10 +27,15 @@ const HORIZON_FUNCTIONS: &str = "register_append, foreign_writers, log_horizon, 
 /// The group commit function the application role may call (from migration 8 on).
 const GROUP_FUNCTIONS: &str = "append_group";
 
+/// The function the application role saves snapshots of command state with (from migration
+/// 11 on). It reads them like every table, and deletes none: dropping snapshots is an
+/// operator's action, left to the schema's owner.
+const SNAPSHOT_FUNCTIONS: &str = "save_snapshot";
+
 /// The statements that let `role` use the store in `schema`: read every table, call the
 /// append functions and the log-order check, and (when the schema has them) write the
-/// projections' tables and call the deadline, horizon and group commit functions, nothing
-/// else.
+/// projections' tables and call the deadline, horizon, group commit and snapshot functions,
+/// nothing else.
 pub(super) fn grants(
     schema: &str,
     role: &str,
@@ -38,6 +43,7 @@ pub(super) fn grants(
     deadlines: bool,
     horizon: bool,
     group: bool,
+    snapshots: bool,
 ) -> String {
     let q = quoted(schema);
     let r = quoted(role);
@@ -46,6 +52,7 @@ pub(super) fn grants(
         .chain(DEADLINE_FUNCTIONS.split(", ").filter(|_| deadlines))
         .chain(HORIZON_FUNCTIONS.split(", ").filter(|_| horizon))
         .chain(GROUP_FUNCTIONS.split(", ").filter(|_| group))
+        .chain(SNAPSHOT_FUNCTIONS.split(", ").filter(|_| snapshots))
         .map(|f| format!("{q}.{f}"))
         .collect();
     let mut sql = format!(
@@ -81,7 +88,10 @@ pub(crate) async fn grant_access(
                     to_regprocedure(format('%I.log_horizon(pg_snapshot)', $1::text)) IS NOT NULL, \
                     EXISTS (SELECT FROM pg_proc p \
                             JOIN pg_namespace n ON n.oid = p.pronamespace \
-                            WHERE n.nspname = $1 AND p.proname = 'append_group')",
+                            WHERE n.nspname = $1 AND p.proname = 'append_group'), \
+                    EXISTS (SELECT FROM pg_proc p \
+                            JOIN pg_namespace n ON n.oid = p.pronamespace \
+                            WHERE n.nspname = $1 AND p.proname = 'save_snapshot')",
             &[&schema],
         )
         .await?;
@@ -89,6 +99,7 @@ pub(crate) async fn grant_access(
     let deadlines: bool = row.try_get(1)?;
     let horizon: bool = row.try_get(2)?;
     let group: bool = row.try_get(3)?;
+    let snapshots: bool = row.try_get(4)?;
     client
         .batch_execute(&grants(
             schema,
@@ -97,6 +108,7 @@ pub(crate) async fn grant_access(
             deadlines,
             horizon,
             group,
+            snapshots,
         ))
         .await?;
     Ok(())
