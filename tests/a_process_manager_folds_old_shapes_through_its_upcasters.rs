@@ -1,6 +1,7 @@
 //! A process manager's state is folded from its state streams through its upcasters: an old
 //! deposit (version 1, `{"units": n}`) is upcast, a retired type's event is skipped, and the
-//! reaction sees today's balance.
+//! reaction sees today's balance — with the events stored in the memory store and in
+//! PostgreSQL, as JSON and as MessagePack.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
@@ -8,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use crossfold::core::deadline::DeadlineStore;
 use crossfold::core::{
     AppendRequest, Codec, EventData, EventStore, ExpectedVersion, Json, LogFilter, Payload,
-    Position, Recorded, Upcasters,
+    PayloadFormat, Position, Recorded, Upcasters,
 };
 use crossfold::executor::Executor;
 use crossfold::memory::{MemoryCheckpoints, MemoryDeadlineStore, MemoryStore};
+use crossfold::postgres::{PgConfig, PgEventStore};
 use crossfold::prelude::*;
 use crossfold::projections::{
     ApplyContext, HandlerError, Process, ProcessManager, ProcessManagerProjection, Projection,
@@ -91,15 +93,21 @@ impl ProcessManager for Auditor {
     }
 }
 
-fn stored(event_type: &str, version: u16, json: &str) -> EventData {
-    let mut event = EventData::new(event_type, Payload::json(json.to_owned()));
-    event.schema_version = version;
-    event
-}
-
-#[tokio::test]
-async fn the_state_is_folded_through_the_upcasters() {
-    let store = MemoryStore::new();
+/// Stores an old deposit, a retired event, today's deposit and an audit on `account-1`, runs
+/// the auditor over the audit, and returns the balance it saw.
+async fn audit<S: EventStore + Clone + 'static>(store: S, format: PayloadFormat) -> Vec<u64> {
+    let payload = |json: &str| match format {
+        PayloadFormat::Json => Payload::json(json.to_owned()),
+        _ => {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            Payload::message_pack(rmp_serde::to_vec_named(&value).unwrap())
+        }
+    };
+    let stored = |event_type: &str, version: u16, json: &str| {
+        let mut event = EventData::new(event_type, payload(json));
+        event.schema_version = version;
+        event
+    };
     store
         .append(AppendRequest::new().stream(
             StreamId::new("account-1").unwrap(),
@@ -133,5 +141,42 @@ async fn the_state_is_folded_through_the_upcasters() {
         .apply(&mut (), &ApplyContext::new("auditor", 1, 1), &audits)
         .await
         .unwrap();
-    assert_eq!(*auditor.seen.lock().unwrap(), [250]);
+    let seen = auditor.seen.lock().unwrap().clone();
+    seen
+}
+
+#[tokio::test]
+async fn the_state_is_folded_through_the_upcasters() {
+    for format in [PayloadFormat::Json, PayloadFormat::MessagePack] {
+        assert_eq!(audit(MemoryStore::new(), format).await, [250], "{format:?}");
+    }
+}
+
+/// The process manager's state streams read from PostgreSQL (its checkpoints and deadlines
+/// stay in memory: they play no part in the fold).
+#[tokio::test]
+async fn the_state_is_folded_through_the_upcasters_on_postgres() {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    for format in [PayloadFormat::Json, PayloadFormat::MessagePack] {
+        let schema = format!("cf_test_pm_old_{:08x}", fastrand::u32(..));
+        let config = PgConfig::from_url(&url)
+            .unwrap()
+            .schema(&schema)
+            .pool_size(2);
+        let store = PgEventStore::connect(config)
+            .await
+            .unwrap_or_else(|e| panic!("cannot use PostgreSQL at {url}: {e}"));
+        store.migrate().await.unwrap();
+        let seen = audit(store.clone(), format).await;
+        store
+            .pool()
+            .get()
+            .await
+            .unwrap()
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .await
+            .unwrap();
+        assert_eq!(seen, [250], "{format:?}");
+    }
 }

@@ -133,7 +133,11 @@ where
 }
 
 /// Opens the account and appends deposits until its stream holds `events` events.
-async fn fill<S: EventStore + Clone>(store: &S, account: &StreamId, events: u64) -> Result<(), String> {
+async fn fill<S: EventStore + Clone>(
+    store: &S,
+    account: &StreamId,
+    events: u64,
+) -> Result<(), String> {
     let started = Instant::now();
     Executor::new(store.clone())
         .execute(Open {
