@@ -141,8 +141,7 @@ async fn audit<S: EventStore + Clone + 'static>(store: S, format: PayloadFormat)
         .apply(&mut (), &ApplyContext::new("auditor", 1, 1), &audits)
         .await
         .unwrap();
-    let seen = auditor.seen.lock().unwrap().clone();
-    seen
+    auditor.seen.lock().unwrap().clone()
 }
 
 #[tokio::test]
