@@ -63,7 +63,7 @@ pub use fold::Fold;
 pub use health::{HealthCheck, HealthReport, HealthStatus};
 pub use id::{EventId, StreamId, TypedId};
 pub use snapshot::{
-    MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_NAME, Snapshot, SnapshotPolicy, SnapshotState, SnapshotStore,
+    MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_NAME, MAX_STATE_VERSION, Snapshot, SnapshotPolicy, SnapshotState, SnapshotStore,
     SnapshotSummary,
 };
 pub use store::{

@@ -27,6 +27,9 @@ use crate::version::StreamVersion;
 /// The most bytes one snapshot's payload may take (64 MiB); a larger state is not kept.
 pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
 
+/// The highest [`SnapshotState::VERSION`] (PostgreSQL keeps it in an `integer`).
+pub const MAX_STATE_VERSION: u32 = i32::MAX as u32;
+
 /// The longest name a snapshotted state may have, in bytes.
 pub const MAX_SNAPSHOT_NAME: usize = 200;
 
@@ -47,12 +50,15 @@ pub const MAX_SNAPSHOT_NAME: usize = 200;
 /// ```
 pub trait SnapshotState: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The name the state's snapshots are kept under: stable when the Rust type is renamed or
-    /// moved, unique among the states of one store. Operators drop snapshots by this name.
+    /// moved, unique among the states of one store. Operators drop snapshots by this name. A
+    /// state that folds two event types (`Fold<A>` and `Fold<B>`, differently) needs a
+    /// snapshot name per event type: give each its own wrapper type.
     const NAME: &'static str;
 
     /// Bump it whenever the state's shape or its fold changes (a field added, an event folded
     /// differently): snapshots taken under another version are ignored and the state is
-    /// folded from the events again (and counted, see the executor's metrics).
+    /// folded from the events again (and counted, see the executor's metrics). At most
+    /// [`MAX_STATE_VERSION`].
     const VERSION: u32;
 }
 
@@ -141,7 +147,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// Events folded into the state: the sum of its streams' versions.
     pub fn events(&self) -> u64 {
-        self.versions.iter().map(|v| v.get()).sum()
+        // Saturating: versions read back from a store are not to be trusted with arithmetic.
+        self.versions
+            .iter()
+            .fold(0, |sum, v| sum.saturating_add(v.get()))
     }
 
     /// Checks what a store must refuse: an empty or over-long state name, no streams, a
@@ -151,6 +160,11 @@ impl Snapshot {
         if self.state.is_empty() || self.state.len() > MAX_SNAPSHOT_NAME {
             return invalid(format!(
                 "a snapshot's state name must have 1 to {MAX_SNAPSHOT_NAME} bytes"
+            ));
+        }
+        if self.state_version > MAX_STATE_VERSION {
+            return invalid(format!(
+                "a snapshot's state version must be at most {MAX_STATE_VERSION}"
             ));
         }
         if self.streams.is_empty() {

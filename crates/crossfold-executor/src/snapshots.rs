@@ -46,7 +46,8 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
-    /// Snapshots kept in `store` (usually a clone of the executor's own store).
+    /// Snapshots kept in `store`: a clone of the executor's own store (the store checks a
+    /// snapshot's versions against its own streams).
     pub fn new<S: SnapshotStore + Clone + 'static>(store: S) -> Self {
         Self {
             store: Arc::new(store),
@@ -165,8 +166,41 @@ struct Queue {
 
 #[derive(Default)]
 struct Waiting {
-    snapshots: HashMap<(&'static str, Vec<StreamId>), Snapshot>,
+    snapshots: HashMap<(&'static str, Vec<StreamId>), Pending>,
     writing: bool,
+}
+
+/// A snapshot waiting to be written: the state as the command left it (a clone), serialized
+/// by the writing task, off the command's path.
+struct Pending {
+    name: &'static str,
+    version: u32,
+    encode: Encode,
+    state: Box<dyn Any + Send>,
+    streams: Vec<StreamId>,
+    discovered: Vec<StreamId>,
+    versions: Vec<StreamVersion>,
+    floor: Option<EventId>,
+}
+
+impl Pending {
+    fn into_snapshot(self) -> Result<Snapshot, serde_json::Error> {
+        let payload = match (self.encode)(&*self.state) {
+            Some(encoded) => encoded?,
+            // A state queued under its own format: its type is the format's.
+            None => return Err(serde::ser::Error::custom("not the format's state")),
+        };
+        Ok(Snapshot {
+            state: self.name.to_owned(),
+            state_version: self.version,
+            streams: self.streams,
+            discovered: self.discovered,
+            versions: self.versions,
+            floor: self.floor,
+            payload,
+            taken_at: Timestamp::now(),
+        })
+    }
 }
 
 impl Queue {
@@ -176,35 +210,43 @@ impl Queue {
     }
 }
 
-/// The task writing queued snapshots; however it ends, the queue learns it is not writing.
+/// The task writing queued snapshots. It says it is done under the same lock that found the
+/// queue empty, so a snapshot queued meanwhile either is seen or starts another writer; if the
+/// task is dropped before (its runtime shutting down), the queue learns it is not writing.
 struct Writer {
     queue: Arc<Queue>,
     store: Arc<dyn SnapshotBackend>,
+    finished: bool,
 }
 
 impl Writer {
-    async fn run(self) {
+    async fn run(mut self) {
         loop {
-            let batch: Vec<Snapshot> = {
+            let batch: Vec<Pending> = {
                 let mut waiting = self.queue.lock();
                 if waiting.snapshots.is_empty() {
+                    waiting.writing = false;
+                    self.finished = true;
+                    drop(waiting);
+                    self.queue.idle.notify_waiters();
                     return;
                 }
-                waiting.snapshots.drain().map(|(_, s)| s).collect()
+                waiting.snapshots.drain().map(|(_, pending)| pending).collect()
             };
-            for snapshot in batch {
-                let name = snapshot.state.clone();
-                match self.store.save(snapshot).await {
-                    Ok(()) => {
-                        metrics::counter!(SNAPSHOTS_TOTAL, "state" => name, "outcome" => "saved")
-                            .increment(1);
-                    }
+            for pending in batch {
+                let name = pending.name;
+                let outcome = match pending.into_snapshot() {
+                    Ok(snapshot) => self.store.save(snapshot).await.map_err(|error| {
+                        tracing::warn!(state = name, error = %ErrorChain(&error), "a snapshot could not be written");
+                    }),
                     Err(error) => {
-                        tracing::warn!(state = %name, error = %ErrorChain(&error), "a snapshot could not be written");
-                        metrics::counter!(SNAPSHOTS_TOTAL, "state" => name, "outcome" => "failed")
-                            .increment(1);
+                        tracing::warn!(state = name, error = %error, "a state could not be serialized for a snapshot");
+                        Err(())
                     }
-                }
+                };
+                let outcome = if outcome.is_ok() { "saved" } else { "failed" };
+                metrics::counter!(SNAPSHOTS_TOTAL, "state" => name, "outcome" => outcome)
+                    .increment(1);
             }
         }
     }
@@ -212,8 +254,10 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.queue.lock().writing = false;
-        self.queue.idle.notify_waiters();
+        if !self.finished {
+            self.queue.lock().writing = false;
+            self.queue.idle.notify_waiters();
+        }
     }
 }
 
@@ -259,10 +303,12 @@ impl Keeper {
         }
     }
 
-    /// Queues a snapshot of `state` for the writing task (started if none runs). Returns
-    /// false (and queues nothing) if it cannot be taken now: no Tokio runtime to write it,
-    /// the queue full of other keys, or a state that does not serialize.
-    pub(crate) fn save<St: 'static>(
+    /// Queues a snapshot of (a clone of) `state` for the writing task, started if none runs;
+    /// the state is serialized and written there, not on the command's path. Returns false
+    /// (and queues nothing) if it cannot be taken now: no Tokio runtime to write it, or the
+    /// queue full of other keys.
+    #[allow(clippy::too_many_arguments, reason = "one snapshot's parts, from its one caller")]
+    pub(crate) fn save<St: Clone + Send + 'static>(
         &self,
         format: &Format,
         state: &St,
@@ -272,47 +318,48 @@ impl Keeper {
         floor: Option<EventId>,
     ) -> bool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!(
+                state = format.name,
+                "no Tokio runtime to write a snapshot with; none taken"
+            );
             return false;
         };
-        let key = (format.name, streams);
-        if self.queue.lock().snapshots.len() >= MAX_WAITING
-            && !self.queue.lock().snapshots.contains_key(&key)
-        {
-            return false;
-        }
-        let payload = match (format.encode)(state) {
-            Some(Ok(payload)) => payload,
-            Some(Err(error)) => {
-                tracing::warn!(state = format.name, error = %error, "a state could not be serialized for a snapshot");
-                format.count("failed");
-                return false;
-            }
-            None => return false,
-        };
-        let snapshot = Snapshot {
-            state: format.name.to_owned(),
-            state_version: format.version,
-            streams: key.1.clone(),
+        let key = (format.name, streams.clone());
+        let pending = Pending {
+            name: format.name,
+            version: format.version,
+            encode: format.encode,
+            state: Box::new(state.clone()),
+            streams,
             discovered,
             versions,
             floor,
-            payload,
-            taken_at: Timestamp::now(),
         };
-        let mut waiting = self.queue.lock();
-        waiting.snapshots.insert(key, snapshot);
-        if !waiting.writing {
-            waiting.writing = true;
-            let writer = Writer {
-                queue: self.queue.clone(),
-                store: self.store.clone(),
-            };
-            runtime.spawn(writer.run());
+        let start = {
+            let mut waiting = self.queue.lock();
+            if waiting.snapshots.len() >= MAX_WAITING && !waiting.snapshots.contains_key(&key) {
+                return false;
+            }
+            waiting.snapshots.insert(key, pending);
+            !std::mem::replace(&mut waiting.writing, true)
+        };
+        // Spawned without the lock held: a runtime shutting down drops the task at once, and
+        // its drop takes the lock.
+        if start {
+            runtime.spawn(
+                Writer {
+                    queue: self.queue.clone(),
+                    store: self.store.clone(),
+                    finished: false,
+                }
+                .run(),
+            );
         }
         true
     }
 
-    /// Waits until every queued snapshot is written (or has failed).
+    /// Waits until the writing task has nothing left to write (every snapshot queued before,
+    /// and any queued while it writes, written or failed).
     pub(crate) async fn settled(&self) {
         loop {
             // Registered before the queue is looked at, so that the writer finishing in

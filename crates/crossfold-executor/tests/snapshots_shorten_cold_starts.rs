@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crossfold_core::{
-    Command, CommandError, DomainEvent, Emit, EventStore, Fold, Recorded, Snapshot, SnapshotPolicy,
+    Command, CommandError, DomainEvent, Emit, EventId, EventStore, Fold, Recorded, Snapshot, SnapshotPolicy,
     SnapshotState, SnapshotStore, SnapshotSummary, StoreError, StreamId, StreamRef, StreamVersion,
     Timestamp,
 };
@@ -254,6 +254,88 @@ async fn a_slow_load_calls_for_a_snapshot() {
         store.stream_version(&sid("tally")).await.unwrap(),
         StreamVersion::new(4)
     );
+}
+
+/// A snapshot store holding one snapshot it was given (for any state), written past the
+/// checks a real store makes; it takes no others.
+#[derive(Clone)]
+struct Planted(Snapshot);
+
+impl SnapshotStore for Planted {
+    async fn load_snapshots(
+        &self,
+        state: &str,
+        keys: &[Vec<StreamId>],
+    ) -> Result<Vec<Option<Snapshot>>, StoreError> {
+        Ok(keys
+            .iter()
+            .map(|key| (state == self.0.state && *key == self.0.streams).then(|| self.0.clone()))
+            .collect())
+    }
+    async fn save_snapshot(&self, _: &Snapshot) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn snapshot_summary(&self) -> Result<Vec<SnapshotSummary>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn drop_snapshots(&self, _: &str) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+/// Seven events of 3 in `tally`, written without snapshots.
+async fn seven() -> MemoryStore {
+    let store = MemoryStore::new();
+    let plain = Executor::new(store.clone());
+    for _ in 0..7 {
+        add::<1, false>(&plain, 3).await;
+    }
+    store
+}
+
+fn planted(name: &str, versions: Vec<u64>, discovered: Vec<StreamId>) -> Snapshot {
+    Snapshot {
+        state: name.into(),
+        state_version: 1,
+        streams: vec![sid("tally")],
+        discovered,
+        versions: versions.into_iter().map(StreamVersion::new).collect(),
+        floor: None,
+        // A total no fold of these events gives: used, it would show.
+        payload: br#"{"total":1000}"#.to_vec(),
+        taken_at: Timestamp::now(),
+    }
+}
+
+async fn cold<const P: bool>(store: &MemoryStore, snapshot: Snapshot) -> (u64, u64) {
+    let executor = executor::<1, P, _>(store, Planted(snapshot), SnapshotPolicy::every(100));
+    add::<1, P>(&executor, 3).await
+}
+
+#[tokio::test]
+async fn a_snapshot_ahead_of_its_stream_is_passed_over() {
+    let store = seven().await;
+    assert_eq!(cold::<false>(&store, planted("test.total", vec![50], vec![])).await, (7, 21));
+    assert_eq!(cold::<true>(&store, planted("test.parts", vec![50], vec![])).await, (8, 24));
+    // At the stream's own version it is used (and the total shows it).
+    assert_eq!(cold::<false>(&store, planted("test.total", vec![9], vec![])).await, (0, 1000));
+}
+
+#[tokio::test]
+async fn a_snapshot_with_streams_this_command_does_not_discover_is_passed_over() {
+    let store = seven().await;
+    let snapshot = planted("test.total", vec![7, 0], vec![sid("elsewhere")]);
+    assert_eq!(cold::<false>(&store, snapshot).await, (7, 21));
+}
+
+#[tokio::test]
+async fn events_after_a_snapshot_that_would_fold_in_another_order_are_folded_from_the_start() {
+    let store = seven().await;
+    // A floor above every id: the events after version 5 have lower ids, so folded after the
+    // snapshot they would come later than in a fold from the start.
+    let mut snapshot = planted("test.total", vec![5], vec![]);
+    snapshot.floor = Some(EventId::parse("ffffffff-ffff-7fff-bfff-ffffffffffff").unwrap());
+    assert_eq!(cold::<false>(&store, snapshot).await, (7, 21));
 }
 
 /// A snapshot store that is always down.

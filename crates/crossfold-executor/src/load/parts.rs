@@ -138,6 +138,10 @@ pub(super) async fn add_parts<B: Backend, Cmd: Command>(
             }
             work.versions[slot] = stream.version;
         }
+        if !again.0.is_empty() {
+            // Read later than the others: the view may mix two points of the log.
+            work.verified = false;
+        }
         (slots, reads) = again;
         starts.clear();
     }

@@ -2,7 +2,9 @@
 //! has not shown whole, read what changed since it and fold that in, instead of folding the
 //! streams' history again.
 
-use crossfold_core::{Command, Fold, RecordedEvent, StreamConflict, StreamRead, StreamVersion};
+use crossfold_core::{
+    Command, EventId, Fold, RecordedEvent, StreamConflict, StreamRead, StreamVersion,
+};
 
 use crate::error::Error;
 
@@ -32,6 +34,20 @@ pub(crate) async fn refresh<B: Backend, Cmd: Command>(
     command: &Cmd,
     work: &mut Working<Cmd::State>,
     conflicts: Option<&[StreamConflict]>,
+) -> Result<Refresh, Error> {
+    refresh_above(backend, command, work, conflicts, None).await
+}
+
+/// Like [`refresh`], but leaves the view as it is and asks for a rebuild if an event read has
+/// an id at or below `floor`: folded after the view's events, it would come later than in a
+/// fold of the streams from the start (which merges by event id). A view loaded from a
+/// snapshot is caught up so.
+pub(super) async fn refresh_above<B: Backend, Cmd: Command>(
+    backend: &B,
+    command: &Cmd,
+    work: &mut Working<Cmd::State>,
+    conflicts: Option<&[StreamConflict]>,
+    floor: Option<EventId>,
 ) -> Result<Refresh, Error> {
     let ids = work.read_set.ids().to_vec();
     for c in conflicts.unwrap_or_default() {
@@ -72,6 +88,11 @@ pub(crate) async fn refresh<B: Backend, Cmd: Command>(
         }
     }
     tail.sort_by_key(|(_, e)| e.event_id);
+    if let (Some(floor), Some((_, first))) = (floor, tail.first())
+        && first.event_id <= floor
+    {
+        return Ok(Refresh::Rebuild);
+    }
     // Everything is decoded before the view changes: an event that cannot be decoded
     // leaves the view as it was, a true fold of the versions it shows (it may be kept for
     // the next command), never versions ahead of its state. Events of retired types the

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::snapshots::{Format, Keeper};
 
 use super::loader::Backend;
-use super::refresh::{Refresh, refresh};
+use super::refresh::{Refresh, refresh_above};
 use super::working::{Part, Working};
 
 /// The snapshots of per-stream parts for `ids`, in order (each with the version it reflects),
@@ -61,6 +61,11 @@ pub(super) async fn combination<B: Backend, Cmd: Command>(
     let Some((keeper, format)) = backend.loader().snapshot_format::<Cmd::State>() else {
         return Ok(None);
     };
+    // A combination with a stream named after a fresh id is never seen again: no snapshot to
+    // look for.
+    if declared.ids().iter().any(|id| command.expects_new(id)) {
+        return Ok(None);
+    }
     let key = declared.ids().to_vec();
     let Some(Some(snapshot)) = keeper.load(format, std::slice::from_ref(&key)).await.pop() else {
         return Ok(None);
@@ -101,13 +106,16 @@ pub(super) async fn combination<B: Backend, Cmd: Command>(
         saved,
         load_time: None,
     };
-    match refresh(backend, command, &mut work, None).await? {
+    // Events after the snapshot with ids at or below its floor would fold in another order
+    // than from the start: then fold from the start.
+    let floor = work.floor;
+    match refresh_above(backend, command, &mut work, None, floor).await? {
         Refresh::Unchanged | Refresh::Changed => {
             format.count("loaded");
             Ok(Some(work))
         }
-        // A stream behind the snapshot, or events after it that name a stream the snapshot
-        // was not folded with: fold from the events.
+        // A stream behind the snapshot, events after it that would fold in another order, or
+        // that name a stream the snapshot was not folded with: fold from the events.
         Refresh::Rebuild => {
             tracing::debug!(
                 state = format.name,
