@@ -63,8 +63,8 @@ pub use fold::Fold;
 pub use health::{HealthCheck, HealthReport, HealthStatus};
 pub use id::{EventId, StreamId, TypedId};
 pub use snapshot::{
-    MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_NAME, MAX_STATE_VERSION, Snapshot, SnapshotPolicy, SnapshotState, SnapshotStore,
-    SnapshotSummary,
+    MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_NAME, MAX_STATE_VERSION, Snapshot, SnapshotPolicy,
+    SnapshotState, SnapshotStore, SnapshotSummary,
 };
 pub use store::{
     AppendRequest, AppendStream, Appended, EventStore, HeldBack, LogFilter, OpenAppend,

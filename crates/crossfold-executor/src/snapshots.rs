@@ -231,7 +231,11 @@ impl Writer {
                     self.queue.idle.notify_waiters();
                     return;
                 }
-                waiting.snapshots.drain().map(|(_, pending)| pending).collect()
+                waiting
+                    .snapshots
+                    .drain()
+                    .map(|(_, pending)| pending)
+                    .collect()
             };
             for pending in batch {
                 let name = pending.name;
@@ -307,7 +311,10 @@ impl Keeper {
     /// the state is serialized and written there, not on the command's path. Returns false
     /// (and queues nothing) if it cannot be taken now: no Tokio runtime to write it, or the
     /// queue full of other keys.
-    #[allow(clippy::too_many_arguments, reason = "one snapshot's parts, from its one caller")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one snapshot's parts, from its one caller"
+    )]
     pub(crate) fn save<St: Clone + Send + 'static>(
         &self,
         format: &Format,

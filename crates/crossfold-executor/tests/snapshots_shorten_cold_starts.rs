@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use crossfold_core::{
-    Command, CommandError, DomainEvent, Emit, EventId, EventStore, Fold, Recorded, Snapshot, SnapshotPolicy,
-    SnapshotState, SnapshotStore, SnapshotSummary, StoreError, StreamId, StreamRef, StreamVersion,
-    Timestamp,
+    Command, CommandError, DomainEvent, Emit, EventId, EventStore, Fold, Recorded, Snapshot,
+    SnapshotPolicy, SnapshotState, SnapshotStore, SnapshotSummary, StoreError, StreamId, StreamRef,
+    StreamVersion, Timestamp,
 };
 use crossfold_executor::{Executor, Snapshots};
 use crossfold_memory::MemoryStore;
@@ -315,10 +315,19 @@ async fn cold<const P: bool>(store: &MemoryStore, snapshot: Snapshot) -> (u64, u
 #[tokio::test]
 async fn a_snapshot_ahead_of_its_stream_is_passed_over() {
     let store = seven().await;
-    assert_eq!(cold::<false>(&store, planted("test.total", vec![50], vec![])).await, (7, 21));
-    assert_eq!(cold::<true>(&store, planted("test.parts", vec![50], vec![])).await, (8, 24));
+    assert_eq!(
+        cold::<false>(&store, planted("test.total", vec![50], vec![])).await,
+        (7, 21)
+    );
+    assert_eq!(
+        cold::<true>(&store, planted("test.parts", vec![50], vec![])).await,
+        (8, 24)
+    );
     // At the stream's own version it is used (and the total shows it).
-    assert_eq!(cold::<false>(&store, planted("test.total", vec![9], vec![])).await, (0, 1000));
+    assert_eq!(
+        cold::<false>(&store, planted("test.total", vec![9], vec![])).await,
+        (0, 1000)
+    );
 }
 
 #[tokio::test]

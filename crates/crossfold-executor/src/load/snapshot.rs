@@ -82,13 +82,16 @@ pub(super) async fn combination<B: Backend, Cmd: Command>(
     let Some(state) = format.read::<Cmd::State>(&snapshot) else {
         return Ok(None);
     };
-    if !read_set
-        .clone()
-        .discover(command.discover(&state))
-        .is_empty()
-    {
-        // Folded with every stream it names: a state that names others is not what was saved.
-        format.count("invalid");
+    // The streams this command discovers from the state must be the snapshot's, no more and
+    // no fewer: another command over the same state may discover others, and a stream this
+    // one would not read must not join its read set.
+    let mut discovered = declared.clone();
+    discovered.discover(command.discover(&state));
+    let mut expected: Vec<&StreamId> = discovered.ids().iter().collect();
+    let mut found: Vec<&StreamId> = read_set.ids().iter().collect();
+    expected.sort_unstable();
+    found.sort_unstable();
+    if expected != found {
         return Ok(None);
     }
     let streams = read_set.ids().len();
