@@ -3,7 +3,8 @@
 //! become cents), a type renamed (stored under its old name, read under the new one), a type
 //! retired (skipped, or read as a `Retired` value, as the executor's upcasters choose), and a
 //! new optional field that needs no upcaster. The decisions taken on them are the ones today's
-//! events would give, including after a conflict's catch-up read meets more old events.
+//! events would give, including after a conflict's catch-up read meets more old events, and a
+//! subscription decoding through the same upcasters reads today's events.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -12,7 +13,8 @@ use common::{fresh_store, sid};
 use crossfold_core::check::EventCheck;
 use crossfold_core::{
     AppendRequest, Codec, Command, CommandError, DomainEvent, Emit, EventData, EventStore,
-    ExpectedVersion, Fold, Json, LogFilter, MessagePack, Recorded, StreamId, StreamRef, Upcasters,
+    ExpectedVersion, Fold, Json, LogFilter, MessagePack, Recorded, StreamId, StreamRef,
+    SubscriptionExt, SubscriptionOptions, Upcasters,
 };
 use crossfold_executor::Executor;
 use crossfold_memory::MemoryStore;
@@ -254,6 +256,26 @@ async fn decisions_on_old_events<S: EventStore + Clone + 'static>(store: S) {
         .await
         .unwrap();
     assert_eq!(bare.failed, 12, "{bare}");
+
+    // A subscription of the application's own reads the same old shapes through the same
+    // upcasters: every deposit and credit as today's event, the retired ones passed over.
+    let upcasters = upcasters(true);
+    let mut subscription = store.subscribe(SubscriptionOptions::all());
+    let (mut cents, mut withdrawn, mut skipped) = (0, 0, 0);
+    for _ in 0..24 {
+        let event = subscription.next_event().await.unwrap();
+        if upcasters.is_skipped(&event) {
+            skipped += 1;
+            continue;
+        }
+        let today: Recorded<Account> = upcasters.decode(&Json, &event).unwrap();
+        match today.event {
+            Account::Deposited { cents: c, .. } | Account::MoneyCredited { cents: c } => cents += c,
+            Account::Withdrawn { cents: c } => withdrawn += c,
+            Account::Retired => panic!("retired events are skipped here"),
+        }
+    }
+    assert_eq!((cents, withdrawn, skipped), (4 * 650, 4 * 650, 4));
 }
 
 #[tokio::test]
