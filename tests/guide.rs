@@ -2,7 +2,7 @@
 //! verbatim (up to indentation), wrapped where the guide leaves names to the reader, and
 //! `the_guide_is_the_code_tested_here` fails if the guide and this file drift apart.
 
-#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+#![allow(dead_code, missing_docs, unreachable_pub, clippy::unwrap_used)]
 
 // Section 1: events.
 use crossfold::prelude::*;
