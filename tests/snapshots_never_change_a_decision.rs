@@ -425,12 +425,22 @@ async fn fresh_pg() -> (PgEventStore, String) {
     (store, schema)
 }
 
+/// Drops a test schema, trying again when the drop loses a deadlock (to autovacuum or the
+/// store's listener); a schema left behind is cleaned up by later runs, not a failure.
 async fn drop_schema(store: &PgEventStore, schema: &str) {
-    let client = store.pool().get().await.unwrap();
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
+    for _ in 0..5 {
+        let Ok(client) = store.pool().get().await else {
+            continue;
+        };
+        if client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 proptest! {
