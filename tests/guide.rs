@@ -81,16 +81,27 @@ impl Command for Reserve {
 
 /// Stocks `product` with three units, written straight to the store.
 async fn receive_three(store: &MemoryStore, product: &StreamId) {
-    let received = crossfold::core::EventData::new(
+    write_stored(
+        store,
+        product,
+        ExpectedVersion::NoStream,
         "Received",
-        crossfold::core::Payload::json(r#"{"type":"Received","quantity":3}"#),
-    );
+        r#"{"type":"Received","quantity":3}"#,
+    )
+    .await;
+}
+
+/// Appends one JSON event to `stream` as the store holds it, past any command.
+async fn write_stored(
+    store: &MemoryStore,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    event_type: &str,
+    json: &'static str,
+) {
+    let event = crossfold::core::EventData::new(event_type, crossfold::core::Payload::json(json));
     store
-        .append(crossfold::core::AppendRequest::new().stream(
-            product.clone(),
-            ExpectedVersion::NoStream,
-            vec![received],
-        ))
+        .append(crossfold::core::AppendRequest::new().stream(stream.clone(), expected, vec![event]))
         .await
         .unwrap();
 }
@@ -546,20 +557,14 @@ mod section_8 {
     async fn a_split_event_folds_as_both_halves() {
         let store = MemoryStore::new();
         let shelf = StreamId::new("shelf-1").unwrap();
-        let old = crossfold::core::EventData::new(
+        write_stored(
+            &store,
+            &shelf,
+            ExpectedVersion::NoStream,
             "ReturnedAndRestocked",
-            crossfold::core::Payload::json(
-                r#"{"type":"ReturnedAndRestocked","order":"o-1","grams":300}"#,
-            ),
-        );
-        store
-            .append(crossfold::core::AppendRequest::new().stream(
-                shelf.clone(),
-                ExpectedVersion::NoStream,
-                vec![old],
-            ))
-            .await
-            .unwrap();
+            r#"{"type":"ReturnedAndRestocked","order":"o-1","grams":300}"#,
+        )
+        .await;
         let executor = Executor::new(store.clone());
         let take_back = |order: &str| TakeBack {
             shelf: shelf.clone(),
@@ -639,18 +644,14 @@ mod section_8 {
             })
             .await
             .unwrap();
-        let audited = crossfold::core::EventData::new(
+        write_stored(
+            &store,
+            &apples,
+            ExpectedVersion::Any,
             "Audited",
-            crossfold::core::Payload::json(r#"{"type":"Audited","by":"someone"}"#),
-        );
-        store
-            .append(crossfold::core::AppendRequest::new().stream(
-                apples.clone(),
-                ExpectedVersion::Any,
-                vec![audited],
-            ))
-            .await
-            .unwrap();
+            r#"{"type":"Audited","by":"someone"}"#,
+        )
+        .await;
         check(&store).await.unwrap();
 
         // 3 units received, 1 reserved: 1,000 g left, through today's types.
@@ -716,18 +717,14 @@ mod section_9 {
 
         let store = MemoryStore::new();
         let apples = StreamId::new("product-apples").unwrap();
-        let received = crossfold::core::EventData::new(
+        write_stored(
+            &store,
+            &apples,
+            ExpectedVersion::NoStream,
             "Received",
-            crossfold::core::Payload::json(r#"{"type":"Received","quantity":1000}"#),
-        );
-        store
-            .append(crossfold::core::AppendRequest::new().stream(
-                apples.clone(),
-                ExpectedVersion::NoStream,
-                vec![received],
-            ))
-            .await
-            .unwrap();
+            r#"{"type":"Received","quantity":1000}"#,
+        )
+        .await;
         let before = executor(&store);
         for i in 0..999 {
             before

@@ -98,16 +98,13 @@ pub(super) async fn add_parts<B: Backend, Cmd: Command>(
     }
     // Parts kept in snapshots start from the latest one: only the events after it are read.
     let mut starts = Vec::new();
-    if use_cache {
-        let missed: Vec<StreamId> = reads.iter().map(|r| r.stream.clone()).collect();
-        if let Some(found) = snapshot::parts::<B, Cmd>(backend, &missed).await {
-            for (read, start) in reads.iter_mut().zip(&found) {
-                if let Some((_, version)) = start {
-                    read.after = *version;
-                }
+    if use_cache && let Some(found) = snapshot::parts::<B, Cmd>(backend, &reads).await {
+        for (read, start) in reads.iter_mut().zip(&found) {
+            if let Some((_, version)) = start {
+                read.after = *version;
             }
-            starts = found;
         }
+        starts = found;
     }
     // At most two rounds: a snapshot ahead of its stream is dropped and the stream read whole.
     while !reads.is_empty() {

@@ -6,7 +6,7 @@
 //! reflects, the events after those versions are read and folded onto it, and the append checks
 //! every version as always.
 
-use crossfold_core::{Command, ReadSet, StreamId, StreamVersion};
+use crossfold_core::{Command, ReadSet, StreamId, StreamRead, StreamVersion};
 
 use crate::error::Error;
 use crate::snapshots::{Format, Keeper};
@@ -15,23 +15,23 @@ use super::loader::Backend;
 use super::refresh::{Refresh, refresh_above};
 use super::working::{Part, Working};
 
-/// The snapshots of per-stream parts for `ids`, in order (each with the version it reflects),
-/// or `None` when this state is not kept in snapshots.
+/// The snapshots of the per-stream parts the reads are for, in order (each with the version it
+/// reflects), or `None` (having allocated nothing) when this state is not kept in snapshots.
 #[allow(clippy::type_complexity, reason = "one use, next to its only caller")]
 pub(super) async fn parts<B: Backend, Cmd: Command>(
     backend: &B,
-    ids: &[StreamId],
+    reads: &[StreamRead],
 ) -> Option<Vec<Option<(Part<Cmd::State>, StreamVersion)>>> {
     let (keeper, format) = backend.loader().snapshot_format::<Cmd::State>()?;
-    let keys: Vec<Vec<StreamId>> = ids.iter().map(|id| vec![id.clone()]).collect();
+    let keys: Vec<Vec<StreamId>> = reads.iter().map(|r| vec![r.stream.clone()]).collect();
     let found = keeper.load(format, &keys).await;
     Some(
         found
             .into_iter()
-            .zip(ids)
-            .map(|(snapshot, id)| {
+            .zip(&keys)
+            .map(|(snapshot, key)| {
                 let snapshot = snapshot?;
-                if snapshot.streams.as_slice() != std::slice::from_ref(id)
+                if snapshot.streams != *key
                     || !snapshot.discovered.is_empty()
                     || snapshot.versions.len() != 1
                 {
