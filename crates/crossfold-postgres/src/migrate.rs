@@ -176,6 +176,14 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 12,
+        name: "group_commit_in_one_pass",
+        sql: include_str!("../migrations/0012_group_commit_in_one_pass.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
 
 /// What the database records: the schema, and its migrations.
@@ -669,6 +677,10 @@ mod tests {
             (
                 "3db64ff9f987766a63d88a32d3f97041d57ebb805795cbcc6adb660e49ba0416",
                 "fcd8879860a1a59724eeeea4da1eff186a4e7ed00c2c013c42f2139317284481",
+            ),
+            (
+                "00b24f19b9df00d40645602942c7528369912038c41046317b40216dd58c0a71",
+                "751fa1a8b0bf26b5f86a80fd4e2b60bbb5c738cecac68a71e6a8402d71d32e1f",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

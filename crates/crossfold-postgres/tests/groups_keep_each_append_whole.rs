@@ -420,3 +420,117 @@ async fn without_the_group_function_appends_go_alone() {
         );
     }
 }
+
+/// The transaction ids (`xmin`) that wrote the events of `streams`: one for a group written in
+/// one pass (migration 12: one subtransaction for all that the group writes), one per request
+/// when the group went request after request.
+async fn writers_of(schema: &str, streams: &[&str]) -> i64 {
+    let list = streams
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    raw_client()
+        .await
+        .query_one(
+            &format!(
+                "SELECT count(DISTINCT xmin::text) FROM {schema}.events \
+                 WHERE stream_id IN ({list})"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_decided_and_written_in_one_pass_unless_a_unique_key_refuses_it() {
+    let store = fresh_store_in(Commit::Grouped).await;
+    let schema = store.schema().to_owned();
+    store
+        .append(AppendRequest::new().stream(sid("p-b"), ExpectedVersion::NoStream, events("B", 2)))
+        .await
+        .unwrap();
+    // Single- and multi-stream requests, a new stream, a check, two requests on one stream and
+    // a refused one: decided in one pass, all that holds written by one subtransaction.
+    let outcomes = store
+        .append_together(vec![
+            AppendRequest::new().stream(sid("p-a"), ExpectedVersion::NoStream, events("A", 1)),
+            AppendRequest::new()
+                .stream(sid("p-b"), ExpectedVersion::Exact(v(2)), events("B", 1))
+                .check(sid("p-z"), ExpectedVersion::NoStream)
+                .stream(sid("p-c"), ExpectedVersion::Any, events("C", 2)),
+            AppendRequest::new().stream(sid("p-b"), ExpectedVersion::Exact(v(2)), events("B", 1)),
+            AppendRequest::new().stream(sid("p-a"), ExpectedVersion::Exact(v(1)), events("A", 3)),
+        ])
+        .await;
+    assert_eq!(
+        outcomes[0].as_ref().unwrap().version_of(&sid("p-a")),
+        Some(v(1))
+    );
+    let second = outcomes[1].as_ref().unwrap();
+    assert_eq!(second.version_of(&sid("p-b")), Some(v(3)));
+    assert_eq!(second.version_of(&sid("p-c")), Some(v(2)));
+    assert!(
+        matches!(&outcomes[2], Err(StoreError::Conflict(c)) if c[0].actual == v(3)),
+        "{:?}",
+        outcomes[2]
+    );
+    assert_eq!(
+        outcomes[3].as_ref().unwrap().version_of(&sid("p-a")),
+        Some(v(4))
+    );
+    assert_eq!(writers_of(&schema, &["p-a", "p-c"]).await, 1);
+    // The checked stream got its row at version 0, as `append` gives it.
+    let row: i64 = raw_client()
+        .await
+        .query_one(
+            &format!("SELECT version FROM {schema}.streams WHERE stream_id = 'p-z'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(row, 0);
+    let read = store.read_stream(&sid("p-a"), v(0), 10).await.unwrap();
+    assert_eq!(
+        read.events
+            .iter()
+            .map(|e| e.stream_version)
+            .collect::<Vec<_>>(),
+        [v(1), v(2), v(3), v(4)]
+    );
+
+    // An event id already stored: the one pass rolls back and the group goes request after
+    // request, each in a subtransaction of its own, in the same transaction.
+    let stored = json_event("Stored", "{}");
+    store
+        .append(AppendRequest::new().stream(
+            sid("q-0"),
+            ExpectedVersion::NoStream,
+            vec![stored.clone()],
+        ))
+        .await
+        .unwrap();
+    let outcomes = store
+        .append_together(vec![
+            AppendRequest::new().stream(sid("q-a"), ExpectedVersion::NoStream, events("A", 1)),
+            AppendRequest::new().stream(sid("q-b"), ExpectedVersion::Any, vec![stored.clone()]),
+            AppendRequest::new().stream(sid("q-c"), ExpectedVersion::NoStream, events("C", 1)),
+        ])
+        .await;
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert!(
+        matches!(&outcomes[1], Err(StoreError::DuplicateEvent(id)) if *id == stored.event_id),
+        "{:?}",
+        outcomes[1]
+    );
+    let (a, c) = (outcomes[0].as_ref().unwrap(), outcomes[2].as_ref().unwrap());
+    assert_eq!(
+        a.events[0].position.commit(),
+        c.events[0].position.commit(),
+        "one transaction for the group"
+    );
+    assert_eq!(writers_of(&schema, &["q-a", "q-c"]).await, 2);
+}
