@@ -184,6 +184,13 @@ BEGIN
         RAISE EXCEPTION 'a stream''s event count is negative or an event''s offset is below 1'
             USING ERRCODE = 'check_violation';
     END IF;
+    -- A stream or an expected version that is NULL would not be refused by the checks below
+    -- (a comparison with NULL is neither true nor false): refuse the call, as `append` refuses
+    -- such a request when its statements meet the NULL.
+    IF array_position(p_streams, NULL) IS NOT NULL OR array_position(p_expected, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'a stream id or an expected version of a group is NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
 
     -- At the top level, before anything gives the transaction an id: the announcement
     -- (register_append, inline as in append_one) and the once-per-session checks. A setting

@@ -679,8 +679,8 @@ mod tests {
                 "fcd8879860a1a59724eeeea4da1eff186a4e7ed00c2c013c42f2139317284481",
             ),
             (
-                "00b24f19b9df00d40645602942c7528369912038c41046317b40216dd58c0a71",
-                "751fa1a8b0bf26b5f86a80fd4e2b60bbb5c738cecac68a71e6a8402d71d32e1f",
+                "9bb3604da85ea43ad320ca4bd746bc40313871cd8a3507aba906c86fcaf7c331",
+                "fbd8968e8aa3cd4355f08f6e6a95ab962ffe1bd4558817285c38cd784113302e",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

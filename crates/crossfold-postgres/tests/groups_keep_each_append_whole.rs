@@ -225,6 +225,12 @@ async fn the_group_function_checks_what_it_is_given() {
             "'[0:1]={x,y}'::text[]",
             "ARRAY['{}', '{}']::jsonb[]",
         ),
+        // A stream that is NULL: it would sort after the others and compare with none.
+        call(
+            "ARRAY[1, 1], ARRAY[1, 1], ARRAY[1, 1]",
+            "ARRAY['x', NULL]",
+            "ARRAY['{}', '{}']::jsonb[]",
+        ),
     ];
     for statement in &refused {
         let err = client.batch_execute(statement).await.unwrap_err();
