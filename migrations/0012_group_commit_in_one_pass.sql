@@ -14,8 +14,8 @@
 -- 2. The group's distinct streams are found (one statement sorts the requests' streams), and
 --    each one's turn key tried (migration 10: a stream whose turn another session holds or
 --    waits for refuses every request that writes or checks it, marked "turn").
--- 3. The stream rows are locked at the top level in ascending order, as before, and their
---    versions read.
+-- 3. The stream rows are locked at the top level in ascending order, as before, each read by
+--    the statement that locks it (a row created after that is met by the INSERT of step 5).
 -- 4. Request after request, in order, each one's expected versions are checked against the
 --    versions as the requests before it left them (two requests of a group may share a
 --    stream: the second sees the first's events). A request whose versions do not hold is
@@ -90,9 +90,6 @@ DECLARE
     v   bigint;
     e   bigint;
     c   integer;
-    lock_streams text[];
-    lock_written boolean[];
-    all_written  boolean;
     give_way     boolean := coalesce(current_setting('crossfold.give_way', true) = 'on', false);
     -- The group's distinct streams, in ascending order, and what is known of each.
     g_streams   text[];
@@ -109,6 +106,7 @@ DECLARE
     found_v     bigint[];
     -- Each request stream's version before its request, and what each event becomes.
     slot_base   bigint[];
+    slot_seen   integer[];
     ev_keep     boolean[];
     ev_stream   text[];
     ev_version  bigint[];
@@ -280,28 +278,25 @@ BEGIN
                 USING ERRCODE = 'internal_error';
         END IF;
     ELSE
-        SELECT array_agg(t.s ORDER BY t.s), array_agg(t.written ORDER BY t.s), bool_and(t.written)
-            INTO lock_streams, lock_written, all_written
-            FROM unnest(g_streams, g_checked, g_written) t(s, w, written)
-            WHERE t.w;
-        IF all_written THEN
-            PERFORM FROM %1$I.streams st WHERE st.stream_id = ANY(lock_streams)
-                ORDER BY st.stream_id FOR NO KEY UPDATE;
-        ELSIF lock_streams IS NOT NULL THEN
-            FOR i IN 1 .. cardinality(lock_streams) LOOP
-                IF lock_written[i] THEN
-                    PERFORM FROM %1$I.streams st WHERE st.stream_id = lock_streams[i]
-                        FOR NO KEY UPDATE;
-                ELSE
-                    PERFORM FROM %1$I.streams st WHERE st.stream_id = lock_streams[i] FOR SHARE;
-                END IF;
-            END LOOP;
-        END IF;
-        SELECT array_agg(st.stream_id IS NOT NULL ORDER BY d.g),
-               array_agg(coalesce(st.version, 0) ORDER BY d.g)
-            INTO g_exists, g_before
-            FROM unnest(g_streams) WITH ORDINALITY d(s, g)
-            LEFT JOIN %1$I.streams st ON st.stream_id = d.s;
+        -- One stream after the other, in the ascending ("C") order of g_streams, each locked
+        -- and read by the same statement: a row that does not exist yet when it is locked
+        -- counts as absent, and should another transaction create it meanwhile, the INSERT
+        -- below meets it (a unique violation) and the group goes request after request.
+        FOR g IN 1 .. cardinality(g_streams) LOOP
+            IF g_written[g] THEN
+                SELECT st.version INTO v FROM %1$I.streams st
+                    WHERE st.stream_id = g_streams[g] FOR NO KEY UPDATE;
+            ELSIF g_checked[g] THEN
+                SELECT st.version INTO v FROM %1$I.streams st
+                    WHERE st.stream_id = g_streams[g] FOR SHARE;
+            ELSE
+                SELECT st.version INTO v FROM %1$I.streams st WHERE st.stream_id = g_streams[g];
+            END IF;
+            IF FOUND THEN
+                g_exists[g] := true;
+                g_before[g] := v;
+            END IF;
+        END LOOP;
     END IF;
     g_version := g_before;
     g_touched := array_fill(false, ARRAY[cardinality(g_streams)]);
@@ -309,6 +304,7 @@ BEGIN
     -- Request after request, in order: its conditions against the versions the requests
     -- before it left; what it writes if they hold.
     slot_base := array_fill(0::bigint, ARRAY[s0]);
+    slot_seen := array_fill(0, ARRAY[s0]);
     ev_keep := array_fill(false, ARRAY[e0]);
     ev_stream := array_fill(NULL::text, ARRAY[e0]);
     ev_version := array_fill(NULL::bigint, ARRAY[e0]);
@@ -325,13 +321,19 @@ BEGIN
         conflicts := NULL;
         FOR q IN s0 + 1 .. s0 + ns LOOP
             g := slot_g[q];
+            IF q > s0 + 1 AND g = ANY(slot_g[s0 + 1 : q - 1]) THEN
+                RAISE EXCEPTION 'append %% of a group names stream %% twice', i, p_streams[q]
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
             e := p_expected[q];
             c := p_counts[q];
             v := g_version[g];
             IF c = 0 AND e = -1 THEN
                 CONTINUE;
             END IF;
-            IF g_blocked[g] THEN
+            -- As `append`: a turn refuses a stream only until the request has a conflict;
+            -- after one, the streams are only checked.
+            IF g_blocked[g] AND conflicts IS NULL THEN
                 conflicts := coalesce(conflicts, '[]')
                     || jsonb_build_object('stream', p_streams[q], 'actual', v, 'turn', true);
             ELSIF NOT (e = -1 OR (e = -2 AND v > 0) OR v = e) THEN
@@ -351,10 +353,18 @@ BEGIN
                     g_touched[g] := true;
                 END IF;
             END LOOP;
+            -- Each stream's events are its next versions, one after the other: offsets 1, 2, ...
+            -- up to its count, as the store sends them (slot_seen counts them). Anything else
+            -- would write versions its stream row does not say.
             FOR j IN 1 .. ne LOOP
                 q := p_event_stream[e0 + j];
                 IF q IS NULL OR q < 1 OR q > ns THEN
                     RAISE EXCEPTION 'an event of append %% names stream %% of %%', i, q, ns
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                slot_seen[s0 + q] := slot_seen[s0 + q] + 1;
+                IF p_event_offset[e0 + j] <> slot_seen[s0 + q] THEN
+                    RAISE EXCEPTION 'event %% of append %% is not the next of its stream', j, i
                         USING ERRCODE = 'invalid_parameter_value';
                 END IF;
                 ev_keep[e0 + j] := true;
@@ -363,6 +373,13 @@ BEGIN
                 IF nm > 0 THEN
                     ev_meta[e0 + j] := coalesce(CASE WHEN j <= nm THEN p_metadata[m0 + j] END,
                                                 p_metadata[m0 + 1]);
+                END IF;
+            END LOOP;
+            FOR q IN s0 + 1 .. s0 + ns LOOP
+                IF slot_seen[q] <> p_counts[q] THEN
+                    RAISE EXCEPTION 'append %% counts %% events for stream %% and sends %%',
+                        i, p_counts[q], p_streams[q], slot_seen[q]
+                        USING ERRCODE = 'invalid_parameter_value';
                 END IF;
             END LOOP;
             kept := kept + ne;
@@ -447,7 +464,8 @@ BEGIN
                 message := 'version conflict';
                 detail := r_detail[i];
             END IF;
-            constraint_name := NULL;
+            -- What GET STACKED DIAGNOSTICS gave for a refusal in migration 8: '' when none.
+            constraint_name := CASE WHEN r_held[i] THEN NULL ELSE '' END;
             RETURN NEXT;
             s0 := s0 + ns;
             e0 := e0 + ne;

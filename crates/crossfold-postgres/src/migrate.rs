@@ -679,8 +679,8 @@ mod tests {
                 "fcd8879860a1a59724eeeea4da1eff186a4e7ed00c2c013c42f2139317284481",
             ),
             (
-                "9bb3604da85ea43ad320ca4bd746bc40313871cd8a3507aba906c86fcaf7c331",
-                "fbd8968e8aa3cd4355f08f6e6a95ab962ffe1bd4558817285c38cd784113302e",
+                "8db5a7b318540650f92fe2f47cce8b79a434db66f900d6db199fd8bbfa4438ab",
+                "c9f425173d5324a63b9c5b8c66814f0ec6265285cf8f01133e23dda38f961661",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

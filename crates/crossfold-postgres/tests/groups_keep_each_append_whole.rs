@@ -231,6 +231,19 @@ async fn the_group_function_checks_what_it_is_given() {
             "ARRAY['x', NULL]",
             "ARRAY['{}', '{}']::jsonb[]",
         ),
+        // One append naming a stream twice.
+        call(
+            "ARRAY[2], ARRAY[2], ARRAY[2]",
+            "ARRAY['x', 'x']",
+            "ARRAY['{}', '{}']::jsonb[]",
+        ),
+        // One append whose two events both say they are the first of stream x (and y, counted
+        // for one event, gets none): versions the stream row would not say.
+        call(
+            "ARRAY[2], ARRAY[2], ARRAY[2]",
+            "ARRAY['x', 'y']",
+            "ARRAY['{}', '{}']::jsonb[]",
+        ),
     ];
     for statement in &refused {
         let err = client.batch_execute(statement).await.unwrap_err();
@@ -539,4 +552,77 @@ async fn a_group_is_decided_and_written_in_one_pass_unless_a_unique_key_refuses_
         "one transaction for the group"
     );
     assert_eq!(writers_of(&schema, &["q-a", "q-c"]).await, 2);
+}
+
+/// A group that checks a stream which another transaction creates while the group waits for
+/// another row: the check is decided against a row the group holds until it commits (or as
+/// absent, and the group's write of the row then falls back to going request after request),
+/// never against a row it read without a lock — someone else could then change the stream
+/// before the group commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_stream_created_while_the_group_waits_stays_locked_until_it_commits() {
+    let store = fresh_store_in(Commit::Grouped).await;
+    let schema = store.schema().to_owned();
+    store
+        .append(AppendRequest::new().stream(sid("tz"), ExpectedVersion::NoStream, events("Z", 1)))
+        .await
+        .unwrap();
+    // Another transaction creates `ts` (not committed yet) and one holds `tz`.
+    let mut creator = raw_client().await;
+    let creating = creator.transaction().await.unwrap();
+    creating
+        .batch_execute(&format!(
+            "INSERT INTO {schema}.streams (stream_id, version) VALUES ('ts', 0)"
+        ))
+        .await
+        .unwrap();
+    let mut holder = raw_client().await;
+    let holding = holder.transaction().await.unwrap();
+    holding
+        .batch_execute(&format!(
+            "SELECT 1 FROM {schema}.streams WHERE stream_id = 'tz' FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    // The group: check `ts` absent (version 0), write one event to `tz`. It locks `ts` (no
+    // row yet), then waits for `tz`.
+    let group_schema = schema.clone();
+    let group = tokio::spawn(async move {
+        let client = raw_client().await;
+        client.batch_execute("BEGIN").await.unwrap();
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT refused FROM {group_schema}.append_group(ARRAY[1, 1], ARRAY[0, 1], \
+                     ARRAY[0, 1], ARRAY['ts', 'tz'], ARRAY[0, -1]::int8[], ARRAY[0, 1], \
+                     ARRAY[1], ARRAY[1], ARRAY['0190b4d2-0000-7000-8000-0000000000d1'::uuid], \
+                     ARRAY['E'], ARRAY[1], ARRAY['{{}}']::jsonb[], ARRAY[NULL]::bytea[], \
+                     ARRAY['{{}}']::jsonb[])"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let refused: Vec<Option<String>> = rows.iter().map(|r| r.get(0)).collect();
+        (client, refused)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    creating.commit().await.unwrap();
+    holding.commit().await.unwrap();
+    let (client, refused) = group.await.unwrap();
+    assert_eq!(refused, [None, None], "both appends hold");
+    // The group's transaction is still open: `ts` must be locked by it.
+    let other = raw_client().await;
+    other
+        .batch_execute("SET lock_timeout = '300ms'")
+        .await
+        .unwrap();
+    let err = other
+        .batch_execute(&format!(
+            "UPDATE {schema}.streams SET version = 1 WHERE stream_id = 'ts'"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("55P03"), "{err:?}");
+    client.batch_execute("ROLLBACK").await.unwrap();
 }
