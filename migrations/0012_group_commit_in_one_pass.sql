@@ -107,7 +107,6 @@ DECLARE
     -- Each request stream's version before its request, and what each event becomes.
     slot_base   bigint[];
     slot_seen   integer[];
-    ev_keep     boolean[];
     ev_stream   text[];
     ev_version  bigint[];
     ev_meta     jsonb[];
@@ -305,7 +304,6 @@ BEGIN
     -- before it left; what it writes if they hold.
     slot_base := array_fill(0::bigint, ARRAY[s0]);
     slot_seen := array_fill(0, ARRAY[s0]);
-    ev_keep := array_fill(false, ARRAY[e0]);
     ev_stream := array_fill(NULL::text, ARRAY[e0]);
     ev_version := array_fill(NULL::bigint, ARRAY[e0]);
     ev_meta := array_fill(NULL::jsonb, ARRAY[e0]);
@@ -367,7 +365,6 @@ BEGIN
                     RAISE EXCEPTION 'event %% of append %% is not the next of its stream', j, i
                         USING ERRCODE = 'invalid_parameter_value';
                 END IF;
-                ev_keep[e0 + j] := true;
                 ev_stream[e0 + j] := p_streams[s0 + q];
                 ev_version[e0 + j] := slot_base[s0 + q] + p_event_offset[e0 + j];
                 IF nm > 0 THEN
@@ -421,11 +418,12 @@ BEGIN
                 SELECT u.event_id, u.stream_id, u.stream_version, u.event_type, u.schema_version,
                        u.payload_json, u.payload_bytes, u.metadata
                 FROM unnest(p_event_ids, ev_stream, ev_version, p_event_types, p_schema_versions,
-                            p_payload_json, p_payload_bytes, ev_meta, ev_keep)
+                            p_payload_json, p_payload_bytes, ev_meta)
                      WITH ORDINALITY AS u(event_id, stream_id, stream_version, event_type,
                                           schema_version, payload_json, payload_bytes, metadata,
-                                          keep, ord)
-                WHERE u.keep
+                                          ord)
+                -- The events of the requests that hold: the only ones given a stream.
+                WHERE u.stream_id IS NOT NULL
                 ORDER BY u.ord
                 RETURNING %1$I.events.sequence
             )
@@ -439,7 +437,6 @@ BEGIN
     IF NOT one_by_one THEN
         xid := pg_current_xact_id_if_assigned();
         s0 := 0;
-        e0 := 0;
         kept := 0;
         FOR i IN 1 .. n LOOP
             ns := p_stream_counts[i];
@@ -468,7 +465,6 @@ BEGIN
             constraint_name := CASE WHEN r_held[i] THEN NULL ELSE '' END;
             RETURN NEXT;
             s0 := s0 + ns;
-            e0 := e0 + ne;
         END LOOP;
         RETURN;
     END IF;

@@ -679,8 +679,8 @@ mod tests {
                 "fcd8879860a1a59724eeeea4da1eff186a4e7ed00c2c013c42f2139317284481",
             ),
             (
-                "8db5a7b318540650f92fe2f47cce8b79a434db66f900d6db199fd8bbfa4438ab",
-                "c9f425173d5324a63b9c5b8c66814f0ec6265285cf8f01133e23dda38f961661",
+                "3162d1dbc608fb76d1e6c3a7bfa35c69b6bcf2b8ff4c9ac4100ab2b8558a63bc",
+                "c6525fa83ddbcf703c20e24be6ada37583573586532705f90c6609c3ebb42c90",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());
