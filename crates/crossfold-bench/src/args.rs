@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use crossfold_bench::big_log::Plan;
 use crossfold_bench::campaign::CampaignOptions;
 use crossfold_bench::pairs::PairsOptions;
 use crossfold_bench::{ConcurrencyLimit, Workload};
@@ -219,6 +220,12 @@ pub(crate) enum Command {
     /// a process that just started (new executor, and on PostgreSQL a new pool), with and
     /// without snapshots of the command's state.
     ColdStart(ColdStartArgs),
+    /// W11, the big log (PostgreSQL): 10M events over 1M streams and a stream of 1M events
+    /// loaded through the store's append path, then catch-up from zero, W1, W6 and W6x3 on it
+    /// and on a small log in the same run (as ratios), W1 over every account, a W9 rebuild
+    /// over the whole log, the tables' bytes per event and per stream, and the long stream's
+    /// tail read and first command after a restart, with and without a snapshot.
+    BigLog(BigLogArgs),
     /// One process's share of a run with --processes (started by the run itself).
     #[command(hide = true)]
     Share(ShareArgs),
@@ -383,6 +390,116 @@ pub(crate) enum ProjectionRun {
     /// W10 (PostgreSQL).
     #[value(name = "w10")]
     W10,
+}
+
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub(crate) struct BigLogArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = DEFAULT_URL)]
+    pub(crate) url: String,
+
+    /// Account streams of the big log.
+    #[arg(long, value_name = "N", default_value_t = Plan::ten_million().streams)]
+    pub(crate) streams: usize,
+
+    /// Events in each account stream (an opening and deposits).
+    #[arg(long, value_name = "N", default_value_t = Plan::ten_million().per_stream)]
+    pub(crate) per_stream: u64,
+
+    /// Events of one more account stream, written beside the others (0: none).
+    #[arg(long, value_name = "N", default_value_t = Plan::ten_million().long_stream)]
+    pub(crate) long_stream: u64,
+
+    /// Account streams of the small log the big one is compared with.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub(crate) small_streams: usize,
+
+    /// New streams per append while loading.
+    #[arg(long, value_name = "N", default_value_t = Plan::ten_million().streams_per_append)]
+    pub(crate) streams_per_append: usize,
+
+    /// Appends in flight while loading.
+    #[arg(long, value_name = "N", default_value_t = Plan::ten_million().workers)]
+    pub(crate) loaders: usize,
+
+    /// Measure the big log in this schema: loaded there when it holds no log, counted and
+    /// measured again when it does (an earlier run's, kept); never dropped.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) schema: Option<String>,
+
+    /// Keep the big log's schema afterwards (its name is printed).
+    #[arg(long)]
+    pub(crate) keep: bool,
+
+    /// Measured time of each workload.
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = seconds)]
+    pub(crate) duration: Duration,
+
+    /// Warm-up time of each workload.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    pub(crate) warmup: Duration,
+
+    /// Operations in flight.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub(crate) concurrency: usize,
+
+    /// PostgreSQL connections of the store's pool.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub(crate) pool: usize,
+
+    /// Catch-ups from zero timed on each log (the fastest counts).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub(crate) catch_up_rounds: usize,
+
+    /// Events per read of the catch-up.
+    #[arg(long, value_name = "N", default_value_t = 5_000)]
+    pub(crate) catch_up_batch: usize,
+
+    /// Also run W1 over every account of the big log (not only the 10,000 both logs share).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub(crate) spread: bool,
+
+    /// Also rebuild W9's balance projection over the whole big log.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub(crate) rebuild: bool,
+
+    /// Events per batch of the W9 rebuild.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub(crate) rebuild_batch: usize,
+
+    /// Reads of the long stream's last 100 events timed.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub(crate) tail_samples: usize,
+
+    /// Restarts measured with snapshots on the long stream.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub(crate) samples: usize,
+
+    /// Restarts measured without snapshots (each folds the whole long stream).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub(crate) plain_samples: usize,
+
+    /// The snapshot policy: a snapshot every N events folded.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub(crate) every: u64,
+
+    /// Also write every figure to this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+}
+
+impl BigLogArgs {
+    /// What the big log's load writes.
+    pub(crate) fn plan(&self) -> Plan {
+        Plan {
+            streams: self.streams,
+            per_stream: self.per_stream,
+            long_stream: self.long_stream,
+            streams_per_append: self.streams_per_append,
+            workers: self.loaders,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -171,7 +171,7 @@ async fn fill<S: EventStore + Clone>(
 }
 
 /// `samples` new processes, each timing its first command (a deposit) on the account.
-async fn restarts<S, F, Fut>(
+pub(crate) async fn restarts<S, F, Fut>(
     samples: usize,
     start: &F,
     account: &StreamId,

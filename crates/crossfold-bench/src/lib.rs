@@ -27,6 +27,7 @@
 //! ```
 
 pub mod bank;
+pub mod big_log;
 pub mod campaign;
 pub mod counter;
 pub mod memory;

@@ -343,44 +343,7 @@ async fn w9_postgres_in(
     // The last event written, not the store's head: a transaction held open elsewhere on the
     // server can keep the head (what readers see) behind what was written.
     let last = load(store, args.events, args.accounts).await?;
-    let table = format!("{schema}.w9_balances");
-    psql(
-        &args.url,
-        &format!("CREATE TABLE {table} (account text PRIMARY KEY, balance bigint NOT NULL)"),
-    )
-    .await?;
-    let checkpoints = PgCheckpoints::new(store);
-    let mut runner = ProjectionRunner::new(
-        store.clone(),
-        checkpoints.clone(),
-        RunnerOptions::default().owner("bench"),
-    );
-    let started = Instant::now();
-    runner.spawn(
-        PgBalances {
-            table: table.clone(),
-        },
-        ProjectionOptions::default().batch_size(args.batch),
-    );
-    loop {
-        let record = checkpoints
-            .get("w9")
-            .await
-            .map_err(|e| ErrorChain(&e).to_string())?;
-        if record.is_some_and(|r| r.position >= last) {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(1800) {
-            return Err("did not finish in 30 minutes".into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    runner.shutdown().await;
-    let total: i64 = psql(&args.url, &format!("SELECT sum(balance) FROM {table}"))
-        .await?
-        .parse()
-        .map_err(|_| "no sum")?;
+    let (secs, total) = rebuild_balances(&args.url, store, schema, last, args.batch).await?;
     if total != args.events as i64 {
         return Err(format!("the balances sum to {total}, not {}", args.events));
     }
@@ -397,6 +360,57 @@ async fn w9_postgres_in(
         rate / floor
     );
     Ok(())
+}
+
+/// Rebuilds W9's balances (a table `w9_balances` in `schema`, created here) from position
+/// zero until the checkpoint reaches `last`: the seconds it took and the balances' sum.
+pub(crate) async fn rebuild_balances(
+    url: &str,
+    store: &PgEventStore,
+    schema: &str,
+    last: Position,
+    batch: usize,
+) -> Result<(f64, i64), String> {
+    let table = format!("{schema}.w9_balances");
+    psql(
+        url,
+        &format!("CREATE TABLE {table} (account text PRIMARY KEY, balance bigint NOT NULL)"),
+    )
+    .await?;
+    let checkpoints = PgCheckpoints::new(store);
+    let mut runner = ProjectionRunner::new(
+        store.clone(),
+        checkpoints.clone(),
+        RunnerOptions::default().owner("bench"),
+    );
+    let started = Instant::now();
+    runner.spawn(
+        PgBalances {
+            table: table.clone(),
+        },
+        ProjectionOptions::default().batch_size(batch),
+    );
+    loop {
+        let record = checkpoints
+            .get("w9")
+            .await
+            .map_err(|e| ErrorChain(&e).to_string())?;
+        if record.is_some_and(|r| r.position >= last) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            runner.shutdown().await;
+            return Err("did not finish in 30 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    runner.shutdown().await;
+    let total: i64 = psql(url, &format!("SELECT sum(balance) FROM {table}"))
+        .await?
+        .parse()
+        .map_err(|_| "no sum")?;
+    Ok((secs, total))
 }
 
 /// A unit that remembers when the events it applies were created.

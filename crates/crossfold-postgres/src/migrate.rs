@@ -184,6 +184,14 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 13,
+        name: "category_statistics",
+        sql: include_str!("../migrations/0013_category_statistics.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
 
 /// What the database records: the schema, and its migrations.
@@ -681,6 +689,10 @@ mod tests {
             (
                 "3162d1dbc608fb76d1e6c3a7bfa35c69b6bcf2b8ff4c9ac4100ab2b8558a63bc",
                 "c6525fa83ddbcf703c20e24be6ada37583573586532705f90c6609c3ebb42c90",
+            ),
+            (
+                "962f8df96c59b32724dd5c4f0c776333d0d2ad1c192949534159ee06ab62574a",
+                "cd582fccf17c9e67a04fb53b36e08189ccae08348bc031f145324366c810b953",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());
