@@ -226,6 +226,11 @@ pub(crate) enum Command {
     /// over the whole log, the tables' bytes per event and per stream, and the long stream's
     /// tail read and first command after a restart, with and without a snapshot.
     BigLog(BigLogArgs),
+    /// A long run at a steady rate (PostgreSQL): deposits and transfers, a live projection and
+    /// a process manager, sampled every interval (memory, descriptors, connections, latency,
+    /// projection lag, the log's growth) into soak.csv and soak.svg, then verified and judged
+    /// (RSS flat after the warm-up, p99 stable, no error).
+    Soak(SoakArgs),
     /// One process's share of a run with --processes (started by the run itself).
     #[command(hide = true)]
     Share(ShareArgs),
@@ -390,6 +395,60 @@ pub(crate) enum ProjectionRun {
     /// W10 (PostgreSQL).
     #[value(name = "w10")]
     W10,
+}
+
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub(crate) struct SoakArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = DEFAULT_URL)]
+    pub(crate) url: String,
+
+    /// How long to run.
+    #[arg(long, value_name = "TIME", default_value = "60m", value_parser = seconds)]
+    pub(crate) duration: Duration,
+
+    /// Commands per second, arriving at a steady rate whatever their latency.
+    #[arg(long, value_name = "N", default_value_t = 200.0)]
+    pub(crate) rate: f64,
+
+    /// Share of the commands that are transfers (W2), in percent; the others are deposits (W1).
+    #[arg(long, value_name = "PERCENT", default_value_t = 25, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) transfer_share: u8,
+
+    /// Commands in flight at most; an arrival that finds them all busy is shed and counted.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub(crate) max_in_flight: usize,
+
+    /// Accounts, opened before the run.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub(crate) accounts: usize,
+
+    /// PostgreSQL connections of the store's pool.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub(crate) pool: usize,
+
+    /// Time between samples.
+    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = seconds)]
+    pub(crate) sample_every: Duration,
+
+    /// Samples left out of the verdict at the start (the warm-up).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub(crate) warm_up_samples: usize,
+
+    /// The executor's cache of folded command states, in MiB (its default is 64). Every
+    /// transfer and receipt is a new stream, so the caches fill up to their budget over the
+    /// run; budgets smaller than the defaults reach that steady state within the warm-up.
+    #[arg(long, value_name = "MIB", default_value_t = 4)]
+    pub(crate) state_cache_mib: usize,
+
+    /// The executor's cache of recent stream events, in MiB (its default is 256).
+    #[arg(long, value_name = "MIB", default_value_t = 8)]
+    pub(crate) event_cache_mib: usize,
+
+    /// Directory for soak.csv and soak.svg.
+    #[arg(long, value_name = "DIR", default_value = "soak-out")]
+    pub(crate) out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -21,7 +21,7 @@ use crossfold_core::{
 use crate::bank::{BankEvent, account_stream};
 use crate::runner::{SetUp, Share, combine, run_share};
 use crate::verify::{Expectation, verify};
-use crate::{LoadError, LoadOptions, LoadReport};
+use crate::{LoadError, LoadOptions, LoadReport, Verification};
 
 /// Opening balance of every account the load writes, in cents (as the workloads' setup).
 pub const OPENING_BALANCE: i64 = 1_000_000;
@@ -246,6 +246,28 @@ where
 {
     let share = run_share(store.clone(), options, Share::default(), async { Ok(()) }).await?;
     combine(store, options, before, vec![share]).await
+}
+
+/// Verifies the whole log against what it should hold (`expected`: the money in its accounts
+/// and every event in it), and the stored versions of `accounts` against the log, as the end
+/// of every run of the harness does.
+pub async fn check<S: EventStore>(
+    store: &S,
+    accounts: &[StreamId],
+    expected: &SetUp,
+) -> Result<Verification, LoadError> {
+    verify(
+        store,
+        &Expectation {
+            accounts,
+            total_money: expected.money,
+            events_written: expected.events,
+            batch_streams: false,
+            numbered: false,
+        },
+    )
+    .await
+    .map_err(LoadError::Verify)
 }
 
 /// What the log holds after a verified run: the next run's starting point.

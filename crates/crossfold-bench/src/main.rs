@@ -15,6 +15,7 @@ mod cold_start;
 mod floor;
 mod processes;
 mod projections;
+mod soak;
 mod w11;
 
 use std::process::ExitCode;
@@ -47,6 +48,7 @@ async fn main() -> ExitCode {
         Some(Command::Share(args)) => processes::share(args).await,
         Some(Command::ColdStart(args)) => cold_start::cold_start(args).await,
         Some(Command::BigLog(args)) => w11::big_log(args).await,
+        Some(Command::Soak(args)) => soak::soak(args).await,
         None => load(cli.load).await,
     }
 }

@@ -190,9 +190,19 @@ async fn w9_memory(args: &ProjectionsArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The name of W9's balance projection (its checkpoint's).
+pub(crate) const BALANCES_PROJECTION: &str = "w9";
+
 /// W9 on PostgreSQL: one batched upsert per batch, in the checkpoint's transaction.
-struct PgBalances {
+pub(crate) struct PgBalances {
     table: String,
+}
+
+impl PgBalances {
+    /// Balances upserted into `table` (`account text PRIMARY KEY, balance bigint`).
+    pub(crate) fn new(table: String) -> Self {
+        Self { table }
+    }
 }
 
 impl Projection for PgBalances {
@@ -200,7 +210,7 @@ impl Projection for PgBalances {
     type Unit = PgUnit;
 
     fn name(&self) -> &str {
-        "w9"
+        BALANCES_PROJECTION
     }
 
     fn filter(&self) -> LogFilter {
@@ -392,7 +402,7 @@ pub(crate) async fn rebuild_balances(
     );
     loop {
         let record = checkpoints
-            .get("w9")
+            .get(BALANCES_PROJECTION)
             .await
             .map_err(|e| ErrorChain(&e).to_string())?;
         if record.is_some_and(|r| r.position >= last) {
