@@ -9,13 +9,15 @@
 -- a batch of 1,000 from the start of a log of a few hundred thousand events looked cheaper as a
 -- scan of the whole table and a sort than as a walk of the log index: every such batch read the
 -- whole table. Measured by `crossfold-bench big-log` on a log of 200,000 account events: a
--- projection filtered on the `account` category rebuilt at 24,525 events/s, against 91,066 on
--- the same log before it was analyzed.
+-- projection filtered on the `account` category rebuilt it at 24,525 events/s without these
+-- statistics and at 183,918 events/s with them.
 --
 -- Statistics on the expressions a log read filters on (PostgreSQL 14 and later; on 13 the
 -- guess stays, and the optional category index is the remedy) give the planner the real share
 -- of each category and of system streams. They cost nothing on the write path; ANALYZE (and
--- autovacuum's) samples them with the table.
+-- autovacuum's) samples them with the table. Creating them and the ANALYZE below take the
+-- events table's SHARE UPDATE EXCLUSIVE lock, as a VACUUM does: appends and reads go on, and the
+-- migration waits (up to its lock timeout) for a vacuum or index build under way.
 
 DO $migration$
 BEGIN

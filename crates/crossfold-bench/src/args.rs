@@ -82,6 +82,43 @@ fn seconds(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A schema name the harness can write into SQL as it is: lower-case letters, digits and
+/// underscores, not starting with a digit, at most 63 bytes.
+fn schema_name(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 63
+        && !text.starts_with(|c: char| c.is_ascii_digit())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "expected lower-case letters, digits and underscores (not first), at most 63, not {text:?}"
+        ))
+    }
+}
+
+/// Commands per second: from 0.1 to 100,000.
+fn rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if (0.1..=100_000.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "expected a rate from 0.1 to 100000 per second, not {text:?}"
+        )),
+    }
+}
+
+/// A positive time of at least a second.
+fn interval(text: &str) -> Result<Duration, String> {
+    let duration = seconds(text)?;
+    if duration < Duration::from_secs(1) {
+        return Err("expected at least one second".into());
+    }
+    Ok(duration)
+}
+
 /// How many processes: 1 to 64.
 fn process_count(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
@@ -409,7 +446,7 @@ pub(crate) struct SoakArgs {
     pub(crate) duration: Duration,
 
     /// Commands per second, arriving at a steady rate whatever their latency.
-    #[arg(long, value_name = "N", default_value_t = 200.0)]
+    #[arg(long, value_name = "N", default_value_t = 200.0, value_parser = rate)]
     pub(crate) rate: f64,
 
     /// Share of the commands that are transfers (W2), in percent; the others are deposits (W1).
@@ -420,16 +457,16 @@ pub(crate) struct SoakArgs {
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub(crate) max_in_flight: usize,
 
-    /// Accounts, opened before the run.
-    #[arg(long, value_name = "N", default_value_t = 1_000)]
-    pub(crate) accounts: usize,
+    /// Accounts, opened before the run (at least 2: transfers need two).
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(2..))]
+    pub(crate) accounts: u32,
 
     /// PostgreSQL connections of the store's pool.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub(crate) pool: usize,
 
     /// Time between samples.
-    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = seconds)]
+    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = interval)]
     pub(crate) sample_every: Duration,
 
     /// Samples left out of the verdict at the start (the warm-up).
@@ -484,7 +521,7 @@ pub(crate) struct BigLogArgs {
 
     /// Measure the big log in this schema: loaded there when it holds no log, counted and
     /// measured again when it does (an earlier run's, kept); never dropped.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = schema_name)]
     pub(crate) schema: Option<String>,
 
     /// Keep the big log's schema afterwards (its name is printed).

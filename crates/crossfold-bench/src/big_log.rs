@@ -3,8 +3,8 @@
 //! compared with the same workloads on a small log.
 //!
 //! [`load`] writes `streams` accounts of `per_stream` events each (an opening and deposits
-//! of 1), several new streams per append, and beside them one long account stream whose
-//! events are spread through the log as it grows. [`measure`] runs one workload on the loaded
+//! of 1), several new streams per append, and beside them one long account stream, written
+//! at the others' pace so that its events lie spread through the log. [`measure`] runs one workload on the loaded
 //! store and verifies the whole log afterwards, as every run of the harness does; [`census`]
 //! reads back what a store loaded earlier holds; [`catch_up`] times a subscription reading
 //! the log from position zero.
@@ -55,20 +55,30 @@ impl Plan {
         }
     }
 
-    /// Every event the plan writes.
-    pub fn events(&self) -> u64 {
-        self.streams as u64 * self.per_stream.max(1) + self.long_stream
+    /// Every event the plan writes (an error when the count does not fit in 64 bits).
+    pub fn events(&self) -> Result<u64, LoadError> {
+        (self.streams as u64)
+            .checked_mul(self.per_stream.max(1))
+            .and_then(|n| n.checked_add(self.long_stream))
+            .ok_or_else(|| too_big("events"))
     }
 
-    /// Money in the accounts once the plan is written.
-    pub fn money(&self) -> i64 {
-        let per_account = |events: u64| OPENING_BALANCE + events.saturating_sub(1) as i64;
+    /// Money in the accounts once the plan is written (an error when it does not fit).
+    pub fn money(&self) -> Result<i64, LoadError> {
+        let per_account = |events: u64| {
+            i64::try_from(events.saturating_sub(1))
+                .ok()
+                .and_then(|deposits| OPENING_BALANCE.checked_add(deposits))
+        };
         let long = if self.long_stream > 0 {
             per_account(self.long_stream)
         } else {
-            0
+            Some(0)
         };
-        per_account(self.per_stream.max(1)) * self.streams as i64 + long
+        per_account(self.per_stream.max(1))
+            .and_then(|one| one.checked_mul(i64::try_from(self.streams).ok()?))
+            .and_then(|all| all.checked_add(long?))
+            .ok_or_else(|| too_big("money"))
     }
 
     /// The long stream's account, when the plan writes one.
@@ -84,6 +94,12 @@ impl Plan {
 
 /// Events per append of the long stream.
 const LONG_STREAM_CHUNK: u64 = 1_000;
+/// The most events an account stream of the plan may hold: all go in one append.
+pub const MAX_PER_STREAM: u64 = 10_000;
+
+fn too_big(what: &str) -> LoadError {
+    LoadError::Setup(format!("the plan's {what} do not fit in 64 bits").into())
+}
 
 fn encoded(event: &BankEvent) -> Result<EventData, LoadError> {
     Ok(EventData {
@@ -118,6 +134,17 @@ pub async fn load<S>(store: &S, plan: &Plan, progress: &Arc<AtomicU64>) -> Resul
 where
     S: EventStore + Clone + 'static,
 {
+    let (events, money) = (plan.events()?, plan.money()?);
+    if plan.per_stream > MAX_PER_STREAM {
+        return Err(LoadError::Setup(
+            format!(
+                "at most {MAX_PER_STREAM} events per stream (each stream is written by one \
+                 append), not {}",
+                plan.per_stream
+            )
+            .into(),
+        ));
+    }
     let started = Instant::now();
     let opened = encoded(&BankEvent::Opened {
         initial: OPENING_BALANCE,
@@ -127,16 +154,19 @@ where
     let chunk = plan.streams_per_append.max(1);
     let chunks = plan.streams.div_ceil(chunk);
     let workers = plan.workers.max(1);
-    let mut handles = Vec::new();
+    // The account streams' events written so far: the long stream keeps pace with them.
+    let written = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
     for w in 0..workers {
-        let (store, opened, deposit, progress) = (
+        let (store, opened, deposit, progress, written) = (
             store.clone(),
             opened.clone(),
             deposit.clone(),
             progress.clone(),
+            written.clone(),
         );
         let streams = plan.streams;
-        handles.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             for c in (w..chunks).step_by(workers) {
                 let mut request = AppendRequest::new();
                 for n in c * chunk..((c + 1) * chunk).min(streams) {
@@ -153,16 +183,24 @@ where
                     .await
                     .map_err(|e| LoadError::Setup(e.into()))?;
                 progress.fetch_add(events, Ordering::Relaxed);
+                written.fetch_add(events, Ordering::Relaxed);
             }
             Ok::<(), LoadError>(())
-        }));
+        });
     }
     if let Some(account) = plan.long_account()? {
         let (store, progress) = (store.clone(), progress.clone());
         let (opened, deposit, total) = (opened.clone(), deposit.clone(), plan.long_stream);
-        handles.push(tokio::spawn(async move {
+        let others = events - total;
+        tasks.spawn(async move {
             let mut version = 0;
             while version < total {
+                // Its events lie among the others': each chunk waits until the others have
+                // written as large a share of theirs.
+                let due = (others as u128 * u128::from(version) / u128::from(total)) as u64;
+                while written.load(Ordering::Relaxed) < due {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 let n = LONG_STREAM_CHUNK.min(total - version);
                 store
                     .append(AppendRequest::new().stream(
@@ -176,24 +214,21 @@ where
                 progress.fetch_add(n, Ordering::Relaxed);
             }
             Ok::<(), LoadError>(())
-        }));
+        });
     }
-    let mut first_error = None;
-    for handle in handles {
-        let outcome = handle
-            .await
+    // The first failure stops every writer (what they wrote stays: each append is whole).
+    while let Some(outcome) = tasks.join_next().await {
+        let outcome = outcome
             .map_err(|e| LoadError::Setup(e.into()))
             .and_then(|r| r);
         if let Err(e) = outcome {
-            first_error.get_or_insert(e);
+            tasks.abort_all();
+            return Err(e);
         }
     }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
     Ok(SetUp {
-        money: plan.money(),
-        events: plan.events(),
+        money,
+        events,
         secs: started.elapsed().as_secs_f64(),
     })
 }
@@ -322,8 +357,12 @@ mod tests {
         let loaded = load(&store, &plan, &progress)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(progress.load(Ordering::Relaxed), plan.events());
-        assert_eq!((loaded.events, loaded.money), (plan.events(), plan.money()));
+        let (events, money) = (
+            plan.events().unwrap_or_else(|e| panic!("{e}")),
+            plan.money().unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(progress.load(Ordering::Relaxed), events);
+        assert_eq!((loaded.events, loaded.money), (events, money));
 
         // Read back, the log says the same as the plan.
         let counted = census(&store).await.unwrap_or_else(|e| panic!("{e}"));
@@ -334,7 +373,7 @@ mod tests {
         let (read, _) = catch_up(&store, 500)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(read, plan.events());
+        assert_eq!(read, events);
 
         // A workload on the loaded store verifies against it, and its report gives the next
         // starting point.
@@ -348,7 +387,7 @@ mod tests {
         assert!(report.is_valid(), "{:?}", report.verification.problems);
         assert!(report.operations > 0);
         let next = after(&report).unwrap_or_else(|| panic!("a valid report"));
-        assert_eq!(next.events, plan.events() + report.operations);
+        assert_eq!(next.events, events + report.operations);
 
         // A starting point that is wrong fails verification: the check can fail.
         let wrong = SetUp {
@@ -383,6 +422,24 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(load(&store, &plan, &progress).await.is_err());
         let counted = census(&store).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(counted.events, plan.events());
+        assert_eq!(
+            counted.events,
+            plan.events().unwrap_or_else(|e| panic!("{e}"))
+        );
+    }
+
+    #[test]
+    fn a_plan_too_big_to_count_is_an_error() {
+        let plan = Plan {
+            streams: usize::MAX,
+            per_stream: u64::MAX,
+            ..small_plan()
+        };
+        assert!(plan.events().is_err());
+        assert!(plan.money().is_err());
+        assert_eq!(
+            small_plan().events().unwrap_or_else(|e| panic!("{e}")),
+            1_003 * 4 + 2_500
+        );
     }
 }

@@ -2,10 +2,12 @@
 //! transfers (W2) arriving at a fixed rate, a live projection of balances into a table, and a
 //! process manager issuing one receipt per completed transfer — sampled every interval into a
 //! CSV file and drawn as an SVG chart: the process's memory (RSS), its open file descriptors
-//! and connections, command latency percentiles and rate, the projection's lag, and the
-//! log's growth. At the end the whole log is verified (money conserved, every event once,
-//! one receipt per completed transfer) and the run is judged: RSS flat after the warm-up
-//! (slope under 1 % per hour), p99 stable, no error.
+//! and pool connections, command latency percentiles and rate, the lag of the projection and
+//! of the process manager (a probe transfer per sample: the time from its commit until each
+//! has applied it), and the events table's size. At the end the read side catches up and the
+//! whole log is verified (money conserved, every event once, one receipt per completed
+//! transfer, projected balances equal to the accounts'), and the run is judged: RSS flat after
+//! the warm-up (slope under 1 % per hour), p99 stable, no error, the rate kept.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -83,6 +85,9 @@ impl Command for IssueReceipt {
     }
 }
 
+/// The process manager's name.
+const RECEIPTS: &str = "soak-receipts";
+
 /// One receipt per completed transfer.
 struct Receipts;
 
@@ -91,7 +96,7 @@ impl ProcessManager for Receipts {
     type State = ();
 
     fn name(&self) -> &str {
-        "soak-receipts"
+        RECEIPTS
     }
 
     fn filter(&self) -> crossfold_core::LogFilter {
@@ -148,16 +153,17 @@ struct Sample {
     errors: u64,
     shed: u64,
     projection_lag_ms: f64,
+    manager_lag_ms: f64,
     events: u64,
     events_mib: f64,
 }
 
-const CSV_HEADER: &str = "minute,rss_mib,open_fds,pool_connections,commands_per_sec,p50_ms,p99_ms,max_ms,errors,shed,projection_lag_ms,events_written,events_table_mib";
+const CSV_HEADER: &str = "minute,rss_mib,open_fds,pool_connections,commands_per_sec,p50_ms,p99_ms,max_ms,errors,shed,projection_lag_ms,process_manager_lag_ms,events_written,events_table_mib";
 
 impl Sample {
     fn csv(&self) -> String {
         format!(
-            "{:.2},{:.2},{},{},{:.1},{:.2},{:.2},{:.2},{},{},{:.1},{},{:.2}",
+            "{:.2},{:.2},{},{},{:.1},{:.2},{:.2},{:.2},{},{},{:.1},{:.1},{},{:.2}",
             self.minute,
             self.rss_mib,
             self.fds,
@@ -169,6 +175,7 @@ impl Sample {
             self.errors,
             self.shed,
             self.projection_lag_ms,
+            self.manager_lag_ms,
             self.events,
             self.events_mib
         )
@@ -199,7 +206,7 @@ pub(crate) async fn soak(args: SoakArgs) -> ExitCode {
         Err(e) => Err(e),
     };
     match result {
-        Ok(verdict) => {
+        Ok(true) => {
             let _ = psql(
                 &args.url,
                 &format!(
@@ -207,11 +214,11 @@ pub(crate) async fn soak(args: SoakArgs) -> ExitCode {
                 ),
             )
             .await;
-            if verdict {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            eprintln!("soak: a goal was missed (schema {schema} kept for inspection)");
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("soak failed: {e} (schema {schema} kept for inspection)");
@@ -223,7 +230,7 @@ pub(crate) async fn soak(args: SoakArgs) -> ExitCode {
 /// Runs the soak; `Ok(true)` when every goal held.
 async fn run(args: &SoakArgs, store: PgEventStore, schema: &str) -> Result<bool, String> {
     let accounts: Arc<Vec<StreamId>> = Arc::new(
-        (0..args.accounts)
+        (0..args.accounts as usize)
             .map(account_stream)
             .collect::<Result<_, _>>()
             .map_err(|e| e.to_string())?,
@@ -242,8 +249,8 @@ async fn run(args: &SoakArgs, store: PgEventStore, schema: &str) -> Result<bool,
             .map_err(|e| ErrorChain(&e).to_string())?;
     }
     let set_up = SetUp {
-        money: OPENING_BALANCE * args.accounts as i64,
-        events: args.accounts as u64,
+        money: OPENING_BALANCE * i64::from(args.accounts),
+        events: u64::from(args.accounts),
         secs: 0.0,
     };
 
@@ -316,7 +323,7 @@ async fn run(args: &SoakArgs, store: PgEventStore, schema: &str) -> Result<bool,
         let commands = counters.commands.load(Ordering::Relaxed);
         let errors = counters.errors.load(Ordering::Relaxed);
         let shed = counters.shed.load(Ordering::Relaxed);
-        let lag = projection_lag(&store, &checkpoints).await?;
+        let (lag, manager_lag) = probe(&executor, &accounts, &checkpoints, &counters).await;
         let events_bytes: f64 = psql(
             &args.url,
             &format!("SELECT pg_total_relation_size('{schema}.events')"),
@@ -337,12 +344,13 @@ async fn run(args: &SoakArgs, store: PgEventStore, schema: &str) -> Result<bool,
             errors: errors - last.2,
             shed: shed - last.3,
             projection_lag_ms: lag.as_secs_f64() * 1_000.0,
+            manager_lag_ms: manager_lag.as_secs_f64() * 1_000.0,
             events: set_up.events + counters.written.load(Ordering::Relaxed),
             events_mib: events_bytes / 1_048_576.0,
         };
         last = (now, commands, errors, shed);
         eprintln!(
-            "  {:>6.1} min  rss {:>7.1} MiB  fds {:>4}  conns {:>3}  {:>6.0}/s  p50 {:>6.2} ms  p99 {:>7.2} ms  lag {:>7.1} ms  errors {}  shed {}",
+            "  {:>6.1} min  rss {:>7.1} MiB  fds {:>4}  conns {:>3}  {:>6.0}/s  p50 {:>6.2} ms  p99 {:>7.2} ms  lag {:>6.1}/{:>6.1} ms  errors {}  shed {}",
             sample.minute,
             sample.rss_mib,
             sample.fds,
@@ -351,6 +359,7 @@ async fn run(args: &SoakArgs, store: PgEventStore, schema: &str) -> Result<bool,
             sample.p50_ms,
             sample.p99_ms,
             sample.projection_lag_ms,
+            sample.manager_lag_ms,
             sample.errors,
             sample.shed
         );
@@ -361,12 +370,24 @@ async fn run(args: &SoakArgs, store: PgEventStore, schema: &str) -> Result<bool,
     }
     driver.await.map_err(|e| ErrorChain(&e).to_string())?;
 
-    // The read side catches up, then the log is checked whole.
-    let head = store
-        .head_position()
-        .await
-        .map_err(|e| ErrorChain(&e).to_string())?;
-    wait_for(&checkpoints, head, Duration::from_secs(120)).await?;
+    // The read side catches up with everything (the receipts it writes included), then the
+    // log is checked whole.
+    loop {
+        let head = store
+            .head_position()
+            .await
+            .map_err(|e| ErrorChain(&e).to_string())?;
+        for name in [BALANCES_PROJECTION, RECEIPTS] {
+            wait_for(&checkpoints, name, head, Duration::from_secs(120)).await?;
+        }
+        let now = store
+            .head_position()
+            .await
+            .map_err(|e| ErrorChain(&e).to_string())?;
+        if now == head {
+            break;
+        }
+    }
     runner.shutdown().await;
     let transfers = counters.transfers.load(Ordering::Relaxed);
     let receipts: u64 = psql(
@@ -413,7 +434,7 @@ async fn run(args: &SoakArgs, store: PgEventStore, schema: &str) -> Result<bool,
         first_error.map_or_else(String::new, |e| format!(" (first: {e})")),
         counters.shed.load(Ordering::Relaxed)
     );
-    ok &= errors == 0;
+    ok &= errors == 0 && counters.shed.load(Ordering::Relaxed) == 0;
     let checks = [
         (
             verification.passed,
@@ -562,43 +583,112 @@ async fn drive(
     while tasks.join_next().await.is_some() {}
 }
 
-/// How far the balance projection is behind: the time its checkpoint takes to reach the
-/// log's head as of now.
-async fn projection_lag(
-    store: &PgEventStore,
+/// The lag of the read side now: a probe transfer of 1 between the first two accounts, and
+/// the time from its commit until the balance projection has applied its account events and
+/// the process manager its completion (each waited for at most a minute; a probe that fails
+/// or is not applied in time counts as an error).
+async fn probe(
+    executor: &Executor<PgEventStore>,
+    accounts: &[StreamId],
     checkpoints: &PgCheckpoints,
-) -> Result<Duration, String> {
-    let started = Instant::now();
-    let head = store
-        .head_position()
+    counters: &Counters,
+) -> (Duration, Duration) {
+    let failed = |e: String| {
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+        counters
+            .first_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(e);
+        (Duration::ZERO, Duration::ZERO)
+    };
+    let (Some(from), Some(to)) = (accounts.first(), accounts.get(1)) else {
+        return failed("the probe needs two accounts".into());
+    };
+    let transfer = match StreamId::new(format!("transfer-{}", EventId::generate())) {
+        Ok(t) => t,
+        Err(e) => return failed(ErrorChain(&e).to_string()),
+    };
+    let done = match executor
+        .execute(Transfer {
+            from: from.clone(),
+            to: to.clone(),
+            transfer: transfer.clone(),
+            amount: 1,
+        })
         .await
-        .map_err(|e| ErrorChain(&e).to_string())?;
-    wait_for(checkpoints, head, Duration::from_secs(600)).await?;
-    Ok(started.elapsed())
+    {
+        Ok(done) => done,
+        Err(e) => return failed(format!("probe: {}", ErrorChain(&e))),
+    };
+    let committed = Instant::now();
+    counters.commands.fetch_add(1, Ordering::Relaxed);
+    counters
+        .written
+        .fetch_add(done.events.len() as u64, Ordering::Relaxed);
+    if done.events.is_empty() {
+        return failed("the probe transfer wrote nothing".into());
+    }
+    counters.transfers.fetch_add(1, Ordering::Relaxed);
+    // The newest of its account events (`true`) or its completion (`false`).
+    let last = |account: bool| {
+        done.events
+            .iter()
+            .filter(|e| (e.stream_id == transfer) != account)
+            .map(|e| e.position)
+            .max()
+            .unwrap_or_default()
+    };
+    // Both followed at once, each lag taken when its checkpoint is first seen past the probe.
+    let targets = [(BALANCES_PROJECTION, last(true)), (RECEIPTS, last(false))];
+    let mut lags: [Option<Duration>; 2] = [None; 2];
+    while lags.iter().any(Option::is_none) {
+        for (lag, (name, position)) in lags.iter_mut().zip(targets) {
+            if lag.is_some() {
+                continue;
+            }
+            match checkpoints.get(name).await {
+                Ok(record) if record.as_ref().is_some_and(|r| r.position >= position) => {
+                    *lag = Some(committed.elapsed());
+                }
+                Ok(_) => {}
+                Err(e) => return failed(ErrorChain(&e).to_string()),
+            }
+        }
+        if committed.elapsed() > Duration::from_secs(60) {
+            return failed(format!(
+                "the probe at {} was not applied within a minute",
+                last(false)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    (lags[0].unwrap_or_default(), lags[1].unwrap_or_default())
 }
 
-/// Waits until the balance projection's checkpoint is at `head` or beyond.
+/// Waits until projection `name`'s checkpoint is at `position` or beyond.
 async fn wait_for(
     checkpoints: &PgCheckpoints,
-    head: Position,
+    name: &str,
+    position: Position,
     within: Duration,
 ) -> Result<(), String> {
     let started = Instant::now();
     loop {
         let record = checkpoints
-            .get(BALANCES_PROJECTION)
+            .get(name)
             .await
             .map_err(|e| ErrorChain(&e).to_string())?;
-        if record.is_some_and(|r| r.position >= head) {
+        if record.is_some_and(|r| r.position >= position) {
             return Ok(());
         }
         if started.elapsed() > within {
             return Err(format!(
-                "the balance projection did not reach {head} within {}",
+                "{name} did not reach {position} within {}",
                 humantime::format_duration(within)
             ));
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -680,7 +770,7 @@ fn judge(samples: &[Sample], warm_up: usize) -> Judged {
 /// SVG with no script and no external resource.
 fn svg(samples: &[Sample]) -> String {
     type Series<'a> = (&'a str, &'a str, fn(&Sample) -> f64);
-    let panels: [(&str, Vec<Series<'_>>); 4] = [
+    let panels: [(&str, Vec<Series<'_>>); 6] = [
         (
             "resident memory, MiB",
             vec![("RSS", "#1f77b4", |s| s.rss_mib)],
@@ -697,8 +787,22 @@ fn svg(samples: &[Sample]) -> String {
             vec![("rate", "#9467bd", |s| s.commands_per_sec)],
         ),
         (
-            "projection lag, ms",
-            vec![("lag", "#ff7f0e", |s| s.projection_lag_ms)],
+            "read side lag (probe), ms",
+            vec![
+                ("manager", "#8c564b", |s| s.manager_lag_ms),
+                ("projection", "#ff7f0e", |s| s.projection_lag_ms),
+            ],
+        ),
+        (
+            "open descriptors, pool connections",
+            vec![
+                ("fds", "#17becf", |s| s.fds as f64),
+                ("conns", "#7f7f7f", |s| s.connections as f64),
+            ],
+        ),
+        (
+            "events table with indexes, MiB",
+            vec![("size", "#bcbd22", |s| s.events_mib)],
         ),
     ];
     let (width, panel_h, left, top) = (900.0, 200.0, 70.0, 30.0);
@@ -748,7 +852,7 @@ fn svg(samples: &[Sample]) -> String {
                 "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\n\
                  <text x=\"{:.1}\" y=\"{:.1}\" fill=\"{colour}\">{name}</text>",
                 points.join(" "),
-                left + plot_w - 60.0 * (k as f64 + 1.0),
+                left + plot_w - 80.0 * (k as f64 + 1.0),
                 y0 - 8.0
             );
         }
@@ -797,7 +901,7 @@ mod tests {
         );
         let chart = svg(&samples);
         assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
-        assert_eq!(chart.matches("<polyline").count(), 5);
+        assert_eq!(chart.matches("<polyline").count(), 9);
         // Nothing fetched from elsewhere: the one address is the SVG namespace.
         assert_eq!(chart.matches("http").count(), 1);
     }

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use crate::args::BigLogArgs;
 use crate::cold_start::restarts;
-use crate::projections::{pg_store, psql, rebuild_balances};
+use crate::projections::{BALANCES_PROJECTION, pg_store, psql, rebuild_balances};
 
 /// Accounts W1 and W6 pick from on both logs (the harness's default), so that the two runs
 /// differ only in what else the log holds.
@@ -126,19 +126,8 @@ async fn run(args: &BigLogArgs) -> Result<(), String> {
         std::fs::write(path, text)
             .map_err(|e| format!("cannot write {}: {}", path.display(), ErrorChain(&e)))?;
     }
-    let failed: Vec<&str> = small
-        .reports
-        .iter()
-        .chain(&big.reports)
-        .chain(&big.spread)
-        .filter(|r| !r.is_valid())
-        .map(|r| r.workload.as_str())
-        .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("runs that did not verify: {}", failed.join(", ")))
-    }
+    // Every run verified: `next` stopped the run at the first that did not.
+    Ok(())
 }
 
 /// Connects to `schema` (migrating it), runs `body`, and drops the schema afterwards when
@@ -194,6 +183,13 @@ async fn measure_log(
         eprintln!("  the schema holds a log already: counting it");
         let found = big_log::census(&store).await.map_err(e)?;
         eprintln!("  {} events, read in {:.1} s", found.events, found.secs);
+        let planned = plan.events().map_err(e)?;
+        if found.events < planned {
+            eprintln!(
+                "  warning: the log holds fewer events than the plan writes ({planned}): an \
+                 interrupted load? Its figures are those of the smaller log"
+            );
+        }
         found
     };
     let started = Instant::now();
@@ -228,7 +224,9 @@ async fn measure_log(
     }
     figures.catch_up = best.map(|(n, t)| (n, t.as_secs_f64()));
 
-    for workload in [Workload::Deposit, Workload::ReadOne, Workload::ReadThree] {
+    // The reads first: W1 lengthens the streams they read, by an amount that depends on its
+    // rate on each log.
+    for workload in [Workload::ReadOne, Workload::ReadThree, Workload::Deposit] {
         let report = run_workload(
             args,
             &store,
@@ -261,6 +259,18 @@ async fn measure_log(
             "  W9: rebuilding the balance projection over {} events",
             state.events
         );
+        // From position zero even on a log an earlier run measured: its checkpoint and table
+        // go first.
+        psql(
+            &args.url,
+            &format!(
+                "SET client_min_messages = warning; DROP TABLE IF EXISTS {schema}.w9_balances; \
+                 DELETE FROM {schema}.projection_dead_letters \
+                 WHERE projection = '{BALANCES_PROJECTION}'; \
+                 DELETE FROM {schema}.projections WHERE name = '{BALANCES_PROJECTION}'"
+            ),
+        )
+        .await?;
         let (secs, total) =
             rebuild_balances(&args.url, &store, schema, last, args.rebuild_batch).await?;
         if total != state.money {
@@ -278,6 +288,9 @@ async fn measure_log(
         psql(&args.url, &format!("DROP TABLE {schema}.w9_balances")).await?;
     }
     if big && let Some(account) = plan.long_account().map_err(e)? {
+        // The first commands after restarts start without a snapshot, even on a log an
+        // earlier run measured.
+        psql(&args.url, &format!("DELETE FROM {schema}.snapshots")).await?;
         figures.long = Some(long_stream(args, &store, schema, &account).await?);
     }
     Ok(figures)
@@ -334,7 +347,7 @@ async fn load_with_progress(
 ) -> Result<SetUp, crossfold_bench::LoadError> {
     let progress = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let total = plan.events();
+    let total = plan.events()?;
     let bar = tokio::spawn({
         let (progress, done) = (progress.clone(), done.clone());
         async move {

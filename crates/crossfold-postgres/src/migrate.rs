@@ -692,7 +692,7 @@ mod tests {
             ),
             (
                 "962f8df96c59b32724dd5c4f0c776333d0d2ad1c192949534159ee06ab62574a",
-                "cd582fccf17c9e67a04fb53b36e08189ccae08348bc031f145324366c810b953",
+                "36ed97d7e89d1985466ffd573a0b14bc10fc5258c95b8bab4223d890e580f9f2",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());
