@@ -249,7 +249,9 @@ impl PgConfig {
     }
 
     /// Whether to keep a `LISTEN` connection that wakes waiting subscribers as soon as another
-    /// process appends. Without it subscribers still see every event, by polling.
+    /// process appends. Without it subscribers still see every event, by polling. A store
+    /// connected to a hot standby never listens (a standby refuses `LISTEN`, and notifications
+    /// are not replicated).
     pub fn listen(mut self, listen: bool) -> Self {
         self.listen = listen;
         self

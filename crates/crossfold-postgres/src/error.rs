@@ -57,6 +57,8 @@ pub(crate) fn classify(error: tokio_postgres::Error) -> StoreError {
             StoreError::Unavailable(error.into())
         } else if NOT_MIGRATED.contains(code) {
             StoreError::Backend(Box::new(NotMigrated(error)))
+        } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+            StoreError::Backend(Box::new(PgReadOnly(error)))
         } else {
             StoreError::Backend(error.into())
         };
@@ -98,6 +100,33 @@ pub(crate) fn classify_pool(error: PoolError) -> StoreError {
 #[derive(Debug, thiserror::Error)]
 #[error("the event store schema is missing or incomplete; run PgEventStore::migrate()")]
 pub(crate) struct NotMigrated(#[source] tokio_postgres::Error);
+
+/// A write reached a server that takes none: a hot standby (SQLSTATE 25006,
+/// `read_only_sql_transaction`), or a session whose transactions are read-only. A store
+/// connected to a standby serves reads and subscriptions; its appends, snapshots, checkpoints
+/// and deadlines fail with [`StoreError::Backend`] carrying this, which
+/// [`find`](Self::find) gets back. Not transient: send writes to the primary (after a
+/// failover, to the promoted server).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the server takes no writes (a hot standby, or a read-only session): send writes to the \
+     primary"
+)]
+pub struct PgReadOnly(#[source] tokio_postgres::Error);
+
+impl PgReadOnly {
+    /// The refused write behind `error`, if that is what it is.
+    pub fn find(error: &StoreError) -> Option<&PgReadOnly> {
+        let mut source = std::error::Error::source(error);
+        while let Some(e) = source {
+            if let Some(found) = e.downcast_ref::<PgReadOnly>() {
+                return Some(found);
+            }
+            source = e.source();
+        }
+        None
+    }
+}
 
 /// A stored event this store cannot turn into a
 /// [`RecordedEvent`](crossfold_core::RecordedEvent): an id that is not a UUIDv7, metadata that

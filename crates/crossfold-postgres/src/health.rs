@@ -72,6 +72,17 @@ pub struct PgHealth {
     /// checks to count; `None` when it moved or nothing holds it). Subscriptions see nothing
     /// committed after the horizon until it moves. Readable by every role.
     pub horizon_age: Option<Duration>,
+    /// Whether the server is a hot standby (in recovery): it serves reads and subscriptions,
+    /// and refuses writes ([`PgReadOnly`](crate::PgReadOnly)).
+    pub in_recovery: bool,
+    /// On a hot standby, how far its replay trails what it has received from the primary: the
+    /// time since the last transaction it replayed committed on the primary, zero when it has
+    /// replayed everything it received; `None` on a primary, or before it replayed anything.
+    /// (A standby that lost its primary has replayed all it received and shows zero: the
+    /// primary's `pg_stat_replication` tells that case.)
+    pub replay_lag: Option<Duration>,
+    /// On a hot standby, the bytes of WAL received but not replayed yet.
+    pub replay_lag_bytes: Option<u64>,
 }
 
 /// Where the horizon stood when a health check first saw it stuck, so a later check can tell
@@ -132,7 +143,15 @@ pub(crate) async fn check(
                  (SELECT min(xact_start) FROM pg_stat_activity \
                   WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()), \
                  (SELECT min(prepared) FROM pg_prepared_xacts)))::float8, \
-                    pg_snapshot_xmin(s), pg_snapshot_xmax(s) \
+                    pg_snapshot_xmin(s), pg_snapshot_xmax(s), pg_is_in_recovery(), \
+                    CASE WHEN NOT pg_is_in_recovery() THEN NULL \
+                         WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM \
+                              pg_last_wal_replay_lsn() THEN 0 \
+                         ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) \
+                    END::float8, \
+                    CASE WHEN pg_is_in_recovery() THEN \
+                         pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) \
+                    END::float8 \
              FROM pg_current_snapshot() AS s",
         )
         .await
@@ -158,6 +177,9 @@ pub(crate) async fn check(
     // Returned first, so the pool state does not count the health check's own connection.
     drop(client);
     let age: Option<f64> = get(&row, 0)?;
+    let in_recovery: bool = get(&row, 3)?;
+    let replay_lag: Option<f64> = get(&row, 4)?;
+    let replay_lag_bytes: Option<f64> = get(&row, 5)?;
     let (mut low, mut high): (Xid8, Xid8) = (get(&row, 1)?, get(&row, 2)?);
     let mut oldest_append = None;
     match log {
@@ -180,6 +202,13 @@ pub(crate) async fn check(
         oldest_append,
         horizon_lag,
         horizon_age,
+        in_recovery,
+        replay_lag: replay_lag
+            .filter(|s| s.is_finite())
+            .map(|s| Duration::from_secs_f64(s.max(0.0))),
+        replay_lag_bytes: replay_lag_bytes
+            .filter(|b| b.is_finite())
+            .map(|b| b.max(0.0) as u64),
     })
 }
 
@@ -247,6 +276,16 @@ pub(crate) fn assess(
             health.horizon_lag
         ));
     }
+    if let Some(lag) = health.replay_lag
+        && lag > threshold
+    {
+        problems.push(format!(
+            "this hot standby's replay trails the primary by {:.1} s (threshold {:.1} s); its \
+             subscriptions and projections see events that much late",
+            lag.as_secs_f64(),
+            threshold.as_secs_f64()
+        ));
+    }
     if !health.listener_connected {
         problems.push(
             "the LISTEN connection is down; subscribers notice new events by polling".to_owned(),
@@ -281,6 +320,12 @@ pub(crate) fn assess(
             "horizon_age_seconds",
             health.horizon_age.map(|a| a.as_secs_f64()),
         )
+        .detail("in_recovery", health.in_recovery)
+        .detail(
+            "replay_lag_seconds",
+            health.replay_lag.map(|l| l.as_secs_f64()),
+        )
+        .detail("replay_lag_bytes", health.replay_lag_bytes)
         .detail(
             "long_transaction_threshold_seconds",
             threshold.as_secs_f64(),
@@ -389,7 +434,33 @@ mod tests {
             oldest_append: None,
             horizon_lag: 0,
             horizon_age: None,
+            in_recovery: false,
+            replay_lag: None,
+            replay_lag_bytes: None,
         }
+    }
+
+    #[test]
+    fn a_standby_replaying_late_is_degraded() {
+        let threshold = Duration::from_secs(30);
+        let mut standby = health(pool(8, 1, 1, 0), None, true);
+        standby.in_recovery = true;
+        standby.replay_lag = Some(Duration::from_secs(5));
+        let report = assess(Ok(standby.clone()), pool(8, 1, 1, 0), threshold);
+        assert_eq!(report.status, HealthStatus::Healthy);
+        assert_eq!(report.details["in_recovery"], true);
+        assert_eq!(report.details["replay_lag_seconds"], 5.0);
+        standby.replay_lag = Some(Duration::from_secs(31));
+        let report = assess(Ok(standby), pool(8, 1, 1, 0), threshold);
+        assert_eq!(report.status, HealthStatus::Degraded);
+        assert!(
+            report
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("replay trails the primary by 31.0 s")),
+            "{:?}",
+            report.message
+        );
     }
 
     fn pool(max_size: usize, size: usize, available: usize, waiting: usize) -> PgPoolStatus {

@@ -66,13 +66,20 @@
 //!   `Contention`, statement timeouts `Timeout`, lost or refused connections `Unavailable`.
 //! * **Observable.** Every call records the common store metrics
 //!   ([`crossfold_core::metrics::STORE_METRICS`], label `store="postgres"`), and the pool, the
-//!   oldest open append and the oldest open transaction are gauges ([`POOL_CONNECTIONS`],
-//!   [`OLDEST_APPEND_AGE_SECONDS`], [`OLDEST_TRANSACTION_AGE_SECONDS`]).
+//!   oldest open append, the oldest open transaction and a standby's replay lag are gauges
+//!   ([`POOL_CONNECTIONS`], [`OLDEST_APPEND_AGE_SECONDS`], [`OLDEST_TRANSACTION_AGE_SECONDS`],
+//!   [`REPLAY_LAG_SECONDS`]).
 //!   Recording is a no-op until the application installs a `metrics` recorder; install it
 //!   before the store's first call, then call [`describe_metrics`] for help texts. The store is
 //!   a [`HealthCheck`](crossfold_core::HealthCheck): unhealthy when the server does not answer,
 //!   degraded when the pool is exhausted or an append has been open (or the log's visibility
-//!   horizon has stood still) longer than [`PgConfig::long_transaction_threshold`].
+//!   horizon has stood still, or a standby's replay has lagged) longer than
+//!   [`PgConfig::long_transaction_threshold`].
+//! * **Reads from a hot standby.** A store connected to a streaming-replication standby serves
+//!   stream reads, log reads and subscriptions (never past an append open on the primary: the
+//!   visibility horizon holds there too) and polls instead of listening; its writes fail with
+//!   [`PgReadOnly`]. Commands go to a store on the primary; a projection reads through the
+//!   standby's store and keeps its checkpoints on the primary's. See `docs/operations.md`.
 //!
 //! The PostgreSQL settings each guarantee needs, the two-role setup and what to do after a
 //! restore are in the repository's `docs/operations.md`.
@@ -136,12 +143,12 @@ mod types;
 
 pub use config::{PgConfig, PgConfigError};
 pub use deadlines::PgDeadlineStore;
-pub use error::PgUndecodableEvent;
+pub use error::{PgReadOnly, PgUndecodableEvent};
 pub use health::{PgHealth, PgListenerHealth, PgPoolHealth, PgPoolStatus};
 pub use inspect::PgStreamInfo;
 pub use metrics::{
     GROUP_COMMIT_APPENDS, OLDEST_APPEND_AGE_SECONDS, OLDEST_TRANSACTION_AGE_SECONDS,
-    POOL_CONNECTIONS, describe_metrics,
+    POOL_CONNECTIONS, REPLAY_LAG_SECONDS, describe_metrics,
 };
 pub use migrate::{PgMigration, PgMigrationError, PgMigrationReport, PgMigrationStatus};
 pub use projections::{PgCheckpoints, PgUnit};

@@ -1,7 +1,7 @@
 //! What the store records through the `metrics` facade: the metrics every store records (see
-//! [`crossfold_core::metrics::STORE_METRICS`]), plus the pool and the ages of the oldest open
+//! [`crossfold_core::metrics::STORE_METRICS`]), plus the pool, the ages of the oldest open
 //! append (which holds the log's visibility horizon back) and of the oldest open writing
-//! transaction. Recording is a no-op until the application installs a recorder.
+//! transaction, and a hot standby's replay lag. Recording is a no-op until the application installs a recorder.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +33,12 @@ pub const OLDEST_TRANSACTION_AGE_SECONDS: &str =
 /// committed after it started until it ends. Labelled `schema`. Set by health checks.
 pub const OLDEST_APPEND_AGE_SECONDS: &str = "crossfold_postgres_oldest_append_age_seconds";
 
+/// How far a hot standby's replay trails what it has received from the primary, in seconds:
+/// the time since the last transaction it replayed committed on the primary, 0 when it has
+/// replayed everything it received (and on a primary). Labelled `schema`. Set by health checks
+/// of a store connected to a standby: its subscribers see events that much late.
+pub const REPLAY_LAG_SECONDS: &str = "crossfold_postgres_replay_lag_seconds";
+
 /// Appends per call of a store with group commit on: a histogram labelled `schema`, one
 /// observation per call (1 for an append that went alone). A histogram whose observations stay
 /// at 1 says group commit forms no groups at this load; see `docs/operations.md`.
@@ -44,7 +50,7 @@ const STORE: &str = "postgres";
 /// Appends refresh the pool gauges at most this often; sampling the pool takes its lock.
 const POOL_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
-const PG_METRICS: [MetricDescription; 4] = [
+const PG_METRICS: [MetricDescription; 5] = [
     MetricDescription::new(
         POOL_CONNECTIONS,
         MetricKind::Gauge,
@@ -63,6 +69,12 @@ const PG_METRICS: [MetricDescription; 4] = [
         MetricKind::Gauge,
         Some("seconds"),
         "Age of the store's oldest open append holding back event delivery, by schema.",
+    ),
+    MetricDescription::new(
+        REPLAY_LAG_SECONDS,
+        MetricKind::Gauge,
+        Some("seconds"),
+        "How far a hot standby's replay trails the primary (0 on a primary), by schema.",
     ),
     MetricDescription::new(
         GROUP_COMMIT_APPENDS,
@@ -97,6 +109,7 @@ pub(crate) struct StoreMetrics {
     pool_waiting: Gauge,
     oldest_transaction_age: Gauge,
     oldest_append_age: Gauge,
+    replay_lag: Gauge,
     epoch: Instant,
     /// Milliseconds after `epoch` at which an append next refreshes the pool gauges.
     next_pool_sample: AtomicU64,
@@ -120,6 +133,7 @@ impl StoreMetrics {
             pool_waiting: pool("waiting"),
             oldest_transaction_age: gauge!(OLDEST_TRANSACTION_AGE_SECONDS),
             oldest_append_age: gauge!(OLDEST_APPEND_AGE_SECONDS, "schema" => schema.to_owned()),
+            replay_lag: gauge!(REPLAY_LAG_SECONDS, "schema" => schema.to_owned()),
             epoch: Instant::now(),
             next_pool_sample: AtomicU64::new(0),
         }
@@ -187,5 +201,7 @@ impl StoreMetrics {
                 .as_ref()
                 .map_or(0.0, |a| a.open_seconds),
         );
+        self.replay_lag
+            .set(health.replay_lag.unwrap_or(Duration::ZERO).as_secs_f64());
     }
 }

@@ -165,7 +165,23 @@ impl PgEventStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Backend(e.into()))?;
-        drop(pool.get().await.map_err(classify_pool)?);
+        // A hot standby takes no LISTEN, and notifications (never replicated) would not reach
+        // it anyway: a store connected to one polls.
+        let in_recovery: bool = {
+            let client = pool.get().await.map_err(classify_pool)?;
+            let row = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .map_err(classify)?;
+            row.try_get(0).map_err(classify)?
+        };
+        let listen = config.listen && !in_recovery;
+        if config.listen && in_recovery {
+            tracing::info!(
+                schema = %config.schema,
+                "crossfold: connected to a hot standby; its subscribers poll for new events"
+            );
+        }
         let turns = Turns::new(&config, tls.clone())?;
 
         let db = Arc::new(Db::new(pool, config.schema.clone()));
@@ -176,8 +192,8 @@ impl PgEventStore {
         }
         let (shutdown, shutdown_rx) = watch::channel(());
         let wake_tx = Arc::new(watch::channel(0u64).0);
-        let listener = ListenerState::new(config.listen);
-        if config.listen {
+        let listener = ListenerState::new(listen);
+        if listen {
             spawn_listener(
                 config.listen_driver_config(),
                 tls,
@@ -637,15 +653,16 @@ impl EventStore for PgEventStore {
 /// `Unhealthy` when the server does not answer; `Degraded` when the pool is exhausted, an
 /// append of this store has been open (or the log's visibility horizon has stood still) longer
 /// than [`PgConfig::long_transaction_threshold`](crate::PgConfig::long_transaction_threshold),
-/// or the `LISTEN` connection is down (subscribers then fall back to polling); `Healthy`
-/// otherwise. Details: `latency_seconds`, `pool_max_size`, `pool_size`, `pool_available` and
+/// a hot standby's replay trails the primary by more than that threshold, or the `LISTEN`
+/// connection is down (subscribers then fall back to polling); `Healthy` otherwise. Details: `latency_seconds`, `pool_max_size`, `pool_size`, `pool_available` and
 /// `pool_waiting` (the pool as the check found it, its own connection not counted),
 /// `listener_connected`, `oldest_append_pid` and `oldest_append_age_seconds` (null when no
 /// open append holds the horizon), `oldest_transaction_age_seconds` (any writing transaction
 /// of the cluster, informational; null when none is open or none is visible to the store's
 /// role), `horizon_lag_transactions`, `horizon_age_seconds` (null unless the horizon stood
-/// still since an earlier check) and `long_transaction_threshold_seconds`; `error_kind` when
-/// the check failed.
+/// still since an earlier check), `in_recovery` (a hot standby), `replay_lag_seconds` and
+/// `replay_lag_bytes` (null on a primary) and `long_transaction_threshold_seconds`;
+/// `error_kind` when the check failed.
 impl HealthCheck for PgEventStore {
     async fn check_health(&self) -> HealthReport {
         let started = Instant::now();
