@@ -17,6 +17,7 @@ fn described() -> BTreeSet<&'static str> {
     names.insert(crossfold::postgres::OLDEST_TRANSACTION_AGE_SECONDS);
     names.insert(crossfold::postgres::OLDEST_APPEND_AGE_SECONDS);
     names.insert(crossfold::postgres::GROUP_COMMIT_APPENDS);
+    names.insert(crossfold::postgres::REPLAY_LAG_SECONDS);
     names
 }
 

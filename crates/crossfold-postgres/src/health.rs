@@ -77,7 +77,8 @@ pub struct PgHealth {
     pub in_recovery: bool,
     /// On a hot standby, how far its replay trails what it has received from the primary: the
     /// time since the last transaction it replayed committed on the primary, zero when it has
-    /// replayed everything it received; `None` on a primary, or before it replayed anything.
+    /// replayed everything it received (or receives nothing: recovery from an archive); `None`
+    /// on a primary, or before it replayed anything.
     /// (A standby that lost its primary has replayed all it received and shows zero: the
     /// primary's `pg_stat_replication` tells that case.)
     pub replay_lag: Option<Duration>,
@@ -145,12 +146,12 @@ pub(crate) async fn check(
                  (SELECT min(prepared) FROM pg_prepared_xacts)))::float8, \
                     pg_snapshot_xmin(s), pg_snapshot_xmax(s), pg_is_in_recovery(), \
                     CASE WHEN NOT pg_is_in_recovery() THEN NULL \
-                         WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM \
-                              pg_last_wal_replay_lsn() THEN 0 \
+                         WHEN pg_last_wal_receive_lsn() IS NULL \
+                              OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 \
                          ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) \
                     END::float8, \
-                    CASE WHEN pg_is_in_recovery() THEN \
-                         pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) \
+                    CASE WHEN pg_is_in_recovery() THEN greatest(0, \
+                         pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())) \
                     END::float8 \
              FROM pg_current_snapshot() AS s",
         )

@@ -36,7 +36,8 @@ pub const OLDEST_APPEND_AGE_SECONDS: &str = "crossfold_postgres_oldest_append_ag
 /// How far a hot standby's replay trails what it has received from the primary, in seconds:
 /// the time since the last transaction it replayed committed on the primary, 0 when it has
 /// replayed everything it received (and on a primary). Labelled `schema`. Set by health checks
-/// of a store connected to a standby: its subscribers see events that much late.
+/// of a store connected to a standby (only by those): its subscribers see events that much
+/// late.
 pub const REPLAY_LAG_SECONDS: &str = "crossfold_postgres_replay_lag_seconds";
 
 /// Appends per call of a store with group commit on: a histogram labelled `schema`, one
@@ -187,7 +188,15 @@ impl StoreMetrics {
         self.pool_waiting.set(pool.waiting as f64);
     }
 
+    /// Sets the gauges a health check measured. A store on a hot standby sets only the replay
+    /// lag, and a store on a primary everything else: two stores of one schema, one on each,
+    /// share the series, and each leaves the other's alone.
     pub(crate) fn health(&self, health: &PgHealth) {
+        if health.in_recovery {
+            self.replay_lag
+                .set(health.replay_lag.unwrap_or(Duration::ZERO).as_secs_f64());
+            return;
+        }
         self.pool(health.pool);
         self.oldest_transaction_age.set(
             health
@@ -201,7 +210,5 @@ impl StoreMetrics {
                 .as_ref()
                 .map_or(0.0, |a| a.open_seconds),
         );
-        self.replay_lag
-            .set(health.replay_lag.unwrap_or(Duration::ZERO).as_secs_f64());
     }
 }

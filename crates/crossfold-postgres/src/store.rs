@@ -383,7 +383,8 @@ impl PgEventStore {
         PgListenerHealth::new(self.inner.listener.clone())
     }
 
-    /// Health: round-trip latency, pool state, whether the `LISTEN` connection is up, the
+    /// Health: round-trip latency, pool state, whether the `LISTEN` connection is up, whether
+    /// the server is a hot standby and how far its replay trails the primary, the
     /// oldest open append of this store (its pid and age) and the age of the oldest open writing
     /// transaction in the cluster. Subscriptions see no event committed after an append that is
     /// still open started, so a long-open append delays (never loses) their delivery; alert on
@@ -391,8 +392,10 @@ impl PgEventStore {
     ///
     /// Also sets the gauges [`POOL_CONNECTIONS`](crate::POOL_CONNECTIONS),
     /// [`OLDEST_APPEND_AGE_SECONDS`](crate::OLDEST_APPEND_AGE_SECONDS) and
-    /// [`OLDEST_TRANSACTION_AGE_SECONDS`](crate::OLDEST_TRANSACTION_AGE_SECONDS). The store's
-    /// [`HealthCheck`] turns the result into a status.
+    /// [`OLDEST_TRANSACTION_AGE_SECONDS`](crate::OLDEST_TRANSACTION_AGE_SECONDS) — on a hot
+    /// standby only [`REPLAY_LAG_SECONDS`](crate::REPLAY_LAG_SECONDS), so that a store on the
+    /// standby and one on the primary, of the same schema, never overwrite each other's. The
+    /// store's [`HealthCheck`] turns the result into a status.
     pub async fn health(&self) -> Result<PgHealth, StoreError> {
         let result = health::check(&self.inner.db, &self.inner.listener, &self.inner.horizon).await;
         match &result {
