@@ -434,6 +434,23 @@ pub(crate) enum ProjectionRun {
     W10,
 }
 
+/// How the first command on a long stream after a restart is sampled (`cold-start` and the
+/// long stream of `big-log`).
+#[derive(Debug, Args)]
+pub(crate) struct RestartArgs {
+    /// Restarts measured with snapshots.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub(crate) samples: usize,
+
+    /// Restarts measured without snapshots (each folds the whole stream).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub(crate) plain_samples: usize,
+
+    /// The snapshot policy: a snapshot every N events folded.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub(crate) every: u64,
+}
+
 #[derive(Debug, Args)]
 #[command(args_override_self = true)]
 pub(crate) struct SoakArgs {
@@ -568,17 +585,9 @@ pub(crate) struct BigLogArgs {
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub(crate) tail_samples: usize,
 
-    /// Restarts measured with snapshots on the long stream.
-    #[arg(long, value_name = "N", default_value_t = 30)]
-    pub(crate) samples: usize,
-
-    /// Restarts measured without snapshots (each folds the whole long stream).
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub(crate) plain_samples: usize,
-
-    /// The snapshot policy: a snapshot every N events folded.
-    #[arg(long, value_name = "N", default_value_t = 1_000)]
-    pub(crate) every: u64,
+    /// The first commands on the long stream after restarts.
+    #[command(flatten)]
+    pub(crate) restarts: RestartArgs,
 
     /// Also write every figure to this file as JSON.
     #[arg(long, value_name = "FILE")]
@@ -613,17 +622,8 @@ pub(crate) struct ColdStartArgs {
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub(crate) events: u64,
 
-    /// Restarts measured with snapshots.
-    #[arg(long, value_name = "N", default_value_t = 30)]
-    pub(crate) samples: usize,
-
-    /// Restarts measured without snapshots (each folds the whole stream).
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub(crate) plain_samples: usize,
-
-    /// The snapshot policy: a snapshot every N events folded.
-    #[arg(long, value_name = "N", default_value_t = 1_000)]
-    pub(crate) every: u64,
+    #[command(flatten)]
+    pub(crate) restarts: RestartArgs,
 
     /// Prints the figures as JSON too.
     #[arg(long)]

@@ -242,21 +242,15 @@ pub async fn census<S: EventStore>(store: &S) -> Result<SetUp, LoadError> {
         store,
         &Expectation {
             accounts: &[],
-            total_money: 0,
-            events_written: 0,
+            total_money: None,
+            events_written: None,
             batch_streams: false,
             numbered: false,
         },
     )
     .await
     .map_err(LoadError::Verify)?;
-    // The expectation above is blank, so its findings about the totals say nothing; any
-    // other finding is a fault in the stored log.
-    let fault = found
-        .problems
-        .iter()
-        .find(|p| !p.starts_with("events written twice") && !p.starts_with("money not"));
-    if let Some(fault) = fault {
+    if let Some(fault) = found.problems.first() {
         return Err(LoadError::Setup(
             format!("the stored log does not verify: {fault}").into(),
         ));
@@ -295,8 +289,8 @@ pub async fn check<S: EventStore>(
         store,
         &Expectation {
             accounts,
-            total_money: expected.money,
-            events_written: expected.events,
+            total_money: Some(expected.money),
+            events_written: Some(expected.events),
             batch_streams: false,
             numbered: false,
         },

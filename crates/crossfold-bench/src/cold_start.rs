@@ -18,7 +18,7 @@ use crossfold_executor::{Executor, Snapshots};
 use crossfold_memory::MemoryStore;
 use hdrhistogram::Histogram;
 
-use crate::args::{ColdStartArgs, Store};
+use crate::args::{ColdStartArgs, RestartArgs, Store};
 use crate::projections::{pg_store, psql};
 
 /// Events per append while the stream is filled.
@@ -77,11 +77,7 @@ where
     fill(&store, &account, args.events).await?;
     drop(store);
 
-    let plain = restarts(args.plain_samples, start, &account, None).await?;
-    let policy = SnapshotPolicy::every(args.every);
-    // The process before the restarts takes the first snapshot (its load is the slow one).
-    let first = restarts(1, start, &account, Some(policy)).await?;
-    let snapshotted = restarts(args.samples, start, &account, Some(policy)).await?;
+    let first = first_commands(&args.restarts, start, &account).await?;
 
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
     eprintln!(
@@ -94,9 +90,9 @@ where
         "", "samples", "p50 ms", "p99 ms", "max ms"
     );
     for (name, h) in [
-        ("without snapshots", &plain),
-        ("taking the first snapshot", &first),
-        ("with snapshots", &snapshotted),
+        ("without snapshots", &first.plain),
+        ("taking the first snapshot", &first.first_snapshot),
+        ("with snapshots", &first.snapshotted),
     ] {
         eprintln!(
             "  {:<34} {:>7} {:>10.2} {:>10.2} {:>10.2}",
@@ -108,28 +104,70 @@ where
         );
     }
     if args.json {
-        let figures = |h: &Histogram<u64>| {
-            serde_json::json!({
-                "samples": h.len(),
-                "p50_ms": ms(h, 0.5),
-                "p99_ms": ms(h, 0.99),
-                "max_ms": h.max() as f64 / 1_000.0,
-            })
-        };
         println!(
             "{}",
             serde_json::json!({
                 "workload": "w8-cold-start",
                 "store": args.store.name(),
                 "events": args.events,
-                "snapshot_every": args.every,
-                "without_snapshots": figures(&plain),
-                "first_snapshot": figures(&first),
-                "with_snapshots": figures(&snapshotted),
+                "snapshot_every": args.restarts.every,
+                "without_snapshots": figures(&first.plain),
+                "first_snapshot": figures(&first.first_snapshot),
+                "with_snapshots": figures(&first.snapshotted),
             })
         );
     }
     Ok(())
+}
+
+/// The latencies of the first command after restarts on one stream.
+pub(crate) struct FirstCommands {
+    /// Without snapshots: each folds the whole stream.
+    pub(crate) plain: Histogram<u64>,
+    /// The one that takes the first snapshot.
+    pub(crate) first_snapshot: Histogram<u64>,
+    /// With snapshots.
+    pub(crate) snapshotted: Histogram<u64>,
+}
+
+/// Times the first command on `account` of new processes (`start` gives the store a new
+/// process would have): without snapshots, then taking the first snapshot, then with them.
+pub(crate) async fn first_commands<S, F, Fut>(
+    args: &RestartArgs,
+    start: &F,
+    account: &StreamId,
+) -> Result<FirstCommands, String>
+where
+    S: EventStore + SnapshotStore + Clone + 'static,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<S, String>>,
+{
+    let plain = restarts(args.plain_samples, start, account, None).await?;
+    let policy = SnapshotPolicy::every(args.every);
+    // The process before the restarts takes the first snapshot (its load is the slow one).
+    let first_snapshot = restarts(1, start, account, Some(policy)).await?;
+    let snapshotted = restarts(args.samples, start, account, Some(policy)).await?;
+    Ok(FirstCommands {
+        plain,
+        first_snapshot,
+        snapshotted,
+    })
+}
+
+/// An empty histogram of latencies in microseconds, up to an hour.
+pub(crate) fn latency_histogram() -> Result<Histogram<u64>, String> {
+    Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())
+}
+
+/// A histogram of latencies in microseconds as JSON: samples, p50, p99 and max in ms.
+pub(crate) fn figures(h: &Histogram<u64>) -> serde_json::Value {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
+    serde_json::json!({
+        "samples": h.len(),
+        "p50_ms": ms(0.5),
+        "p99_ms": ms(0.99),
+        "max_ms": h.max() as f64 / 1_000.0,
+    })
 }
 
 /// Opens the account and appends deposits until its stream holds `events` events.
@@ -171,7 +209,7 @@ async fn fill<S: EventStore + Clone>(
 }
 
 /// `samples` new processes, each timing its first command (a deposit) on the account.
-pub(crate) async fn restarts<S, F, Fut>(
+async fn restarts<S, F, Fut>(
     samples: usize,
     start: &F,
     account: &StreamId,
@@ -182,8 +220,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<S, String>>,
 {
-    let mut latency =
-        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
+    let mut latency = latency_histogram()?;
     for _ in 0..samples {
         let store = start().await?;
         let mut builder = Executor::builder(store.clone());
@@ -207,7 +244,7 @@ where
     Ok(latency)
 }
 
-fn micros(duration: Duration) -> u64 {
+pub(crate) fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros())
         .unwrap_or(u64::MAX)
         .max(1)

@@ -400,27 +400,48 @@ pub(crate) async fn rebuild_balances(
         },
         ProjectionOptions::default().batch_size(batch),
     );
-    loop {
-        let record = checkpoints
-            .get(BALANCES_PROJECTION)
-            .await
-            .map_err(|e| ErrorChain(&e).to_string())?;
-        if record.is_some_and(|r| r.position >= last) {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(1800) {
-            runner.shutdown().await;
-            return Err("did not finish in 30 minutes".into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let reached = wait_for_checkpoint(
+        &checkpoints,
+        BALANCES_PROJECTION,
+        last,
+        Duration::from_secs(1800),
+    )
+    .await;
     let secs = started.elapsed().as_secs_f64();
     runner.shutdown().await;
+    reached?;
     let total: i64 = psql(url, &format!("SELECT sum(balance) FROM {table}"))
         .await?
         .parse()
         .map_err(|_| "no sum")?;
     Ok((secs, total))
+}
+
+/// Waits until projection `name`'s checkpoint is at `position` or beyond, for at most
+/// `within`.
+pub(crate) async fn wait_for_checkpoint(
+    checkpoints: &impl ProjectionControl,
+    name: &str,
+    position: Position,
+    within: Duration,
+) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        let record = checkpoints
+            .get(name)
+            .await
+            .map_err(|e| ErrorChain(&e).to_string())?;
+        if record.is_some_and(|r| r.position >= position) {
+            return Ok(());
+        }
+        if started.elapsed() > within {
+            return Err(format!(
+                "{name} did not reach {position} within {}",
+                humantime::format_duration(within)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// A unit that remembers when the events it applies were created.

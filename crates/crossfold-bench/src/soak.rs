@@ -21,8 +21,8 @@ use crossfold_bench::big_log::{self, OPENING_BALANCE};
 use crossfold_core::checkpoint::ProjectionControl;
 use crossfold_core::deadline::DeadlineStore;
 use crossfold_core::{
-    Codec, Command, CommandError, DomainEvent, Emit, ErrorChain, EventId, EventStore, Position,
-    Recorded, StreamId, StreamRef,
+    Codec, Command, CommandError, DomainEvent, Emit, ErrorChain, EventId, EventStore, Recorded,
+    StreamId, StreamRef,
 };
 use crossfold_executor::{Error, Executor};
 use crossfold_postgres::{PgCheckpoints, PgDeadlineStore, PgEventStore};
@@ -35,7 +35,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::args::SoakArgs;
-use crate::projections::{BALANCES_PROJECTION, PgBalances, pg_store, psql};
+use crate::cold_start::latency_histogram;
+use crate::projections::{BALANCES_PROJECTION, PgBalances, pg_store, psql, wait_for_checkpoint};
 
 /// The receipt the process manager issues for a completed transfer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -137,6 +138,17 @@ struct Counters {
     written: AtomicU64,
     transfers: AtomicU64,
     first_error: Mutex<Option<String>>,
+}
+
+impl Counters {
+    /// Counts an error, keeping the first one's text.
+    fn error(&self, error: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.first_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(error);
+    }
 }
 
 /// One row of the CSV.
@@ -282,7 +294,7 @@ async fn run(args: &SoakArgs, store: PgEventStore, schema: &str) -> Result<bool,
     );
 
     let counters = Arc::new(Counters::default());
-    let latency = Arc::new(Mutex::new(histogram()?));
+    let latency = Arc::new(Mutex::new(latency_histogram()?));
     let started = Instant::now();
     let end = started + args.duration;
     let driver = tokio::spawn(drive(
@@ -317,7 +329,7 @@ async fn run(args: &SoakArgs, store: PgEventStore, schema: &str) -> Result<bool,
             &mut *latency
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
-            histogram()?,
+            latency_histogram()?,
         );
         let now = Instant::now();
         let commands = counters.commands.load(Ordering::Relaxed);
@@ -378,7 +390,7 @@ async fn run(args: &SoakArgs, store: PgEventStore, schema: &str) -> Result<bool,
             .await
             .map_err(|e| ErrorChain(&e).to_string())?;
         for name in [BALANCES_PROJECTION, RECEIPTS] {
-            wait_for(&checkpoints, name, head, Duration::from_secs(120)).await?;
+            wait_for_checkpoint(&checkpoints, name, head, Duration::from_secs(120)).await?;
         }
         let now = store
             .head_position()
@@ -467,10 +479,6 @@ async fn run(args: &SoakArgs, store: PgEventStore, schema: &str) -> Result<bool,
     Ok(ok)
 }
 
-fn histogram() -> Result<Histogram<u64>, String> {
-    Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())
-}
-
 /// Issues commands at `rate` per second until `end`: each a deposit or (`transfer_share` %)
 /// a transfer, at most `max_in_flight` at once (a tick that finds them all busy is shed and
 /// counted: the rate was not kept).
@@ -500,12 +508,7 @@ async fn drive(
             match StreamId::new(format!("transfer-{}", EventId::generate())) {
                 Ok(stream) => Some(stream),
                 Err(e) => {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
-                    counters
-                        .first_error
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get_or_insert_with(|| ErrorChain(&e).to_string());
+                    counters.error(ErrorChain(&e).to_string());
                     continue;
                 }
             }
@@ -566,14 +569,7 @@ async fn drive(
                 Err(Error::Command(CommandError::Rejected { .. })) => {
                     counters.rejected.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
-                    counters
-                        .first_error
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get_or_insert_with(|| ErrorChain(&e).to_string());
-                }
+                Err(e) => counters.error(ErrorChain(&e).to_string()),
             }
             drop(permit);
         });
@@ -594,12 +590,7 @@ async fn probe(
     counters: &Counters,
 ) -> (Duration, Duration) {
     let failed = |e: String| {
-        counters.errors.fetch_add(1, Ordering::Relaxed);
-        counters
-            .first_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_or_insert(e);
+        counters.error(e);
         (Duration::ZERO, Duration::ZERO)
     };
     let (Some(from), Some(to)) = (accounts.first(), accounts.get(1)) else {
@@ -664,32 +655,6 @@ async fn probe(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     (lags[0].unwrap_or_default(), lags[1].unwrap_or_default())
-}
-
-/// Waits until projection `name`'s checkpoint is at `position` or beyond.
-async fn wait_for(
-    checkpoints: &PgCheckpoints,
-    name: &str,
-    position: Position,
-    within: Duration,
-) -> Result<(), String> {
-    let started = Instant::now();
-    loop {
-        let record = checkpoints
-            .get(name)
-            .await
-            .map_err(|e| ErrorChain(&e).to_string())?;
-        if record.is_some_and(|r| r.position >= position) {
-            return Ok(());
-        }
-        if started.elapsed() > within {
-            return Err(format!(
-                "{name} did not reach {position} within {}",
-                humantime::format_duration(within)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 /// The verdict on the samples after the first `warm_up` of them.

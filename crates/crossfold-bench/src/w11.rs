@@ -18,15 +18,12 @@ use std::time::{Duration, Instant};
 
 use crossfold_bench::big_log::{self, Plan};
 use crossfold_bench::{LoadOptions, LoadReport, SetUp, Workload, render_table};
-use crossfold_core::{
-    ErrorChain, EventStore, Position, SnapshotPolicy, StreamId, StreamRead, StreamVersion,
-};
+use crossfold_core::{ErrorChain, EventStore, Position, StreamId, StreamRead, StreamVersion};
 use crossfold_postgres::PgEventStore;
-use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::args::BigLogArgs;
-use crate::cold_start::restarts;
+use crate::cold_start::{figures, first_commands, latency_histogram, micros};
 use crate::projections::{BALANCES_PROJECTION, pg_store, psql, rebuild_balances};
 
 /// Accounts W1 and W6 pick from on both logs (the harness's default), so that the two runs
@@ -446,8 +443,7 @@ async fn long_stream(
     schema: &str,
     account: &StreamId,
 ) -> Result<Value, String> {
-    let mut tail =
-        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
+    let mut tail = latency_histogram()?;
     let mut version = StreamVersion::EMPTY;
     for _ in 0..args.tail_samples.max(1) {
         let started = Instant::now();
@@ -474,35 +470,15 @@ async fn long_stream(
         async move { pg_store(&url, &schema, 4).await }
     };
     eprintln!("  the long stream ({version} events): first commands after restarts");
-    let plain = restarts(args.plain_samples, &start, account, None).await?;
-    let policy = SnapshotPolicy::every(args.every);
-    let first = restarts(1, &start, account, Some(policy)).await?;
-    let snapshotted = restarts(args.samples, &start, account, Some(policy)).await?;
-    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
-    let figures = |h: &Histogram<u64>| {
-        json!({
-            "samples": h.len(),
-            "p50_ms": ms(h, 0.5),
-            "p99_ms": ms(h, 0.99),
-            "max_ms": h.max() as f64 / 1_000.0,
-        })
-    };
-    // The store the measurements ran on: a new pool per restart, as a new process has.
-    let _ = store;
+    let first = first_commands(&args.restarts, &start, account).await?;
     Ok(json!({
         "events": version.get(),
         "tail_100": figures(&tail),
-        "first_command_without_snapshots": figures(&plain),
-        "first_command_taking_the_first_snapshot": figures(&first),
-        "first_command_with_snapshots": figures(&snapshotted),
-        "snapshot_every": args.every,
+        "first_command_without_snapshots": figures(&first.plain),
+        "first_command_taking_the_first_snapshot": figures(&first.first_snapshot),
+        "first_command_with_snapshots": figures(&first.snapshotted),
+        "snapshot_every": args.restarts.every,
     }))
-}
-
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 /// The big log's figures against the small log's and against the goals.

@@ -291,8 +291,8 @@ pub async fn combine<S: EventStore>(
         store,
         &Expectation {
             accounts: &accounts,
-            total_money: set_up.money + total.deposited,
-            events_written: set_up.events + total.written,
+            total_money: Some(set_up.money + total.deposited),
+            events_written: Some(set_up.events + total.written),
             batch_streams: workload == Workload::BatchAppend,
             numbered: workload == Workload::HotCounter,
         },
