@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
 
+use crate::archive::PgArchivedReads;
+
 /// The longest schema name accepted: the LISTEN channel is derived from it and PostgreSQL
 /// identifiers stop at 63 bytes.
 const MAX_SCHEMA_LEN: usize = 48;
@@ -44,6 +46,7 @@ pub struct PgConfig {
     pub(crate) group_commit: bool,
     /// `None`: as many as the pool serves commands (see [`PgConfig::group_commit_calls`]).
     pub(crate) group_commit_calls: Option<usize>,
+    pub(crate) archived_reads: PgArchivedReads,
 }
 
 impl fmt::Debug for PgConfig {
@@ -67,6 +70,7 @@ impl fmt::Debug for PgConfig {
             .field("listen", &self.listen)
             .field("group_commit", &self.group_commit)
             .field("group_commit_calls", &self.group_commit_calls)
+            .field("archived_reads", &self.archived_reads)
             .finish()
     }
 }
@@ -93,6 +97,7 @@ impl PgConfig {
             listen: true,
             group_commit: false,
             group_commit_calls: None,
+            archived_reads: PgArchivedReads::Refuse,
         }
     }
 
@@ -283,6 +288,16 @@ impl PgConfig {
     /// append may wait for the call ahead of it: see the operations guide before lowering it.
     pub fn group_commit_calls(mut self, calls: usize) -> Self {
         self.group_commit_calls = Some(calls.max(1));
+        self
+    }
+
+    /// What a read of an archived stream returns (see [`PgEventStore::archive_stream`]): by
+    /// default [`PgArchivedReads::Refuse`], a [`PgStreamArchived`](crate::PgStreamArchived)
+    /// error; or the archived events. An archived stream takes no new events either way.
+    ///
+    /// [`PgEventStore::archive_stream`]: crate::PgEventStore::archive_stream
+    pub fn archived_streams(mut self, reads: PgArchivedReads) -> Self {
+        self.archived_reads = reads;
         self
     }
 

@@ -5,6 +5,7 @@
 use crossfold_core::StoreError;
 use deadpool_postgres::{Object, Pool};
 
+use crate::archive::{PartitionWatch, PgArchivedReads};
 use crate::error::classify_pool;
 use crate::read::Horizon;
 use crate::read_index::KnownReadIndexes;
@@ -21,10 +22,14 @@ pub(crate) struct Db {
     pub(crate) horizon: Horizon,
     /// The optional read indexes found at the last look (see `read_index`).
     pub(crate) read_indexes: KnownReadIndexes,
+    /// What a read of an archived stream returns.
+    pub(crate) archived_reads: PgArchivedReads,
+    /// Where the partitions of a partitioned log end, to create more ahead of appends.
+    pub(crate) partitions: PartitionWatch,
 }
 
 impl Db {
-    pub(crate) fn new(pool: Pool, schema: String) -> Self {
+    pub(crate) fn new(pool: Pool, schema: String, archived_reads: PgArchivedReads) -> Self {
         let sql = Sql::new(&schema);
         Self {
             pool,
@@ -32,6 +37,8 @@ impl Db {
             sql,
             horizon: Horizon::default(),
             read_indexes: KnownReadIndexes::default(),
+            archived_reads,
+            partitions: PartitionWatch::default(),
         }
     }
 

@@ -116,14 +116,33 @@ pub(crate) async fn count_streams(
 /// The event with an id, wherever it is (see `PgEventStore::read_event`).
 pub(crate) async fn read_event(db: &Db, id: EventId) -> Result<Option<RecordedEvent>, StoreError> {
     let client = db.client().await?;
+    // In an unpartitioned log by its unique index, in a partitioned one through `event_ids`
+    // and the log index (see `Sql::existing_event`); then among archived streams' events.
+    let q = quoted(&db.schema);
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM {}.events WHERE event_id = $1",
-        quoted(&db.schema)
+        "SELECT {EVENT_COLUMNS} FROM ONLY {q}.events WHERE event_id = $1 \
+         UNION ALL \
+         SELECT {columns} FROM {q}.event_ids i \
+         JOIN {q}.events ev ON ev.transaction_id = i.transaction_id AND ev.sequence = i.sequence \
+         WHERE i.event_id = $1 \
+         UNION ALL \
+         SELECT {EVENT_COLUMNS} FROM {q}.archived_events WHERE event_id = $1 \
+         LIMIT 1",
+        columns = EVENT_COLUMNS
+            .split(", ")
+            .map(|c| format!("ev.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    let row = client
-        .query_opt(&sql, &[&id.as_uuid()])
-        .await
-        .map_err(classify)?;
+    let row = match client.query_opt(&sql, &[&id.as_uuid()]).await {
+        // Before migration 14: every event in the events table, with its unique index.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            let legacy = format!("SELECT {EVENT_COLUMNS} FROM {q}.events WHERE event_id = $1");
+            client.query_opt(&legacy, &[&id.as_uuid()]).await
+        }
+        row => row,
+    }
+    .map_err(classify)?;
     match row {
         Some(row) => Decoder::default().decode(&row, 0),
         None => Ok(None),

@@ -121,6 +121,7 @@
 //! MessagePack payloads are stored as bytes and read back unchanged.
 
 mod append;
+mod archive;
 mod config;
 mod db;
 mod deadlines;
@@ -141,6 +142,9 @@ mod test_support;
 mod turns;
 mod types;
 
+pub use archive::{
+    PgArchivedReads, PgEventsDetached, PgLogPartition, PgLogPartitioning, PgStreamArchived,
+};
 pub use config::{PgConfig, PgConfigError};
 pub use deadlines::PgDeadlineStore;
 pub use error::{PgReadOnly, PgUndecodableEvent};

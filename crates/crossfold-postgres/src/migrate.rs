@@ -192,6 +192,14 @@ pub(crate) const MIGRATIONS: &[PgMigration] = &[
         breaking: false,
         legacy_checksums: &[],
     },
+    PgMigration {
+        version: 14,
+        name: "archives_and_partitions",
+        sql: include_str!("../migrations/0014_archives_and_partitions.sql"),
+        transactional: true,
+        breaking: false,
+        legacy_checksums: &[],
+    },
 ];
 
 /// What the database records: the schema, and its migrations.
@@ -586,6 +594,7 @@ async fn apply(
                     report.version >= 6,
                     report.version >= 8,
                     report.version >= 11,
+                    report.version >= 14,
                 ))
                 .await?;
         }
@@ -694,6 +703,7 @@ mod tests {
                 "962f8df96c59b32724dd5c4f0c776333d0d2ad1c192949534159ee06ab62574a",
                 "36ed97d7e89d1985466ffd573a0b14bc10fc5258c95b8bab4223d890e580f9f2",
             ),
+            ("pending", "pending"),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());
         assert_eq!(

@@ -16,7 +16,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use crossfold_core::{Backoff, StoreError};
@@ -202,6 +202,9 @@ impl ReadIndexSet {
 #[derive(Debug, Default)]
 pub(crate) struct KnownReadIndexes {
     set: AtomicU8,
+    /// Whether the schema has archived streams (migration 14), found at the same looks: the
+    /// reads of streams ask about them only then.
+    archives: AtomicBool,
     checked: Mutex<Option<Instant>>,
 }
 
@@ -211,22 +214,29 @@ impl KnownReadIndexes {
         ReadIndexSet(self.set.load(Ordering::Relaxed))
     }
 
+    /// Whether the schema had archived streams at the last look.
+    pub(crate) fn archives(&self) -> bool {
+        self.archives.load(Ordering::Relaxed)
+    }
+
     /// Whether it is time to look again: never looked, or longer ago than [`RECHECK`].
     pub(crate) fn stale(&self) -> bool {
         let checked = self.checked.lock().map_or(None, |c| *c);
         checked.is_none_or(|at| at.elapsed() >= RECHECK)
     }
 
-    fn set(&self, set: ReadIndexSet) {
+    fn set(&self, (set, archives): (ReadIndexSet, bool)) {
         self.set.store(set.0, Ordering::Relaxed);
+        self.archives.store(archives, Ordering::Relaxed);
         if let Ok(mut checked) = self.checked.lock() {
             *checked = Some(Instant::now());
         }
     }
 }
 
-/// The valid optional read indexes of `schema` (none when it has no events table yet).
-async fn look_up(client: &Client, schema: &str) -> Result<ReadIndexSet, StoreError> {
+/// The valid optional read indexes of `schema` (none when it has no events table yet), and
+/// whether it has archived streams.
+async fn look_up(client: &Client, schema: &str) -> Result<(ReadIndexSet, bool), StoreError> {
     let rows = client
         .query(
             "SELECT c.relname::text FROM pg_catalog.pg_index i \
@@ -243,15 +253,26 @@ async fn look_up(client: &Client, schema: &str) -> Result<ReadIndexSet, StoreErr
             set = set.with(index);
         }
     }
-    Ok(set)
+    let archives = client
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a \
+                            WHERE a.attrelid = to_regclass($1) AND a.attname = 'archived' \
+                              AND NOT a.attisdropped)",
+            &[&format!("{}.streams", quoted(schema))],
+        )
+        .await
+        .map_err(classify)?
+        .try_get(0)
+        .map_err(classify)?;
+    Ok((set, archives))
 }
 
 /// Looks the store's optional read indexes up again and remembers what it found.
 pub(crate) async fn refresh(db: &Db) -> Result<ReadIndexSet, StoreError> {
     let client = db.client().await?;
-    let set = look_up(&client, &db.schema).await?;
-    db.read_indexes.set(set);
-    Ok(set)
+    let found = look_up(&client, &db.schema).await?;
+    db.read_indexes.set(found);
+    Ok(found.0)
 }
 
 /// The optional read indexes for choosing a read statement: as last found, looked up again
@@ -320,7 +341,7 @@ pub(crate) async fn list(db: &Db) -> Result<Vec<PgReadIndex>, StoreError> {
         };
         found.push(info);
     }
-    db.read_indexes.set(set);
+    db.read_indexes.set((set, db.read_indexes.archives()));
     Ok(found)
 }
 

@@ -64,9 +64,10 @@ pub(crate) struct Sql {
     pub(crate) append_one: String,
     /// The group function (group commit), one row per request (see `append::group`).
     pub(crate) append_group: String,
-    pub(crate) read_stream: String,
-    pub(crate) read_one: String,
-    pub(crate) read_many: String,
+    /// The reads of streams in a schema without archived streams (before migration 14) and
+    /// with them (see [`Sql::stream_reads`]).
+    stream_reads: [StreamReads; 2],
+    pub(crate) read_archived: String,
     /// One statement per set of optional read indexes and filter shape (see [`shape`] and
     /// [`Sql::read_all`]), all taking the same seven parameters: position (xid8, int8), limit,
     /// streams, categories, event types, and the open transactions known to be foreign.
@@ -77,7 +78,9 @@ pub(crate) struct Sql {
     pub(crate) foreign_writers: String,
     /// What holds back committed events after a position (see `read::horizon::held_back`).
     pub(crate) held_back: String,
-    pub(crate) existing_event: String,
+    /// An event id already stored, among `$1`: in a schema without (before migration 14) and
+    /// with `event_ids` (see [`Sql::existing_event`]).
+    existing_event: [String; 2],
     pub(crate) stream_behind: String,
     pub(crate) quarantined: String,
     pub(crate) notify: String,
@@ -109,42 +112,16 @@ impl Sql {
                         constraint_name \
                  FROM {q}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
             ),
-            // A whole stream: as lean as a read can be. Versions are gap-free, so the stream's
-            // version is the last event's (0 when there is none).
-            read_stream: format!(
-                "SELECT {EVENT_COLUMNS} FROM {q}.events \
-                 WHERE stream_id = $1 ORDER BY stream_version"
-            ),
-            // One stream: its version and its events in one statement. The version comes from
-            // the streams row because the events alone cannot tell it when a limit cuts them
-            // short or when nothing follows `after`.
-            read_one: format!(
-                "SELECT s.version, e.transaction_id, e.sequence, e.event_id, e.stream_id, \
-                        e.stream_version, e.event_type, e.schema_version, e.payload_json, \
-                        e.payload_bytes, e.metadata \
+            stream_reads: [stream_reads(&q, "false"), stream_reads(&q, ARCHIVED)],
+            // An archived stream's events, as `read_one` reads a stream in the log.
+            read_archived: format!(
+                "SELECT s.version, e.* \
                  FROM (SELECT coalesce(max(st.version), 0) AS version \
                        FROM {q}.streams st WHERE st.stream_id = $1) s \
                  LEFT JOIN LATERAL ( \
-                     SELECT {EVENT_COLUMNS} FROM {q}.events ev \
+                     SELECT {EVENT_COLUMNS} FROM {q}.archived_events ev \
                      WHERE ev.stream_id = $1 AND ev.stream_version > $2 \
                      ORDER BY ev.stream_version LIMIT $3) e ON true"
-            ),
-            // The version is a per-stream subquery rather than a join: a join's generic plan
-            // may hash the whole streams table for a handful of streams.
-            read_many: format!(
-                "SELECT r.ord, \
-                        coalesce((SELECT st.version FROM {q}.streams st \
-                                  WHERE st.stream_id = r.stream_id), 0), \
-                        e.transaction_id, e.sequence, e.event_id, \
-                        e.stream_id, e.stream_version, e.event_type, e.schema_version, \
-                        e.payload_json, e.payload_bytes, e.metadata \
-                 FROM unnest($1::text[], $2::int8[], $3::int8[]) \
-                      WITH ORDINALITY AS r(stream_id, after, lim, ord) \
-                 LEFT JOIN LATERAL ( \
-                     SELECT {EVENT_COLUMNS} FROM {q}.events ev \
-                     WHERE ev.stream_id = r.stream_id AND ev.stream_version > r.after \
-                     ORDER BY ev.stream_version LIMIT r.lim) e ON true \
-                 ORDER BY r.ord, e.stream_version"
             ),
             read_all,
             head: format!(
@@ -190,9 +167,17 @@ impl Sql {
                            ORDER BY ev.transaction_id, ev.sequence LIMIT $8) t) c",
                 fresh = shifted(&q, &format!("{q}.log_horizon(pg_current_snapshot())"))
             ),
-            existing_event: format!(
-                "SELECT event_id FROM {q}.events WHERE event_id = ANY($1) LIMIT 1"
-            ),
+            // An unpartitioned log keeps event ids unique in `events` (whose ONLY is itself), a
+            // partitioned one in `event_ids` (and the ONLY of a partitioned table holds no row).
+            existing_event: [
+                format!("SELECT event_id FROM {q}.events WHERE event_id = ANY($1) LIMIT 1"),
+                format!(
+                    "SELECT i.event_id FROM {q}.event_ids i WHERE i.event_id = ANY($1) \
+                     UNION ALL \
+                     SELECT ev.event_id FROM ONLY {q}.events ev WHERE ev.event_id = ANY($1) \
+                     LIMIT 1"
+                ),
+            ],
             // A stream's real head, when its streams row disagrees with its events: the first
             // of the given streams (in their order) whose events go beyond its row. The row's
             // version is a per-stream subquery, as in `read_many`.
@@ -260,6 +245,17 @@ fn shifted(q: &str, xid: &str) -> String {
 }
 
 impl Sql {
+    /// The search for a stored event id, for a schema that has `event_ids` (migration 14) or
+    /// not.
+    pub(crate) fn existing_event(&self, archives: bool) -> &str {
+        &self.existing_event[usize::from(archives)]
+    }
+
+    /// The reads of streams, for a schema that has archived streams (migration 14) or not.
+    pub(crate) fn stream_reads(&self, archives: bool) -> &StreamReads {
+        &self.stream_reads[usize::from(archives)]
+    }
+
     /// The read of the log for filter shape `shape` (see [`shape`]) in a store that has the
     /// optional read indexes `indexes`.
     pub(crate) fn read_all(&self, shape: usize, indexes: ReadIndexSet) -> &str {
@@ -390,5 +386,62 @@ fn read_all(q: &str, horizon: &str, s: usize, indexes: ReadIndexSet) -> String {
                      ORDER BY m.transaction_id, m.sequence LIMIT $3) e ON true"
             )
         }
+    }
+}
+
+/// Whether a stream is archived, from its row `st` in an aggregate over it (migration 14).
+const ARCHIVED: &str = "coalesce(bool_or(st.archived), false)";
+
+/// The statements that read streams (see `read::stream`).
+#[derive(Debug)]
+pub(crate) struct StreamReads {
+    pub(crate) read_stream: String,
+    pub(crate) read_one: String,
+    pub(crate) read_many: String,
+}
+
+/// The reads of streams in schema `q`, where `archived` says whether a stream is archived.
+fn stream_reads(q: &str, archived: &str) -> StreamReads {
+    StreamReads {
+        // A whole stream: as lean as a read can be. The stream's row tells its version and
+        // whether it is archived (see `read::stream`): one probe of its primary key.
+        read_stream: format!(
+            "SELECT s.version, s.archived, e.* \
+             FROM (SELECT coalesce(max(st.version), 0) AS version, \
+                          {archived} AS archived \
+                   FROM {q}.streams st WHERE st.stream_id = $1) s \
+             LEFT JOIN LATERAL ( \
+                 SELECT {EVENT_COLUMNS} FROM {q}.events ev \
+                 WHERE ev.stream_id = $1 ORDER BY ev.stream_version) e ON true"
+        ),
+        // One stream: its version and its events in one statement. The version comes from
+        // the streams row because the events alone cannot tell it when a limit cuts them
+        // short or when nothing follows `after`.
+        read_one: format!(
+            "SELECT s.version, s.archived, e.* \
+             FROM (SELECT coalesce(max(st.version), 0) AS version, \
+                          {archived} AS archived \
+                   FROM {q}.streams st WHERE st.stream_id = $1) s \
+             LEFT JOIN LATERAL ( \
+                 SELECT {EVENT_COLUMNS} FROM {q}.events ev \
+                 WHERE ev.stream_id = $1 AND ev.stream_version > $2 \
+                 ORDER BY ev.stream_version LIMIT $3) e ON true"
+        ),
+        // The version is a per-stream subquery rather than a join: a join's generic plan
+        // may hash the whole streams table for a handful of streams.
+        read_many: format!(
+            "SELECT r.ord, s.version, s.archived, e.* \
+             FROM unnest($1::text[], $2::int8[], $3::int8[]) \
+                  WITH ORDINALITY AS r(stream_id, after, lim, ord) \
+             CROSS JOIN LATERAL ( \
+                 SELECT coalesce(max(st.version), 0) AS version, \
+                        {archived} AS archived \
+                 FROM {q}.streams st WHERE st.stream_id = r.stream_id) s \
+             LEFT JOIN LATERAL ( \
+                 SELECT {EVENT_COLUMNS} FROM {q}.events ev \
+                 WHERE ev.stream_id = r.stream_id AND ev.stream_version > r.after \
+                 ORDER BY ev.stream_version LIMIT r.lim) e ON true \
+             ORDER BY r.ord, e.stream_version"
+        ),
     }
 }

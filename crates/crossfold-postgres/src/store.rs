@@ -18,6 +18,7 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{NoTls, Socket};
 use tracing::Instrument;
 
+use crate::archive::{self, PgLogPartition, PgLogPartitioning};
 use crate::config::PgConfig;
 use crate::db::Db;
 use crate::deadlines::PgDeadlineStore;
@@ -184,11 +185,20 @@ impl PgEventStore {
         }
         let turns = Turns::new(&config, tls.clone())?;
 
-        let db = Arc::new(Db::new(pool, config.schema.clone()));
+        let db = Arc::new(Db::new(
+            pool,
+            config.schema.clone(),
+            config.archived_reads,
+        ));
         // Which optional read indexes the reads can use. Where the schema is not migrated yet
         // this finds none; reads look again later (see `read_index`).
         if let Err(e) = read_index::refresh(&db).await {
             tracing::debug!(error = %ErrorChain(&e), schema = %db.schema, "crossfold: read indexes not looked up");
+        }
+        // A partitioned log gets its partitions ahead (after a new log epoch, the first that
+        // cover it). Where the schema is not migrated yet, or on a standby, nothing happens.
+        if !in_recovery && let Err(e) = archive::ensure(&db).await {
+            tracing::debug!(error = %ErrorChain(&e), schema = %db.schema, "crossfold: log partitions not checked");
         }
         let (shutdown, shutdown_rx) = watch::channel(());
         let wake_tx = Arc::new(watch::channel(0u64).0);
@@ -227,6 +237,68 @@ impl PgEventStore {
                 _shutdown: shutdown,
             }),
         })
+    }
+
+    /// Archives `stream`: moves its events out of the log into the schema's archive, in one
+    /// transaction, and returns how many moved. From then on they are on no hot path (no
+    /// stream read, log read, subscription or projection meets them), stay readable with
+    /// [`read_archived_stream`](Self::read_archived_stream), and the stream takes no new
+    /// events (an append fails with [`PgStreamArchived`](crate::PgStreamArchived)). A read of
+    /// the stream answers as [`PgConfig::archived_streams`] says.
+    ///
+    /// Refuses with [`StoreError::InvalidRequest`], moving nothing: a system stream, a stream
+    /// without events or archived already, one some of whose events are in a detached
+    /// partition, and — unless `force` — one whose last event a projection with a checkpoint in
+    /// this store has not read yet (it would never see the events). Needs migration 14.
+    pub async fn archive_stream(&self, stream: &StreamId, force: bool) -> Result<u64, StoreError> {
+        archive::archive_stream(&self.inner.db, stream, force).await
+    }
+
+    /// The events of archived stream `stream`, with its version; `None` when it is not
+    /// archived.
+    pub async fn read_archived_stream(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<StreamEvents>, StoreError> {
+        archive::read_archived_stream(&self.inner.db, stream).await
+    }
+
+    /// Converts the events table into one partitioned by position (by range of transaction id),
+    /// as migration 14 describes: appends go on through all but its last step, a few catalog
+    /// changes under the table's lock. Run it as the schema's owner. Refuses with
+    /// [`StoreError::InvalidRequest`] a log partitioned already and sizes out of range.
+    pub async fn partition_log(&self, plan: PgLogPartitioning) -> Result<(), StoreError> {
+        archive::partition_log(&self.inner.db, plan).await
+    }
+
+    /// The partitions of the log, attached and detached, in the order of their ranges (the
+    /// default partition last); empty when the log is not partitioned.
+    pub async fn log_partitions(&self) -> Result<Vec<PgLogPartition>, StoreError> {
+        archive::list(&self.inner.db).await
+    }
+
+    /// Creates the partitions the log should have ahead of it now; returns how many. The
+    /// store also does so when it connects and when its appends near the last partition.
+    pub async fn ensure_log_partitions(&self) -> Result<u32, StoreError> {
+        archive::ensure(&self.inner.db).await
+    }
+
+    /// Detaches partition `name` from the log, returning how many events left it: its table
+    /// stays in the schema, immutable, to dump and drop or to attach again. Its events leave
+    /// every read of the log, and a stream read that needs one fails with
+    /// [`PgEventsDetached`](crate::PgEventsDetached); event ids stay reserved. Refuses with
+    /// [`StoreError::InvalidRequest`] the default partition, one whose range the log has not
+    /// passed, and — unless `force` — one holding events a projection with a checkpoint in
+    /// this store has not read. Takes the events table's lock for a moment (waiting at most
+    /// the session's lock timeout, 10 s unless set). Run it as the schema's owner.
+    pub async fn detach_log_partition(&self, name: &str, force: bool) -> Result<u64, StoreError> {
+        archive::detach_or_attach(&self.inner.db, name, Some(force)).await
+    }
+
+    /// Attaches detached partition `name` again, returning how many events came back, at
+    /// their positions (behind subscribers that read past them meanwhile).
+    pub async fn attach_log_partition(&self, name: &str) -> Result<u64, StoreError> {
+        archive::detach_or_attach(&self.inner.db, name, None).await
     }
 
     /// Creates the schema if needed and applies the embedded migrations it lacks, in one
@@ -515,10 +587,13 @@ impl PgEventStore {
         let finished = Instant::now();
         let metrics = self.metrics();
         metrics.record(StoreOperation::Append, started, finished, &result);
-        if let Ok(appended) = &result
-            && metrics.appended(appended.len(), finished)
-        {
-            metrics.pool(self.pool_status());
+        if let Ok(appended) = &result {
+            if metrics.appended(appended.len(), finished) {
+                metrics.pool(self.pool_status());
+            }
+            if let Some(last) = appended.events.last() {
+                archive::after_append(&self.inner.db, last.position.commit());
+            }
         }
         result
     }
@@ -785,19 +860,20 @@ mod tests {
             .await
             .unwrap();
         let sql = Sql::new(&schema);
+        let reads = sql.stream_reads(true);
         let cases: Vec<(String, &str, String)> = vec![
-            ("read_stream".into(), &sql.read_stream, "('s-1-1')".into()),
-            ("read_one".into(), &sql.read_one, "('s-1-1', 2, 5)".into()),
+            ("read_stream".into(), &reads.read_stream, "('s-1-1')".into()),
+            ("read_one".into(), &reads.read_one, "('s-1-1', 2, 5)".into()),
             (
                 "read_many".into(),
-                &sql.read_many,
+                &reads.read_many,
                 "('{s-1-1,s-2-2}', '{0,0}', '{9,9}')".into(),
             ),
             ("head".into(), &sql.head, "('{}')".into()),
             ("probe".into(), &sql.probe, "('5', 0, '{}')".into()),
             (
                 "existing_event".into(),
-                &sql.existing_event,
+                sql.existing_event(true),
                 "('{0190b4d2-0000-7000-8000-000000000000}')".into(),
             ),
             (

@@ -21,10 +21,19 @@ use crate::error::{CONFLICT, classify, corrupt, in_class};
 use crate::sql::Sql;
 use crate::types::get;
 
-/// The constraint an event id already stored violates (migration 0001).
-const EVENT_ID_KEY: &str = "events_event_id_key";
-/// The constraint a stream version already stored violates: `(stream_id, stream_version)`.
+/// The constraints an event id already stored violates: in an unpartitioned log (migration 1)
+/// and in a partitioned one (migration 14).
+const EVENT_ID_KEYS: [&str; 2] = ["events_event_id_key", "event_ids_pkey"];
+/// The constraint a stream version already stored violates, `(stream_id, stream_version)`: in
+/// an unpartitioned log (and the first partition of a partitioned one), and in each later
+/// partition, `events_<partition>_stream_version_key` (migration 14).
 const STREAM_VERSION_KEY: &str = "events_pkey";
+
+/// Whether `constraint` is a partition's unique index of stream versions (migration 14).
+fn stream_version_key(constraint: &str) -> bool {
+    constraint == STREAM_VERSION_KEY
+        || (constraint.starts_with("events_") && constraint.ends_with("_stream_version_key"))
+}
 
 /// What the server said when it refused an append: its SQLSTATE, message, DETAIL and the
 /// violated constraint. From a failed call of the append function (its error's fields), or
@@ -75,7 +84,9 @@ pub(super) async fn explain_refusal(
     let code = refusal.code;
     if *code == *CONFLICT {
         Some(conflict(refusal.detail, request))
-    } else if *code == SqlState::UNIQUE_VIOLATION && refusal.constraint == Some(EVENT_ID_KEY) {
+    } else if *code == SqlState::UNIQUE_VIOLATION
+        && refusal.constraint.is_some_and(|c| EVENT_ID_KEYS.contains(&c))
+    {
         Some(
             match refusal
                 .detail
@@ -85,13 +96,17 @@ pub(super) async fn explain_refusal(
                 None => find_duplicate(client, sql, ids).await,
             },
         )
-    } else if *code == SqlState::UNIQUE_VIOLATION && refusal.constraint == Some(STREAM_VERSION_KEY)
+    } else if *code == SqlState::UNIQUE_VIOLATION && refusal.constraint.is_some_and(stream_version_key)
     {
         match stream_behind(client, sql, request).await {
             Ok(Some(conflict)) => Some(conflict),
             Ok(None) => None,
             Err(e) => Some(e),
         }
+    } else if code.code() == crate::archive::ARCHIVED {
+        Some(StoreError::Backend(Box::new(crate::PgStreamArchived::new(
+            refusal.detail.unwrap_or_default(),
+        ))))
     } else if in_class(code, &SqlState::DATA_EXCEPTION) {
         // A payload that is not valid JSON, a NUL in JSON text, ...
         Some(StoreError::InvalidRequest(format!(
@@ -165,11 +180,15 @@ fn duplicate_in(detail: &str, request: &AppendRequest) -> Option<EventId> {
 
 /// Which of `ids` is stored, when the server's error did not say.
 async fn find_duplicate(client: &ClientWrapper, sql: &Sql, ids: &[Uuid]) -> StoreError {
-    let found = async {
-        let statement = client.prepare_cached(&sql.existing_event).await?;
+    // Where event ids are (migration 14), else (before it) in the events table.
+    let search = |archives: bool| async move {
+        let statement = client.prepare_cached(sql.existing_event(archives)).await?;
         client.query_opt(&statement, &[&ids]).await
-    }
-    .await;
+    };
+    let found = match search(true).await {
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => search(false).await,
+        found => found,
+    };
     match found {
         Ok(Some(row)) => match get::<Uuid>(&row, 0).map(EventId::from_uuid) {
             Ok(Ok(id)) => StoreError::DuplicateEvent(id),

@@ -32,6 +32,11 @@ const GROUP_FUNCTIONS: &str = "append_group";
 /// operator's action, left to the schema's owner.
 const SNAPSHOT_FUNCTIONS: &str = "save_snapshot";
 
+/// The functions the application role archives streams and keeps partitions of a partitioned
+/// log ahead of its appends with (from migration 14 on). Converting the log and detaching or
+/// attaching partitions are the owner's.
+const ARCHIVE_FUNCTIONS: &str = "archive_stream, ensure_log_partitions";
+
 /// The statements that let `role` use the store in `schema`: read every table, call the
 /// append functions and the log-order check, and (when the schema has them) write the
 /// projections' tables and call the deadline, horizon, group commit and snapshot functions,
@@ -44,6 +49,7 @@ pub(super) fn grants(
     horizon: bool,
     group: bool,
     snapshots: bool,
+    archives: bool,
 ) -> String {
     let q = quoted(schema);
     let r = quoted(role);
@@ -53,6 +59,7 @@ pub(super) fn grants(
         .chain(HORIZON_FUNCTIONS.split(", ").filter(|_| horizon))
         .chain(GROUP_FUNCTIONS.split(", ").filter(|_| group))
         .chain(SNAPSHOT_FUNCTIONS.split(", ").filter(|_| snapshots))
+        .chain(ARCHIVE_FUNCTIONS.split(", ").filter(|_| archives))
         .map(|f| format!("{q}.{f}"))
         .collect();
     let mut sql = format!(
@@ -91,7 +98,10 @@ pub(crate) async fn grant_access(
                             WHERE n.nspname = $1 AND p.proname = 'append_group'), \
                     EXISTS (SELECT FROM pg_proc p \
                             JOIN pg_namespace n ON n.oid = p.pronamespace \
-                            WHERE n.nspname = $1 AND p.proname = 'save_snapshot')",
+                            WHERE n.nspname = $1 AND p.proname = 'save_snapshot'), \
+                    EXISTS (SELECT FROM pg_proc p \
+                            JOIN pg_namespace n ON n.oid = p.pronamespace \
+                            WHERE n.nspname = $1 AND p.proname = 'archive_stream')",
             &[&schema],
         )
         .await?;
@@ -100,6 +110,7 @@ pub(crate) async fn grant_access(
     let horizon: bool = row.try_get(2)?;
     let group: bool = row.try_get(3)?;
     let snapshots: bool = row.try_get(4)?;
+    let archives: bool = row.try_get(5)?;
     client
         .batch_execute(&grants(
             schema,
@@ -109,6 +120,7 @@ pub(crate) async fn grant_access(
             horizon,
             group,
             snapshots,
+            archives,
         ))
         .await?;
     Ok(())

@@ -16,5 +16,5 @@ pub(crate) use decode::Decoder;
 pub(crate) use horizon::{Blocker, Horizon, held_back};
 pub(crate) use log::{explain_read_all, head_position, read_all};
 pub(crate) use quarantine::quarantine;
-pub(crate) use stream::read_streams;
+pub(crate) use stream::{archived_stream, read_streams};
 pub(crate) use wait::wait_for_events;
