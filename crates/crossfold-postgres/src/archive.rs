@@ -9,8 +9,8 @@
 //! The events table can be partitioned by position ([`PgEventStore::partition_log`]), so that
 //! old positions sit in old, cold partitions that operators can detach
 //! ([`PgEventStore::detach_log_partition`]) to dump and drop, or attach again. The store keeps
-//! partitions ahead of the log: when it connects, and when an append comes within one
-//! partition of the last. See the migration for how uniqueness is kept across partitions and
+//! partitions ahead of the log: when it connects, and when an append comes within `ahead - 1`
+//! partitions (at least one) of the end. See the migration for how uniqueness is kept across partitions and
 //! what each step locks.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -190,7 +190,8 @@ pub struct PgLogPartition {
 /// What the store knows of its log's partitions, to keep partitions ahead of its appends.
 #[derive(Debug, Default)]
 pub(crate) struct PartitionWatch {
-    /// The upper end of the partitions, minus one partition (0: not partitioned, or unknown).
+    /// Where the partitions end, less `ahead - 1` partitions (at least one): an append beyond
+    /// this creates more (0: not partitioned, or unknown).
     extend_from: AtomicU64,
     /// A call of `ensure_log_partitions` is under way.
     busy: AtomicBool,
@@ -217,7 +218,8 @@ pub(crate) async fn ensure(db: &Db) -> Result<u32, StoreError> {
     let row = client
         .query_one(
             &format!(
-                "SELECT (SELECT max(p.upper_bound)::text::numeric - min(c.size) \
+                "SELECT (SELECT max(p.upper_bound)::text::numeric \
+                                - greatest(min(c.ahead) - 1, 1) * min(c.size) \
                          FROM {q}.log_partitions p, {q}.log_partitioning c)::int8"
             ),
             &[],
@@ -233,7 +235,7 @@ pub(crate) async fn ensure(db: &Db) -> Result<u32, StoreError> {
 }
 
 /// After an append at commit half `commit`: creates partitions ahead in the background when
-/// the append came within one partition of the last.
+/// the append came near the end of them (see [`PartitionWatch`]).
 pub(crate) fn after_append(db: &Arc<Db>, commit: u64) {
     if !db.partitions.due(commit) {
         return;
