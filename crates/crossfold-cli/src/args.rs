@@ -61,6 +61,12 @@ pub(crate) enum Command {
     Indexes(IndexesArgs),
     /// Show the snapshots of command state the store holds, per state, or drop a state's.
     Snapshots(SnapshotsArgs),
+    /// List the partitions of a log partitioned by position, convert a log to one, create
+    /// partitions ahead, detach old ones to archive them or attach them again.
+    Partitions(PartitionsArgs),
+    /// Archive a stream closed for good (its events leave the log, kept in the archive), or
+    /// read an archived stream's events.
+    Archive(ArchiveArgs),
     /// Read the whole log and check that every event's payload is well-formed in its format
     /// (JSON or MessagePack); report each one that is not, with its position, stream, version,
     /// type and schema version. Exit status 1 when any fails. Decoding into the application's
@@ -115,6 +121,96 @@ pub(crate) struct IndexName {
     /// `stream`, `category` (the part of a stream id before its first `-`) or `type` (the
     /// event type).
     pub(crate) index: crossfold_postgres::ReadIndex,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PartitionsArgs {
+    /// Without one: list.
+    #[command(subcommand)]
+    pub(crate) action: Option<PartitionsAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PartitionsAction {
+    /// Show each partition: its range of positions (commit halves), attached or detached,
+    /// estimated events and size. The default partition holds events no range covered; it
+    /// should stay empty.
+    List,
+    /// Convert the log into one partitioned by position (migration 14's `partition_log`):
+    /// appends go on through all but its last step, a few catalog changes under the events
+    /// table's lock. Takes two passes over the log. Run as the schema's owner.
+    Convert(ConvertArgs),
+    /// Create the partitions the log should have ahead of it now (the store also does so
+    /// when it connects and as its appends near the end).
+    Create,
+    /// Detach a partition the log has passed, leaving its table in the schema, immutable, to
+    /// dump (`pg_dump -t SCHEMA.NAME`) and drop, or to attach again. Its events leave every
+    /// read of the log. Refused while a projection with a checkpoint here has not read its
+    /// events, unless --force. Run as the schema's owner.
+    Detach(DetachArgs),
+    /// Attach a detached partition again: its events are back at their positions.
+    Attach(PartitionName),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConvertArgs {
+    /// Transaction ids per partition (each append takes one; a group commit one per group).
+    #[arg(long)]
+    pub(crate) size: u64,
+    /// Partitions to keep ahead of the log.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) ahead: u32,
+    /// How far beyond the next transaction id the existing events' partition reaches; the
+    /// conversion's last step must start before appends use that many.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) margin: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DetachArgs {
+    /// The partition, as the list shows it.
+    pub(crate) name: String,
+    /// Detach it even though a projection has not read its events (that projection never
+    /// will, unless it is attached again before the projection gets there).
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PartitionName {
+    /// The partition, as the list shows it.
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveArgs {
+    #[command(subcommand)]
+    pub(crate) action: ArchiveAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ArchiveAction {
+    /// Archive a stream: its events move out of the log into the archive, in one
+    /// transaction, and it takes no new events. Refused while a projection with a checkpoint
+    /// here has not read its last event, unless --force.
+    Stream(ArchiveStreamArgs),
+    /// Show the events of an archived stream.
+    Read(ArchiveReadArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveStreamArgs {
+    /// The stream's id.
+    pub(crate) id: String,
+    /// Archive it even though a projection has not read its last event (it never will).
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveReadArgs {
+    /// The stream's id.
+    pub(crate) id: String,
 }
 
 #[derive(Debug, Args)]

@@ -21,7 +21,7 @@ const TAIL_BATCH: usize = 500;
 /// when events arrive).
 const FOLLOW_WAIT: Duration = Duration::from_secs(5);
 
-fn stream_id(text: &str) -> Result<StreamId, CliError> {
+pub(crate) fn stream_id(text: &str) -> Result<StreamId, CliError> {
     StreamId::from_stored(text)
         .map_err(|e| CliError::Config(format!("{text:?} is not a stream id: {}", ErrorChain(&e))))
 }

@@ -9,6 +9,7 @@
 //! `crossfold --help` for every option; the exit statuses are listed there and in the
 //! operations guide.
 
+mod archive;
 mod args;
 mod check;
 mod config;
@@ -133,6 +134,14 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Snapshots(args) => {
             let store = connect_ready(&settings, false).await?;
             snapshots::run(&store, args, json).await
+        }
+        Command::Partitions(args) => {
+            let store = connect_ready(&settings, false).await?;
+            archive::partitions(&store, args, json).await
+        }
+        Command::Archive(args) => {
+            let store = connect_ready(&settings, false).await?;
+            archive::archive(&store, args, json).await
         }
         Command::CheckEvents(args) => {
             let store = connect_ready(&settings, false).await?;

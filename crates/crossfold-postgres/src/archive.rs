@@ -13,8 +13,8 @@
 //! partitions (at least one) of the end. See the migration for how uniqueness is kept across partitions and
 //! what each step locks.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossfold_core::{StoreError, StreamEvents, StreamId, StreamVersion, Timestamp};
 use deadpool_postgres::Object;
@@ -285,10 +285,7 @@ pub(crate) async fn archive_stream(
     let client = client(db).await?;
     let row = client
         .query_one(
-            &format!(
-                "SELECT {}.archive_stream($1, $2)",
-                quoted(&db.schema)
-            ),
+            &format!("SELECT {}.archive_stream($1, $2)", quoted(&db.schema)),
             &[&stream.as_str(), &force],
         )
         .await
@@ -314,7 +311,11 @@ pub(crate) async fn read_archived_stream(
         .await
         .map_err(classify)?;
     drop(client);
-    if !row.map(|r| get::<bool>(&r, 0)).transpose()?.unwrap_or(false) {
+    if !row
+        .map(|r| get::<bool>(&r, 0))
+        .transpose()?
+        .unwrap_or(false)
+    {
         return Ok(None);
     }
     crate::read::archived_stream(db, stream, StreamVersion::EMPTY, usize::MAX)

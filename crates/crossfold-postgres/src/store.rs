@@ -185,11 +185,7 @@ impl PgEventStore {
         }
         let turns = Turns::new(&config, tls.clone())?;
 
-        let db = Arc::new(Db::new(
-            pool,
-            config.schema.clone(),
-            config.archived_reads,
-        ));
+        let db = Arc::new(Db::new(pool, config.schema.clone(), config.archived_reads));
         // Which optional read indexes the reads can use. Where the schema is not migrated yet
         // this finds none; reads look again later (see `read_index`).
         if let Err(e) = read_index::refresh(&db).await {

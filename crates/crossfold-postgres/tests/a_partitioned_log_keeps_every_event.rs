@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::{events, fresh_store, raw_client, sid};
 use crossfold_core::{
-    AppendRequest, EventData, EventId, EventStore, ExpectedVersion, LogFilter, Position,
-    StoreError,
+    AppendRequest, EventData, EventId, EventStore, ExpectedVersion, LogFilter, Position, StoreError,
 };
 use crossfold_postgres::{PgEventStore, PgEventsDetached, PgLogPartitioning};
 
@@ -23,7 +22,10 @@ async fn read_log(store: &PgEventStore) -> Vec<(EventId, String)> {
     let mut out = Vec::new();
     let mut after = Position::START;
     loop {
-        let batch = store.read_all(after, 5_000, &LogFilter::all()).await.unwrap();
+        let batch = store
+            .read_all(after, 5_000, &LogFilter::all())
+            .await
+            .unwrap();
         let Some(last) = batch.last() else {
             return out;
         };
@@ -152,7 +154,10 @@ async fn a_million_events_over_partitions_are_read_back_once_each() {
     let with_events = counts.iter().filter(|(_, n)| *n > 0).count();
     assert!(with_events >= 4, "{counts:?}");
     let default = client
-        .query_one(&format!("SELECT count(*) FROM {schema}.events_default"), &[])
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.events_default"),
+            &[],
+        )
         .await
         .unwrap()
         .get::<_, i64>(0);
@@ -184,18 +189,17 @@ async fn a_million_events_over_partitions_are_read_back_once_each() {
     let missing = PgEventsDetached::find(&err).expect("a typed error");
     assert_eq!(missing.missing(), (1, 100));
     // Its event ids stay taken: appending one again is a duplicate.
-    let (old_id, _) = log
-        .iter()
-        .find(|(_, s)| s == "before-0-0")
-        .unwrap()
-        .clone();
+    let (old_id, _) = log.iter().find(|(_, s)| s == "before-0-0").unwrap().clone();
     let mut event = EventData::new("Again", crossfold_core::Payload::json(b"{}".to_vec()));
     event.event_id = old_id;
     let err = store
         .append(AppendRequest::new().stream(sid("fresh-stream"), ExpectedVersion::Any, vec![event]))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::DuplicateEvent(id) if id == old_id), "{err:?}");
+    assert!(
+        matches!(err, StoreError::DuplicateEvent(id) if id == old_id),
+        "{err:?}"
+    );
     // Nobody changes it while it is out.
     let refused = client
         .batch_execute(&format!("DELETE FROM {schema}.events_000000"))

@@ -55,7 +55,10 @@ async fn archived_stream_lifecycle(partitioned: bool) {
         ))
         .await
         .unwrap();
-    let err = store.archive_stream(&sid("acc-1"), false).await.unwrap_err();
+    let err = store
+        .archive_stream(&sid("acc-1"), false)
+        .await
+        .unwrap_err();
     match &err {
         StoreError::InvalidRequest(message) => assert!(message.contains("balances"), "{message}"),
         other => panic!("{other:?}"),
@@ -83,10 +86,7 @@ async fn archived_stream_lifecycle(partitioned: bool) {
             .await
             .unwrap_err(),
         store
-            .read_streams(&[
-                StreamRead::all(sid("acc-2")),
-                StreamRead::all(sid("acc-1")),
-            ])
+            .read_streams(&[StreamRead::all(sid("acc-2")), StreamRead::all(sid("acc-1"))])
             .await
             .unwrap_err(),
     ] {
@@ -133,7 +133,11 @@ async fn archived_stream_lifecycle(partitioned: bool) {
         .append(
             AppendRequest::new()
                 .stream(sid("acc-3"), ExpectedVersion::NoStream, events("E", 1))
-                .stream(sid("acc-1"), ExpectedVersion::Exact(5.into()), events("E", 1)),
+                .stream(
+                    sid("acc-1"),
+                    ExpectedVersion::Exact(5.into()),
+                    events("E", 1),
+                ),
         )
         .await
         .unwrap_err();
@@ -166,24 +170,23 @@ async fn archived_stream_lifecycle(partitioned: bool) {
     assert_eq!(row.get::<_, i64>(2), 0);
 
     // Read back by a store configured so.
-    let reading = PgEventStore::connect(
-        config(&schema).archived_streams(PgArchivedReads::ReadBack),
-    )
-    .await
-    .unwrap();
+    let reading =
+        PgEventStore::connect(config(&schema).archived_streams(PgArchivedReads::ReadBack))
+            .await
+            .unwrap();
     let back = reading
         .read_stream(&sid("acc-1"), Default::default(), usize::MAX)
         .await
         .unwrap();
     assert_eq!(back.events, before.events);
     assert_eq!(back.version, before.version);
-    let tail = reading.read_stream(&sid("acc-1"), 3.into(), 1).await.unwrap();
+    let tail = reading
+        .read_stream(&sid("acc-1"), 3.into(), 1)
+        .await
+        .unwrap();
     assert_eq!(tail.events, before.events[3..4]);
     let both = reading
-        .read_streams(&[
-            StreamRead::all(sid("acc-1")),
-            StreamRead::all(sid("acc-2")),
-        ])
+        .read_streams(&[StreamRead::all(sid("acc-1")), StreamRead::all(sid("acc-2"))])
         .await
         .unwrap();
     assert_eq!(both[0].events, before.events);
@@ -194,7 +197,10 @@ async fn archived_stream_lifecycle(partitioned: bool) {
     for stream in ["acc-1", "$idempotency-x", "nobody"] {
         let stream = crossfold_core::StreamId::from_stored(stream).unwrap();
         let err = store.archive_stream(&stream, true).await.unwrap_err();
-        assert!(matches!(err, StoreError::InvalidRequest(_)), "{stream}: {err:?}");
+        assert!(
+            matches!(err, StoreError::InvalidRequest(_)),
+            "{stream}: {err:?}"
+        );
     }
     for statement in [
         format!("DELETE FROM {schema}.archived_events"),

@@ -85,7 +85,9 @@ pub(super) async fn explain_refusal(
     if *code == *CONFLICT {
         Some(conflict(refusal.detail, request))
     } else if *code == SqlState::UNIQUE_VIOLATION
-        && refusal.constraint.is_some_and(|c| EVENT_ID_KEYS.contains(&c))
+        && refusal
+            .constraint
+            .is_some_and(|c| EVENT_ID_KEYS.contains(&c))
     {
         Some(
             match refusal
@@ -96,7 +98,8 @@ pub(super) async fn explain_refusal(
                 None => find_duplicate(client, sql, ids).await,
             },
         )
-    } else if *code == SqlState::UNIQUE_VIOLATION && refusal.constraint.is_some_and(stream_version_key)
+    } else if *code == SqlState::UNIQUE_VIOLATION
+        && refusal.constraint.is_some_and(stream_version_key)
     {
         match stream_behind(client, sql, request).await {
             Ok(Some(conflict)) => Some(conflict),

@@ -151,7 +151,9 @@ async fn read_archived(db: &Db, read: &StreamRead) -> Result<StreamEvents, Store
         PgArchivedReads::Refuse => Err(StoreError::Backend(Box::new(PgStreamArchived::new(
             read.stream.as_str(),
         )))),
-        PgArchivedReads::ReadBack => archived_stream(db, &read.stream, read.after, read.limit).await,
+        PgArchivedReads::ReadBack => {
+            archived_stream(db, &read.stream, read.after, read.limit).await
+        }
     }
 }
 
@@ -171,7 +173,11 @@ pub(crate) async fn archived_stream(
     let rows = client
         .query(
             &statement,
-            &[&stream.as_str(), &version_param(after)?, &limit_param(limit)],
+            &[
+                &stream.as_str(),
+                &version_param(after)?,
+                &limit_param(limit),
+            ],
         )
         .await
         .map_err(classify)?;
