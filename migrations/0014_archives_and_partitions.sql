@@ -53,9 +53,9 @@
 -- beyond the next transaction id (the store calls it when it connects and when one of its
 -- appends comes within `ahead - 1` partitions of the end; `crossfold partitions create` calls
 -- it too). Partitions must stay ahead: an event of a transaction id beyond them goes to the
--- default partition, and an append routed there while a partition is being attached fails
--- (nothing written, the append can be retried), as PostgreSQL checks the default partition's
--- new bounds when it locks it. Events of transaction ids no
+-- default partition, and an append routed there while the partition for it is being attached
+-- fails, writing nothing (PostgreSQL checks the default partition's new bounds when it locks
+-- it); the store reports that as contention, which a retry gets past. Events of transaction ids no
 -- partition covers (after a new log epoch, see migration 2, before partitions caught up) land
 -- in events_default; new partitions then start above them.
 -- `detach_log_partition` detaches a partition whose range the log has passed (no open or future
@@ -319,13 +319,9 @@ BEGIN
     SELECT max(d.transaction_id)::text::numeric INTO in_default FROM %1$I.events_default d;
     hi := greatest(coalesce(hi, 0), coalesce(in_default + 1, 0));
     WHILE hi < next + cfg.ahead * cfg.size LOOP
-        -- Behind the log (appends outran the partitions, or the log jumped to a new epoch):
-        -- transactions under way may be putting events into the default partition, and one
-        -- routed there before this attach commits would fail its check after it. The next
-        -- partition starts 10,000 transaction ids (at most a partition's worth) beyond the
-        -- next one, more than are handed out while it is attached, and the range skipped
-        -- stays the default's.
-        lo := CASE WHEN hi <= next THEN next + least(cfg.size, 10000) ELSE hi END;
+        -- After a jump of the log (a new epoch, see migration 2) the range skipped stays the
+        -- default partition's.
+        lo := CASE WHEN hi < next - cfg.size THEN next ELSE hi END;
         hi := lo + cfg.size;
         PERFORM %1$I.add_log_partition(lo, hi);
         made := made + 1;

@@ -46,10 +46,20 @@ pub(crate) fn in_class(code: &SqlState, class: &SqlState) -> bool {
     code.code().get(..2) == class.code().get(..2)
 }
 
+/// Whether `error` is an insert into the default partition of a partitioned log refused
+/// because a partition covering its row was attached meanwhile (migration 14): PostgreSQL
+/// routed the row before the attach and checked it after. Nothing was written, and the same
+/// insert routes to the new partition now: contention, worth retrying.
+fn routed_before_an_attach(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::CHECK_VIOLATION && db.table() == Some("events_default")
+    })
+}
+
 /// Classifies a driver error, keeping it as the `source`.
 pub(crate) fn classify(error: tokio_postgres::Error) -> StoreError {
     if let Some(code) = error.code() {
-        return if CONTENTION.contains(code) {
+        return if CONTENTION.contains(code) || routed_before_an_attach(&error) {
             StoreError::Contention(error.into())
         } else if TIMEOUT.contains(code) {
             StoreError::Timeout(error.into())

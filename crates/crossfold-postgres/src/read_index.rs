@@ -410,14 +410,18 @@ async fn create_locked(
         PgReadIndexState::Invalid => drop_index(client, &q, index).await?,
         PgReadIndexState::Absent => {}
     }
-    let built = client
-        .batch_execute(&format!(
-            "CREATE INDEX CONCURRENTLY {} ON {q}.events {} WITH (deduplicate_items = off)",
-            index.index_name(),
-            index.columns()
-        ))
-        .await
-        .map_err(classify);
+    let built = if partitions(client, schema).await?.is_some() {
+        create_partitioned(client, schema, index).await
+    } else {
+        client
+            .batch_execute(&format!(
+                "CREATE INDEX CONCURRENTLY {} ON {q}.events {} WITH (deduplicate_items = off)",
+                index.index_name(),
+                index.columns()
+            ))
+            .await
+            .map_err(classify)
+    };
     if let Err(e) = built {
         // A failed concurrent build leaves an invalid index that every append would still
         // maintain: take it away (best effort; creating it again would too).
@@ -425,6 +429,94 @@ async fn create_locked(
         return Err(e);
     }
     Ok(true)
+}
+
+/// The attached partitions of the store's events table, when it is partitioned (migration 14).
+async fn partitions(client: &Client, schema: &str) -> Result<Option<Vec<String>>, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT c.relkind = 'p', \
+                    ARRAY(SELECT i.inhrelid::regclass::text FROM pg_catalog.pg_inherits i \
+                          WHERE i.inhparent = c.oid ORDER BY 1) \
+             FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)",
+            &[&format!("{}.events", quoted(schema))],
+        )
+        .await
+        .map_err(classify)?;
+    let partitioned: bool = row.try_get(0).map_err(classify)?;
+    Ok(partitioned
+        .then(|| row.try_get::<_, Vec<String>>(1))
+        .transpose()
+        .map_err(classify)?)
+}
+
+/// Builds `index` on a partitioned events table: PostgreSQL builds no index of a partitioned
+/// table concurrently, so the table gets one of its own that covers nothing yet (`ON ONLY`,
+/// invalid), each partition one built concurrently, attached to it; once every partition's is
+/// attached it is valid, and partitions created later get theirs when they are attached.
+/// A partition's index left invalid by an interrupted build is built again.
+async fn create_partitioned(
+    client: &Client,
+    schema: &str,
+    index: ReadIndex,
+) -> Result<(), StoreError> {
+    let q = quoted(schema);
+    let name = index.index_name();
+    let columns = index.columns();
+    client
+        .batch_execute(&format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON ONLY {q}.events {columns} \
+             WITH (deduplicate_items = off)"
+        ))
+        .await
+        .map_err(classify)?;
+    for partition in partitions(client, schema).await?.unwrap_or_default() {
+        // `schema.events_000001` (as regclass prints it) -> `events_000001_stream_log_idx`.
+        let table = partition.rsplit('.').next().unwrap_or(&partition);
+        let child = format!("{table}_{}", name.trim_start_matches("events_"));
+        let valid = client
+            .query_opt(
+                "SELECT i.indisvalid FROM pg_catalog.pg_index i WHERE i.indexrelid = to_regclass($1)",
+                &[&format!("{q}.{child}")],
+            )
+            .await
+            .map_err(classify)?
+            .map(|r| r.try_get::<_, bool>(0))
+            .transpose()
+            .map_err(classify)?;
+        if valid == Some(false) {
+            client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY {q}.{child}"))
+                .await
+                .map_err(classify)?;
+        }
+        client
+            .batch_execute(&format!(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {child} ON {partition} {columns} \
+                 WITH (deduplicate_items = off)"
+            ))
+            .await
+            .map_err(classify)?;
+        let attached = client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits \
+                                WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2))",
+                &[&format!("{q}.{child}"), &format!("{q}.{name}")],
+            )
+            .await
+            .map_err(classify)?
+            .try_get::<_, bool>(0)
+            .map_err(classify)?;
+        if !attached {
+            client
+                .batch_execute(&format!(
+                    "ALTER INDEX {q}.{name} ATTACH PARTITION {q}.{child}"
+                ))
+                .await
+                .map_err(classify)?;
+        }
+    }
+    Ok(())
 }
 
 /// Drops `index` without blocking reads or appends (`DROP INDEX CONCURRENTLY`). `Ok(false)`
@@ -455,10 +547,23 @@ async fn unlock(client: ClientWrapper, schema: &str) {
     release_migration_lock(&client, schema).await;
 }
 
+/// Drops `index`: concurrently where the table is not partitioned; on a partitioned table,
+/// where PostgreSQL drops no index concurrently, with the events table's lock for a moment.
 async fn drop_index(client: &Client, q: &str, index: ReadIndex) -> Result<(), StoreError> {
+    let partitioned: bool = client
+        .query_one(
+            "SELECT coalesce((SELECT relkind = 'p' FROM pg_catalog.pg_class \
+                              WHERE oid = to_regclass($1)), false)",
+            &[&format!("{q}.events")],
+        )
+        .await
+        .map_err(classify)?
+        .try_get(0)
+        .map_err(classify)?;
     client
         .batch_execute(&format!(
-            "DROP INDEX CONCURRENTLY IF EXISTS {q}.{}",
+            "DROP INDEX {} IF EXISTS {q}.{}",
+            if partitioned { "" } else { "CONCURRENTLY" },
             index.index_name()
         ))
         .await

@@ -322,3 +322,89 @@ async fn migration_7_keeps_the_read_indexes_that_reads_used() {
         1500
     );
 }
+
+/// On a partitioned log (migration 14) an index is built partition by partition, each
+/// concurrently, and serves the reads once every partition has it; partitions created later
+/// get it when they are attached; dropping it takes it from every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_log_gets_and_loses_an_index_in_every_partition() {
+    use crossfold_core::{AppendRequest, EventData, ExpectedVersion, Payload};
+    let store = fresh_store().await;
+    store
+        .partition_log(
+            crossfold_postgres::PgLogPartitioning::new(20)
+                .ahead(3)
+                .margin(50),
+        )
+        .await
+        .unwrap();
+    fill(&store).await;
+    let append = |i: usize| {
+        let store = store.store.clone();
+        async move {
+            store
+                .append(AppendRequest::new().stream(
+                    StreamId::new(format!("account-x{i}")).unwrap(),
+                    ExpectedVersion::NoStream,
+                    vec![EventData::new("Opened", Payload::json(&b"{}"[..]))],
+                ))
+                .await
+                .unwrap();
+        }
+    };
+    for i in 0..20 {
+        append(i).await;
+    }
+    assert!(store.create_read_index(ReadIndex::Category).await.unwrap());
+    let listed = store.read_indexes().await.unwrap();
+    assert_eq!(state(&listed, ReadIndex::Category), PgReadIndexState::Ready);
+    let by_category = LogFilter::categories(["account"]);
+    assert!(
+        plan_of(&store, &by_category)
+            .await
+            .contains("_category_log_idx"),
+        "{}",
+        plan_of(&store, &by_category).await
+    );
+    // Partitions created from now on have it too.
+    for i in 20..40 {
+        append(i).await;
+    }
+    store.ensure_log_partitions().await.unwrap();
+    let client = raw_client().await;
+    let missing: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_inherits p \
+             WHERE p.inhparent = to_regclass($1) \
+               AND NOT EXISTS (SELECT FROM pg_index x JOIN pg_inherits pi ON pi.inhrelid = x.indexrelid \
+                               WHERE x.indrelid = p.inhrelid \
+                                 AND pi.inhparent = to_regclass($2))",
+            &[
+                &format!("{}.events", store.schema()),
+                &format!("{}.events_category_log_idx", store.schema()),
+            ],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(missing, 0, "every partition has the index");
+    assert_eq!(
+        store
+            .read_all(Position::START, 5_000, &by_category)
+            .await
+            .unwrap()
+            .len(),
+        1_040
+    );
+    assert!(store.drop_read_index(ReadIndex::Category).await.unwrap());
+    let listed = store.read_indexes().await.unwrap();
+    assert_eq!(
+        state(&listed, ReadIndex::Category),
+        PgReadIndexState::Absent
+    );
+    assert!(
+        !plan_of(&store, &by_category)
+            .await
+            .contains("_category_log_idx")
+    );
+}

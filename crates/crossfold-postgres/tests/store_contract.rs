@@ -20,7 +20,7 @@ mod each_in_a_group {
     crossfold_testkit::store_contract_tests!(fresh_store);
 }
 
-/// The same behaviours on a log partitioned by position, in partitions of 50 transaction ids
+/// The same behaviours on a log partitioned by position, in partitions of 200 transaction ids
 /// (so that the store creates partitions ahead as the behaviours append).
 mod partitioned {
     async fn fresh_store() -> super::common::TestStore {
@@ -28,9 +28,9 @@ mod partitioned {
         store
             .store
             .partition_log(
-                crossfold_postgres::PgLogPartitioning::new(50)
-                    .ahead(2)
-                    .margin(0),
+                crossfold_postgres::PgLogPartitioning::new(200)
+                    .ahead(3)
+                    .margin(50),
             )
             .await
             .unwrap();

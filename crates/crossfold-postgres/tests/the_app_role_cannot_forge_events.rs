@@ -203,6 +203,18 @@ async fn the_app_role_cannot_forge_events() {
         "DELETE FROM bank.projections",
         "DELETE FROM bank.projection_dead_letters",
         "TRUNCATE bank.projections",
+        // Archives and partitions (migration 14): archived events, event ids, the partition
+        // records and the owner's functions.
+        "INSERT INTO bank.archived_events SELECT *, now() FROM bank.events",
+        "DELETE FROM bank.archived_events",
+        "INSERT INTO bank.event_ids VALUES ('0190b4d2-0000-7000-8000-000000000001', '1', 1)",
+        "UPDATE bank.streams SET archived = false",
+        "INSERT INTO bank.log_partitioning (size, ahead) VALUES (1, 1)",
+        "DELETE FROM bank.log_partitions",
+        "CALL bank.partition_log(100)",
+        "SELECT bank.detach_log_partition('events_000000', true)",
+        "SELECT bank.attach_log_partition('events_000000')",
+        "SELECT bank.add_log_partition(1, 2)",
     ] {
         let err = raw.batch_execute(statement).await.unwrap_err();
         let code = err.code().map(|c| c.code().to_owned());
@@ -235,4 +247,50 @@ async fn the_app_role_cannot_forge_events() {
         .unwrap();
     assert_eq!(log.len(), 7);
     assert!(log.iter().all(|e| e.event_type != "Forged"));
+
+    // It archives a stream (through its function), and keeps a partitioned log's partitions
+    // ahead; converting the log is the owner's.
+    assert!(matches!(
+        app.partition_log(crossfold_postgres::PgLogPartitioning::new(1_000))
+            .await
+            .unwrap_err(),
+        crossfold_core::StoreError::Backend(_)
+    ));
+    owner
+        .partition_log(crossfold_postgres::PgLogPartitioning::new(1_000).margin(50))
+        .await
+        .unwrap();
+    assert_eq!(app.ensure_log_partitions().await.unwrap(), 0);
+    assert_eq!(
+        app.archive_stream(&sid("account-3"), true).await.unwrap(),
+        1
+    );
+    let archived = app
+        .read_archived_stream(&sid("account-3"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(archived.events.len(), 1);
+    app.append(AppendRequest::new().stream(
+        sid("account-6"),
+        ExpectedVersion::NoStream,
+        events("Opened", 1),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        app.read_all(Position::START, 100, &LogFilter::all())
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+    let err = app
+        .detach_log_partition("events_000000", true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, crossfold_core::StoreError::Backend(_)),
+        "{err:?}"
+    );
 }
