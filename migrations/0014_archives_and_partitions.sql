@@ -309,12 +309,18 @@ BEGIN
     IF pg_is_in_recovery() THEN
         RETURN 0;
     END IF;
-    SELECT * INTO cfg FROM %1$I.log_partitioning FOR UPDATE;
+    SELECT * INTO cfg FROM %1$I.log_partitioning;
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
     next := pg_snapshot_xmax(pg_current_snapshot())::text::numeric
             + (SELECT ls.shift FROM %1$I.log_state ls);
+    -- Nothing to do (the usual answer) takes no lock and writes nothing.
+    SELECT max(p.upper_bound::text::numeric) INTO hi FROM %1$I.log_partitions p;
+    IF hi >= next + cfg.ahead * cfg.size THEN
+        RETURN 0;
+    END IF;
+    PERFORM FROM %1$I.log_partitioning FOR UPDATE;
     SELECT max(p.upper_bound::text::numeric) INTO hi FROM %1$I.log_partitions p;
     SELECT max(d.transaction_id)::text::numeric INTO in_default FROM %1$I.events_default d;
     hi := greatest(coalesce(hi, 0), coalesce(in_default + 1, 0));
@@ -440,12 +446,16 @@ $function$, current_schema(), current_schema());
 
 -- The conversion (see the top of this file). CALL it as the schema's owner, outside a
 -- transaction block: it commits after each step. Run again after an interruption, it resumes.
+-- Reports how long each step took, in seconds, and how many event ids it recorded.
 EXECUTE format($function$
 CREATE PROCEDURE %1$I.partition_log(p_size bigint, p_ahead integer DEFAULT 4,
-                                    p_margin bigint DEFAULT 1000000)
+                                    p_margin bigint DEFAULT 1000000,
+                                    INOUT report jsonb DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
+    t         timestamptz := clock_timestamp();
+    ids       bigint;
     s         text := %2$L;
     bound     numeric;
     last      bigint;
@@ -476,7 +486,11 @@ BEGIN
     INSERT INTO %1$I.event_ids (event_id, transaction_id, sequence)
         SELECT ev.event_id, ev.transaction_id, ev.sequence FROM %1$I.events ev
         ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS ids = ROW_COUNT;
     COMMIT;
+    report := jsonb_build_object('event_ids', ids,
+                                 'ids_seconds', extract(epoch FROM clock_timestamp() - t));
+    t := clock_timestamp();
 
     -- 2. The stored events' range.
     bound := pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::numeric
@@ -487,9 +501,15 @@ BEGIN
     COMMIT;
     ALTER TABLE %1$I.events VALIDATE CONSTRAINT events_before_partitions;
     COMMIT;
+    report := report || jsonb_build_object('check_seconds',
+                                           extract(epoch FROM clock_timestamp() - t));
 
     -- 3. The switch.
+    t := clock_timestamp();
     LOCK TABLE %1$I.events IN ACCESS EXCLUSIVE MODE;
+    report := report || jsonb_build_object('lock_wait_seconds',
+                                           extract(epoch FROM clock_timestamp() - t));
+    t := clock_timestamp();
     seq := pg_catalog.pg_get_serial_sequence(format('%%I.events', s), 'sequence');
     EXECUTE format('SELECT last_value, is_called FROM %%s', seq) INTO last, called;
     SELECT array_agg(c.relname::text ORDER BY c.relname),
@@ -569,6 +589,9 @@ BEGIN
     INSERT INTO %1$I.log_partitioning (size, ahead) VALUES (p_size, p_ahead);
     INSERT INTO %1$I.log_partitions (name, lower_bound, upper_bound)
         VALUES ('events_000000', NULL, bound::text::xid8), ('events_default', NULL, NULL);
+    -- How long the lock was held, from when it was granted (waiting for it is not counted).
+    report := report || jsonb_build_object('switch_seconds',
+                                           extract(epoch FROM clock_timestamp() - t));
     COMMIT;
 
     -- 4. Partitions ahead.

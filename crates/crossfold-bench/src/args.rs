@@ -224,6 +224,11 @@ pub(crate) struct LoadArgs {
     #[arg(long)]
     pub(crate) group_commit: bool,
 
+    /// PostgreSQL: partition the fresh schema's log by position, N transaction ids per
+    /// partition (4 ahead), before the workload runs.
+    #[arg(long, value_name = "N", conflicts_with = "processes")]
+    pub(crate) partition_size: Option<u64>,
+
     /// PostgreSQL, with --group-commit: calls in flight at most (default: what the pool serves).
     #[arg(long, value_name = "N", requires = "group_commit")]
     pub(crate) group_commit_calls: Option<usize>,

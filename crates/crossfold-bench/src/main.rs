@@ -202,6 +202,12 @@ async fn run_postgres(args: &LoadArgs, options: &LoadOptions) -> Result<LoadRepo
         .migrate()
         .await
         .map_err(|e| format!("migration failed: {}", ErrorChain(&e)))?;
+    if let Some(size) = args.partition_size {
+        store
+            .partition_log(crossfold_postgres::PgLogPartitioning::new(size).margin(1_000))
+            .await
+            .map_err(|e| format!("cannot partition the log: {}", ErrorChain(&e)))?;
+    }
     let result = crossfold_bench::run(store.clone(), options)
         .await
         .map_err(|e| ErrorChain(&e).to_string());

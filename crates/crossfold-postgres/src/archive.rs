@@ -162,6 +162,24 @@ impl PgLogPartitioning {
     }
 }
 
+/// How a conversion of the log went ([`PgEventStore::partition_log`]): how many stored events'
+/// ids it recorded and how long each step took. Only the switch blocks appends (and reads),
+/// from when its lock is granted; while it waits for the lock, appends queue behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize)]
+pub struct PgPartitionReport {
+    /// Stored events whose ids were recorded.
+    pub event_ids: u64,
+    /// Recording them (appends go on).
+    pub ids_seconds: f64,
+    /// Checking that every stored event lies below the first partition's bound (appends go
+    /// on).
+    pub check_seconds: f64,
+    /// Waiting for the events table's lock (for appends and reads under way to finish).
+    pub lock_wait_seconds: f64,
+    /// The switch under the lock.
+    pub switch_seconds: f64,
+}
+
 /// A partition of the log ([`PgEventStore::log_partitions`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgLogPartition {
@@ -324,7 +342,10 @@ pub(crate) async fn read_archived_stream(
 }
 
 /// Converts the log (see [`PgEventStore::partition_log`]).
-pub(crate) async fn partition_log(db: &Db, plan: PgLogPartitioning) -> Result<(), StoreError> {
+pub(crate) async fn partition_log(
+    db: &Db,
+    plan: PgLogPartitioning,
+) -> Result<PgPartitionReport, StoreError> {
     let (size, margin) = match (i64::try_from(plan.size), i64::try_from(plan.margin)) {
         (Ok(size), Ok(margin)) if size > 0 => (size, margin),
         _ => {
@@ -337,8 +358,8 @@ pub(crate) async fn partition_log(db: &Db, plan: PgLogPartitioning) -> Result<()
     let client = client(db).await?;
     // A procedure that commits between its steps runs only outside a transaction block, which
     // the simple query protocol gives it; the numbers are checked integers.
-    client
-        .batch_execute(&format!(
+    let messages = client
+        .simple_query(&format!(
             "CALL {}.partition_log({size}, {}, {margin})",
             quoted(&db.schema),
             plan.ahead
@@ -346,8 +367,16 @@ pub(crate) async fn partition_log(db: &Db, plan: PgLogPartitioning) -> Result<()
         .await
         .map_err(refusal)?;
     drop(client);
+    let report = messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .and_then(|text| serde_json::from_str::<PgPartitionReport>(text).ok())
+        .unwrap_or_default();
     ensure(db).await?;
-    Ok(())
+    Ok(report)
 }
 
 /// Every partition of the log, attached or detached, in the order of their ranges (the

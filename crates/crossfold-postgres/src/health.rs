@@ -84,6 +84,15 @@ pub struct PgHealth {
     pub replay_lag: Option<Duration>,
     /// On a hot standby, the bytes of WAL received but not replayed yet.
     pub replay_lag_bytes: Option<u64>,
+    /// For a log partitioned by position (migration 14), how many attached partitions lie
+    /// wholly beyond the next transaction id (the health check creates the ones missing
+    /// first); `None` when the log is not partitioned. Zero means appends are about to go
+    /// to the default partition.
+    pub partitions_ahead: Option<u32>,
+    /// Whether events went to the default partition of a partitioned log: appends outran its
+    /// partitions (or the log started a new epoch). They are read like any other, but stay
+    /// in a partition that cannot be detached.
+    pub events_outside_partitions: bool,
 }
 
 /// Where the horizon stood when a health check first saw it stuck, so a later check can tell
@@ -175,6 +184,7 @@ pub(crate) async fn check(
         )
         .await
         .map_err(classify);
+    let partitions = partitions(db, &client).await;
     // Returned first, so the pool state does not count the health check's own connection.
     drop(client);
     let age: Option<f64> = get(&row, 0)?;
@@ -210,7 +220,51 @@ pub(crate) async fn check(
         replay_lag_bytes: replay_lag_bytes
             .filter(|b| b.is_finite())
             .map(|b| b.max(0.0) as u64),
+        partitions_ahead: partitions.map(|(ahead, _)| ahead),
+        events_outside_partitions: partitions.is_some_and(|(_, outside)| outside),
     })
+}
+
+/// For a partitioned log: partitions ahead of the next transaction id (after creating the
+/// missing ones), and whether the default partition holds events. `None` when the log is not
+/// partitioned, on a standby's store (partitions come from the primary), and when the schema
+/// lacks migration 14 or the question fails (health reports the rest).
+async fn partitions(db: &Db, client: &deadpool_postgres::Object) -> Option<(u32, bool)> {
+    let q = quoted(&db.schema);
+    if let Err(e) = crate::archive::ensure(db).await {
+        tracing::debug!(error = %ErrorChain(&e), schema = %db.schema, "crossfold: log partitions not checked");
+        return None;
+    }
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FILTER (WHERE p.detached_at IS NULL \
+                                           AND p.upper_bound IS NOT NULL \
+                                           AND coalesce(p.lower_bound::text::numeric, 0) >= x.next)::int8, \
+                        count(*)::int8 \
+                 FROM {q}.log_partitions p, \
+                      (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::numeric + ls.shift \
+                              AS next FROM {q}.log_state ls) x"
+            ),
+            &[],
+        )
+        .await
+        .ok()?;
+    let ahead: i64 = row.try_get(0).ok()?;
+    let all: i64 = row.try_get(1).ok()?;
+    if all == 0 {
+        return None;
+    }
+    let outside: bool = client
+        .query_one(
+            &format!("SELECT EXISTS (SELECT FROM {q}.events_default)"),
+            &[],
+        )
+        .await
+        .ok()?
+        .try_get(0)
+        .ok()?;
+    Some((u32::try_from(ahead).unwrap_or(u32::MAX), outside))
 }
 
 const COMPONENT: &str = "event_store";
@@ -287,6 +341,20 @@ pub(crate) fn assess(
             threshold.as_secs_f64()
         ));
     }
+    if health.partitions_ahead == Some(0) {
+        problems.push(
+            "no partition of the log lies ahead of it: appends are about to go to the default \
+             partition (`crossfold partitions create`)"
+                .to_owned(),
+        );
+    }
+    if health.events_outside_partitions {
+        problems.push(
+            "events went to the default partition of the log: appends outran its partitions \
+             (they are read like any other, but that partition cannot be detached)"
+                .to_owned(),
+        );
+    }
     if !health.listener_connected {
         problems.push(
             "the LISTEN connection is down; subscribers notice new events by polling".to_owned(),
@@ -327,6 +395,11 @@ pub(crate) fn assess(
             health.replay_lag.map(|l| l.as_secs_f64()),
         )
         .detail("replay_lag_bytes", health.replay_lag_bytes)
+        .detail("partitions_ahead", health.partitions_ahead)
+        .detail(
+            "events_outside_partitions",
+            health.events_outside_partitions,
+        )
         .detail(
             "long_transaction_threshold_seconds",
             threshold.as_secs_f64(),
@@ -438,7 +511,27 @@ mod tests {
             in_recovery: false,
             replay_lag: None,
             replay_lag_bytes: None,
+            partitions_ahead: None,
+            events_outside_partitions: false,
         }
+    }
+
+    #[test]
+    fn a_partitioned_log_without_room_ahead_is_degraded() {
+        let threshold = Duration::from_secs(30);
+        let mut log = health(pool(8, 1, 1, 0), None, true);
+        log.partitions_ahead = Some(3);
+        let report = assess(Ok(log.clone()), pool(8, 1, 1, 0), threshold);
+        assert_eq!(report.status, HealthStatus::Healthy, "{report:?}");
+        log.partitions_ahead = Some(0);
+        let report = assess(Ok(log.clone()), pool(8, 1, 1, 0), threshold);
+        assert_eq!(report.status, HealthStatus::Degraded);
+        assert!(report.message.unwrap().contains("no partition"));
+        log.partitions_ahead = Some(2);
+        log.events_outside_partitions = true;
+        let report = assess(Ok(log), pool(8, 1, 1, 0), threshold);
+        assert_eq!(report.status, HealthStatus::Degraded);
+        assert!(report.message.unwrap().contains("default partition"));
     }
 
     #[test]

@@ -143,7 +143,8 @@ mod turns;
 mod types;
 
 pub use archive::{
-    PgArchivedReads, PgEventsDetached, PgLogPartition, PgLogPartitioning, PgStreamArchived,
+    PgArchivedReads, PgEventsDetached, PgLogPartition, PgLogPartitioning, PgPartitionReport,
+    PgStreamArchived,
 };
 pub use config::{PgConfig, PgConfigError};
 pub use deadlines::PgDeadlineStore;

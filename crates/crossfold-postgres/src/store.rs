@@ -18,7 +18,7 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{NoTls, Socket};
 use tracing::Instrument;
 
-use crate::archive::{self, PgLogPartition, PgLogPartitioning};
+use crate::archive::{self, PgLogPartition, PgLogPartitioning, PgPartitionReport};
 use crate::config::PgConfig;
 use crate::db::Db;
 use crate::deadlines::PgDeadlineStore;
@@ -263,7 +263,10 @@ impl PgEventStore {
     /// as migration 14 describes: appends go on through all but its last step, a few catalog
     /// changes under the table's lock. Run it as the schema's owner. Refuses with
     /// [`StoreError::InvalidRequest`] a log partitioned already and sizes out of range.
-    pub async fn partition_log(&self, plan: PgLogPartitioning) -> Result<(), StoreError> {
+    pub async fn partition_log(
+        &self,
+        plan: PgLogPartitioning,
+    ) -> Result<PgPartitionReport, StoreError> {
         archive::partition_log(&self.inner.db, plan).await
     }
 

@@ -283,4 +283,28 @@ async fn the_store_keeps_partitions_ahead_of_its_appends() {
         .get::<_, i64>(0);
     assert_eq!(default, 0);
     assert_eq!(read_log(&store).await.len(), 1_000);
+    let health = store.health().await.unwrap();
+    assert!(health.partitions_ahead.unwrap() >= 2, "{health:?}");
+    assert!(!health.events_outside_partitions);
+
+    // An event beyond every partition (written by hand: appends use the next transaction id)
+    // lands in the default partition, and health says so.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {}.events (transaction_id, event_id, stream_id, stream_version, \
+                 event_type, schema_version, payload_json, metadata) \
+             VALUES ('900000000000', '0190b4d2-0000-7000-8000-0000000000aa', 'by-hand', 1, 'E', 1, \
+                     '{{}}', '{{\"recorded_at\": 1}}')",
+            store.schema()
+        ))
+        .await
+        .unwrap();
+    let health = store.health().await.unwrap();
+    assert!(health.events_outside_partitions, "{health:?}");
+    let report = crossfold_core::HealthCheck::check_health(&*store).await;
+    assert_eq!(
+        report.status,
+        crossfold_core::HealthStatus::Degraded,
+        "{report:?}"
+    );
 }
