@@ -1,14 +1,14 @@
 //! Archived streams and a partitioned log (migration 14).
 //!
-//! A stream closed for good can be archived ([`PgEventStore::archive_stream`]): its events
+//! A stream closed for good can be archived ([`PgEventStore::archive_stream`](crate::PgEventStore::archive_stream)): its events
 //! move out of the log into the schema's `archived_events`, in one transaction, and the stream
 //! takes no more events. They are never lost and stay readable on request
-//! ([`PgEventStore::read_archived_stream`]); a command that reads the stream gets what the store
+//! ([`PgEventStore::read_archived_stream`](crate::PgEventStore::read_archived_stream)); a command that reads the stream gets what the store
 //! is configured to answer ([`PgArchivedReads`]).
 //!
-//! The events table can be partitioned by position ([`PgEventStore::partition_log`]), so that
+//! The events table can be partitioned by position ([`PgEventStore::partition_log`](crate::PgEventStore::partition_log)), so that
 //! old positions sit in old, cold partitions that operators can detach
-//! ([`PgEventStore::detach_log_partition`]) to dump and drop, or attach again. The store keeps
+//! ([`PgEventStore::detach_log_partition`](crate::PgEventStore::detach_log_partition)) to dump and drop, or attach again. The store keeps
 //! partitions ahead of the log: when it connects, and when an append comes within `ahead - 1`
 //! partitions (at least one) of the end. See the migration for how uniqueness is kept across partitions and
 //! what each step locks.
@@ -124,7 +124,7 @@ fn find_source<T: std::error::Error + 'static>(error: &StoreError) -> Option<&T>
     None
 }
 
-/// How to partition the log ([`PgEventStore::partition_log`]).
+/// How to partition the log ([`PgEventStore::partition_log`](crate::PgEventStore::partition_log)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PgLogPartitioning {
     /// Transaction ids per partition. Each append takes one (a group commit one per group), so
@@ -162,7 +162,7 @@ impl PgLogPartitioning {
     }
 }
 
-/// How a conversion of the log went ([`PgEventStore::partition_log`]): how many stored events'
+/// How a conversion of the log went ([`PgEventStore::partition_log`](crate::PgEventStore::partition_log)): how many stored events'
 /// ids it recorded and how long each step took. Only the switch blocks appends (and reads),
 /// from when its lock is granted; while it waits for the lock, appends queue behind it.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize)]
@@ -180,7 +180,7 @@ pub struct PgPartitionReport {
     pub switch_seconds: f64,
 }
 
-/// A partition of the log ([`PgEventStore::log_partitions`]).
+/// A partition of the log ([`PgEventStore::log_partitions`](crate::PgEventStore::log_partitions)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgLogPartition {
     /// Its table, in the store's schema.
@@ -246,7 +246,7 @@ pub(crate) async fn ensure(db: &Db) -> Result<u32, StoreError> {
         .map_err(classify)?;
     let from: Option<i64> = get(&row, 0)?;
     db.partitions.extend_from.store(
-        from.and_then(|f| u64::try_from(f).ok()).unwrap_or(0).max(0),
+        from.and_then(|f| u64::try_from(f).ok()).unwrap_or(0),
         Ordering::Relaxed,
     );
     Ok(u32::try_from(made).unwrap_or(0))
@@ -294,7 +294,7 @@ async fn client(db: &Db) -> Result<Object, StoreError> {
     db.pool.get().await.map_err(classify_pool)
 }
 
-/// Archives `stream` (see [`PgEventStore::archive_stream`]).
+/// Archives `stream` (see [`PgEventStore::archive_stream`](crate::PgEventStore::archive_stream)).
 pub(crate) async fn archive_stream(
     db: &Db,
     stream: &StreamId,
@@ -341,7 +341,7 @@ pub(crate) async fn read_archived_stream(
         .map(Some)
 }
 
-/// Converts the log (see [`PgEventStore::partition_log`]).
+/// Converts the log (see [`PgEventStore::partition_log`](crate::PgEventStore::partition_log)).
 pub(crate) async fn partition_log(
     db: &Db,
     plan: PgLogPartitioning,

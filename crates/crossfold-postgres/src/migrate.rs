@@ -30,7 +30,7 @@ use crate::sql::quoted;
 mod access;
 mod report;
 
-use access::grants;
+use access::{Present, grants};
 pub(crate) use access::{check_log_order, grant_access};
 pub use report::{PgMigrationError, PgMigrationReport, PgMigrationStatus};
 
@@ -586,16 +586,7 @@ async fn apply(
         for row in roles {
             let role: String = row.try_get(0)?;
             client
-                .batch_execute(&grants(
-                    schema,
-                    &role,
-                    report.version >= 4,
-                    report.version >= 5,
-                    report.version >= 6,
-                    report.version >= 8,
-                    report.version >= 11,
-                    report.version >= 14,
-                ))
+                .batch_execute(&grants(schema, &role, Present::at(report.version)))
                 .await?;
         }
     }
@@ -703,7 +694,10 @@ mod tests {
                 "962f8df96c59b32724dd5c4f0c776333d0d2ad1c192949534159ee06ab62574a",
                 "36ed97d7e89d1985466ffd573a0b14bc10fc5258c95b8bab4223d890e580f9f2",
             ),
-            ("pending", "pending"),
+            (
+                "db2e5690ab27c7b1a90a9a1fc8e1e9a375598925e46f6731adc3b4cc5f6bec37",
+                "2726ae3e1eff8260607ebb9bfc70fbf8f321db6b53852f58f5fe6d0f581adeec",
+            ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());
         assert_eq!(

@@ -444,10 +444,10 @@ async fn partitions(client: &Client, schema: &str) -> Result<Option<Vec<String>>
         .await
         .map_err(classify)?;
     let partitioned: bool = row.try_get(0).map_err(classify)?;
-    Ok(partitioned
+    partitioned
         .then(|| row.try_get::<_, Vec<String>>(1))
         .transpose()
-        .map_err(classify)?)
+        .map_err(classify)
 }
 
 /// Builds `index` on a partitioned events table: PostgreSQL builds no index of a partitioned

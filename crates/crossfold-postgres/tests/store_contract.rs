@@ -1,6 +1,7 @@
 //! `PgEventStore` keeps every behaviour of the `EventStore` contract, against a real server
 //! (`DATABASE_URL`), each behaviour in a fresh schema: once with each append alone, once with
 //! every append sent through the group commit function, and once on a partitioned log.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -37,20 +37,44 @@ const SNAPSHOT_FUNCTIONS: &str = "save_snapshot";
 /// attaching partitions are the owner's.
 const ARCHIVE_FUNCTIONS: &str = "archive_stream, ensure_log_partitions";
 
+/// What a schema has that the application role is granted, beyond the append functions.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Present {
+    pub(super) projections: bool,
+    pub(super) deadlines: bool,
+    pub(super) horizon: bool,
+    pub(super) group: bool,
+    pub(super) snapshots: bool,
+    pub(super) archives: bool,
+}
+
+impl Present {
+    /// What a schema migrated to `version` has.
+    pub(super) fn at(version: u32) -> Self {
+        Self {
+            projections: version >= 4,
+            deadlines: version >= 5,
+            horizon: version >= 6,
+            group: version >= 8,
+            snapshots: version >= 11,
+            archives: version >= 14,
+        }
+    }
+}
+
 /// The statements that let `role` use the store in `schema`: read every table, call the
 /// append functions and the log-order check, and (when the schema has them) write the
-/// projections' tables and call the deadline, horizon, group commit and snapshot functions,
-/// nothing else.
-pub(super) fn grants(
-    schema: &str,
-    role: &str,
-    projections: bool,
-    deadlines: bool,
-    horizon: bool,
-    group: bool,
-    snapshots: bool,
-    archives: bool,
-) -> String {
+/// projections' tables and call the deadline, horizon, group commit, snapshot and archive
+/// functions, nothing else.
+pub(super) fn grants(schema: &str, role: &str, present: Present) -> String {
+    let Present {
+        projections,
+        deadlines,
+        horizon,
+        group,
+        snapshots,
+        archives,
+    } = present;
     let q = quoted(schema);
     let r = quoted(role);
     let functions: Vec<String> = APP_FUNCTIONS
@@ -105,24 +129,15 @@ pub(crate) async fn grant_access(
             &[&schema],
         )
         .await?;
-    let projections: bool = row.try_get(0)?;
-    let deadlines: bool = row.try_get(1)?;
-    let horizon: bool = row.try_get(2)?;
-    let group: bool = row.try_get(3)?;
-    let snapshots: bool = row.try_get(4)?;
-    let archives: bool = row.try_get(5)?;
-    client
-        .batch_execute(&grants(
-            schema,
-            role,
-            projections,
-            deadlines,
-            horizon,
-            group,
-            snapshots,
-            archives,
-        ))
-        .await?;
+    let present = Present {
+        projections: row.try_get(0)?,
+        deadlines: row.try_get(1)?,
+        horizon: row.try_get(2)?,
+        group: row.try_get(3)?,
+        snapshots: row.try_get(4)?,
+        archives: row.try_get(5)?,
+    };
+    client.batch_execute(&grants(schema, role, present)).await?;
     Ok(())
 }
 
