@@ -31,17 +31,32 @@ pub(crate) struct Wakeup {
     /// Bumped whenever events may have become readable (a local append or a notification).
     local: Arc<watch::Sender<u64>>,
     notifier: Arc<Notifier>,
+    /// The store's channel, which the notifier notifies.
+    channel: String,
 }
 
 impl Wakeup {
-    pub(crate) fn new(local: Arc<watch::Sender<u64>>, notifier: Arc<Notifier>) -> Self {
-        Self { local, notifier }
+    pub(crate) fn new(
+        local: Arc<watch::Sender<u64>>,
+        notifier: Arc<Notifier>,
+        channel: String,
+    ) -> Self {
+        Self {
+            local,
+            notifier,
+            channel,
+        }
+    }
+
+    /// The notifier, for a tenant's store to share (see `PgEventStore::tenant`).
+    pub(crate) fn notifier(&self) -> Arc<Notifier> {
+        self.notifier.clone()
     }
 
     /// An append committed events. Never waits.
     pub(crate) fn appended(&self) {
         wake(&self.local);
-        self.notifier.poke();
+        self.notifier.poke(&self.channel);
     }
 
     /// The wake-ups from now on, for one waiter.
@@ -77,8 +92,12 @@ impl ListenerState {
 }
 
 /// The coalescing `NOTIFY` sender.
+/// Shared by a store and the stores of its tenants: one statement notifies every channel
+/// whose store appended since the last one.
 pub(crate) struct Notifier {
     signal: Notify,
+    /// The channels to notify, each once.
+    pending: std::sync::Mutex<Vec<String>>,
 }
 
 impl Notifier {
@@ -86,12 +105,12 @@ impl Notifier {
     pub(crate) fn spawn(
         pool: Pool,
         sql: String,
-        channel: String,
         interval: Duration,
         mut shutdown: watch::Receiver<()>,
     ) -> Arc<Self> {
         let notifier = Arc::new(Self {
             signal: Notify::new(),
+            pending: std::sync::Mutex::new(Vec::new()),
         });
         let task = notifier.clone();
         tokio::spawn(async move {
@@ -100,7 +119,16 @@ impl Notifier {
                     _ = shutdown.changed() => return,
                     () = task.signal.notified() => {}
                 }
-                if let Err(e) = send(&pool, &sql, &channel).await {
+                let channels = std::mem::take(
+                    &mut *task
+                        .pending
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                );
+                if channels.is_empty() {
+                    continue;
+                }
+                if let Err(e) = send(&pool, &sql, &channels).await {
                     // Subscribers elsewhere fall back to polling; nothing is lost.
                     tracing::debug!(error = %ErrorChain(&*e), "crossfold: NOTIFY failed");
                 }
@@ -114,8 +142,18 @@ impl Notifier {
         notifier
     }
 
-    /// Asks for a `NOTIFY` soon. Never waits.
-    pub(crate) fn poke(&self) {
+    /// Asks for a `NOTIFY` on `channel` soon. Never waits (the lock is held for a look and,
+    /// once per interval and channel, a push).
+    pub(crate) fn poke(&self, channel: &str) {
+        {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !pending.iter().any(|c| c == channel) {
+                pending.push(channel.to_owned());
+            }
+        }
         self.signal.notify_one();
     }
 }
@@ -123,11 +161,11 @@ impl Notifier {
 async fn send(
     pool: &Pool,
     sql: &str,
-    channel: &str,
+    channels: &[String],
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let client = pool.get().await?;
     let statement = client.prepare_cached(sql).await?;
-    client.execute(&statement, &[&channel]).await?;
+    client.execute(&statement, &[&channels]).await?;
     Ok(())
 }
 

@@ -198,7 +198,9 @@ impl Sql {
             ),
             // A wake-up lost in a crash costs nothing (waiters poll), so its commit need not
             // wait for the WAL flush that a notifying transaction's id would otherwise cost.
-            notify: "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')"
+            // Every channel given, in one statement (a store and its tenants' stores share it).
+            notify: "SELECT set_config('synchronous_commit', 'off', true), pg_notify(c.c, '') \
+                     FROM unnest($1::text[]) AS c(c)"
                 .to_owned(),
             channel: format!("crossfold_{schema}"),
         }

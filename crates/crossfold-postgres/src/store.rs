@@ -67,6 +67,12 @@ struct Inner {
     metrics: OnceLock<StoreMetrics>,
     /// The connections turns on contended streams are held on.
     turns: Turns,
+    /// Group commit on, and its calls in flight at most (for tenants' stores).
+    group_commit: (bool, usize),
+    /// Whether the server was a hot standby when the store connected.
+    in_recovery: bool,
+    /// For a tenant's store, the store whose connections and notifier it shares.
+    _parent: Option<PgEventStore>,
     /// Dropping it stops the background tasks.
     _shutdown: watch::Sender<()>,
 }
@@ -212,17 +218,17 @@ impl PgEventStore {
         let notifier = Notifier::spawn(
             db.pool.clone(),
             db.sql.notify.clone(),
-            db.sql.channel.clone(),
             config.notify_interval,
             shutdown_rx,
         );
-        let appender =
-            append::Appender::new(&db, config.group_commit, config.get_group_commit_calls());
+        let group_commit = (config.group_commit, config.get_group_commit_calls());
+        let appender = append::Appender::new(&db, group_commit.0, group_commit.1);
+        let channel = db.sql.channel.clone();
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
                 appender,
-                wakeup: Wakeup::new(wake_tx, notifier),
+                wakeup: Wakeup::new(wake_tx, notifier, channel),
                 listener,
                 visibility_wait: config.visibility_wait,
                 long_transaction_threshold: config.long_transaction_threshold,
@@ -230,7 +236,68 @@ impl PgEventStore {
                 horizon: HorizonWatch::default(),
                 metrics: OnceLock::new(),
                 turns,
+                group_commit,
+                in_recovery,
+                _parent: None,
                 _shutdown: shutdown,
+            }),
+        })
+    }
+
+    /// The store of tenant `schema`, on the same database and this store's connections.
+    ///
+    /// Each tenant has a schema of its own — its own log, positions, streams, projections'
+    /// checkpoints, deadlines, snapshots, archive and partitions — and the returned store
+    /// knows only that schema: every statement it sends names it, and none of its methods
+    /// takes another, so no read, append, subscription, projection or operator call through
+    /// it reaches another tenant's events (see docs/operations.md, "Many tenants on one
+    /// database"). It shares this store's pool, its connections for turns and its notifier,
+    /// so hundreds of tenants cost no more connections than one; it does not `LISTEN` (its
+    /// subscribers are woken by its own appends, and poll for other processes'). Settings
+    /// come from this store's configuration. Migrate it before use
+    /// ([`migrate`](Self::migrate)); the schema is created then if need be.
+    ///
+    /// Fails with [`StoreError::InvalidRequest`] for a schema name that is not valid (see
+    /// [`PgConfig::schema`]).
+    pub async fn tenant(&self, schema: &str) -> Result<PgEventStore, StoreError> {
+        crate::config::validate_schema(schema)
+            .map_err(|e| StoreError::InvalidRequest(ErrorChain(&e).to_string()))?;
+        let inner = &self.inner;
+        let db = Arc::new(Db::new(
+            inner.db.pool.clone(),
+            schema.to_owned(),
+            inner.db.archived_reads,
+        ));
+        if let Err(e) = read_index::refresh(&db).await {
+            tracing::debug!(error = %ErrorChain(&e), schema, "crossfold: read indexes not looked up");
+        }
+        if !inner.in_recovery
+            && let Err(e) = archive::ensure(&db).await
+        {
+            tracing::debug!(error = %ErrorChain(&e), schema, "crossfold: log partitions not checked");
+        }
+        let (shutdown, _) = watch::channel(());
+        let wake_tx = Arc::new(watch::channel(0u64).0);
+        let (grouped, calls) = inner.group_commit;
+        let appender = append::Appender::new(&db, grouped, calls);
+        let channel = db.sql.channel.clone();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                appender,
+                wakeup: Wakeup::new(wake_tx, inner.wakeup.notifier(), channel),
+                listener: ListenerState::new(false),
+                visibility_wait: inner.visibility_wait,
+                long_transaction_threshold: inner.long_transaction_threshold,
+                migration_lock_timeout: inner.migration_lock_timeout,
+                horizon: HorizonWatch::default(),
+                metrics: OnceLock::new(),
+                turns: inner.turns.for_schema(schema),
+                group_commit: inner.group_commit,
+                in_recovery: inner.in_recovery,
+                // The shared notifier's task lives as long as the store that started it.
+                _parent: Some(self.clone()),
+                _shutdown: shutdown,
+                db,
             }),
         })
     }

@@ -118,6 +118,18 @@ impl Turns {
     }
 }
 
+impl Turns {
+    /// The same connections, for the store in `schema` (a tenant's, see
+    /// `PgEventStore::tenant`): turns are advisory locks keyed by schema and stream, so
+    /// tenants' turns never meet.
+    pub(crate) fn for_schema(&self, schema: &str) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            prefix: format!("{schema}."),
+        }
+    }
+}
+
 /// Waits for the caller's turn on `streams`.
 pub(crate) async fn take(turns: &Turns, streams: &[StreamId]) -> Result<StreamTurn, StoreError> {
     if streams.is_empty() {
