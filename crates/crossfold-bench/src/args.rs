@@ -273,6 +273,11 @@ pub(crate) enum Command {
     /// projection lag, the log's growth) into soak.csv and soak.svg, then verified and judged
     /// (RSS flat after the warm-up, p99 stable, no error).
     Soak(SoakArgs),
+    /// Many tenants on one database (PostgreSQL): W1 spread over --tenants tenants, each a
+    /// schema of its own on one store's connections (`PgEventStore::tenant`), against the same
+    /// accounts in one tenant, alternated; then each tenant's log is checked to hold exactly
+    /// its own events.
+    Tenants(TenantsArgs),
     /// One process's share of a run with --processes (started by the run itself).
     #[command(hide = true)]
     Share(ShareArgs),
@@ -454,6 +459,38 @@ pub(crate) struct RestartArgs {
     /// The snapshot policy: a snapshot every N events folded.
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub(crate) every: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub(crate) struct TenantsArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = DEFAULT_URL)]
+    pub(crate) url: String,
+
+    /// Tenants to spread the accounts over.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    pub(crate) tenants: usize,
+
+    /// Accounts in all (spread evenly over the tenants).
+    #[arg(long, value_name = "N", default_value_t = 3_000)]
+    pub(crate) accounts: usize,
+
+    /// How long each run lasts.
+    #[arg(long, value_name = "TIME", default_value = "30s", value_parser = seconds)]
+    pub(crate) duration: Duration,
+
+    /// Commands in flight.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub(crate) concurrency: usize,
+
+    /// Connections, shared by every tenant.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub(crate) pool: usize,
+
+    /// Runs of each layout, alternated (one tenant first, then many, then many, then one, ...).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub(crate) rounds: usize,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ mod floor;
 mod processes;
 mod projections;
 mod soak;
+mod tenants;
 mod w11;
 
 use std::process::ExitCode;
@@ -49,6 +50,7 @@ async fn main() -> ExitCode {
         Some(Command::ColdStart(args)) => cold_start::cold_start(args).await,
         Some(Command::BigLog(args)) => w11::big_log(args).await,
         Some(Command::Soak(args)) => soak::soak(args).await,
+        Some(Command::Tenants(args)) => tenants::tenants(args).await,
         None => load(cli.load).await,
     }
 }
