@@ -308,3 +308,52 @@ async fn the_store_keeps_partitions_ahead_of_its_appends() {
         "{report:?}"
     );
 }
+
+/// After a new log epoch (the store moved to another cluster: positions jump by at least
+/// 2^32) appends land in partitions created at the new positions, not in the default one, and
+/// the log reads on in order.
+#[tokio::test]
+async fn a_new_log_epoch_gets_partitions_of_its_own() {
+    let store = fresh_store().await;
+    store
+        .partition_log(PgLogPartitioning::new(1_000).ahead(2).margin(50))
+        .await
+        .unwrap();
+    let before = store
+        .append(AppendRequest::new().stream(
+            sid("before"),
+            ExpectedVersion::NoStream,
+            events("E", 1),
+        ))
+        .await
+        .unwrap();
+    // What a restore into another cluster looks like to the log-order check.
+    raw_client()
+        .await
+        .batch_execute(&format!(
+            "UPDATE {}.log_state SET system_identifier = system_identifier + 1",
+            store.schema()
+        ))
+        .await
+        .unwrap();
+    assert!(store.check_log_order().await.unwrap());
+    assert!(store.ensure_log_partitions().await.unwrap() > 0);
+    let after = store
+        .append(AppendRequest::new().stream(
+            sid("after"),
+            ExpectedVersion::NoStream,
+            events("E", 1),
+        ))
+        .await
+        .unwrap();
+    let (was, is) = (before.events[0].position, after.events[0].position);
+    assert!(is.commit() >= was.commit() + (1 << 32), "{was} then {is}");
+    let health = store.health().await.unwrap();
+    assert!(!health.events_outside_partitions, "{health:?}");
+    assert!(health.partitions_ahead.unwrap() >= 1, "{health:?}");
+    let log = read_log(&store).await;
+    assert_eq!(
+        log.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
+        ["before", "after"]
+    );
+}
