@@ -180,10 +180,12 @@ BEGIN
 -- Archives stream p_stream: moves its events to archived_events and marks it archived. Refuses
 -- (CF013), writing nothing: an id the store would not accept, a system stream, a stream without
 -- events or already archived, a stream not all of whose versions are in the log, and (unless
--- p_force) a stream whose last event a projection with a checkpoint here has not read. Locks the
--- stream's row, so appends to it wait and are then refused. Returns how many events moved.
+-- p_force) a stream whose newest event (by position) a projection with a checkpoint here has
+-- not read. Locks the stream's row, so appends to it wait and are then refused. Returns how
+-- many events moved. The application role may call `archive_stream` (never forced);
+-- `force_archive_stream` is the owner's.
 EXECUTE format($function$
-CREATE FUNCTION %1$I.archive_stream(p_stream text, p_force boolean, OUT events bigint)
+CREATE FUNCTION %1$I.archive_stream_as(p_stream text, p_force boolean, OUT events bigint)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -210,9 +212,11 @@ BEGIN
     IF archived THEN
         RAISE EXCEPTION 'stream %% is archived already', p_stream USING ERRCODE = 'CF013';
     END IF;
+    -- The newest by position: a later version may hold an earlier position (transaction ids
+    -- are handed out when a transaction first writes, not when it commits).
     SELECT ev.transaction_id, ev.sequence INTO last_tx, last_seq
         FROM %1$I.events ev WHERE ev.stream_id = p_stream
-        ORDER BY ev.stream_version DESC LIMIT 1;
+        ORDER BY ev.transaction_id DESC, ev.sequence DESC LIMIT 1;
     IF NOT coalesce(p_force, false) THEN
         SELECT string_agg(p.name, ', ' ORDER BY p.name) INTO behind
             FROM %1$I.projections p
@@ -242,6 +246,20 @@ END
 $$
 $function$, current_schema());
 
+EXECUTE format($function$
+CREATE FUNCTION %1$I.archive_stream(p_stream text, OUT events bigint)
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT %1$I.archive_stream_as(p_stream, false) $$
+$function$, current_schema());
+
+EXECUTE format($function$
+CREATE FUNCTION %1$I.force_archive_stream(p_stream text, OUT events bigint)
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT %1$I.archive_stream_as(p_stream, true) $$
+$function$, current_schema());
+
 -- Creates the partition of events for transaction ids [p_lower, p_upper) (owner only).
 EXECUTE format($function$
 CREATE FUNCTION %1$I.add_log_partition(p_lower numeric, p_upper numeric) RETURNS text
@@ -266,13 +284,24 @@ $function$, current_schema(), current_schema());
 
 -- What a new partition has of its own before it is attached (its indexes, row triggers and
 -- CHECKs come from the partitioned table): the unique index of its streams' versions, the
--- refusal of TRUNCATE, and statistics on the expressions log reads filter on (migration 13).
+-- refusal of TRUNCATE, statistics on the expressions log reads filter on (migration 13), and
+-- the partitioned table's grants (reads through the table need none, but operators' and
+-- health's looks at one partition do).
 EXECUTE format($function$
 CREATE FUNCTION %1$I.prepare_log_partition(p_name text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    g  record;
 BEGIN
+    FOR g IN SELECT a.privilege_type, a.grantee
+             FROM pg_class c, aclexplode(c.relacl) a
+             WHERE c.oid = format('%%I.events', %2$L)::regclass
+               AND a.grantee <> c.relowner LOOP
+        EXECUTE format('GRANT %%s ON %%I.%%I TO %%s', g.privilege_type, %2$L, p_name,
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END);
+    END LOOP;
     EXECUTE format('ALTER TABLE %%I.%%I ADD CONSTRAINT %%I UNIQUE (stream_id, stream_version)',
                    %2$L, p_name, p_name || '_stream_version_key');
     EXECUTE format('CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON %%I.%%I '
@@ -319,6 +348,12 @@ BEGIN
     SELECT max(p.upper_bound::text::numeric) INTO hi FROM %1$I.log_partitions p;
     IF hi >= next + cfg.ahead * cfg.size THEN
         RETURN 0;
+    END IF;
+    -- Attaching locks the default partition (ACCESS EXCLUSIVE, with a scan of it, usually
+    -- empty), and every read of the log opens it: behind a long read, give up and let a later
+    -- call try again rather than queue every read and append behind the attach.
+    IF current_setting('lock_timeout') IN ('0', '0ms') THEN
+        PERFORM set_config('lock_timeout', '1s', true);
     END IF;
     PERFORM FROM %1$I.log_partitioning FOR UPDATE;
     SELECT max(p.upper_bound::text::numeric) INTO hi FROM %1$I.log_partitions p;
@@ -386,22 +421,26 @@ BEGIN
                 p_name, behind USING ERRCODE = 'CF013';
         END IF;
     END IF;
+    -- Counted before the lock below: the log has passed the range, so nothing changes there.
+    EXECUTE format('SELECT count(*) FROM %%I.%%I', %2$L, p_name) INTO events;
     IF current_setting('lock_timeout') IN ('0', '0ms') THEN
         PERFORM set_config('lock_timeout', '10s', true);
     END IF;
+    -- Under the events table's ACCESS EXCLUSIVE lock from here to the commit: nothing below
+    -- reads the partition's rows.
     EXECUTE format('ALTER TABLE %%I.events DETACH PARTITION %%I.%%I', %2$L, %2$L, p_name);
     -- Detaching dropped the row triggers it had from events: it stays immutable by its own.
     EXECUTE format('CREATE TRIGGER archive_immutable BEFORE UPDATE OR DELETE ON %%I.%%I '
                    'FOR EACH STATEMENT EXECUTE FUNCTION %%I.refuse_event_change()',
                    %2$L, p_name, %2$L);
     EXECUTE format('ALTER TABLE %%I.%%I ENABLE ALWAYS TRIGGER archive_immutable', %2$L, p_name);
-    -- A CHECK of its range, so that attaching it again needs no scan under the lock.
-    EXECUTE format('ALTER TABLE %%I.%%I ADD CONSTRAINT %%I CHECK (%%s transaction_id < %%L::xid8)',
+    -- A CHECK of its range (validated when it is attached again, before the attach takes any
+    -- lock of the events table, so that the attach itself needs no scan).
+    EXECUTE format('ALTER TABLE %%I.%%I ADD CONSTRAINT %%I CHECK (%%s transaction_id < %%L::xid8) NOT VALID',
                    %2$L, p_name, p_name || '_range',
                    CASE WHEN p.lower_bound IS NULL THEN ''
                         ELSE format('transaction_id >= %%L::xid8 AND', p.lower_bound::text) END,
                    p.upper_bound::text);
-    EXECUTE format('SELECT count(*) FROM %%I.%%I', %2$L, p_name) INTO events;
     UPDATE %1$I.log_partitions lp SET detached_at = now() WHERE lp.name = p_name;
 END
 $$
@@ -429,6 +468,9 @@ BEGIN
         RAISE EXCEPTION 'partition %% was dropped after it was detached', p_name
             USING ERRCODE = 'CF013';
     END IF;
+    -- The scans first, locking only the detached table: its range CHECK, and the count.
+    EXECUTE format('ALTER TABLE %%I.%%I VALIDATE CONSTRAINT %%I', %2$L, p_name, p_name || '_range');
+    EXECUTE format('SELECT count(*) FROM %%I.%%I', %2$L, p_name) INTO events;
     IF current_setting('lock_timeout') IN ('0', '0ms') THEN
         PERFORM set_config('lock_timeout', '10s', true);
     END IF;
@@ -438,7 +480,6 @@ BEGIN
                    coalesce(quote_literal(p.lower_bound::text), 'MINVALUE'),
                    p.upper_bound::text);
     EXECUTE format('ALTER TABLE %%I.%%I DROP CONSTRAINT %%I', %2$L, p_name, p_name || '_range');
-    EXECUTE format('SELECT count(*) FROM %%I.%%I', %2$L, p_name) INTO events;
     UPDATE %1$I.log_partitions lp SET detached_at = NULL WHERE lp.name = p_name;
 END
 $$
@@ -466,6 +507,9 @@ DECLARE
     i         integer;
     g         record;
 BEGIN
+    -- No SET clause (a procedure that commits cannot have one): the search path is pinned by
+    -- hand, in each transaction.
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     IF p_size IS NULL OR p_size < 1 OR p_ahead IS NULL OR p_ahead NOT BETWEEN 1 AND 1000
        OR p_margin IS NULL OR p_margin < 0 THEN
         RAISE EXCEPTION 'partition_log needs a size of at least 1 transaction id, 1 to 1000 partitions ahead and a margin of at least 0'
@@ -483,11 +527,13 @@ BEGIN
         FOR EACH STATEMENT EXECUTE FUNCTION %1$I.record_event_ids();
     ALTER TABLE %1$I.events ENABLE ALWAYS TRIGGER events_ids;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     INSERT INTO %1$I.event_ids (event_id, transaction_id, sequence)
         SELECT ev.event_id, ev.transaction_id, ev.sequence FROM %1$I.events ev
         ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS ids = ROW_COUNT;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     report := jsonb_build_object('event_ids', ids,
                                  'ids_seconds', extract(epoch FROM clock_timestamp() - t));
     t := clock_timestamp();
@@ -499,8 +545,10 @@ BEGIN
     EXECUTE format('ALTER TABLE %%I.events ADD CONSTRAINT events_before_partitions '
                    'CHECK (transaction_id < %%L::pg_catalog.xid8) NOT VALID', s, bound::text);
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     ALTER TABLE %1$I.events VALIDATE CONSTRAINT events_before_partitions;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     report := report || jsonb_build_object('check_seconds',
                                            extract(epoch FROM clock_timestamp() - t));
 
@@ -533,6 +581,15 @@ BEGIN
     CREATE TABLE %1$I.events (LIKE %1$I.events_000000 INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
         PARTITION BY RANGE (transaction_id);
     ALTER TABLE %1$I.events DROP CONSTRAINT events_before_partitions;
+    -- Whoever could read or write the table can do so on the partitioned one.
+    FOR g IN SELECT a.privilege_type, a.grantee
+             FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+             WHERE c.oid = format('%%I.events_000000', s)::regclass
+               AND a.grantee <> c.relowner LOOP
+        EXECUTE format('GRANT %%s ON %%I.events TO %%s', g.privilege_type, s,
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC'
+                            ELSE g.grantee::regrole::text END);
+    END LOOP;
     CREATE SEQUENCE %1$I.events_sequence_seq CACHE 64 OWNED BY %1$I.events.sequence;
     IF called THEN
         PERFORM pg_catalog.setval(format('%%I.events_sequence_seq', s)::regclass, last, true);
@@ -576,15 +633,6 @@ BEGIN
     ALTER TABLE %1$I.events ENABLE ALWAYS TRIGGER events_no_truncate;
     ALTER TABLE %1$I.events ENABLE ALWAYS TRIGGER events_ids;
 
-    -- Whoever could read or write the table can do so on the partitioned one.
-    FOR g IN SELECT a.privilege_type, a.grantee
-             FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
-             WHERE c.oid = format('%%I.events_000000', s)::regclass
-               AND a.grantee <> c.relowner LOOP
-        EXECUTE format('GRANT %%s ON %%I.events TO %%s', g.privilege_type, s,
-                       CASE WHEN g.grantee = 0 THEN 'PUBLIC'
-                            ELSE quote_ident(g.grantee::regrole::text) END);
-    END LOOP;
 
     INSERT INTO %1$I.log_partitioning (size, ahead) VALUES (p_size, p_ahead);
     INSERT INTO %1$I.log_partitions (name, lower_bound, upper_bound)
@@ -593,10 +641,12 @@ BEGIN
     report := report || jsonb_build_object('switch_seconds',
                                            extract(epoch FROM clock_timestamp() - t));
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
     -- 4. Partitions ahead.
     PERFORM %1$I.ensure_log_partitions();
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 END
 $$
 $function$, current_schema(), current_schema());
@@ -604,6 +654,6 @@ END
 $migration$;
 
 REVOKE ALL ON FUNCTION refuse_unarchived_delete, record_event_ids, refuse_archived_append,
-    archive_stream, add_log_partition, prepare_log_partition, ensure_log_partitions,
+    archive_stream_as, archive_stream, force_archive_stream, add_log_partition, prepare_log_partition, ensure_log_partitions,
     detach_log_partition, attach_log_partition FROM PUBLIC;
 REVOKE ALL ON PROCEDURE partition_log FROM PUBLIC;

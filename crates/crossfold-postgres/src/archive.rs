@@ -213,13 +213,33 @@ pub(crate) struct PartitionWatch {
     extend_from: AtomicU64,
     /// A call of `ensure_log_partitions` is under way.
     busy: AtomicBool,
+    /// When the store last asked while the log was not known to be partitioned: another
+    /// process may convert it meanwhile.
+    asked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
+/// How often a store that found its log unpartitioned asks again, after an append.
+const ASK_AGAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl PartitionWatch {
-    /// After an append at commit half `commit`: whether it is time to create partitions ahead.
+    /// After an append at commit half `commit`: whether it is time to create partitions ahead
+    /// (or, for a log not known to be partitioned, to look again).
     pub(crate) fn due(&self, commit: u64) -> bool {
         let from = self.extend_from.load(Ordering::Relaxed);
-        from != 0 && commit >= from && !self.busy.swap(true, Ordering::AcqRel)
+        let time = if from == 0 {
+            let mut asked = self
+                .asked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let stale = asked.is_none_or(|at| at.elapsed() >= ASK_AGAIN);
+            if stale {
+                *asked = Some(std::time::Instant::now());
+            }
+            stale
+        } else {
+            commit >= from
+        };
+        time && !self.busy.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -303,8 +323,16 @@ pub(crate) async fn archive_stream(
     let client = client(db).await?;
     let row = client
         .query_one(
-            &format!("SELECT {}.archive_stream($1, $2)", quoted(&db.schema)),
-            &[&stream.as_str(), &force],
+            &format!(
+                "SELECT {}.{}($1)",
+                quoted(&db.schema),
+                if force {
+                    "force_archive_stream"
+                } else {
+                    "archive_stream"
+                }
+            ),
+            &[&stream.as_str()],
         )
         .await
         .map_err(refusal)?;

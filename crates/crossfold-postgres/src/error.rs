@@ -50,9 +50,15 @@ pub(crate) fn in_class(code: &SqlState, class: &SqlState) -> bool {
 /// because a partition covering its row was attached meanwhile (migration 14): PostgreSQL
 /// routed the row before the attach and checked it after. Nothing was written, and the same
 /// insert routes to the new partition now: contention, worth retrying.
+///
+/// Likewise an insert refused by the CHECK a conversion of the log puts on the events table
+/// until its switch (`events_before_partitions`): the switch is seconds away, and after it
+/// the same insert goes to a new partition.
 fn routed_before_an_attach(error: &tokio_postgres::Error) -> bool {
     error.as_db_error().is_some_and(|db| {
-        *db.code() == SqlState::CHECK_VIOLATION && db.table() == Some("events_default")
+        *db.code() == SqlState::CHECK_VIOLATION
+            && (db.table() == Some("events_default")
+                || db.constraint() == Some("events_before_partitions"))
     })
 }
 

@@ -184,9 +184,9 @@ pub(crate) async fn check(
         )
         .await
         .map_err(classify);
-    let partitions = partitions(db, &client).await;
     // Returned first, so the pool state does not count the health check's own connection.
     drop(client);
+    let partitions = partitions(db).await;
     let age: Option<f64> = get(&row, 0)?;
     let in_recovery: bool = get(&row, 3)?;
     let replay_lag: Option<f64> = get(&row, 4)?;
@@ -229,12 +229,14 @@ pub(crate) async fn check(
 /// missing ones), and whether the default partition holds events. `None` when the log is not
 /// partitioned, on a standby's store (partitions come from the primary), and when the schema
 /// lacks migration 14 or the question fails (health reports the rest).
-async fn partitions(db: &Db, client: &deadpool_postgres::Object) -> Option<(u32, bool)> {
+async fn partitions(db: &Db) -> Option<(u32, bool)> {
     let q = quoted(&db.schema);
+    // Creating the missing ones may fail (a lock not granted in time): what is there is
+    // reported all the same.
     if let Err(e) = crate::archive::ensure(db).await {
-        tracing::debug!(error = %ErrorChain(&e), schema = %db.schema, "crossfold: log partitions not checked");
-        return None;
+        tracing::debug!(error = %ErrorChain(&e), schema = %db.schema, "crossfold: log partitions not created ahead");
     }
+    let client = db.client().await.ok()?;
     let row = client
         .query_one(
             &format!(

@@ -695,8 +695,8 @@ mod tests {
                 "36ed97d7e89d1985466ffd573a0b14bc10fc5258c95b8bab4223d890e580f9f2",
             ),
             (
-                "db2e5690ab27c7b1a90a9a1fc8e1e9a375598925e46f6731adc3b4cc5f6bec37",
-                "2726ae3e1eff8260607ebb9bfc70fbf8f321db6b53852f58f5fe6d0f581adeec",
+                "424258a5ea24437ed27191bd5640b2acc8e487dacba7649a5154c6ea2debe820",
+                "6472c2e47857a722a32063a37fe2cbf124bdb30cb298fadd797059c31f3e02db",
             ),
         ];
         assert_eq!(sums.len(), MIGRATIONS.len());

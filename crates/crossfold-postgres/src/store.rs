@@ -271,6 +271,21 @@ impl PgEventStore {
         if let Err(e) = read_index::refresh(&db).await {
             tracing::debug!(error = %ErrorChain(&e), schema, "crossfold: read indexes not looked up");
         }
+        // The pool's connections checked the log's order of the first store's schema only
+        // (see `connect_with_tls`); this one's is checked here, once. Where the schema is not
+        // migrated yet, `migrate` checks it.
+        if !inner.in_recovery {
+            match db.client().await {
+                Ok(client) => {
+                    if let Err(e) = check_log_order(&client, schema).await {
+                        tracing::debug!(error = %ErrorChain(&e), schema, "crossfold: log order not checked");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %ErrorChain(&e), schema, "crossfold: log order not checked");
+                }
+            }
+        }
         if !inner.in_recovery
             && let Err(e) = archive::ensure(&db).await
         {

@@ -106,7 +106,10 @@ pub(super) async fn explain_refusal(
             Ok(None) => None,
             Err(e) => Some(e),
         }
-    } else if *code == SqlState::CHECK_VIOLATION && refusal.message.contains("\"events_default\"") {
+    } else if *code == SqlState::CHECK_VIOLATION
+        && (refusal.message.contains("\"events_default\"")
+            || refusal.constraint == Some("events_before_partitions"))
+    {
         // Routed to the default partition of a partitioned log just before a partition for
         // it was attached (see `error::classify`): nothing written, a retry routes anew.
         Some(StoreError::Contention(refusal.message.to_owned().into()))
