@@ -213,34 +213,32 @@ pub(crate) struct PartitionWatch {
     extend_from: AtomicU64,
     /// A call of `ensure_log_partitions` is under way.
     busy: AtomicBool,
-    /// When the store last asked while the log was not known to be partitioned: another
-    /// process may convert it meanwhile.
-    asked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-/// How often a store that found its log unpartitioned asks again, after an append.
-const ASK_AGAIN: std::time::Duration = std::time::Duration::from_secs(30);
-
 impl PartitionWatch {
-    /// After an append at commit half `commit`: whether it is time to create partitions ahead
-    /// (or, for a log not known to be partitioned, to look again).
+    /// After an append at commit half `commit`: whether it is time to create partitions ahead.
     pub(crate) fn due(&self, commit: u64) -> bool {
         let from = self.extend_from.load(Ordering::Relaxed);
-        let time = if from == 0 {
-            let mut asked = self
-                .asked
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let stale = asked.is_none_or(|at| at.elapsed() >= ASK_AGAIN);
-            if stale {
-                *asked = Some(std::time::Instant::now());
-            }
-            stale
-        } else {
-            commit >= from
-        };
-        time && !self.busy.swap(true, Ordering::AcqRel)
+        from != 0 && commit >= from && !self.busy.swap(true, Ordering::AcqRel)
     }
+
+    /// Where the partitions of a log found partitioned by another process end, less the
+    /// margin (see [`extend_from`](Self::extend_from)); a store that knew already keeps its own.
+    pub(crate) fn found(&self, extend_from: u64) {
+        let _ =
+            self.extend_from
+                .compare_exchange(0, extend_from, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// The statement that tells where the partitions of `q`'s log end, less `ahead - 1`
+/// partitions (at least one); NULL when the log is not partitioned (needs migration 14).
+pub(crate) fn extend_from_statement(q: &str) -> String {
+    format!(
+        "SELECT (SELECT max(p.upper_bound)::text::numeric \
+                        - greatest(min(c.ahead) - 1, 1) * min(c.size) \
+                 FROM {q}.log_partitions p, {q}.log_partitioning c)::int8"
+    )
 }
 
 /// Creates partitions ahead of the log if it is partitioned, and remembers where the store
@@ -254,14 +252,7 @@ pub(crate) async fn ensure(db: &Db) -> Result<u32, StoreError> {
         .map_err(refusal)
         .and_then(|row| get(&row, 0))?;
     let row = client
-        .query_one(
-            &format!(
-                "SELECT (SELECT max(p.upper_bound)::text::numeric \
-                                - greatest(min(c.ahead) - 1, 1) * min(c.size) \
-                         FROM {q}.log_partitions p, {q}.log_partitioning c)::int8"
-            ),
-            &[],
-        )
+        .query_one(&extend_from_statement(&q), &[])
         .await
         .map_err(classify)?;
     let from: Option<i64> = get(&row, 0)?;

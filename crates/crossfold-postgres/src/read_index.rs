@@ -236,7 +236,8 @@ impl KnownReadIndexes {
 
 /// The valid optional read indexes of `schema` (none when it has no events table yet), and
 /// whether it has archived streams.
-async fn look_up(client: &Client, schema: &str) -> Result<(ReadIndexSet, bool), StoreError> {
+async fn look_up(db: &Db, client: &Client) -> Result<(ReadIndexSet, bool), StoreError> {
+    let schema = db.schema.as_str();
     let rows = client
         .query(
             "SELECT c.relname::text FROM pg_catalog.pg_index i \
@@ -264,13 +265,26 @@ async fn look_up(client: &Client, schema: &str) -> Result<(ReadIndexSet, bool), 
         .map_err(classify)?
         .try_get(0)
         .map_err(classify)?;
+    if archives {
+        // A log another process partitioned after this store connected: from now on this
+        // store's appends keep partitions ahead too. On the connection the caller holds.
+        let from: Option<i64> = client
+            .query_one(&crate::archive::extend_from_statement(&quoted(schema)), &[])
+            .await
+            .map_err(classify)?
+            .try_get(0)
+            .map_err(classify)?;
+        if let Some(from) = from.and_then(|f| u64::try_from(f).ok()) {
+            db.partitions.found(from);
+        }
+    }
     Ok((set, archives))
 }
 
 /// Looks the store's optional read indexes up again and remembers what it found.
 pub(crate) async fn refresh(db: &Db) -> Result<ReadIndexSet, StoreError> {
     let client = db.client().await?;
-    let found = look_up(&client, &db.schema).await?;
+    let found = look_up(db, &client).await?;
     db.read_indexes.set(found);
     Ok(found.0)
 }
@@ -280,7 +294,7 @@ pub(crate) async fn refresh(db: &Db) -> Result<ReadIndexSet, StoreError> {
 /// tried again at the next read): the read itself then reports the trouble if there is one.
 pub(crate) async fn current(db: &Db, client: &Client) -> ReadIndexSet {
     if db.read_indexes.stale() {
-        match look_up(client, &db.schema).await {
+        match look_up(db, client).await {
             Ok(set) => db.read_indexes.set(set),
             Err(e) => {
                 tracing::debug!(error = %crossfold_core::ErrorChain(&e), "crossfold: read indexes not looked up");

@@ -357,3 +357,47 @@ async fn a_new_log_epoch_gets_partitions_of_its_own() {
         ["before", "after"]
     );
 }
+
+/// A store connected before another process partitioned the log learns of it when it looks at
+/// the schema again (with its read indexes; here through `migrate`), and keeps partitions
+/// ahead of its own appends from then on.
+#[tokio::test]
+async fn a_store_connected_before_the_conversion_keeps_partitions_ahead() {
+    let early = fresh_store().await;
+    let converter = PgEventStore::connect(common::config(early.schema()))
+        .await
+        .unwrap();
+    converter
+        .partition_log(PgLogPartitioning::new(100).ahead(3).margin(50))
+        .await
+        .unwrap();
+    early.migrate().await.unwrap();
+    for i in 0..1_000 {
+        early
+            .append(AppendRequest::new().stream(
+                sid(&format!("s-{i}")),
+                ExpectedVersion::NoStream,
+                events("E", 1),
+            ))
+            .await
+            .unwrap();
+    }
+    // The last extension runs in the background: wait for it before looking.
+    for _ in 0..50 {
+        if early.log_partitions().await.unwrap().len() >= 12 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let default = raw_client()
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM {}.events_default", early.schema()),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(default, 0, "the early store kept partitions ahead");
+    assert_eq!(read_log(&early).await.len(), 1_000);
+}
