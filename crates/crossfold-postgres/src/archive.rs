@@ -21,7 +21,7 @@ use deadpool_postgres::Object;
 use tokio_postgres::Row;
 
 use crate::db::Db;
-use crate::error::{classify, classify_pool};
+use crate::error::{classify, classify_pool, find_source};
 use crate::sql::quoted;
 use crate::types::get;
 
@@ -111,17 +111,6 @@ impl PgEventsDetached {
     pub fn find(error: &StoreError) -> Option<&PgEventsDetached> {
         find_source(error)
     }
-}
-
-fn find_source<T: std::error::Error + 'static>(error: &StoreError) -> Option<&T> {
-    let mut source = std::error::Error::source(error);
-    while let Some(e) = source {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        source = e.source();
-    }
-    None
 }
 
 /// How to partition the log ([`PgEventStore::partition_log`](crate::PgEventStore::partition_log)).

@@ -62,6 +62,19 @@ fn routed_before_an_attach(error: &tokio_postgres::Error) -> bool {
     })
 }
 
+/// The first error of type `T` in `error`'s chain of sources (the `find` of this crate's
+/// typed errors).
+pub(crate) fn find_source<T: std::error::Error + 'static>(error: &StoreError) -> Option<&T> {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        source = e.source();
+    }
+    None
+}
+
 /// Classifies a driver error, keeping it as the `source`.
 pub(crate) fn classify(error: tokio_postgres::Error) -> StoreError {
     if let Some(code) = error.code() {
@@ -133,14 +146,7 @@ pub struct PgReadOnly(#[source] tokio_postgres::Error);
 impl PgReadOnly {
     /// The refused write behind `error`, if that is what it is.
     pub fn find(error: &StoreError) -> Option<&PgReadOnly> {
-        let mut source = std::error::Error::source(error);
-        while let Some(e) = source {
-            if let Some(found) = e.downcast_ref::<PgReadOnly>() {
-                return Some(found);
-            }
-            source = e.source();
-        }
-        None
+        find_source(error)
     }
 }
 
@@ -183,14 +189,7 @@ impl PgUndecodableEvent {
 
     /// The undecodable event behind `error`, if that is what it is.
     pub fn find(error: &StoreError) -> Option<&PgUndecodableEvent> {
-        let mut source = std::error::Error::source(error);
-        while let Some(e) = source {
-            if let Some(found) = e.downcast_ref::<PgUndecodableEvent>() {
-                return Some(found);
-            }
-            source = e.source();
-        }
-        None
+        find_source(error)
     }
 }
 

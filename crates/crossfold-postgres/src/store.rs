@@ -86,6 +86,19 @@ impl std::fmt::Debug for PgEventStore {
     }
 }
 
+/// What a new store learns of its schema: which optional read indexes the reads can use, and
+/// (a partitioned log) the partitions it should have ahead, created if missing (after a new
+/// log epoch, the first that cover it). Where the schema is not migrated yet this finds
+/// nothing, and reads look again later (see `read_index`); on a standby nothing is created.
+async fn look_at_schema(db: &Db, in_recovery: bool) {
+    if let Err(e) = read_index::refresh(db).await {
+        tracing::debug!(error = %ErrorChain(&e), schema = %db.schema, "crossfold: read indexes not looked up");
+    }
+    if !in_recovery && let Err(e) = archive::ensure(db).await {
+        tracing::debug!(error = %ErrorChain(&e), schema = %db.schema, "crossfold: log partitions not checked");
+    }
+}
+
 /// Set on every connection of the store's pool: its appends give way to writers that take
 /// turns (migration 10).
 pub(crate) const GIVE_WAY: &str = "SET crossfold.give_way = on";
@@ -192,16 +205,7 @@ impl PgEventStore {
         let turns = Turns::new(&config, tls.clone())?;
 
         let db = Arc::new(Db::new(pool, config.schema.clone(), config.archived_reads));
-        // Which optional read indexes the reads can use. Where the schema is not migrated yet
-        // this finds none; reads look again later (see `read_index`).
-        if let Err(e) = read_index::refresh(&db).await {
-            tracing::debug!(error = %ErrorChain(&e), schema = %db.schema, "crossfold: read indexes not looked up");
-        }
-        // A partitioned log gets its partitions ahead (after a new log epoch, the first that
-        // cover it). Where the schema is not migrated yet, or on a standby, nothing happens.
-        if !in_recovery && let Err(e) = archive::ensure(&db).await {
-            tracing::debug!(error = %ErrorChain(&e), schema = %db.schema, "crossfold: log partitions not checked");
-        }
+        look_at_schema(&db, in_recovery).await;
         let (shutdown, shutdown_rx) = watch::channel(());
         let wake_tx = Arc::new(watch::channel(0u64).0);
         let listener = ListenerState::new(listen);
@@ -268,9 +272,6 @@ impl PgEventStore {
             schema.to_owned(),
             inner.db.archived_reads,
         ));
-        if let Err(e) = read_index::refresh(&db).await {
-            tracing::debug!(error = %ErrorChain(&e), schema, "crossfold: read indexes not looked up");
-        }
         // The pool's connections checked the log's order of the first store's schema only
         // (see `connect_with_tls`); this one's is checked here, once. Where the schema is not
         // migrated yet, `migrate` checks it.
@@ -286,11 +287,7 @@ impl PgEventStore {
                 }
             }
         }
-        if !inner.in_recovery
-            && let Err(e) = archive::ensure(&db).await
-        {
-            tracing::debug!(error = %ErrorChain(&e), schema, "crossfold: log partitions not checked");
-        }
+        look_at_schema(&db, inner.in_recovery).await;
         let (shutdown, _) = watch::channel(());
         let wake_tx = Arc::new(watch::channel(0u64).0);
         let (grouped, calls) = inner.group_commit;

@@ -38,6 +38,19 @@ async fn read_log(store: &PgEventStore) -> Vec<(EventId, String)> {
     }
 }
 
+/// How many events are in the default partition of `schema`'s log.
+async fn in_default_partition(schema: &str) -> i64 {
+    raw_client()
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.events_default"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Appends `calls` calls of 10 streams × `per_stream` events, from 4 tasks; stream names start
 /// with `prefix`. Returns the ids written.
 async fn load(store: &PgEventStore, prefix: &str, calls: usize, per_stream: usize) -> usize {
@@ -153,14 +166,7 @@ async fn a_million_events_over_partitions_are_read_back_once_each() {
     }
     let with_events = counts.iter().filter(|(_, n)| *n > 0).count();
     assert!(with_events >= 4, "{counts:?}");
-    let default = client
-        .query_one(
-            &format!("SELECT count(*) FROM {schema}.events_default"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0);
+    let default = in_default_partition(&schema).await;
     assert_eq!(default, 0, "no event fell outside the partitions");
     assert_eq!(
         counts.iter().map(|(_, n)| *n as usize).sum::<usize>(),
@@ -273,14 +279,7 @@ async fn the_store_keeps_partitions_ahead_of_its_appends() {
     }
     assert!(partitions.len() >= before + 9, "{partitions:#?}");
     let client = raw_client().await;
-    let default = client
-        .query_one(
-            &format!("SELECT count(*) FROM {}.events_default", store.schema()),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0);
+    let default = in_default_partition(store.schema()).await;
     assert_eq!(default, 0);
     assert_eq!(read_log(&store).await.len(), 1_000);
     let health = store.health().await.unwrap();
@@ -389,15 +388,7 @@ async fn a_store_connected_before_the_conversion_keeps_partitions_ahead() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let default = raw_client()
-        .await
-        .query_one(
-            &format!("SELECT count(*) FROM {}.events_default", early.schema()),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0);
+    let default = in_default_partition(early.schema()).await;
     assert_eq!(default, 0, "the early store kept partitions ahead");
     assert_eq!(read_log(&early).await.len(), 1_000);
 }
